@@ -1,0 +1,385 @@
+/*
+ * weightsum — prove, bit for bit, that the weights an inference engine holds are the weights a
+ * trainer meant it to hold, however each side shards, fuses, pads or casts them.
+ *
+ * This header is the whole public C API. Conventions:
+ *   - every symbol starts with ws_ / WS_; nothing else is exported;
+ *   - functions that can fail return ws_err and, when given a non-NULL ws_error*, fill it with
+ *     the file, tensor, byte offset and what was expected (one line, see ws_error_format);
+ *   - handles are opaque; every *_free accepts NULL;
+ *   - the library never prints, exits or aborts; it never writes to the weights it checks.
+ */
+#ifndef WEIGHTSUM_H
+#define WEIGHTSUM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(WS_BUILDING) && defined(__GNUC__)
+#define WS_API __attribute__((visibility("default")))
+#else
+#define WS_API
+#endif
+
+#define WS_VERSION_STRING "0.1.0"
+WS_API const char *ws_version(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Stable numbers: never renumber, only append. */
+typedef enum ws_err {
+    WS_OK = 0,
+    WS_ERR_NOMEM = 1,     /* allocation failed */
+    WS_ERR_IO = 2,        /* open/read/write/mmap/rename failed */
+    WS_ERR_FORMAT = 3,    /* a file is malformed (safetensors header, manifest, dump) */
+    WS_ERR_DTYPE = 4,     /* unknown or unsupported dtype / cast */
+    WS_ERR_JSON = 5,      /* text is not valid JSON, or JSON of the wrong shape */
+    WS_ERR_ARG = 6,       /* invalid argument from the caller */
+    WS_ERR_NOTFOUND = 7,  /* a named tensor, file or key does not exist */
+    WS_ERR_CRYPTO = 8,    /* libcrypto failed */
+    WS_ERR_LAYOUT = 9,    /* a layout cannot describe this model/config/parallel size */
+    WS_ERR_COVERAGE = 10, /* pieces leave a gap or overlap in a canonical tensor */
+    WS_ERR_LIMIT = 11,    /* a size limit was exceeded (header size, body size, dims) */
+    WS_ERR_THREAD = 12,   /* a thread could not be started */
+    WS_ERR_SHAPE = 13,    /* shapes disagree */
+    WS_ERR__COUNT
+} ws_err;
+
+/* Detail of an error; any string may be empty, offset is -1 when not meaningful. */
+typedef struct ws_error {
+    ws_err code;
+    char file[512];
+    char tensor[256];
+    int64_t offset;
+    char what[512];
+} ws_error;
+
+/* "WS_ERR_FORMAT" etc.; never NULL. */
+WS_API const char *ws_err_name(ws_err e);
+/* Reset *err to WS_OK with empty fields. NULL is fine. */
+WS_API void ws_error_clear(ws_error *err);
+/* One line: "FILE: tensor 'T': offset N: WHAT" (absent parts left out). Returns chars needed. */
+WS_API int ws_error_format(const ws_error *err, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dtypes and canonical casts                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Every safetensors dtype. The numbering is ours and stable. */
+typedef enum ws_dtype {
+    WS_BOOL = 0, WS_U8, WS_I8, WS_I16, WS_U16, WS_I32, WS_U32, WS_I64, WS_U64,
+    WS_F16, WS_BF16, WS_F32, WS_F64, WS_F8_E4M3, WS_F8_E5M2,
+    WS_DTYPE__COUNT
+} ws_dtype;
+
+/* Safetensors name ("F32", "BF16", "F8_E4M3", ...); NULL for an invalid value. */
+WS_API const char *ws_dtype_name(ws_dtype t);
+/* Parse a safetensors dtype name (case-sensitive, as safetensors writes them). */
+WS_API ws_err ws_dtype_from_name(const char *name, ws_dtype *out);
+/* Bytes per element (1, 2, 4 or 8); 0 for an invalid value. */
+WS_API size_t ws_dtype_size(ws_dtype t);
+/* 1 for floating-point dtypes (F16, BF16, F32, F64, F8_*). */
+WS_API int ws_dtype_is_float(ws_dtype t);
+
+/*
+ * Canonical policy. WS_CANON_BF16 casts every floating dtype to bf16 exactly as PyTorch's
+ * CPU `Tensor.to(torch.bfloat16)` does (F32/F16: round to nearest even; F64: to F32 first, then
+ * to BF16, as PyTorch does; F8: exact; every NaN becomes 0x7FC0, the sign dropped — PyTorch's
+ * CPU result; its CUDA cast gives 0x7FFF, see docs/canonical.md). Integer and bool tensors
+ * are never cast: a cast would lose information and no engine casts them.
+ * WS_CANON_NATIVE hashes the stored bytes as they are.
+ */
+typedef enum ws_canon { WS_CANON_BF16 = 0, WS_CANON_NATIVE = 1 } ws_canon;
+
+WS_API const char *ws_canon_name(ws_canon c);                 /* "bf16" / "native" */
+WS_API ws_err ws_canon_from_name(const char *name, ws_canon *out);
+/* The dtype a tensor of dtype t has after the canonical cast c. */
+WS_API ws_dtype ws_canonical_dtype(ws_dtype t, ws_canon c);
+
+/* Counts of special values met while casting (in the source dtype). */
+typedef struct ws_value_stats {
+    uint64_t nan;
+    uint64_t inf;
+} ws_value_stats;
+
+/*
+ * Cast n elements of dtype t at src into canonical dtype ws_canonical_dtype(t, c) at dst
+ * (dst may not overlap src; unaligned pointers are fine). stats (may be NULL) is incremented.
+ */
+WS_API void ws_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n, void *dst,
+                                 ws_value_stats *stats);
+/* Scalar casts exposed for tests and tools. */
+WS_API uint16_t ws_f32_to_bf16(float f);
+WS_API float ws_f16_to_f32(uint16_t h);
+WS_API float ws_bf16_to_f32(uint16_t b);
+WS_API float ws_f8e4m3_to_f32(uint8_t v);
+WS_API float ws_f8e5m2_to_f32(uint8_t v);
+/* Value of element i of a tensor of dtype t, as double (for reports). */
+WS_API double ws_element_as_double(ws_dtype t, const void *data, uint64_t i);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Safetensors checkpoints (read through mmap, validated)                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+#define WS_MAX_DIMS 8
+/* Headers larger than this are rejected as absurd (the reference implementation uses 100 MB). */
+#define WS_MAX_HEADER_BYTES (100u * 1024u * 1024u)
+
+/* One stored tensor. Pointers stay valid until its checkpoint is freed. */
+typedef struct ws_tensor {
+    const char *name;
+    ws_dtype dtype;
+    int ndim;
+    uint64_t shape[WS_MAX_DIMS];
+    uint64_t numel;
+    uint64_t nbytes;
+    const void *data;     /* read-only mapping of the tensor's bytes */
+    const char *file;     /* path of the file that holds it */
+    uint64_t file_offset; /* byte offset of data in that file */
+} ws_tensor;
+
+typedef struct ws_ckpt ws_ckpt;
+
+/*
+ * Open a checkpoint: a .safetensors file, a model.safetensors.index.json, or a directory
+ * holding either (index first, else every *.safetensors in name order). Every header is fully
+ * validated (see docs/safetensors.md); a tensor name present twice across files is an error.
+ */
+WS_API ws_err ws_ckpt_open(const char *path, ws_ckpt **out, ws_error *err);
+/* Open an explicit list of safetensors files as one checkpoint. */
+WS_API ws_err ws_ckpt_open_files(const char *const *paths, size_t n, ws_ckpt **out,
+                                 ws_error *err);
+/* Parse one safetensors image held in memory (the fuzzing entry point); buf must outlive it. */
+WS_API ws_err ws_ckpt_from_memory(const void *buf, size_t len, const char *label, ws_ckpt **out,
+                                  ws_error *err);
+WS_API void ws_ckpt_free(ws_ckpt *c);
+/* Tensors in name order. */
+WS_API size_t ws_ckpt_count(const ws_ckpt *c);
+WS_API const ws_tensor *ws_ckpt_tensor(const ws_ckpt *c, size_t i);
+WS_API const ws_tensor *ws_ckpt_find(const ws_ckpt *c, const char *name);
+/* The "__metadata__" object of the first file as JSON text, or NULL. */
+WS_API const char *ws_ckpt_metadata(const ws_ckpt *c);
+
+/* A tensor to write. */
+typedef struct ws_tensor_spec {
+    const char *name;
+    ws_dtype dtype;
+    int ndim;
+    uint64_t shape[WS_MAX_DIMS];
+    const void *data; /* numel * dtype size bytes */
+} ws_tensor_spec;
+
+/*
+ * Write a safetensors file atomically (a temporary in the same directory, fsync, rename).
+ * Tensors are stored in the given order; metadata_json (may be NULL) is a JSON object of
+ * string values stored as "__metadata__".
+ */
+WS_API ws_err ws_safetensors_write(const char *path, const ws_tensor_spec *tensors, size_t n,
+                                   const char *metadata_json, ws_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Digests                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Which digests to compute. */
+enum { WS_ALGO_SHA256 = 1, WS_ALGO_FAST = 2 };
+
+/* Fast digest: 3 lanes mod p = 2^61-1 (docs/fast-digest.md). Fixed byte form: each lane as
+ * 16 lowercase hex digits, big-endian, lane 0 first: 48 hex characters. */
+#define WS_FAST_LANES 3
+typedef struct ws_fast {
+    uint64_t lane[WS_FAST_LANES];
+} ws_fast;
+
+typedef struct ws_digest {
+    unsigned algos;        /* WS_ALGO_* present */
+    uint8_t sha256[32];
+    ws_fast fast;
+} ws_digest;
+
+/* Lowercase hex of a SHA-256 (65 bytes with NUL) / fast digest (49 bytes with NUL). */
+WS_API void ws_sha256_hex(const uint8_t d[32], char out[65]);
+WS_API void ws_fast_hex(const ws_fast *d, char out[49]);
+WS_API ws_err ws_fast_from_hex(const char *hex, ws_fast *out);
+
+/* Keys of the fast digest, derived from a seed (docs/fast-digest.md). */
+typedef struct ws_fastkey ws_fastkey;
+/* The public default seed that makes manifests comparable. */
+#define WS_FAST_DEFAULT_SEED "weightsum-fast-digest-v1"
+WS_API ws_err ws_fastkey_create(const void *seed, size_t seed_len, ws_fastkey **out,
+                                ws_error *err);
+WS_API void ws_fastkey_free(ws_fastkey *k);
+/* Short identifier of the key: first 16 hex digits of SHA-256(seed). */
+WS_API const char *ws_fastkey_id(const ws_fastkey *k);
+
+/*
+ * Fast digest algebra (docs/fast-digest.md). Canonical bytes are split into units: 1-byte
+ * dtypes give one byte-valued unit per element, wider dtypes one little-endian 16-bit unit per
+ * 2 bytes. Unit j of a tensor has global index j (element i, sub-unit s: j = i*units + s).
+ * ws_fast_accumulate adds to acc the contribution of n_units units starting at global index
+ * unit_index; data holds them as bytes (unit_bytes = 1) or little-endian u16 (unit_bytes = 2),
+ * any alignment. Contributions of disjoint runs add up (ws_fast_add) to the digest of their
+ * union, in any order: a tensor's digest is the sum over any split of it into runs.
+ * A fresh accumulator is all zeros.
+ */
+WS_API void ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
+                               const void *data, size_t n_units, int unit_bytes);
+/* acc += part (mod p, lane by lane). */
+WS_API void ws_fast_add(ws_fast *acc, const ws_fast *part);
+/* 16-bit units per element of dtype t (1 for 1- and 2-byte dtypes, 2 for 4, 4 for 8). */
+WS_API unsigned ws_dtype_units(ws_dtype t);
+/* Force a kernel ("scalar", "avx2", "avx512") or "auto" (the best this CPU has, chosen once).
+ * WS_ERR_ARG for an unknown name, WS_ERR_NOTFOUND if this CPU lacks it. */
+WS_API ws_err ws_fast_set_kernel(const char *name);
+WS_API const char *ws_fast_kernel(void);
+
+/* Digest one whole tensor's canonical bytes. key may be NULL when algos lacks WS_ALGO_FAST.
+ * stats (may be NULL) receives NaN/Inf counts of the source. */
+WS_API ws_err ws_digest_tensor(const ws_tensor *t, ws_canon c, unsigned algos,
+                               const ws_fastkey *key, ws_digest *out, ws_value_stats *stats,
+                               ws_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Manifests                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct ws_manifest_entry {
+    char *name;
+    ws_dtype dtype;           /* stored dtype of the source tensor */
+    ws_dtype canonical_dtype; /* dtype after the canonical cast */
+    int ndim;
+    uint64_t shape[WS_MAX_DIMS];
+    ws_digest digest;
+    ws_value_stats stats;
+} ws_manifest_entry;
+
+typedef struct ws_manifest ws_manifest;
+
+WS_API ws_manifest *ws_manifest_new(ws_canon c, unsigned algos, const char *key_id,
+                                    const char *source);
+WS_API void ws_manifest_free(ws_manifest *m);
+/* Copies e (its name too). Entries are kept sorted by name; a duplicate name is WS_ERR_ARG. */
+WS_API ws_err ws_manifest_add(ws_manifest *m, const ws_manifest_entry *e);
+WS_API size_t ws_manifest_count(const ws_manifest *m);
+WS_API const ws_manifest_entry *ws_manifest_entry_at(const ws_manifest *m, size_t i);
+WS_API const ws_manifest_entry *ws_manifest_find(const ws_manifest *m, const char *name);
+WS_API ws_canon ws_manifest_canon(const ws_manifest *m);
+WS_API unsigned ws_manifest_algos(const ws_manifest *m);
+WS_API const char *ws_manifest_key_id(const ws_manifest *m); /* NULL when no fast digest */
+WS_API const char *ws_manifest_source(const ws_manifest *m);
+
+/* JSON text (caller frees with free()). */
+WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
+/* Lines "HEX  NAME\n" as sha256sum prints them (sha256 when present, else fast). */
+WS_API ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err);
+/* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte). */
+WS_API ws_err ws_manifest_parse(const char *text, size_t len, const char *label,
+                                ws_manifest **out, ws_error *err);
+WS_API ws_err ws_manifest_load(const char *path, ws_manifest **out, ws_error *err);
+/* Write text to path atomically (temporary file, fsync, rename). */
+WS_API ws_err ws_write_file_atomic(const char *path, const void *data, size_t len,
+                                   ws_error *err);
+
+/* Progress callback: done/total in bytes of source data; called from worker threads, serialised. */
+typedef void (*ws_progress_fn)(void *user, uint64_t done, uint64_t total);
+
+typedef struct ws_hash_options {
+    ws_canon canon;
+    unsigned algos;           /* WS_ALGO_* (0 means SHA-256) */
+    const ws_fastkey *key;    /* required for WS_ALGO_FAST */
+    int threads;              /* <= 0: all cores */
+    ws_progress_fn progress;  /* may be NULL */
+    void *progress_user;
+} ws_hash_options;
+
+/* Digest every tensor of a checkpoint into a new manifest, tensors spread over threads. */
+WS_API ws_err ws_hash_checkpoint(const ws_ckpt *c, const ws_hash_options *opt,
+                                 const char *source, ws_manifest **out, ws_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Model config and layouts: the pieces model (docs/layouts.md)                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* What a layout needs from a HF config.json. */
+typedef struct ws_model_config {
+    char model_type[64];          /* "llama", "mistral", "qwen2", "qwen3", ... */
+    uint64_t hidden_size;
+    uint64_t intermediate_size;
+    uint64_t vocab_size;
+    uint64_t num_layers;          /* num_hidden_layers */
+    uint64_t num_heads;           /* num_attention_heads */
+    uint64_t num_kv_heads;        /* num_key_value_heads (defaults to num_heads) */
+    uint64_t head_dim;            /* head_dim (defaults to hidden_size / num_heads) */
+    int tie_word_embeddings;
+    int attention_bias;           /* q/k/v biases (qwen2 always; else config.attention_bias) */
+    int qk_norm;                  /* q_norm / k_norm per layer (qwen3) */
+} ws_model_config;
+
+/* Parse a HF config.json held in memory / in a file. Missing required keys are WS_ERR_JSON. */
+WS_API ws_err ws_model_config_parse(const char *json, size_t len, const char *label,
+                                    ws_model_config *out, ws_error *err);
+WS_API ws_err ws_model_config_load(const char *path, ws_model_config *out, ws_error *err);
+
+/*
+ * A piece says: rows x cols of local tensor `local` (on its rank), starting at (l_row0, l_col0)
+ * in the local tensor's 2-D view [*, l_cols], IS the same rectangle of canonical HF tensor `hf`
+ * starting at (t_row0, t_col0) in T's 2-D view [*, t_cols], as replica `replica` (0 = primary).
+ * 2-D views are row-major: element (r, c) is flat element r * cols + c. Each tensor's view is
+ * chosen by the layout (usually [shape[0], numel / shape[0]]; [numel, 1] for 1-D tensors).
+ */
+typedef struct ws_piece {
+    uint32_t hf;      /* index into the layout's HF tensors */
+    uint32_t local;   /* index into the layout's local tensors */
+    uint32_t replica; /* 0 = primary copy; k > 0 must equal replica 0 of the same rectangle */
+    uint64_t rows, cols;
+    uint64_t t_row0, t_col0, t_cols;
+    uint64_t l_row0, l_col0, l_cols;
+} ws_piece;
+
+/* A canonical (HF) tensor as a layout sees it. */
+typedef struct ws_hf_desc {
+    const char *name;
+    int ndim;
+    uint64_t shape[WS_MAX_DIMS];
+    const char *tied_to; /* non-NULL: no local copy; must equal this other HF tensor */
+} ws_hf_desc;
+
+/* A tensor one rank holds, under the engine's name. */
+typedef struct ws_local_desc {
+    const char *name;
+    int rank;
+    int ndim;
+    uint64_t shape[WS_MAX_DIMS];
+} ws_local_desc;
+
+typedef struct ws_layout ws_layout;
+
+/* Families: "hf", "sglang", "vllm", "megatron". tp >= 1. WS_ERR_LAYOUT when the family cannot
+ * shard this config over tp ranks (heads not divisible, ...), naming the reason. */
+WS_API ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp,
+                               ws_layout **out, ws_error *err);
+WS_API void ws_layout_free(ws_layout *l);
+WS_API const char *ws_layout_family(const ws_layout *l);
+WS_API int ws_layout_tp(const ws_layout *l);
+WS_API size_t ws_layout_hf_count(const ws_layout *l);
+WS_API const ws_hf_desc *ws_layout_hf(const ws_layout *l, size_t i);
+WS_API size_t ws_layout_local_count(const ws_layout *l);
+WS_API const ws_local_desc *ws_layout_local(const ws_layout *l, size_t i);
+WS_API size_t ws_layout_piece_count(const ws_layout *l);
+WS_API const ws_piece *ws_layout_piece(const ws_layout *l, size_t i);
+/* Index of a HF / local tensor by name (and rank), or -1. */
+WS_API long ws_layout_find_hf(const ws_layout *l, const char *name);
+WS_API long ws_layout_find_local(const ws_layout *l, int rank, const char *name);
+/* Family names, NULL-terminated. */
+WS_API const char *const *ws_layout_families(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEIGHTSUM_H */

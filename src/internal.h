@@ -1,0 +1,31 @@
+/* Internal helpers shared by the library's source files; never installed. */
+#ifndef WS_INTERNAL_H
+#define WS_INTERNAL_H
+
+#include "weightsum.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#define WSI_HIDDEN __attribute__((visibility("hidden")))
+
+/* Fill err (if non-NULL) and return code. file/tensor may be NULL; offset -1 = none. */
+WSI_HIDDEN ws_err wsi_fail(ws_error *err, ws_err code, const char *file, const char *tensor,
+                           int64_t offset, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Overflow-checked arithmetic: return false on overflow. */
+static inline bool wsi_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool wsi_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* strdup that returns NULL on NULL. */
+WSI_HIDDEN char *wsi_strdup(const char *s);
+
+/* Number of online CPUs (>= 1). */
+WSI_HIDDEN int wsi_cpu_count(void);
+
+#endif

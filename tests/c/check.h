@@ -1,0 +1,35 @@
+/* Minimal test harness shared by the C unit tests: CHECK records a failure and goes on. */
+#ifndef WS_TEST_CHECK_H
+#define WS_TEST_CHECK_H
+#include <stdio.h>
+
+static int check_failures;
+static int check_count;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        check_count++;                                                               \
+        if (!(cond)) {                                                               \
+            check_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_OK(expr)                                                                       \
+    do {                                                                                     \
+        ws_error e_;                                                                         \
+        (void)e_;                                                                            \
+        check_count++;                                                                       \
+        ws_err r_ = (expr);                                                                  \
+        if (r_ != WS_OK) {                                                                   \
+            check_failures++;                                                                \
+            fprintf(stderr, "%s:%d: %s returned %s\n", __FILE__, __LINE__, #expr,            \
+                    ws_err_name(r_));                                                        \
+        }                                                                                    \
+    } while (0)
+
+static int check_report(const char *name) {
+    printf("%s: %d checks, %d failed\n", name, check_count, check_failures);
+    return check_failures ? 1 : 0;
+}
+#endif
