@@ -251,9 +251,9 @@ WS_API ws_err ws_digest_tensor(const ws_tensor *t, ws_canon c, unsigned algos,
 
 typedef struct ws_manifest_entry {
     char *name;
-    ws_dtype dtype;           /* stored dtype of the source tensor */
-    ws_dtype canonical_dtype; /* dtype after the canonical cast */
-    int ndim;
+    ws_dtype dtype;           /* stored dtype of the source; WS_DTYPE__COUNT when unknown */
+    ws_dtype canonical_dtype; /* dtype after the canonical cast; WS_DTYPE__COUNT when unknown */
+    int ndim;                 /* -1 when unknown (sha256sum-style lines carry no shape) */
     uint64_t shape[WS_MAX_DIMS];
     ws_digest digest;
     ws_value_stats stats;
@@ -273,6 +273,10 @@ WS_API ws_canon ws_manifest_canon(const ws_manifest *m);
 WS_API unsigned ws_manifest_algos(const ws_manifest *m);
 WS_API const char *ws_manifest_key_id(const ws_manifest *m); /* NULL when no fast digest */
 WS_API const char *ws_manifest_source(const ws_manifest *m);
+/* 0 for a manifest parsed from sha256sum-style lines, which name no canonical policy; such a
+ * manifest takes one with ws_manifest_set_canon (the default is bf16). */
+WS_API int ws_manifest_declares_canon(const ws_manifest *m);
+WS_API void ws_manifest_set_canon(ws_manifest *m, ws_canon c);
 
 /* JSON text (caller frees with free()). */
 WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
@@ -378,6 +382,85 @@ WS_API long ws_layout_find_hf(const ws_layout *l, const char *name);
 WS_API long ws_layout_find_local(const ws_layout *l, int rank, const char *name);
 /* Family names, NULL-terminated. */
 WS_API const char *const *ws_layout_families(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Comparison reports                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum ws_status {
+    WS_MATCH = 0,
+    WS_MISMATCH,          /* digests differ */
+    WS_MISSING,           /* expected tensor absent */
+    WS_UNEXPECTED,        /* tensor present that nothing expects */
+    WS_SHAPE_DIFFERS,
+    WS_DTYPE_DIFFERS,     /* canonical dtypes differ */
+    WS_REPLICA_MISMATCH,  /* a replica differs from replica 0 */
+    WS_PADDING_NONZERO,   /* padding rows hold non-zero bytes */
+    WS_COVERAGE_GAP,      /* pieces leave part of a tensor uncovered, or overlap */
+    WS_NOT_COMPARABLE,    /* no digest algorithm in common */
+    WS_STATUS__COUNT
+} ws_status;
+
+/* "match", "mismatch", "missing", ... */
+WS_API const char *ws_status_name(ws_status s);
+
+/* One problem found. Strings live as long as the report. */
+typedef struct ws_finding {
+    ws_status status;
+    const char *tensor; /* HF tensor name */
+    const char *local;  /* engine tensor name, or NULL */
+    int rank;           /* -1 when not about one rank */
+    int64_t row0, row1; /* rows [row0, row1) of the HF tensor, or -1 */
+    const char *detail; /* one human-readable line */
+} ws_finding;
+
+typedef struct ws_report ws_report;
+
+WS_API ws_report *ws_report_new(void);
+WS_API void ws_report_free(ws_report *r);
+/* Copies the strings of f. */
+WS_API ws_err ws_report_add(ws_report *r, const ws_finding *f);
+WS_API void ws_report_count_match(ws_report *r, uint64_t n);
+WS_API size_t ws_report_count(const ws_report *r);
+WS_API const ws_finding *ws_report_at(const ws_report *r, size_t i);
+WS_API uint64_t ws_report_matched(const ws_report *r);
+/* 1 when the report holds no finding. */
+WS_API int ws_report_ok(const ws_report *r);
+/* {"ok":bool,"matched":n,"findings":[{status,tensor,local,rank,rows,detail}...]} */
+WS_API ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err);
+
+/*
+ * Compare an expected manifest (the trainer's) with an actual one (this side's): per tensor
+ * match / mismatch / missing / unexpected / shape / dtype, appended to r. Digests are compared
+ * on every algorithm both have (fast digests only under the same key id). Different canonical
+ * policies are WS_ERR_ARG: their digests are not comparable at all.
+ */
+WS_API ws_err ws_compare_manifests(const ws_manifest *expected, const ws_manifest *actual,
+                                   ws_report *r, ws_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Element-level differences                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct ws_diff {
+    uint64_t compared;  /* elements compared */
+    uint64_t differ;    /* elements whose bits differ */
+    uint64_t first;     /* flat index of the first differing element (when differ > 0) */
+    double first_a, first_b;
+    double max_abs;     /* largest |a - b| over differing pairs with no NaN */
+    uint64_t max_ulp;   /* largest distance in units in the last place (ordered bit patterns) */
+} ws_diff;
+
+WS_API void ws_diff_init(ws_diff *d);
+/* Compare n elements of dtype t that sit at flat index `at` of both tensors; feed in any order. */
+WS_API void ws_diff_update(ws_diff *d, ws_dtype t, uint64_t at, const void *a, const void *b,
+                           uint64_t n);
+/* Element-level diff of two tensors of one shape: native bits when dtypes agree, otherwise the
+ * canonical bf16 values. WS_ERR_SHAPE / WS_ERR_DTYPE when not comparable. */
+WS_API ws_err ws_diff_tensors(const ws_tensor *a, const ws_tensor *b, ws_diff *out,
+                              ws_error *err);
+/* Coordinates of flat index i in a row-major tensor of this shape. */
+WS_API void ws_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords);
 
 #ifdef __cplusplus
 }

@@ -140,7 +140,7 @@ static inline int is_nan_bits32(uint32_t u) { return (u & 0x7fffffffu) > 0x7f800
 static inline int is_inf_bits32(uint32_t u) { return (u & 0x7fffffffu) == 0x7f800000u; }
 
 /* Count NaN/Inf of n elements of float dtype t. */
-static void count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st) {
+void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st) {
     uint64_t nan = 0, inf = 0;
     switch (t) {
     case WS_F32:
@@ -190,7 +190,7 @@ static void count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats
 
 void ws_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n, void *dst,
                           ws_value_stats *stats) {
-    if (stats && ws_dtype_is_float(t)) count_specials(t, src, n, stats);
+    if (stats && ws_dtype_is_float(t)) wsi_count_specials(t, src, n, stats);
     uint8_t *out = dst;
     if (ws_canonical_dtype(t, c) == t) {
         memcpy(dst, src, n * ws_dtype_size(t));

@@ -25,6 +25,9 @@ static inline bool wsi_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
 /* strdup that returns NULL on NULL. */
 WSI_HIDDEN char *wsi_strdup(const char *s);
 
+/* Add the NaN/Inf counts of n elements of float dtype t to st (no-op for other dtypes). */
+WSI_HIDDEN void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st);
+
 /* Number of online CPUs (>= 1). */
 WSI_HIDDEN int wsi_cpu_count(void);
 

@@ -1,0 +1,40 @@
+/* The weightsum command line: shared helpers for the subcommands (cli/cmd_*.c). */
+#ifndef WS_CLI_H
+#define WS_CLI_H
+#include "weightsum.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit codes, as cmp(1) and diff(1): */
+enum { EXIT_MATCH = 0, EXIT_MISMATCH = 1, EXIT_TROUBLE = 2 };
+
+/* Print "weightsum: <one line>" for err on stderr and return EXIT_TROUBLE. */
+int cli_fail(const ws_error *err);
+/* Print "weightsum: <printf>" on stderr and return EXIT_TROUBLE. */
+int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Progress bar on stderr: on when `mode` is 1, off when 0, when stderr is a terminal if -1. */
+typedef struct cli_progress {
+    bool on;
+    double start, last;
+} cli_progress;
+void cli_progress_init(cli_progress *p, int mode);
+void cli_progress_cb(void *user, uint64_t done, uint64_t total);
+void cli_progress_end(cli_progress *p);
+
+/* Parse "-j N" style integers; false on junk. */
+bool cli_parse_int(const char *s, long lo, long hi, long *out);
+/* Parse --algo sha256|fast|both into WS_ALGO_* bits. */
+bool cli_parse_algo(const char *s, unsigned *out);
+/* The key for the fast digest: --key SEED, or the public default. */
+int cli_make_key(const char *seed, ws_fastkey **out);
+/* Print a human line for each finding of r and a summary; returns the exit code. */
+int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what);
+
+/* Subcommands. */
+int cmd_hash(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+#endif

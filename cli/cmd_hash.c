@@ -1,0 +1,105 @@
+/* weightsum hash CKPT: one digest per tensor, as sha256sum lines or a JSON manifest. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: weightsum hash CKPT [-o FILE] [--json] [--canonical bf16|native]\n"
+    "                      [--algo sha256|fast|both] [--key SEED] [-j N] [--[no-]progress]\n"
+    "\n"
+    "Digest every tensor of CKPT (a .safetensors file, a *.safetensors.index.json or a\n"
+    "directory) after the canonical cast. Prints 'DIGEST  NAME' lines like sha256sum, or\n"
+    "with --json the manifest; -o FILE writes the JSON manifest to FILE atomically.\n"
+    "  --canonical P   bf16 (default: floats cast to bf16 as PyTorch does) or native\n"
+    "  --algo A        sha256 (default), fast (layout-invariant) or both\n"
+    "  --key SEED      seed of the fast digest's keys (default: the public seed)\n"
+    "  -j N            threads (default: all cores)\n"
+    "Exit: 0 done, 2 trouble. NaN/Inf counts are reported on stderr.\n";
+
+int cli_hash_path(const char *path, ws_canon canon, unsigned algos, const ws_fastkey *key,
+                  int threads, int progress_mode, ws_manifest **out) {
+    ws_error err;
+    ws_ckpt *c = NULL;
+    if (ws_ckpt_open(path, &c, &err) != WS_OK) return cli_fail(&err);
+    cli_progress prog;
+    cli_progress_init(&prog, progress_mode);
+    ws_hash_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
+                           .progress = cli_progress_cb, .progress_user = &prog};
+    ws_err rc = ws_hash_checkpoint(c, &opt, path, out, &err);
+    cli_progress_end(&prog);
+    ws_ckpt_free(c);
+    if (rc != WS_OK) return cli_fail(&err);
+    for (size_t i = 0; i < ws_manifest_count(*out); i++) {
+        const ws_manifest_entry *e = ws_manifest_entry_at(*out, i);
+        if (e->stats.nan || e->stats.inf)
+            fprintf(stderr, "weightsum: warning: %s: tensor '%s' holds %llu NaN and %llu Inf\n",
+                    path, e->name, (unsigned long long)e->stats.nan,
+                    (unsigned long long)e->stats.inf);
+    }
+    return EXIT_MATCH;
+}
+
+int cmd_hash(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, 'J'},
+        {"canonical", required_argument, 0, 'c'}, {"algo", required_argument, 0, 'a'},
+        {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
+        {"progress", no_argument, 0, 'P'}, {"no-progress", no_argument, 0, 'N'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *output = NULL, *seed = NULL;
+    bool json = false;
+    ws_canon canon = WS_CANON_BF16;
+    unsigned algos = WS_ALGO_SHA256;
+    long threads = 0;
+    int progress = -1, ch;
+    while ((ch = getopt_long(argc, argv, "o:j:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o': output = optarg; break;
+        case 'J': json = true; break;
+        case 'c':
+            if (ws_canon_from_name(optarg, &canon) != WS_OK)
+                return cli_failf("--canonical must be bf16 or native, not '%s'", optarg);
+            break;
+        case 'a':
+            if (!cli_parse_algo(optarg, &algos))
+                return cli_failf("--algo must be sha256, fast or both, not '%s'", optarg);
+            break;
+        case 'k': seed = optarg; break;
+        case 'j':
+            if (!cli_parse_int(optarg, 1, 4096, &threads))
+                return cli_failf("-j needs a thread count from 1 to 4096, not '%s'", optarg);
+            break;
+        case 'P': progress = 1; break;
+        case 'N': progress = 0; break;
+        case 'h': fputs(usage, stdout); return EXIT_MATCH;
+        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        }
+    }
+    if (optind + 1 != argc) {
+        fputs(usage, stderr);
+        return EXIT_TROUBLE;
+    }
+    ws_fastkey *key = NULL;
+    if ((algos & WS_ALGO_FAST) && cli_make_key(seed, &key) != EXIT_MATCH) return EXIT_TROUBLE;
+    ws_manifest *m = NULL;
+    int rc = cli_hash_path(argv[optind], canon, algos, key, (int)threads, progress, &m);
+    ws_fastkey_free(key);
+    if (rc != EXIT_MATCH) return rc;
+    ws_error err;
+    char *text = NULL;
+    if (output || json) {
+        if (ws_manifest_to_json(m, &text, &err) != WS_OK) rc = cli_fail(&err);
+        else if (output && ws_write_file_atomic(output, text, strlen(text), &err) != WS_OK)
+            rc = cli_fail(&err);
+        else if (!output) fputs(text, stdout);
+    } else if (ws_manifest_to_lines(m, &text, &err) != WS_OK) {
+        rc = cli_fail(&err);
+    } else {
+        fputs(text, stdout);
+    }
+    free(text);
+    ws_manifest_free(m);
+    return rc;
+}

@@ -1,0 +1,39 @@
+/* weightsum: the command-line tool. Thin: parses arguments, calls the library, prints. */
+#include "cli.h"
+
+#include <string.h>
+
+static const char usage[] =
+    "usage: weightsum COMMAND [ARGS]   (weightsum COMMAND --help for each)\n"
+    "\n"
+    "  demo      run the built-in example end to end (offline, seconds)\n"
+    "  hash      digest every tensor of a checkpoint (sha256sum-style lines or a manifest)\n"
+    "  verify    check a checkpoint against a manifest\n"
+    "  diff      element-level differences between two checkpoints\n"
+    "  version   print the version\n"
+    "\n"
+    "Exit codes: 0 all match, 1 mismatch found, 2 trouble.\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return EXIT_TROUBLE;
+    }
+    const char *cmd = argv[1];
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"hash", cmd_hash}, {"verify", cmd_verify}, {"diff", cmd_diff}, {"demo", cmd_demo}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("weightsum %s\n", ws_version());
+        return EXIT_MATCH;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(usage, stdout);
+        return EXIT_MATCH;
+    }
+    fprintf(stderr, "weightsum: unknown command '%s'\n%s", cmd, usage);
+    return EXIT_TROUBLE;
+}

@@ -1,0 +1,81 @@
+/* Helpers shared by the subcommands: error lines, numbers, keys, report printing. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_fail(const ws_error *err) {
+    char line[2048];
+    ws_error_format(err, line, sizeof line);
+    fprintf(stderr, "weightsum: %s\n", line);
+    return EXIT_TROUBLE;
+}
+
+int cli_failf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("weightsum: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return EXIT_TROUBLE;
+}
+
+bool cli_parse_int(const char *s, long lo, long hi, long *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_algo(const char *s, unsigned *out) {
+    if (strcmp(s, "sha256") == 0) *out = WS_ALGO_SHA256;
+    else if (strcmp(s, "fast") == 0) *out = WS_ALGO_FAST;
+    else if (strcmp(s, "both") == 0) *out = WS_ALGO_SHA256 | WS_ALGO_FAST;
+    else return false;
+    return true;
+}
+
+int cli_make_key(const char *seed, ws_fastkey **out) {
+    ws_error err;
+    const char *s = seed ? seed : WS_FAST_DEFAULT_SEED;
+    if (ws_fastkey_create(s, strlen(s), out, &err) != WS_OK) return cli_fail(&err);
+    return EXIT_MATCH;
+}
+
+int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what) {
+    if (json) {
+        char *text = NULL;
+        ws_error err;
+        if (ws_report_to_json(r, &text, &err) != WS_OK) return cli_fail(&err);
+        fputs(text, stdout);
+        fputc('\n', stdout);
+        free(text);
+    } else {
+        uint64_t counts[WS_STATUS__COUNT] = {0};
+        for (size_t i = 0; i < ws_report_count(r); i++) {
+            const ws_finding *f = ws_report_at(r, i);
+            counts[f->status]++;
+            if (quiet) continue;
+            printf("%s: %s", f->tensor, ws_status_name(f->status));
+            if (f->local) printf(" [%s", f->local);
+            if (f->local && f->rank >= 0) printf(" on rank %d", f->rank);
+            if (f->local) printf("]");
+            else if (f->rank >= 0) printf(" [rank %d]", f->rank);
+            if (f->row0 >= 0) printf(" rows %lld..%lld", (long long)f->row0, (long long)f->row1);
+            printf(": %s\n", f->detail);
+        }
+        if (!quiet) {
+            printf("%s: %llu matched", what, (unsigned long long)ws_report_matched(r));
+            for (int s = 1; s < WS_STATUS__COUNT; s++)
+                if (counts[s]) printf(", %llu %s", (unsigned long long)counts[s], ws_status_name((ws_status)s));
+            printf(" -> %s\n", ws_report_ok(r) ? "OK" : "FAILED");
+        }
+    }
+    return ws_report_ok(r) ? EXIT_MATCH : EXIT_MISMATCH;
+}

@@ -1,0 +1,95 @@
+/* Digests of canonical bytes: SHA-256 through libcrypto's EVP (SHA-NI where the CPU has it)
+ * and the fast digest, fed in chunks that are cast on the way. */
+#include "digest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ws_sha256_hex(const uint8_t d[32], char out[65]) {
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hx[d[i] >> 4];
+        out[2 * i + 1] = hx[d[i] & 15];
+    }
+    out[64] = 0;
+}
+
+ws_err wsi_sink_init(wsi_sink *s, unsigned algos, ws_dtype cdtype, const ws_fastkey *key,
+                     ws_error *err) {
+    memset(s, 0, sizeof *s);
+    s->algos = algos ? algos : WS_ALGO_SHA256;
+    s->cdtype = cdtype;
+    s->key = key;
+    if ((s->algos & WS_ALGO_FAST) && !key)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "fast digest requested without a key");
+    s->scratch = malloc((size_t)WSI_CHUNK_ELEMS * 8);
+    if (!s->scratch) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    if (s->algos & WS_ALGO_SHA256) {
+        s->sha = EVP_MD_CTX_new();
+        if (!s->sha || EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL) != 1) {
+            wsi_sink_destroy(s);
+            return wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "EVP SHA-256 init failed");
+        }
+    }
+    return WS_OK;
+}
+
+void wsi_sink_destroy(wsi_sink *s) {
+    EVP_MD_CTX_free(s->sha);
+    free(s->scratch);
+    s->sha = NULL;
+    s->scratch = NULL;
+}
+
+static void feed_canonical(wsi_sink *s, uint64_t at, const void *bytes, uint64_t n) {
+    size_t esz = ws_dtype_size(s->cdtype);
+    if (s->sha) EVP_DigestUpdate(s->sha, bytes, n * esz);
+    if (s->algos & WS_ALGO_FAST) {
+        unsigned upe = ws_dtype_units(s->cdtype);
+        ws_fast_accumulate(s->key, &s->fast, at * upe, bytes, n * upe, esz == 1 ? 1 : 2);
+    }
+}
+
+void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint64_t at, const void *src,
+                   uint64_t n, ws_value_stats *stats) {
+    const uint8_t *p = src;
+    size_t ssz = ws_dtype_size(src_dtype);
+    bool same = ws_canonical_dtype(src_dtype, c) == src_dtype;
+    while (n > 0) {
+        uint64_t k = n < WSI_CHUNK_ELEMS ? n : WSI_CHUNK_ELEMS;
+        if (same) {
+            if (stats) wsi_count_specials(src_dtype, p, (size_t)k, stats);
+            feed_canonical(s, at, p, k);
+        } else {
+            ws_cast_to_canonical(src_dtype, c, p, (size_t)k, s->scratch, stats);
+            feed_canonical(s, at, s->scratch, k);
+        }
+        p += k * ssz;
+        at += k;
+        n -= k;
+    }
+}
+
+ws_err wsi_sink_final(wsi_sink *s, ws_digest *out, ws_error *err) {
+    memset(out, 0, sizeof *out);
+    out->algos = s->algos;
+    if (s->sha) {
+        unsigned int len = 0;
+        if (EVP_DigestFinal_ex(s->sha, out->sha256, &len) != 1 || len != 32)
+            return wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "EVP SHA-256 final failed");
+    }
+    if (s->algos & WS_ALGO_FAST) out->fast = s->fast;
+    return WS_OK;
+}
+
+ws_err ws_digest_tensor(const ws_tensor *t, ws_canon c, unsigned algos, const ws_fastkey *key,
+                        ws_digest *out, ws_value_stats *stats, ws_error *err) {
+    wsi_sink s;
+    ws_err rc = wsi_sink_init(&s, algos, ws_canonical_dtype(t->dtype, c), key, err);
+    if (rc != WS_OK) return rc;
+    wsi_sink_feed(&s, t->dtype, c, 0, t->data, t->numel, stats);
+    rc = wsi_sink_final(&s, out, err);
+    wsi_sink_destroy(&s);
+    return rc;
+}
