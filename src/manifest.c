@@ -208,7 +208,8 @@ static ws_err parse_json(const char *text, size_t len, const char *label, ws_man
     const char *canon = json_string_value(json_object_get(root, "canonical"));
     ws_canon c = WS_CANON_BF16;
     if (!json_is_object(root) ||
-        !json_equal(json_object_get(root, "format"), json_string("weightsum-manifest")) ||
+        !json_string_value(json_object_get(root, "format")) ||
+        strcmp(json_string_value(json_object_get(root, "format")), "weightsum-manifest") != 0 ||
         !json_is_object(tensors)) {
         rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, -1,
                       "not a weightsum manifest (needs \"format\": \"weightsum-manifest\" and a "

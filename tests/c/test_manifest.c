@@ -1,0 +1,147 @@
+/* Manifests (JSON and line forms), comparison verdicts, element diffs. */
+#include "check.h"
+#include "weightsum.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ws_manifest_entry entry(const char *name, uint8_t fill, uint64_t rows) {
+    ws_manifest_entry e;
+    memset(&e, 0, sizeof e);
+    e.name = (char *)name;
+    e.dtype = WS_F32;
+    e.canonical_dtype = WS_BF16;
+    e.ndim = 2;
+    e.shape[0] = rows;
+    e.shape[1] = 4;
+    e.digest.algos = WS_ALGO_SHA256;
+    memset(e.digest.sha256, fill, 32);
+    return e;
+}
+
+static ws_status only_status(const ws_report *r, const char *name) {
+    for (size_t i = 0; i < ws_report_count(r); i++)
+        if (!strcmp(ws_report_at(r, i)->tensor, name)) return ws_report_at(r, i)->status;
+    return WS_MATCH;
+}
+
+static void test_roundtrip_and_compare(void) {
+    ws_manifest *a = ws_manifest_new(WS_CANON_BF16, WS_ALGO_SHA256, NULL, "a");
+    ws_manifest_entry e1 = entry("z.w", 1, 3), e2 = entry("a.w", 2, 3), e3 = entry("m.w", 3, 3);
+    CHECK_OK(ws_manifest_add(a, &e1));
+    CHECK_OK(ws_manifest_add(a, &e2));
+    CHECK_OK(ws_manifest_add(a, &e3));
+    CHECK(ws_manifest_add(a, &e3) == WS_ERR_ARG); /* duplicate */
+    CHECK(!strcmp(ws_manifest_entry_at(a, 0)->name, "a.w")); /* sorted */
+    ws_error err;
+    char *json = NULL, *lines = NULL;
+    CHECK_OK(ws_manifest_to_json(a, &json, &err));
+    CHECK_OK(ws_manifest_to_lines(a, &lines, &err));
+    ws_manifest *b = NULL, *c = NULL;
+    CHECK_OK(ws_manifest_parse(json, strlen(json), "j", &b, &err));
+    CHECK_OK(ws_manifest_parse(lines, strlen(lines), "l", &c, &err));
+    CHECK(ws_manifest_declares_canon(b) && !ws_manifest_declares_canon(c));
+    CHECK(ws_manifest_count(b) == 3 && ws_manifest_count(c) == 3);
+    CHECK(ws_manifest_find(b, "m.w")->shape[0] == 3);
+    CHECK(ws_manifest_find(c, "m.w")->ndim == -1);
+    ws_report *r = ws_report_new();
+    CHECK_OK(ws_compare_manifests(a, b, r, &err));
+    CHECK(ws_report_ok(r) && ws_report_matched(r) == 3);
+    ws_report_free(r);
+    r = ws_report_new();
+    CHECK_OK(ws_compare_manifests(a, c, r, &err));
+    CHECK(ws_report_ok(r));
+    ws_report_free(r);
+
+    /* every verdict */
+    ws_manifest *d = ws_manifest_new(WS_CANON_BF16, WS_ALGO_SHA256, NULL, "d");
+    ws_manifest_entry m1 = entry("a.w", 9, 3);  /* digest differs */
+    ws_manifest_entry m2 = entry("m.w", 3, 5);  /* shape differs */
+    ws_manifest_entry m4 = entry("new.w", 1, 3); /* unexpected; z.w missing */
+    CHECK_OK(ws_manifest_add(d, &m1));
+    CHECK_OK(ws_manifest_add(d, &m2));
+    CHECK_OK(ws_manifest_add(d, &m4));
+    r = ws_report_new();
+    CHECK_OK(ws_compare_manifests(a, d, r, &err));
+    CHECK(only_status(r, "a.w") == WS_MISMATCH);
+    CHECK(only_status(r, "m.w") == WS_SHAPE_DIFFERS);
+    CHECK(only_status(r, "z.w") == WS_MISSING);
+    CHECK(only_status(r, "new.w") == WS_UNEXPECTED);
+    CHECK(!ws_report_ok(r) && ws_report_matched(r) == 0);
+    char *rj = NULL;
+    CHECK_OK(ws_report_to_json(r, &rj, &err));
+    CHECK(rj && strstr(rj, "\"mismatch\"") && strstr(rj, "\"ok\": false"));
+    free(rj);
+    ws_report_free(r);
+    /* different canonical policies are not comparable at all */
+    ws_manifest *n = ws_manifest_new(WS_CANON_NATIVE, WS_ALGO_SHA256, NULL, "n");
+    r = ws_report_new();
+    CHECK(ws_compare_manifests(a, n, r, &err) == WS_ERR_ARG);
+    ws_report_free(r);
+    ws_manifest_free(n);
+    free(json);
+    free(lines);
+    ws_manifest_free(a);
+    ws_manifest_free(b);
+    ws_manifest_free(c);
+    ws_manifest_free(d);
+}
+
+static void test_parse_errors(void) {
+    const char *bad[] = {
+        "{\"format\":\"weightsum-manifest\"}",
+        "{\"format\":\"other\",\"tensors\":{}}",
+        "{\"format\":\"weightsum-manifest\",\"tensors\":{\"a\":{\"sha256\":\"zz\"}}}",
+        "{\"format\":\"weightsum-manifest\",\"canonical\":\"fp4\",\"tensors\":{}}",
+        "{\"format\":\"weightsum-manifest\",\"tensors\":{\"a\":{\"shape\":[-1],\"sha256\":"
+        "\"0000000000000000000000000000000000000000000000000000000000000000\"}}}",
+        "{ not json",
+        "abcd  name\n",
+        "0000000000000000000000000000000000000000000000000000000000000000 one-space\n",
+        "0000000000000000000000000000000000000000000000000000000000000000  x\n"
+        "0000000000000000000000000000000000000000000000000000000000000000  x\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ws_manifest *m = (ws_manifest *)1;
+        ws_error err;
+        ws_err rc = ws_manifest_parse(bad[i], strlen(bad[i]), "bad", &m, &err);
+        if (rc == WS_OK) fprintf(stderr, "accepted bad manifest %zu\n", i);
+        CHECK(rc != WS_OK && m == NULL);
+    }
+}
+
+static void test_diff(void) {
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 2, 3, 4, 5, 6};
+    b[4] = nextafterf(5.0f, 10.0f);
+    b[5] = -6.0f;
+    ws_diff d;
+    ws_diff_init(&d);
+    ws_diff_update(&d, WS_F32, 0, a, b, 6);
+    CHECK(d.differ == 2 && d.first == 4 && d.first_a == 5.0 && d.compared == 6);
+    CHECK(d.max_abs == 12.0);
+    CHECK(d.max_ulp > 1); /* 6 vs -6 is far apart */
+    ws_diff_init(&d);
+    ws_diff_update(&d, WS_F32, 100, a + 4, b + 4, 1);
+    CHECK(d.max_ulp == 1 && d.first == 100);
+    int8_t x = -128, y = 127;
+    ws_diff_init(&d);
+    ws_diff_update(&d, WS_I8, 0, &x, &y, 1);
+    CHECK(d.max_ulp == 255);
+    uint16_t p0 = 0x0000, n0 = 0x8000; /* +0 and -0 differ in bits, by 0 ulp */
+    ws_diff_init(&d);
+    ws_diff_update(&d, WS_BF16, 0, &p0, &n0, 1);
+    CHECK(d.differ == 1 && d.max_ulp == 0 && d.max_abs == 0);
+    uint64_t shape[3] = {2, 3, 4}, co[3];
+    ws_unravel(23, 3, shape, co);
+    CHECK(co[0] == 1 && co[1] == 2 && co[2] == 3);
+    ws_unravel(5, 3, shape, co);
+    CHECK(co[0] == 0 && co[1] == 1 && co[2] == 1);
+}
+
+int main(void) {
+    test_roundtrip_and_compare();
+    test_parse_errors();
+    test_diff();
+    return check_report("test_manifest");
+}
