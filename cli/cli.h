@@ -37,4 +37,5 @@ int cmd_hash(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 #endif

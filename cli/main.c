@@ -10,6 +10,7 @@ static const char usage[] =
     "  hash      digest every tensor of a checkpoint (sha256sum-style lines or a manifest)\n"
     "  verify    check a checkpoint against a manifest\n"
     "  diff      element-level differences between two checkpoints\n"
+    "  synth     write a synthetic checkpoint for a model config (tests, benchmarks)\n"
     "  version   print the version\n"
     "\n"
     "Exit codes: 0 all match, 1 mismatch found, 2 trouble.\n";
@@ -23,7 +24,8 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"hash", cmd_hash}, {"verify", cmd_verify}, {"diff", cmd_diff}, {"demo", cmd_demo}};
+    } cmds[] = {{"hash", cmd_hash}, {"verify", cmd_verify}, {"diff", cmd_diff}, {"demo", cmd_demo},
+                  {"synth", cmd_synth}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

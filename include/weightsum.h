@@ -321,7 +321,8 @@ typedef struct ws_model_config {
     uint64_t num_kv_heads;        /* num_key_value_heads (defaults to num_heads) */
     uint64_t head_dim;            /* head_dim (defaults to hidden_size / num_heads) */
     int tie_word_embeddings;
-    int attention_bias;           /* q/k/v biases (qwen2 always; else config.attention_bias) */
+    int attention_bias;           /* q/k/v biases (qwen2 always; else config.attention_bias);
+                                     o_proj has a bias too when set, except for qwen2 */
     int qk_norm;                  /* q_norm / k_norm per layer (qwen3) */
 } ws_model_config;
 
@@ -377,7 +378,9 @@ WS_API size_t ws_layout_local_count(const ws_layout *l);
 WS_API const ws_local_desc *ws_layout_local(const ws_layout *l, size_t i);
 WS_API size_t ws_layout_piece_count(const ws_layout *l);
 WS_API const ws_piece *ws_layout_piece(const ws_layout *l, size_t i);
-/* Index of a HF / local tensor by name (and rank), or -1. */
+/* Index of a HF / local tensor by name (and rank), or -1. find_local also answers an engine's
+ * alias of a tied tensor (sglang/vllm: "lm_head.weight" -> the local model.embed_tokens.weight,
+ * the name their sharded_state saver keeps). */
 WS_API long ws_layout_find_hf(const ws_layout *l, const char *name);
 WS_API long ws_layout_find_local(const ws_layout *l, int rank, const char *name);
 /* Family names, NULL-terminated. */

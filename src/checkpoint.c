@@ -50,6 +50,20 @@ size_t ws_ckpt_count(const ws_ckpt *c) { return c ? c->ntensors : 0; }
 const ws_tensor *ws_ckpt_tensor(const ws_ckpt *c, size_t i) {
     return c && i < c->ntensors ? &c->tensors[i] : NULL;
 }
+/* Drop this process's mapping of pages already read, so resident memory stays bounded by the
+ * work in flight rather than growing with the checkpoint. Only for our own read-only file
+ * mappings: the pages stay in the page cache and fault back in if read again. */
+void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n) {
+    bool mapped = false;
+    for (size_t i = 0; i < c->nfiles && !mapped; i++)
+        mapped = c->files[i].owned_map && (const uint8_t *)p >= (const uint8_t *)c->files[i].map &&
+                 (const uint8_t *)p + n <= (const uint8_t *)c->files[i].map + c->files[i].len;
+    if (!mapped) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 const char *ws_ckpt_metadata(const ws_ckpt *c) {
     return c && c->nfiles ? c->files[0].hdr.metadata : NULL;
 }

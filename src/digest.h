@@ -6,7 +6,7 @@
 
 #include <openssl/evp.h>
 
-/* Elements cast per step: bounds memory by a chunk, never by a tensor. */
+/* Scratch for cast output: bounds memory by a chunk, never by a tensor. */
 #define WSI_CHUNK_ELEMS (64u * 1024u)
 
 typedef struct wsi_sink {

@@ -139,8 +139,45 @@ DEFINE_LOAD(double)
 static inline int is_nan_bits32(uint32_t u) { return (u & 0x7fffffffu) > 0x7f800000u; }
 static inline int is_inf_bits32(uint32_t u) { return (u & 0x7fffffffu) == 0x7f800000u; }
 
+/* How many elements have an all-ones exponent (NaN or Inf): a branch-free loop the compiler
+ * vectorises, so the common case (none) costs one fast pass. */
+#define DEFINE_PREFILTER(T)                                                              \
+    static uint64_t prefilter_##T(const void *src, size_t n, T mask) {                   \
+        uint64_t total = 0;                                                              \
+        const uint8_t *p = src;                                                          \
+        for (size_t i = 0; i < n;) {                                                     \
+            size_t k = n - i < 4096 ? n - i : 4096;                                      \
+            uint32_t c = 0;                                                              \
+            for (size_t j = 0; j < k; j++) {                                             \
+                T u;                                                                     \
+                memcpy(&u, p + (i + j) * sizeof(T), sizeof(T));                          \
+                c += (u & mask) == mask;                                                 \
+            }                                                                            \
+            total += c;                                                                  \
+            i += k;                                                                      \
+        }                                                                                \
+        return total;                                                                    \
+    }
+DEFINE_PREFILTER(uint8_t)
+DEFINE_PREFILTER(uint16_t)
+DEFINE_PREFILTER(uint32_t)
+DEFINE_PREFILTER(uint64_t)
+
+static bool may_have_specials(ws_dtype t, const void *src, size_t n) {
+    switch (t) {
+    case WS_F32: return prefilter_uint32_t(src, n, 0x7f800000u) > 0;
+    case WS_F64: return prefilter_uint64_t(src, n, 0x7ff0000000000000ull) > 0;
+    case WS_F16: return prefilter_uint16_t(src, n, 0x7c00u) > 0;
+    case WS_BF16: return prefilter_uint16_t(src, n, 0x7f80u) > 0;
+    case WS_F8_E4M3: return prefilter_uint8_t(src, n, 0x7fu) > 0;
+    case WS_F8_E5M2: return prefilter_uint8_t(src, n, 0x7cu) > 0;
+    default: return false;
+    }
+}
+
 /* Count NaN/Inf of n elements of float dtype t. */
 void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st) {
+    if (!may_have_specials(t, src, n)) return;
     uint64_t nan = 0, inf = 0;
     switch (t) {
     case WS_F32:

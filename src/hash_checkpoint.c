@@ -58,8 +58,9 @@ static void *worker(void *arg) {
             uint64_t at = it->begin;
             while (at < it->end) {
                 uint64_t n = it->end - at < RANGE_ELEMS / 4 ? it->end - at : RANGE_ELEMS / 4;
-                wsi_sink_feed(&s, t->dtype, p->opt->canon, at, (const uint8_t *)t->data + at * esz,
-                              n, &p->parts[i].stats);
+                const uint8_t *src = (const uint8_t *)t->data + at * esz;
+                wsi_sink_feed(&s, t->dtype, p->opt->canon, at, src, n, &p->parts[i].stats);
+                wsi_ckpt_release(p->ckpt, src, n * esz);
                 at += n;
                 if (p->opt->progress) {
                     pthread_mutex_lock(&p->lock);

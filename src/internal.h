@@ -28,6 +28,9 @@ WSI_HIDDEN char *wsi_strdup(const char *s);
 /* Add the NaN/Inf counts of n elements of float dtype t to st (no-op for other dtypes). */
 WSI_HIDDEN void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st);
 
+/* Let go of the resident pages of [p, p+n) of a checkpoint's file mapping (no-op otherwise). */
+WSI_HIDDEN void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n);
+
 /* Number of online CPUs (>= 1). */
 WSI_HIDDEN int wsi_cpu_count(void);
 

@@ -1,0 +1,51 @@
+/* weightsum synth: write a deterministic synthetic HF checkpoint for a model config (for
+ * benchmarks and tests; the values are small pseudo-random numbers). */
+#include "cli.h"
+#include "synth.h"
+
+#include <getopt.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: weightsum synth CONFIG.json -o FILE.safetensors [--dtype f32|bf16] [--seed N]\n"
+    "\n"
+    "Write every HF tensor of the model that CONFIG.json describes (llama, mistral, qwen2,\n"
+    "qwen3) with deterministic pseudo-random values. Tied lm_head is left out, as\n"
+    "save_pretrained does.\n";
+
+int cmd_synth(int argc, char **argv) {
+    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
+                                         {"dtype", required_argument, 0, 'd'},
+                                         {"seed", required_argument, 0, 's'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *out = NULL;
+    ws_dtype dt = WS_F32;
+    long seed = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o': out = optarg; break;
+        case 'd':
+            if (!strcmp(optarg, "f32")) dt = WS_F32;
+            else if (!strcmp(optarg, "bf16")) dt = WS_BF16;
+            else return cli_failf("--dtype must be f32 or bf16, not '%s'", optarg);
+            break;
+        case 's':
+            if (!cli_parse_int(optarg, 0, 1L << 62, &seed))
+                return cli_failf("--seed needs a non-negative integer");
+            break;
+        case 'h': fputs(usage, stdout); return EXIT_MATCH;
+        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        }
+    }
+    if (optind + 1 != argc || !out) {
+        fputs(usage, stderr);
+        return EXIT_TROUBLE;
+    }
+    ws_model_config cfg;
+    ws_error err;
+    if (ws_model_config_load(argv[optind], &cfg, &err) != WS_OK) return cli_fail(&err);
+    if (synth_checkpoint(&cfg, dt, (uint64_t)seed, out, &err) != WS_OK) return cli_fail(&err);
+    return EXIT_MATCH;
+}

@@ -1,0 +1,471 @@
+/*
+ * The ws_layout object: storage for HF tensors, local tensors and pieces, the builder the
+ * families use, lookups by name, and the family registry. Families live in layout_*.c.
+ */
+#include "layout_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Names live in a chain of blocks, so the pointers handed out never move. */
+typedef struct name_block {
+    struct name_block *next;
+    size_t used, cap;
+    char data[];
+} name_block;
+
+/* Open-addressing index: slot holds tensor index + 1, 0 when empty. */
+typedef struct index_table {
+    uint32_t *slot;
+    size_t mask;
+} index_table;
+
+/* Another name under which an engine may present a local tensor (see wsl_add_alias). */
+typedef struct alias {
+    const char *name;
+    int rank;
+    uint32_t local;
+} alias;
+
+struct ws_layout {
+    const char *family;
+    int tp;
+    ws_hf_desc *hf;
+    size_t n_hf, cap_hf;
+    ws_local_desc *loc;
+    size_t n_loc, cap_loc;
+    ws_piece *pc;
+    size_t n_pc, cap_pc;
+    alias *al;
+    size_t n_al, cap_al;
+    name_block *names;
+    index_table hf_index, loc_index, al_index;
+    ws_error *err; /* while building */
+};
+
+typedef struct family_entry {
+    const char *name;
+    wsl_build_fn build;
+} family_entry;
+
+static const family_entry families[] = {
+    {"hf", wsl_build_hf},
+    {"sglang", wsl_build_tp},
+    {"vllm", wsl_build_tp},
+    {"megatron", wsl_build_megatron},
+};
+#define N_FAMILIES (sizeof families / sizeof families[0])
+
+static const char *const family_names[N_FAMILIES + 1] = {"hf", "sglang", "vllm", "megatron", NULL};
+
+const char *const *ws_layout_families(void) { return family_names; }
+
+/* ---- storage ---------------------------------------------------------------------------- */
+
+static ws_err nomem(ws_layout *l) {
+    return wsi_fail(l->err, WS_ERR_NOMEM, NULL, NULL, -1, "layout '%s': out of memory", l->family);
+}
+
+static const char *name_store(ws_layout *l, const char *s, size_t n) {
+    name_block *b = l->names;
+    if (!b || b->cap - b->used < n + 1) {
+        size_t cap = n + 1 > 65536 ? n + 1 : 65536;
+        name_block *nb = malloc(sizeof *nb + cap);
+        if (!nb) return NULL;
+        nb->next = b;
+        nb->used = 0;
+        nb->cap = cap;
+        l->names = nb;
+        b = nb;
+    }
+    char *d = b->data + b->used;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    b->used += n + 1;
+    return d;
+}
+
+/* Grow *arr (of elem-sized items, *cap of them) to hold one more. */
+static bool grow(void **arr, size_t *cap, size_t n, size_t elem) {
+    if (n < *cap) return true;
+    size_t nc = *cap ? *cap * 2 : 64;
+    void *p = realloc(*arr, nc * elem);
+    if (!p) return false;
+    *arr = p;
+    *cap = nc;
+    return true;
+}
+
+uint64_t wsl_view_rows(int ndim, const uint64_t *shape) { return ndim <= 0 ? 1 : shape[0]; }
+
+uint64_t wsl_view_cols(int ndim, const uint64_t *shape) {
+    uint64_t c = 1;
+    for (int i = 1; i < ndim; i++)
+        c *= shape[i];
+    return c;
+}
+
+/* Format a name into buf; false if it does not fit. */
+static bool format_name(char *buf, const char *fmt, va_list ap) {
+    int n = vsnprintf(buf, WSL_MAX_NAME, fmt, ap);
+    return n > 0 && n < WSL_MAX_NAME;
+}
+
+static ws_err check_dims(ws_layout *l, const char *name, int ndim, uint64_t d0, uint64_t d1) {
+    uint64_t numel;
+    if ((ndim != 1 && ndim != 2) || d0 == 0 || (ndim == 2 && d1 == 0) ||
+        !wsi_mul_u64(d0, ndim == 2 ? d1 : 1, &numel))
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, name, -1,
+                        "layout '%s': invalid shape for this tensor", l->family);
+    return WS_OK;
+}
+
+ws_err wsl_add_hf(ws_layout *l, uint32_t *idx, long tied, int ndim, uint64_t d0, uint64_t d1,
+                  const char *fmt, ...) {
+    char buf[WSL_MAX_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = format_name(buf, fmt, ap);
+    va_end(ap);
+    if (!ok)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1, "layout '%s': tensor name too long",
+                        l->family);
+    ws_err e = check_dims(l, buf, ndim, d0, d1);
+    if (e) return e;
+    if (l->n_hf >= WSL_MAX_TENSORS)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1,
+                        "layout '%s': more than %u HF tensors", l->family, WSL_MAX_TENSORS);
+    if (tied >= 0 && (size_t)tied >= l->n_hf)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, buf, -1,
+                        "layout '%s': tied to an unknown tensor", l->family);
+    if (!grow((void **)&l->hf, &l->cap_hf, l->n_hf, sizeof *l->hf)) return nomem(l);
+    const char *name = name_store(l, buf, strlen(buf));
+    if (!name) return nomem(l);
+    ws_hf_desc *d = &l->hf[l->n_hf];
+    memset(d, 0, sizeof *d);
+    d->name = name;
+    d->ndim = ndim;
+    d->shape[0] = d0;
+    if (ndim == 2) d->shape[1] = d1;
+    d->tied_to = tied >= 0 ? l->hf[tied].name : NULL;
+    *idx = (uint32_t)l->n_hf++;
+    return WS_OK;
+}
+
+ws_err wsl_add_local(ws_layout *l, uint32_t *idx, int rank, int ndim, uint64_t d0, uint64_t d1,
+                     const char *fmt, ...) {
+    char buf[WSL_MAX_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = format_name(buf, fmt, ap);
+    va_end(ap);
+    if (!ok)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1, "layout '%s': tensor name too long",
+                        l->family);
+    ws_err e = check_dims(l, buf, ndim, d0, d1);
+    if (e) return e;
+    if (rank < 0 || rank >= l->tp)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, buf, -1, "layout '%s': rank %d out of range",
+                        l->family, rank);
+    if (l->n_loc >= WSL_MAX_TENSORS)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1,
+                        "layout '%s': more than %u local tensors", l->family, WSL_MAX_TENSORS);
+    if (!grow((void **)&l->loc, &l->cap_loc, l->n_loc, sizeof *l->loc)) return nomem(l);
+    const char *name = name_store(l, buf, strlen(buf));
+    if (!name) return nomem(l);
+    ws_local_desc *d = &l->loc[l->n_loc];
+    memset(d, 0, sizeof *d);
+    d->name = name;
+    d->rank = rank;
+    d->ndim = ndim;
+    d->shape[0] = d0;
+    if (ndim == 2) d->shape[1] = d1;
+    *idx = (uint32_t)l->n_loc++;
+    return WS_OK;
+}
+
+ws_err wsl_add_alias(ws_layout *l, uint32_t local, const char *fmt, ...) {
+    char buf[WSL_MAX_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = format_name(buf, fmt, ap);
+    va_end(ap);
+    if (!ok || local >= l->n_loc)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1, "layout '%s': bad alias", l->family);
+    if (!grow((void **)&l->al, &l->cap_al, l->n_al, sizeof *l->al)) return nomem(l);
+    const char *name = name_store(l, buf, strlen(buf));
+    if (!name) return nomem(l);
+    l->al[l->n_al++] = (alias){.name = name, .rank = l->loc[local].rank, .local = local};
+    return WS_OK;
+}
+
+/* a + b <= limit, without overflow. */
+static bool fits(uint64_t a, uint64_t b, uint64_t limit) { return b <= limit && a <= limit - b; }
+
+ws_err wsl_add_piece(ws_layout *l, uint32_t hf, uint32_t local, uint32_t replica, uint64_t rows,
+                     uint64_t cols, uint64_t t_row0, uint64_t t_col0, uint64_t l_row0,
+                     uint64_t l_col0) {
+    if (hf >= l->n_hf || local >= l->n_loc)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1,
+                        "layout '%s': piece names an unknown tensor", l->family);
+    const ws_hf_desc *t = &l->hf[hf];
+    const ws_local_desc *d = &l->loc[local];
+    uint64_t tr = wsl_view_rows(t->ndim, t->shape), tc = wsl_view_cols(t->ndim, t->shape);
+    uint64_t lr = wsl_view_rows(d->ndim, d->shape), lc = wsl_view_cols(d->ndim, d->shape);
+    if (rows == 0 || cols == 0 || t->tied_to || !fits(t_row0, rows, tr) ||
+        !fits(t_col0, cols, tc) || !fits(l_row0, rows, lr) || !fits(l_col0, cols, lc))
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, d->name, -1,
+                        "layout '%s': piece %llux%llu at (%llu,%llu) of '%s' does not fit",
+                        l->family, (unsigned long long)rows, (unsigned long long)cols,
+                        (unsigned long long)t_row0, (unsigned long long)t_col0, t->name);
+    if (l->n_pc >= WSL_MAX_PIECES)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1,
+                        "layout '%s': more than %u pieces (too many layers x ranks)", l->family,
+                        WSL_MAX_PIECES);
+    if (!grow((void **)&l->pc, &l->cap_pc, l->n_pc, sizeof *l->pc)) return nomem(l);
+    l->pc[l->n_pc++] = (ws_piece){.hf = hf,
+                                  .local = local,
+                                  .replica = replica,
+                                  .rows = rows,
+                                  .cols = cols,
+                                  .t_row0 = t_row0,
+                                  .t_col0 = t_col0,
+                                  .t_cols = tc,
+                                  .l_row0 = l_row0,
+                                  .l_col0 = l_col0,
+                                  .l_cols = lc};
+    return WS_OK;
+}
+
+ws_err wsl_expect(ws_layout *l, uint64_t pieces) {
+    if (pieces > WSL_MAX_PIECES)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1,
+                        "layout '%s', tp %d: %llu pieces, more than the limit of %u", l->family,
+                        l->tp, (unsigned long long)pieces, WSL_MAX_PIECES);
+    if (pieces > l->cap_pc) {
+        ws_piece *p = realloc(l->pc, pieces * sizeof *p);
+        if (!p) return nomem(l);
+        l->pc = p;
+        l->cap_pc = pieces;
+    }
+    return WS_OK;
+}
+
+ws_err wsl_piece_full(ws_layout *l, uint32_t hf, uint32_t local, uint32_t replica) {
+    const ws_hf_desc *t = &l->hf[hf];
+    return wsl_add_piece(l, hf, local, replica, wsl_view_rows(t->ndim, t->shape),
+                         wsl_view_cols(t->ndim, t->shape), 0, 0, 0, 0);
+}
+
+ws_err wsl_piece_rows(ws_layout *l, uint32_t hf, uint32_t local, uint32_t replica, uint64_t t_row0,
+                      uint64_t l_row0, uint64_t rows) {
+    const ws_hf_desc *t = &l->hf[hf];
+    return wsl_add_piece(l, hf, local, replica, rows, wsl_view_cols(t->ndim, t->shape), t_row0, 0,
+                         l_row0, 0);
+}
+
+ws_err wsl_piece_cols(ws_layout *l, uint32_t hf, uint32_t local, uint32_t replica, uint64_t t_col0,
+                      uint64_t l_col0, uint64_t cols) {
+    const ws_hf_desc *t = &l->hf[hf];
+    return wsl_add_piece(l, hf, local, replica, wsl_view_rows(t->ndim, t->shape), cols, 0, t_col0,
+                         0, l_col0);
+}
+
+ws_err wsl_add_replicated(ws_layout *l, int rank, uint32_t hf, const char *fmt, ...) {
+    char buf[WSL_MAX_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = format_name(buf, fmt, ap);
+    va_end(ap);
+    if (!ok || hf >= l->n_hf)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1, "layout '%s': bad replica",
+                        l->family);
+    const ws_hf_desc *t = &l->hf[hf];
+    uint32_t loc;
+    ws_err e = wsl_add_local(l, &loc, rank, t->ndim, t->shape[0], t->ndim == 2 ? t->shape[1] : 0,
+                             "%s", buf);
+    return e ? e : wsl_piece_full(l, hf, loc, (uint32_t)rank);
+}
+
+ws_err wsl_piece_vocab(ws_layout *l, uint32_t hf, uint32_t local, int r, uint64_t per_rank,
+                       uint64_t V) {
+    uint64_t first = (uint64_t)r * per_rank;
+    if (first >= V) return WS_OK; /* all padding */
+    uint64_t n = V - first < per_rank ? V - first : per_rank;
+    return wsl_piece_rows(l, hf, local, 0, first, 0, n);
+}
+
+ws_err wsl_reject(ws_layout *l, const char *fmt, ...) {
+    char what[448];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1, "layout '%s', tp %d: %s", l->family,
+                    l->tp, what);
+}
+
+/* ---- lookup ------------------------------------------------------------------------------ */
+
+static uint64_t hash_name(const char *s, int rank) {
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)(uint32_t)rank * 0x9E3779B97F4A7C15ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* Build an index over n names (rank_of may be NULL); WS_ERR_LAYOUT on a duplicate. */
+static ws_err index_build(ws_layout *l, index_table *t, size_t n,
+                          const char *(*name_of)(const ws_layout *, size_t),
+                          int (*rank_of)(const ws_layout *, size_t)) {
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    t->slot = calloc(cap, sizeof *t->slot);
+    if (!t->slot) return nomem(l);
+    t->mask = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = name_of(l, i);
+        int rank = rank_of ? rank_of(l, i) : 0;
+        size_t s = (size_t)hash_name(name, rank) & t->mask;
+        while (t->slot[s]) {
+            size_t j = t->slot[s] - 1;
+            if (strcmp(name_of(l, j), name) == 0 && (!rank_of || rank_of(l, j) == rank))
+                return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, name, -1,
+                                "layout '%s': tensor listed twice (rank %d)", l->family, rank);
+            s = (s + 1) & t->mask;
+        }
+        t->slot[s] = (uint32_t)(i + 1);
+    }
+    return WS_OK;
+}
+
+static const char *hf_name_of(const ws_layout *l, size_t i) { return l->hf[i].name; }
+static const char *loc_name_of(const ws_layout *l, size_t i) { return l->loc[i].name; }
+static int loc_rank_of(const ws_layout *l, size_t i) { return l->loc[i].rank; }
+static const char *al_name_of(const ws_layout *l, size_t i) { return l->al[i].name; }
+static int al_rank_of(const ws_layout *l, size_t i) { return l->al[i].rank; }
+
+/* Index of name (and rank, when rank_of is given) in t, or -1. */
+static long index_find(const ws_layout *l, const index_table *t, const char *name, int rank,
+                       const char *(*name_of)(const ws_layout *, size_t),
+                       int (*rank_of)(const ws_layout *, size_t)) {
+    if (!t->slot || !name) return -1;
+    size_t s = (size_t)hash_name(name, rank_of ? rank : 0) & t->mask;
+    while (t->slot[s]) {
+        size_t j = t->slot[s] - 1;
+        if ((!rank_of || rank_of(l, j) == rank) && strcmp(name_of(l, j), name) == 0) return (long)j;
+        s = (s + 1) & t->mask;
+    }
+    return -1;
+}
+
+long ws_layout_find_hf(const ws_layout *l, const char *name) {
+    return l ? index_find(l, &l->hf_index, name, 0, hf_name_of, NULL) : -1;
+}
+
+/* A local tensor by its name, or by an alias an engine gives it (a tied lm_head.weight). */
+long ws_layout_find_local(const ws_layout *l, int rank, const char *name) {
+    if (!l) return -1;
+    long j = index_find(l, &l->loc_index, name, rank, loc_name_of, loc_rank_of);
+    if (j < 0 && l->n_al) {
+        long a = index_find(l, &l->al_index, name, rank, al_name_of, al_rank_of);
+        if (a >= 0) j = (long)l->al[a].local;
+    }
+    return j;
+}
+
+/* ---- create / free / accessors ----------------------------------------------------------- */
+
+void ws_layout_free(ws_layout *l) {
+    if (!l) return;
+    free(l->hf);
+    free(l->loc);
+    free(l->pc);
+    free(l->al);
+    free(l->hf_index.slot);
+    free(l->loc_index.slot);
+    free(l->al_index.slot);
+    for (name_block *b = l->names; b;) {
+        name_block *n = b->next;
+        free(b);
+        b = n;
+    }
+    free(l);
+}
+
+/* Checks every layout must pass, whatever its family did: tied tensors match their target. */
+static ws_err finish(ws_layout *l) {
+    ws_err e = index_build(l, &l->hf_index, l->n_hf, hf_name_of, NULL);
+    if (!e) e = index_build(l, &l->loc_index, l->n_loc, loc_name_of, loc_rank_of);
+    if (!e) e = index_build(l, &l->al_index, l->n_al, al_name_of, al_rank_of);
+    if (e) return e;
+    for (size_t i = 0; i < l->n_al; i++)
+        if (index_find(l, &l->loc_index, l->al[i].name, l->al[i].rank, loc_name_of, loc_rank_of) >=
+            0)
+            return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, l->al[i].name, -1,
+                            "layout '%s': alias shadows a tensor of rank %d", l->family,
+                            l->al[i].rank);
+    for (size_t i = 0; i < l->n_hf; i++) {
+        const ws_hf_desc *d = &l->hf[i];
+        if (!d->tied_to) continue;
+        long j = ws_layout_find_hf(l, d->tied_to);
+        if (j < 0 || l->hf[j].ndim != d->ndim ||
+            memcmp(l->hf[j].shape, d->shape, sizeof d->shape) != 0)
+            return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, d->name, -1,
+                            "layout '%s': tied to '%s' of another shape", l->family, d->tied_to);
+    }
+    return WS_OK;
+}
+
+ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp, ws_layout **out,
+                        ws_error *err) {
+    if (out) *out = NULL;
+    if (!family || !cfg || !out)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "ws_layout_create: family, cfg and out must not be NULL");
+    const family_entry *f = NULL;
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        if (strcmp(families[i].name, family) == 0) f = &families[i];
+    if (!f)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "unknown layout family '%.64s' (known: hf, sglang, vllm, megatron)",
+                        family);
+    if (tp < 1)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "layout '%s': tensor-parallel size %d, must be >= 1", f->name, tp);
+    ws_err e = wsl_config_check(cfg, WS_ERR_ARG, NULL, err);
+    if (e) return e;
+
+    ws_layout *l = calloc(1, sizeof *l);
+    if (!l) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "layout: out of memory");
+    l->family = f->name;
+    l->tp = tp;
+    l->err = err;
+    e = f->build(l, cfg, tp);
+    if (!e) e = finish(l);
+    l->err = NULL;
+    if (e) {
+        ws_layout_free(l);
+        return e;
+    }
+    *out = l;
+    return WS_OK;
+}
+
+const char *ws_layout_family(const ws_layout *l) { return l ? l->family : NULL; }
+int ws_layout_tp(const ws_layout *l) { return l ? l->tp : 0; }
+size_t ws_layout_hf_count(const ws_layout *l) { return l ? l->n_hf : 0; }
+size_t ws_layout_local_count(const ws_layout *l) { return l ? l->n_loc : 0; }
+size_t ws_layout_piece_count(const ws_layout *l) { return l ? l->n_pc : 0; }
+
+const ws_hf_desc *ws_layout_hf(const ws_layout *l, size_t i) {
+    return l && i < l->n_hf ? &l->hf[i] : NULL;
+}
+const ws_local_desc *ws_layout_local(const ws_layout *l, size_t i) {
+    return l && i < l->n_loc ? &l->loc[i] : NULL;
+}
+const ws_piece *ws_layout_piece(const ws_layout *l, size_t i) {
+    return l && i < l->n_pc ? &l->pc[i] : NULL;
+}

@@ -1,0 +1,213 @@
+/*
+ * Model config: the few numbers of a HF config.json that a layout needs (docs/layouts.md).
+ * Defaults follow transformers' LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config.
+ */
+#include "layout_internal.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_MAX_BYTES (16u * 1024u * 1024u)
+#define QWEN3_DEFAULT_HEAD_DIM 128 /* Qwen3Config(head_dim=128) */
+
+/* Upper bounds far above any released model; past them a config is garbage. */
+typedef struct limit {
+    const char *key;
+    size_t offset;
+    uint64_t max;
+} limit;
+
+#define FIELD(f) offsetof(ws_model_config, f)
+static const limit limits[] = {
+    {"hidden_size", FIELD(hidden_size), 1u << 20},
+    {"intermediate_size", FIELD(intermediate_size), 1u << 24},
+    {"vocab_size", FIELD(vocab_size), 1u << 28},
+    {"num_hidden_layers", FIELD(num_layers), 1u << 16},
+    {"num_attention_heads", FIELD(num_heads), 1u << 16},
+    {"num_key_value_heads", FIELD(num_kv_heads), 1u << 16},
+    {"head_dim", FIELD(head_dim), 1u << 16},
+};
+#define N_LIMITS (sizeof limits / sizeof limits[0])
+
+static uint64_t field(const ws_model_config *c, size_t off) {
+    uint64_t v;
+    memcpy(&v, (const char *)c + off, sizeof v);
+    return v;
+}
+
+ws_err wsl_config_check(const ws_model_config *cfg, ws_err code, const char *label, ws_error *err) {
+    if (!memchr(cfg->model_type, '\0', sizeof cfg->model_type) || !cfg->model_type[0])
+        return wsi_fail(err, code, label, NULL, -1, "config key 'model_type': empty or too long");
+    for (size_t i = 0; i < N_LIMITS; i++) {
+        uint64_t v = field(cfg, limits[i].offset);
+        if (v == 0 || v > limits[i].max)
+            return wsi_fail(err, code, label, NULL, -1,
+                            "config key '%s': %llu is out of range [1, %llu]", limits[i].key,
+                            (unsigned long long)v, (unsigned long long)limits[i].max);
+    }
+    if (cfg->num_kv_heads > cfg->num_heads || cfg->num_heads % cfg->num_kv_heads)
+        return wsi_fail(err, code, label, NULL, -1,
+                        "config key 'num_key_value_heads': %llu does not divide "
+                        "num_attention_heads %llu",
+                        (unsigned long long)cfg->num_kv_heads, (unsigned long long)cfg->num_heads);
+    return WS_OK;
+}
+
+/* ---- parsing ---------------------------------------------------------------------------- */
+
+static ws_err bad_key(ws_error *err, const char *label, const char *key, const char *what) {
+    return wsi_fail(err, WS_ERR_JSON, label, NULL, -1, "config key '%s': %s", key, what);
+}
+
+/* A positive integer. *present is false when the key is absent or null. */
+static ws_err get_uint(json_t *root, const char *key, bool required, uint64_t *out, bool *present,
+                       const char *label, ws_error *err) {
+    json_t *v = json_object_get(root, key);
+    *present = false;
+    if (!v || json_is_null(v)) {
+        if (required)
+            return bad_key(err, label, key,
+                           v ? "null, expected a positive integer" : "missing (required)");
+        return WS_OK;
+    }
+    if (!json_is_integer(v)) return bad_key(err, label, key, "expected a positive integer");
+    json_int_t n = json_integer_value(v);
+    if (n <= 0)
+        return wsi_fail(err, WS_ERR_JSON, label, NULL, -1,
+                        "config key '%s': %lld, expected a positive integer", key, (long long)n);
+    *out = (uint64_t)n;
+    *present = true;
+    return WS_OK;
+}
+
+/* A boolean; absent or null leaves *out at its default. */
+static ws_err get_bool(json_t *root, const char *key, int *out, const char *label, ws_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return WS_OK;
+    if (!json_is_boolean(v)) return bad_key(err, label, key, "expected true or false");
+    *out = json_is_true(v);
+    return WS_OK;
+}
+
+static ws_err parse_root(json_t *root, const char *label, ws_model_config *c, ws_error *err) {
+    if (!json_is_object(root))
+        return wsi_fail(err, WS_ERR_JSON, label, NULL, -1, "config is not a JSON object");
+
+    json_t *mt = json_object_get(root, "model_type");
+    if (!mt) return bad_key(err, label, "model_type", "missing (required)");
+    if (!json_is_string(mt)) return bad_key(err, label, "model_type", "expected a string");
+    size_t n = json_string_length(mt);
+    if (n == 0 || n >= sizeof c->model_type || memchr(json_string_value(mt), '\0', n))
+        return bad_key(err, label, "model_type", "empty, too long or holds a NUL");
+    memcpy(c->model_type, json_string_value(mt), n);
+
+    static const struct {
+        const char *key;
+        size_t offset;
+    } required[] = {
+        {"hidden_size", FIELD(hidden_size)},       {"intermediate_size", FIELD(intermediate_size)},
+        {"vocab_size", FIELD(vocab_size)},         {"num_hidden_layers", FIELD(num_layers)},
+        {"num_attention_heads", FIELD(num_heads)},
+    };
+    bool present;
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        uint64_t v;
+        ws_err e = get_uint(root, required[i].key, true, &v, &present, label, err);
+        if (e) return e;
+        memcpy((char *)c + required[i].offset, &v, sizeof v);
+    }
+
+    ws_err e = get_uint(root, "num_key_value_heads", false, &c->num_kv_heads, &present, label, err);
+    if (e) return e;
+    if (!present) c->num_kv_heads = c->num_heads;
+
+    bool qwen2 = strcmp(c->model_type, "qwen2") == 0, qwen3 = strcmp(c->model_type, "qwen3") == 0;
+    json_t *hd = json_object_get(root, "head_dim");
+    e = get_uint(root, "head_dim", false, &c->head_dim, &present, label, err);
+    if (e) return e;
+    if (!present) {
+        /* Qwen3Config's own default is 128; the others fall back to hidden / heads. An explicit
+         * null means "derive it" everywhere. */
+        if (qwen3 && !hd)
+            c->head_dim = QWEN3_DEFAULT_HEAD_DIM;
+        else
+            c->head_dim = c->hidden_size / c->num_heads;
+        if (c->head_dim == 0)
+            return bad_key(err, label, "head_dim",
+                           "absent, and hidden_size / num_attention_heads is 0");
+    }
+
+    if ((e = get_bool(root, "tie_word_embeddings", &c->tie_word_embeddings, label, err))) return e;
+    if ((e = get_bool(root, "attention_bias", &c->attention_bias, label, err))) return e;
+    if (qwen2) c->attention_bias = 1; /* Qwen2Attention: q/k/v bias always */
+    c->qk_norm = qwen3;
+
+    int mlp_bias = 0;
+    if ((e = get_bool(root, "mlp_bias", &mlp_bias, label, err))) return e;
+    if (mlp_bias)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'mlp_bias': true, and no layout describes MLP biases");
+
+    return wsl_config_check(c, WS_ERR_JSON, label, err);
+}
+
+ws_err ws_model_config_parse(const char *json, size_t len, const char *label, ws_model_config *out,
+                             ws_error *err) {
+    if (!out || (!json && len))
+        return wsi_fail(err, WS_ERR_ARG, label, NULL, -1,
+                        "ws_model_config_parse: json and out must not be NULL");
+    memset(out, 0, sizeof *out);
+    json_error_t je;
+    json_t *root = json_loadb(json ? json : "", len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return wsi_fail(err, WS_ERR_JSON, label, NULL, je.position,
+                        "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+    ws_model_config c;
+    memset(&c, 0, sizeof c);
+    ws_err e = parse_root(root, label, &c, err);
+    json_decref(root);
+    if (!e) *out = c;
+    return e;
+}
+
+ws_err ws_model_config_load(const char *path, ws_model_config *out, ws_error *err) {
+    if (!path || !out)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "ws_model_config_load: path and out must not be NULL");
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return wsi_fail(err, WS_ERR_IO, path, NULL, -1, "open: %s", strerror(errno));
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    ws_err e = WS_OK;
+    if (!buf) e = wsi_fail(err, WS_ERR_NOMEM, path, NULL, -1, "out of memory");
+    while (!e) {
+        if (n == cap) {
+            if (cap >= CONFIG_MAX_BYTES) {
+                e = wsi_fail(err, WS_ERR_LIMIT, path, NULL, -1,
+                             "larger than %u bytes: not a config.json", CONFIG_MAX_BYTES);
+                break;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                e = wsi_fail(err, WS_ERR_NOMEM, path, NULL, -1, "out of memory");
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) e = wsi_fail(err, WS_ERR_IO, path, NULL, -1, "read failed");
+            break;
+        }
+    }
+    fclose(f);
+    if (!e) e = ws_model_config_parse(buf, n, path, out, err);
+    free(buf);
+    return e;
+}

@@ -1,0 +1,863 @@
+/*
+ * Layouts, checked against an independent model of each engine.
+ *
+ * For every family x tp x config, the test builds what each rank would really hold, element by
+ * element, the way the engine's own loader fills it (vLLM/SGLang: narrow the HF tensor at
+ * shard_rank * shard_size into the q/k/v or gate/up slot; Megatron: interleave q/k/v per query
+ * group into the full linear_qkv as the converters do, then split it along dim 0), each element
+ * tagged with the HF tensor and flat index it came from. Then it checks the layout:
+ *   - the local tensors are exactly the simulated ones, with the same shapes;
+ *   - every piece stays inside both tensors, and each element it maps carries the tag of the HF
+ *     element the piece claims;
+ *   - every local element is covered by exactly one piece, except vocab padding, which must be
+ *     exactly the rows >= V of the padded table;
+ *   - replica-0 pieces tile every non-tied HF tensor exactly once; tied tensors have no piece;
+ *   - every replica k > 0 rectangle is a replica-0 rectangle of the same HF tensor; copies of a
+ *     rectangle are numbered 0..n-1, replica 0 on the lowest rank, n as the engine replicates.
+ */
+#include "weightsum.h"
+
+#include "check.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct model {
+    const char *type;
+    uint64_t H, I, V, L, nh, nkv, hd;
+    int bias; /* config.attention_bias */
+    int tied;
+} model;
+
+static bool is_type(const model *m, const char *t) { return strcmp(m->type, t) == 0; }
+static bool qkv_bias(const model *m) { return is_type(m, "qwen2") || m->bias; }
+static bool o_bias(const model *m) { return m->bias && !is_type(m, "qwen2"); }
+static bool qk_norm(const model *m) { return is_type(m, "qwen3"); }
+
+static ws_model_config to_cfg(const model *m) {
+    ws_model_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.model_type, sizeof c.model_type, "%s", m->type);
+    c.hidden_size = m->H;
+    c.intermediate_size = m->I;
+    c.vocab_size = m->V;
+    c.num_layers = m->L;
+    c.num_heads = m->nh;
+    c.num_kv_heads = m->nkv;
+    c.head_dim = m->hd;
+    c.tie_word_embeddings = m->tied;
+    c.attention_bias = qkv_bias(m);
+    c.qk_norm = qk_norm(m);
+    return c;
+}
+
+/* ---- expected HF tensors ---------------------------------------------------------------- */
+
+typedef struct hf_exp {
+    char name[128];
+    int ndim;
+    uint64_t d0, d1;
+    bool tied;
+} hf_exp;
+
+static size_t expected_hf(const model *m, hf_exp *out) {
+    size_t n = 0;
+#define ADD(nd, a, b, ...)                                                                         \
+    do {                                                                                           \
+        snprintf(out[n].name, sizeof out[n].name, __VA_ARGS__);                                    \
+        out[n].ndim = nd, out[n].d0 = a, out[n].d1 = b, out[n].tied = false;                       \
+        n++;                                                                                       \
+    } while (0)
+    uint64_t q = m->nh * m->hd, kv = m->nkv * m->hd;
+    ADD(2, m->V, m->H, "model.embed_tokens.weight");
+    for (uint64_t i = 0; i < m->L; i++) {
+        unsigned long long li = (unsigned long long)i;
+        ADD(2, q, m->H, "model.layers.%llu.self_attn.q_proj.weight", li);
+        ADD(2, kv, m->H, "model.layers.%llu.self_attn.k_proj.weight", li);
+        ADD(2, kv, m->H, "model.layers.%llu.self_attn.v_proj.weight", li);
+        if (qkv_bias(m)) {
+            ADD(1, q, 0, "model.layers.%llu.self_attn.q_proj.bias", li);
+            ADD(1, kv, 0, "model.layers.%llu.self_attn.k_proj.bias", li);
+            ADD(1, kv, 0, "model.layers.%llu.self_attn.v_proj.bias", li);
+        }
+        ADD(2, m->H, q, "model.layers.%llu.self_attn.o_proj.weight", li);
+        if (o_bias(m)) ADD(1, m->H, 0, "model.layers.%llu.self_attn.o_proj.bias", li);
+        if (qk_norm(m)) {
+            ADD(1, m->hd, 0, "model.layers.%llu.self_attn.q_norm.weight", li);
+            ADD(1, m->hd, 0, "model.layers.%llu.self_attn.k_norm.weight", li);
+        }
+        ADD(2, m->I, m->H, "model.layers.%llu.mlp.gate_proj.weight", li);
+        ADD(2, m->I, m->H, "model.layers.%llu.mlp.up_proj.weight", li);
+        ADD(2, m->H, m->I, "model.layers.%llu.mlp.down_proj.weight", li);
+        ADD(1, m->H, 0, "model.layers.%llu.input_layernorm.weight", li);
+        ADD(1, m->H, 0, "model.layers.%llu.post_attention_layernorm.weight", li);
+    }
+    ADD(1, m->H, 0, "model.norm.weight");
+    ADD(2, m->V, m->H, "lm_head.weight");
+    out[n - 1].tied = m->tied;
+#undef ADD
+    return n;
+}
+
+static uint64_t view_cols(int ndim, const uint64_t *shape) { return ndim == 2 ? shape[1] : 1; }
+
+static void check_hf_list(const ws_layout *l, const model *m) {
+    hf_exp *exp = calloc(16 + 20 * m->L, sizeof *exp);
+    size_t n = expected_hf(m, exp);
+    CHECK(ws_layout_hf_count(l) == n);
+    for (size_t i = 0; i < n; i++) {
+        long j = ws_layout_find_hf(l, exp[i].name);
+        CHECK(j >= 0);
+        if (j < 0) {
+            fprintf(stderr, "missing HF tensor %s\n", exp[i].name);
+            continue;
+        }
+        const ws_hf_desc *d = ws_layout_hf(l, (size_t)j);
+        CHECK(strcmp(d->name, exp[i].name) == 0);
+        CHECK(d->ndim == exp[i].ndim && d->shape[0] == exp[i].d0);
+        if (d->ndim == 2) CHECK(d->shape[1] == exp[i].d1);
+        if (exp[i].tied)
+            CHECK(d->tied_to && strcmp(d->tied_to, "model.embed_tokens.weight") == 0);
+        else
+            CHECK(d->tied_to == NULL);
+    }
+    free(exp);
+}
+
+/* ---- simulated engine tensors ------------------------------------------------------------ */
+
+typedef struct simt {
+    char name[128];
+    int rank, ndim;
+    uint64_t shape[2];
+    uint64_t *id; /* (hf index + 1) << 32 | flat HF element; 0 = padding */
+} simt;
+
+typedef struct sim {
+    const ws_layout *l;
+    simt *t;
+    size_t n, cap;
+} sim;
+
+static uint64_t tag(long hf, uint64_t elem) { return ((uint64_t)(hf + 1) << 32) | elem; }
+
+static simt *sim_add(sim *s, int rank, int ndim, uint64_t d0, uint64_t d1, const char *fmt, ...) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->t = realloc(s->t, s->cap * sizeof *s->t);
+    }
+    simt *t = &s->t[s->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->rank = rank;
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim == 2 ? d1 : 0;
+    t->id = calloc(d0 * (ndim == 2 ? d1 : 1), sizeof *t->id);
+    return t;
+}
+
+static void sim_free(sim *s) {
+    for (size_t i = 0; i < s->n; i++)
+        free(s->t[i].id);
+    free(s->t);
+}
+
+static long hf_index(const sim *s, const char *name) {
+    long j = ws_layout_find_hf(s->l, name);
+    if (j < 0) fprintf(stderr, "simulation needs HF tensor %s, absent\n", name);
+    CHECK(j >= 0);
+    return j;
+}
+
+static uint64_t hf_cols(const sim *s, long j) {
+    const ws_hf_desc *d = ws_layout_hf(s->l, (size_t)j);
+    return view_cols(d->ndim, d->shape);
+}
+
+/* dst rows [d0, d0+n) = rows [s0, s0+n) of HF tensor `name` (same width). */
+static void cp_rows(const sim *s, simt *dst, uint64_t d0, const char *name, uint64_t s0,
+                    uint64_t n) {
+    long j = hf_index(s, name);
+    if (j < 0) return;
+    uint64_t c = view_cols(dst->ndim, dst->shape);
+    CHECK(hf_cols(s, j) == c);
+    for (uint64_t r = 0; r < n; r++)
+        for (uint64_t k = 0; k < c; k++)
+            dst->id[(d0 + r) * c + k] = tag(j, (s0 + r) * c + k);
+}
+
+/* dst (all its columns) = columns [c0, c0 + dst cols) of HF tensor `name`, all rows. */
+static void cp_cols(const sim *s, simt *dst, const char *name, uint64_t c0) {
+    long j = hf_index(s, name);
+    if (j < 0) return;
+    uint64_t tc = hf_cols(s, j), lc = dst->shape[1];
+    for (uint64_t r = 0; r < dst->shape[0]; r++)
+        for (uint64_t k = 0; k < lc; k++)
+            dst->id[r * lc + k] = tag(j, r * tc + c0 + k);
+}
+
+static void cp_full(const sim *s, simt *dst, const char *name) {
+    cp_rows(s, dst, 0, name, 0, dst->shape[0]);
+}
+
+/* Vocab-parallel: local row k of rank r is padded-table row r*rows + k. */
+static void cp_vocab(const sim *s, simt *dst, int r, const char *name, uint64_t V) {
+    uint64_t rows = dst->shape[0], first = (uint64_t)r * rows;
+    if (first < V) cp_rows(s, dst, 0, name, first, V - first < rows ? V - first : rows);
+}
+
+#define HFN(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
+
+static void sim_hf(sim *s, const model *m) {
+    hf_exp *exp = calloc(16 + 20 * m->L, sizeof *exp);
+    size_t n = expected_hf(m, exp);
+    for (size_t i = 0; i < n; i++) {
+        if (exp[i].tied) continue;
+        simt *t = sim_add(s, 0, exp[i].ndim, exp[i].d0, exp[i].d1, "%s", exp[i].name);
+        cp_full(s, t, exp[i].name);
+    }
+    free(exp);
+}
+
+/* vLLM / SGLang loaders (QKVParallelLinear.weight_loader & co.), rank by rank. */
+static void sim_tp(sim *s, const model *m, int tp) {
+    uint64_t T = (uint64_t)tp, H = m->H, hd = m->hd;
+    uint64_t Vp = (m->V + 63) / 64 * 64;
+    uint64_t num_heads = m->nh / T;
+    uint64_t num_kv_heads = T >= m->nkv ? 1 : m->nkv / T;
+    uint64_t num_kv_head_replicas = T >= m->nkv ? T / m->nkv : 1;
+    uint64_t q_size = num_heads * hd, kv_size = num_kv_heads * hd, i_size = m->I / T;
+    char a[128];
+    for (int r = 0; r < tp; r++) {
+        simt *t = sim_add(s, r, 2, Vp / T, H, "model.embed_tokens.weight");
+        cp_vocab(s, t, r, "model.embed_tokens.weight", m->V);
+        for (uint64_t i = 0; i < m->L; i++) {
+            unsigned long long li = (unsigned long long)i;
+            uint64_t kv_shard = (uint64_t)r / num_kv_head_replicas;
+            const char *sfx[2] = {"weight", "bias"};
+            for (int b = 0; b < (qkv_bias(m) ? 2 : 1); b++) {
+                t = sim_add(s, r, b ? 1 : 2, q_size + 2 * kv_size, H,
+                            "model.layers.%llu.self_attn.qkv_proj.%s", li, sfx[b]);
+                /* shard "q": offset 0, start tp_rank * shard_size */
+                cp_rows(s, t, 0, HFN(a, "model.layers.%llu.self_attn.q_proj.%s", li, sfx[b]),
+                        (uint64_t)r * q_size, q_size);
+                /* shards "k", "v": start (tp_rank // num_kv_head_replicas) * shard_size */
+                cp_rows(s, t, q_size, HFN(a, "model.layers.%llu.self_attn.k_proj.%s", li, sfx[b]),
+                        kv_shard * kv_size, kv_size);
+                cp_rows(s, t, q_size + kv_size,
+                        HFN(a, "model.layers.%llu.self_attn.v_proj.%s", li, sfx[b]),
+                        kv_shard * kv_size, kv_size);
+            }
+            t = sim_add(s, r, 2, H, q_size, "model.layers.%llu.self_attn.o_proj.weight", li);
+            cp_cols(s, t, HFN(a, "model.layers.%llu.self_attn.o_proj.weight", li),
+                    (uint64_t)r * q_size);
+            if (o_bias(m)) {
+                t = sim_add(s, r, 1, H, 0, "model.layers.%llu.self_attn.o_proj.bias", li);
+                cp_full(s, t, HFN(a, "model.layers.%llu.self_attn.o_proj.bias", li));
+            }
+            if (qk_norm(m)) {
+                t = sim_add(s, r, 1, hd, 0, "model.layers.%llu.self_attn.q_norm.weight", li);
+                cp_full(s, t, t->name);
+                t = sim_add(s, r, 1, hd, 0, "model.layers.%llu.self_attn.k_norm.weight", li);
+                cp_full(s, t, t->name);
+            }
+            t = sim_add(s, r, 2, 2 * i_size, H, "model.layers.%llu.mlp.gate_up_proj.weight", li);
+            cp_rows(s, t, 0, HFN(a, "model.layers.%llu.mlp.gate_proj.weight", li),
+                    (uint64_t)r * i_size, i_size);
+            cp_rows(s, t, i_size, HFN(a, "model.layers.%llu.mlp.up_proj.weight", li),
+                    (uint64_t)r * i_size, i_size);
+            t = sim_add(s, r, 2, H, i_size, "model.layers.%llu.mlp.down_proj.weight", li);
+            cp_cols(s, t, HFN(a, "model.layers.%llu.mlp.down_proj.weight", li),
+                    (uint64_t)r * i_size);
+            t = sim_add(s, r, 1, H, 0, "model.layers.%llu.input_layernorm.weight", li);
+            cp_full(s, t, t->name);
+            t = sim_add(s, r, 1, H, 0, "model.layers.%llu.post_attention_layernorm.weight", li);
+            cp_full(s, t, t->name);
+        }
+        t = sim_add(s, r, 1, H, 0, "model.norm.weight");
+        cp_full(s, t, t->name);
+        if (!m->tied) {
+            t = sim_add(s, r, 2, Vp / T, H, "lm_head.weight");
+            cp_vocab(s, t, r, "lm_head.weight", m->V);
+        }
+    }
+}
+
+/* Megatron: the full linear_qkv is q/k/v interleaved per query group (as the HF<->Megatron
+ * converters view it: [groups, heads/groups + 2, hd, H]); rank r holds rows chunk r of it.
+ * linear_fc1 of rank r is [gate chunk r ; up chunk r]. */
+static void sim_megatron(sim *s, const model *m, int tp) {
+    uint64_t T = (uint64_t)tp, H = m->H, hd = m->hd;
+    uint64_t div = 128 * T, Vp = (m->V + div - 1) / div * div;
+    uint64_t qpg = m->nh / m->nkv, full_rows = (m->nh + 2 * m->nkv) * hd;
+    uint64_t i_size = m->I / T, q_cols = m->nh * hd / T;
+    char a[128];
+    for (uint64_t i = 0; i < m->L; i++) {
+        unsigned long long li = (unsigned long long)i;
+        const char *sfx[2] = {"weight", "bias"};
+        for (int b = 0; b < (qkv_bias(m) ? 2 : 1); b++) {
+            /* full interleaved tensor, then split along dim 0 */
+            sim full = {.l = s->l};
+            simt *f = sim_add(&full, 0, b ? 1 : 2, full_rows, H, "full");
+            uint64_t row = 0;
+            for (uint64_t g = 0; g < m->nkv; g++) {
+                cp_rows(s, f, row, HFN(a, "model.layers.%llu.self_attn.q_proj.%s", li, sfx[b]),
+                        g * qpg * hd, qpg * hd);
+                row += qpg * hd;
+                cp_rows(s, f, row, HFN(a, "model.layers.%llu.self_attn.k_proj.%s", li, sfx[b]),
+                        g * hd, hd);
+                row += hd;
+                cp_rows(s, f, row, HFN(a, "model.layers.%llu.self_attn.v_proj.%s", li, sfx[b]),
+                        g * hd, hd);
+                row += hd;
+            }
+            uint64_t cols = b ? 1 : H, part = full_rows / T;
+            for (int r = 0; r < tp; r++) {
+                simt *t = sim_add(s, r, b ? 1 : 2, part, H,
+                                  "decoder.layers.%llu.self_attention.linear_qkv.%s", li, sfx[b]);
+                memcpy(t->id, f->id + (uint64_t)r * part * cols, part * cols * sizeof *t->id);
+            }
+            sim_free(&full);
+        }
+    }
+    for (int r = 0; r < tp; r++) {
+        simt *t = sim_add(s, r, 2, Vp / T, H, "embedding.word_embeddings.weight");
+        cp_vocab(s, t, r, "model.embed_tokens.weight", m->V);
+        for (uint64_t i = 0; i < m->L; i++) {
+            unsigned long long li = (unsigned long long)i;
+            t = sim_add(s, r, 1, H, 0,
+                        "decoder.layers.%llu.self_attention.linear_qkv.layer_norm_weight", li);
+            cp_full(s, t, HFN(a, "model.layers.%llu.input_layernorm.weight", li));
+            t = sim_add(s, r, 2, H, q_cols, "decoder.layers.%llu.self_attention.linear_proj.weight",
+                        li);
+            cp_cols(s, t, HFN(a, "model.layers.%llu.self_attn.o_proj.weight", li),
+                    (uint64_t)r * q_cols);
+            if (qk_norm(m)) {
+                t = sim_add(s, r, 1, hd, 0, "decoder.layers.%llu.self_attention.q_layernorm.weight",
+                            li);
+                cp_full(s, t, HFN(a, "model.layers.%llu.self_attn.q_norm.weight", li));
+                t = sim_add(s, r, 1, hd, 0, "decoder.layers.%llu.self_attention.k_layernorm.weight",
+                            li);
+                cp_full(s, t, HFN(a, "model.layers.%llu.self_attn.k_norm.weight", li));
+            }
+            t = sim_add(s, r, 2, 2 * i_size, H, "decoder.layers.%llu.mlp.linear_fc1.weight", li);
+            cp_rows(s, t, 0, HFN(a, "model.layers.%llu.mlp.gate_proj.weight", li),
+                    (uint64_t)r * i_size, i_size);
+            cp_rows(s, t, i_size, HFN(a, "model.layers.%llu.mlp.up_proj.weight", li),
+                    (uint64_t)r * i_size, i_size);
+            t = sim_add(s, r, 1, H, 0, "decoder.layers.%llu.mlp.linear_fc1.layer_norm_weight", li);
+            cp_full(s, t, HFN(a, "model.layers.%llu.post_attention_layernorm.weight", li));
+            t = sim_add(s, r, 2, H, i_size, "decoder.layers.%llu.mlp.linear_fc2.weight", li);
+            cp_cols(s, t, HFN(a, "model.layers.%llu.mlp.down_proj.weight", li),
+                    (uint64_t)r * i_size);
+        }
+        t = sim_add(s, r, 1, H, 0, "decoder.final_layernorm.weight");
+        cp_full(s, t, "model.norm.weight");
+        if (!m->tied) {
+            t = sim_add(s, r, 2, Vp / T, H, "output_layer.weight");
+            cp_vocab(s, t, r, "lm_head.weight", m->V);
+        }
+    }
+}
+
+/* ---- the checker ------------------------------------------------------------------------- */
+
+static const ws_layout *sort_layout;
+static int piece_cmp(const void *a, const void *b) {
+    const ws_piece *p = ws_layout_piece(sort_layout, *(const size_t *)a);
+    const ws_piece *q = ws_layout_piece(sort_layout, *(const size_t *)b);
+#define CMP(f)                                                                                     \
+    if (p->f != q->f) return p->f < q->f ? -1 : 1;
+    CMP(hf)
+    CMP(t_row0) CMP(t_col0) CMP(rows) CMP(cols) CMP(replica)
+#undef CMP
+        return 0;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Copies of one HF rectangle the engine keeps. */
+static uint64_t expected_copies(const char *family, const model *m, int tp, const char *hf) {
+    uint64_t T = (uint64_t)tp;
+    bool tp_family = strcmp(family, "sglang") == 0 || strcmp(family, "vllm") == 0;
+    if (strstr(hf, "k_proj.") || strstr(hf, "v_proj."))
+        return tp_family && T > m->nkv ? T / m->nkv : 1;
+    if (ends_with(hf, "norm.weight") || ends_with(hf, "layernorm.weight") ||
+        ends_with(hf, "o_proj.bias"))
+        return T;
+    return 1;
+}
+
+static bool is_vocab(const char *name) {
+    return strcmp(name, "model.embed_tokens.weight") == 0 || strcmp(name, "lm_head.weight") == 0 ||
+           strcmp(name, "embedding.word_embeddings.weight") == 0 ||
+           strcmp(name, "output_layer.weight") == 0;
+}
+
+static void validate(const ws_layout *l, const sim *s, const char *family, const model *m, int tp,
+                     uint64_t Vp) {
+    size_t nl = ws_layout_local_count(l), nh = ws_layout_hf_count(l), np = ws_layout_piece_count(l);
+    CHECK(nl == s->n);
+    /* local index -> simulated tensor */
+    const simt **of = calloc(nl ? nl : 1, sizeof *of);
+    for (size_t i = 0; i < s->n; i++) {
+        const simt *t = &s->t[i];
+        long j = ws_layout_find_local(l, t->rank, t->name);
+        if (j < 0) {
+            fprintf(stderr, "%s tp %d: local tensor %s on rank %d missing\n", family, tp, t->name,
+                    t->rank);
+            CHECK(0);
+            continue;
+        }
+        const ws_local_desc *d = ws_layout_local(l, (size_t)j);
+        CHECK(d->rank == t->rank && strcmp(d->name, t->name) == 0 && d->ndim == t->ndim);
+        CHECK(d->shape[0] == t->shape[0]);
+        if (t->ndim == 2) CHECK(d->shape[1] == t->shape[1]);
+        if (d->shape[0] != t->shape[0] || (t->ndim == 2 && d->shape[1] != t->shape[1]))
+            fprintf(stderr, "%s tp %d: %s rank %d shape %llux%llu, expected %llux%llu\n", family,
+                    tp, t->name, t->rank, (unsigned long long)d->shape[0],
+                    (unsigned long long)d->shape[1], (unsigned long long)t->shape[0],
+                    (unsigned long long)t->shape[1]);
+        of[j] = t;
+    }
+    for (size_t j = 0; j < nl; j++) {
+        const ws_local_desc *d = ws_layout_local(l, j);
+        CHECK(d->rank >= 0 && d->rank < tp);
+        if (!of[j]) fprintf(stderr, "%s tp %d: unexpected local %s\n", family, tp, d->name);
+    }
+
+    uint8_t **lcov = calloc(nl ? nl : 1, sizeof *lcov);
+    uint8_t **hcov = calloc(nh, sizeof *hcov);
+    size_t *pieces_of = calloc(nh, sizeof *pieces_of);
+    long bad_tag = 0;
+    for (size_t i = 0; i < np; i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        CHECK(p->hf < nh && p->local < nl);
+        if (p->hf >= nh || p->local >= nl || !of[p->local]) continue;
+        const ws_hf_desc *t = ws_layout_hf(l, p->hf);
+        const ws_local_desc *d = ws_layout_local(l, p->local);
+        const simt *st = of[p->local];
+        pieces_of[p->hf]++;
+        uint64_t trows = t->shape[0], tcols = view_cols(t->ndim, t->shape);
+        uint64_t lrows = d->shape[0], lcols = view_cols(d->ndim, d->shape);
+        CHECK(p->t_cols == tcols && p->l_cols == lcols);
+        CHECK(p->rows > 0 && p->cols > 0);
+        bool inside = p->t_row0 + p->rows <= trows && p->t_col0 + p->cols <= tcols &&
+                      p->l_row0 + p->rows <= lrows && p->l_col0 + p->cols <= lcols;
+        CHECK(inside);
+        if (!inside || t->tied_to) {
+            CHECK(!t->tied_to);
+            continue;
+        }
+        if (!lcov[p->local]) lcov[p->local] = calloc(lrows * lcols, 1);
+        if (!hcov[p->hf]) hcov[p->hf] = calloc(trows * tcols, 1);
+        for (uint64_t r = 0; r < p->rows; r++)
+            for (uint64_t c = 0; c < p->cols; c++) {
+                uint64_t le = (p->l_row0 + r) * lcols + p->l_col0 + c;
+                uint64_t te = (p->t_row0 + r) * tcols + p->t_col0 + c;
+                if (st->id[le] != tag((long)p->hf, te)) {
+                    if (!bad_tag++)
+                        fprintf(stderr,
+                                "%s tp %d: piece %zu maps %s rank %d elem %llu to %s elem %llu, "
+                                "but the engine holds tag %llx there\n",
+                                family, tp, i, d->name, d->rank, (unsigned long long)le, t->name,
+                                (unsigned long long)te, (unsigned long long)st->id[le]);
+                }
+                lcov[p->local][le]++;
+                if (p->replica == 0) hcov[p->hf][te]++;
+            }
+    }
+    CHECK(bad_tag == 0);
+
+    /* Order: each local tensor's pieces come together, by local row, locals rank-major. */
+    for (size_t i = 1; i < np; i++) {
+        const ws_piece *p = ws_layout_piece(l, i - 1), *q = ws_layout_piece(l, i);
+        CHECK(p->local < q->local || (p->local == q->local && p->l_row0 + p->rows <= q->l_row0) ||
+              (p->local == q->local && p->l_row0 == q->l_row0 && p->l_col0 < q->l_col0));
+    }
+    for (size_t j = 1; j < nl; j++)
+        CHECK(ws_layout_local(l, j - 1)->rank <= ws_layout_local(l, j)->rank);
+
+    /* Local coverage: exactly once, except padding = rows >= V of the padded vocab table. */
+    long bad_cov = 0, bad_pad = 0;
+    for (size_t j = 0; j < nl; j++) {
+        const ws_local_desc *d = ws_layout_local(l, j);
+        const simt *st = of[j];
+        if (!st) continue;
+        uint64_t rows = d->shape[0], cols = view_cols(d->ndim, d->shape);
+        bool vocab = is_vocab(d->name);
+        for (uint64_t r = 0; r < rows; r++) {
+            bool pad = vocab && (uint64_t)d->rank * rows + r >= m->V;
+            if (vocab) CHECK((uint64_t)tp * rows == Vp);
+            for (uint64_t c = 0; c < cols; c++) {
+                unsigned cov = lcov[j] ? lcov[j][r * cols + c] : 0;
+                if (cov != (pad ? 0u : 1u)) bad_cov++;
+                if ((st->id[r * cols + c] == 0) != pad) bad_pad++;
+            }
+        }
+    }
+    CHECK(bad_cov == 0);
+    CHECK(bad_pad == 0);
+
+    /* HF tiling by replica 0. */
+    for (size_t h = 0; h < nh; h++) {
+        const ws_hf_desc *t = ws_layout_hf(l, h);
+        if (t->tied_to) {
+            CHECK(pieces_of[h] == 0);
+            continue;
+        }
+        uint64_t n = t->shape[0] * view_cols(t->ndim, t->shape);
+        long bad = 0;
+        for (uint64_t e = 0; e < n; e++)
+            if (!hcov[h] || hcov[h][e] != 1) bad++;
+        if (bad)
+            fprintf(stderr, "%s tp %d: %s: %ld elements not tiled once\n", family, tp, t->name,
+                    bad);
+        CHECK(bad == 0);
+    }
+
+    /* Replicas: group identical rectangles. */
+    size_t *ord = malloc((np ? np : 1) * sizeof *ord);
+    for (size_t i = 0; i < np; i++)
+        ord[i] = i;
+    sort_layout = l;
+    qsort(ord, np, sizeof *ord, piece_cmp);
+    for (size_t i = 0; i < np;) {
+        const ws_piece *p = ws_layout_piece(l, ord[i]);
+        size_t j = i;
+        int min_rank = 1 << 30, rank0 = -1;
+        uint64_t rank_mask = 0;
+        bool numbered = true;
+        for (; j < np; j++) {
+            const ws_piece *q = ws_layout_piece(l, ord[j]);
+            if (q->hf != p->hf || q->t_row0 != p->t_row0 || q->t_col0 != p->t_col0 ||
+                q->rows != p->rows || q->cols != p->cols)
+                break;
+            if (q->replica != j - i) numbered = false; /* sorted by replica: 0, 1, ..., n-1 */
+            int rank = ws_layout_local(l, q->local)->rank;
+            if (rank < min_rank) min_rank = rank;
+            if (q->replica == 0) rank0 = rank;
+            if (rank < 64) {
+                CHECK(!(rank_mask & (1ull << rank))); /* copies live on distinct ranks */
+                rank_mask |= 1ull << rank;
+            }
+        }
+        const char *hf = ws_layout_hf(l, p->hf)->name;
+        uint64_t want = expected_copies(family, m, tp, hf);
+        if ((uint64_t)(j - i) != want || !numbered || rank0 != min_rank)
+            fprintf(stderr, "%s tp %d: %s rows %llu: %zu copies (want %llu), numbered %d\n", family,
+                    tp, hf, (unsigned long long)p->t_row0, j - i, (unsigned long long)want,
+                    numbered);
+        CHECK((uint64_t)(j - i) == want);
+        CHECK(numbered);
+        CHECK(rank0 == min_rank);
+        i = j;
+    }
+
+    free(ord);
+    for (size_t j = 0; j < nl; j++)
+        free(lcov[j]);
+    for (size_t h = 0; h < nh; h++)
+        free(hcov[h]);
+    free(lcov);
+    free(hcov);
+    free(pieces_of);
+    free(of);
+}
+
+/* ---- the matrix -------------------------------------------------------------------------- */
+
+static bool accepts(const char *family, const model *m, int tp) {
+    uint64_t T = (uint64_t)tp;
+    if (strcmp(family, "hf") == 0) return tp == 1;
+    if (m->nh % T || m->I % T) return false;
+    if (strcmp(family, "megatron") == 0) return m->nkv % T == 0 && !o_bias(m);
+    if (m->nkv >= T ? m->nkv % T : T % m->nkv) return false;
+    return (m->V + 63) / 64 * 64 % T == 0;
+}
+
+static int combos_built, combos_rejected;
+
+static void run_one(const char *family, const model *m, int tp) {
+    ws_model_config cfg = to_cfg(m);
+    ws_layout *l = NULL;
+    ws_error e;
+    ws_error_clear(&e);
+    ws_err r = ws_layout_create(family, &cfg, tp, &l, &e);
+    if (!accepts(family, m, tp)) {
+        if (r != WS_ERR_LAYOUT)
+            fprintf(stderr, "%s tp %d %s nkv %llu: expected WS_ERR_LAYOUT, got %s\n", family, tp,
+                    m->type, (unsigned long long)m->nkv, ws_err_name(r));
+        CHECK(r == WS_ERR_LAYOUT);
+        CHECK(l == NULL);
+        CHECK(e.code == WS_ERR_LAYOUT && e.what[0] != '\0');
+        combos_rejected++;
+        return;
+    }
+    if (r != WS_OK)
+        fprintf(stderr, "%s tp %d %s nkv %llu: %s: %s\n", family, tp, m->type,
+                (unsigned long long)m->nkv, ws_err_name(r), e.what);
+    CHECK(r == WS_OK);
+    if (r != WS_OK) return;
+    combos_built++;
+    CHECK(strcmp(ws_layout_family(l), family) == 0);
+    CHECK(ws_layout_tp(l) == tp);
+    check_hf_list(l, m);
+
+    sim s = {.l = l};
+    uint64_t Vp;
+    if (strcmp(family, "hf") == 0) {
+        sim_hf(&s, m);
+        Vp = m->V;
+    } else if (strcmp(family, "megatron") == 0) {
+        sim_megatron(&s, m, tp);
+        Vp = (m->V + 128u * tp - 1) / (128u * tp) * (128u * tp);
+    } else {
+        sim_tp(&s, m, tp);
+        Vp = (m->V + 63) / 64 * 64;
+    }
+    validate(l, &s, family, m, tp, Vp);
+    sim_free(&s);
+
+    /* Tied embeddings: vLLM/SGLang dumps call the shared tensor lm_head.weight. */
+    for (int rk = 0; rk < tp; rk++) {
+        long emb = ws_layout_find_local(l, rk, "model.embed_tokens.weight");
+        long head = ws_layout_find_local(l, rk, "lm_head.weight");
+        if (strcmp(family, "sglang") == 0 || strcmp(family, "vllm") == 0) {
+            CHECK(emb >= 0 && head >= 0);
+            CHECK((head == emb) == (m->tied != 0));
+        } else if (strcmp(family, "hf") == 0) {
+            CHECK(emb >= 0 && (head >= 0) == !m->tied);
+        } else {
+            CHECK(emb == -1 && head == -1);
+            CHECK((ws_layout_find_local(l, rk, "output_layer.weight") >= 0) == !m->tied);
+        }
+    }
+    CHECK(ws_layout_find_local(l, tp, "lm_head.weight") == -1);
+    ws_layout_free(l);
+}
+
+static void test_matrix(void) {
+    /* hidden 64, heads 8: kv heads below, equal to and above every tp in {1, 2, 4, 8}. */
+    const model models[] = {
+        {"llama", 64, 128, 200, 2, 8, 8, 8, 0, 0},   /* MHA */
+        {"llama", 64, 128, 200, 2, 8, 2, 8, 1, 1},   /* GQA, q/k/v/o bias, tied */
+        {"llama", 64, 128, 256, 2, 8, 4, 8, 0, 1},   /* vocab a multiple of 64 */
+        {"mistral", 64, 128, 200, 2, 8, 1, 8, 0, 0}, /* MQA */
+        {"qwen2", 64, 128, 200, 2, 8, 4, 8, 0, 1},   /* q/k/v bias, no o bias, tied */
+        {"qwen2", 64, 128, 193, 2, 8, 2, 8, 0, 0},
+        {"qwen2", 64, 96, 130, 2, 8, 1, 8, 0, 0},   /* I = 96: not divisible by 64 */
+        {"qwen3", 64, 128, 200, 2, 8, 4, 16, 0, 0}, /* qk norm, head_dim != hidden/heads */
+        {"qwen3", 64, 128, 200, 2, 8, 8, 8, 0, 1},
+        {"qwen3", 64, 128, 200, 2, 8, 1, 8, 1, 1}, /* qk norm + bias (o bias: no megatron) */
+        {"llama", 96, 96, 100, 2, 12, 3, 8, 0, 0}, /* kv 3: rejected for tp 2, 4, 8 */
+        {"llama", 48, 40, 70, 1, 6, 2, 8, 0, 0},   /* heads 6, I 40: rejected for tp 4, 8 */
+        {"llama", 64, 128, 5, 1, 8, 8, 8, 0, 0},   /* vocab smaller than a rank's share */
+    };
+    const char *fams[] = {"hf", "sglang", "vllm", "megatron"};
+    const int tps[] = {1, 2, 4, 8};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        for (size_t f = 0; f < 4; f++)
+            for (size_t t = 0; t < 4; t++)
+                run_one(fams[f], &models[i], tps[t]);
+    CHECK(combos_built > 100);
+    CHECK(combos_rejected > 30);
+}
+
+/* Many layers: names and lookups for layer indices >= 100. */
+static void test_many_layers(void) {
+    const model m = {"qwen3", 64, 128, 200, 130, 8, 2, 8, 0, 0};
+    run_one("sglang", &m, 4);
+    run_one("megatron", &m, 2);
+    ws_model_config cfg = to_cfg(&m);
+    ws_layout *l = NULL;
+    CHECK_OK(ws_layout_create("vllm", &cfg, 4, &l, NULL));
+    CHECK(ws_layout_find_local(l, 3, "model.layers.129.mlp.down_proj.weight") >= 0);
+    CHECK(ws_layout_find_local(l, 0, "model.layers.100.self_attn.qkv_proj.weight") >= 0);
+    CHECK(ws_layout_find_local(l, 4, "model.layers.0.mlp.down_proj.weight") == -1);
+    CHECK(ws_layout_find_local(l, -1, "model.norm.weight") == -1);
+    CHECK(ws_layout_find_local(l, 0, "model.layers.130.mlp.down_proj.weight") == -1);
+    CHECK(ws_layout_find_local(l, 0, NULL) == -1);
+    CHECK(ws_layout_find_hf(l, "model.layers.129.self_attn.k_norm.weight") >= 0);
+    CHECK(ws_layout_find_hf(l, "model.layers.129") == -1);
+    CHECK(ws_layout_find_hf(l, "") == -1);
+    /* per rank per layer: qkv 3, o 1, q/k norm 2, gate_up 2, down 1, 2 norms; + embed, norm,
+     * lm_head per rank */
+    CHECK(ws_layout_piece_count(l) == 4 * (130 * 11 + 3));
+    CHECK(ws_layout_local_count(l) == 4 * (130 * 8 + 3));
+    CHECK(ws_layout_hf_count(l) == 130 * 11 + 3);
+    for (size_t i = 0; i < ws_layout_local_count(l); i++) {
+        const ws_local_desc *d = ws_layout_local(l, i);
+        CHECK(ws_layout_find_local(l, d->rank, d->name) == (long)i);
+    }
+    for (size_t i = 0; i < ws_layout_hf_count(l); i++)
+        CHECK(ws_layout_find_hf(l, ws_layout_hf(l, i)->name) == (long)i);
+    ws_layout_free(l);
+}
+
+/* Released model sizes: counts and area sums (element marking would be too big). */
+static void test_real_sizes(void) {
+    const model ms[] = {
+        {"llama", 8192, 28672, 128256, 80, 64, 8, 128, 0, 0},  /* Llama-3-70B */
+        {"qwen2", 8192, 29568, 152064, 80, 64, 8, 128, 0, 0},  /* Qwen2.5-72B */
+        {"qwen3", 5120, 25600, 151936, 64, 64, 8, 128, 0, 0},  /* Qwen3-32B */
+        {"qwen3", 1024, 3072, 151936, 28, 16, 8, 128, 0, 1},   /* Qwen3-0.6B */
+        {"mistral", 4096, 14336, 32768, 32, 32, 8, 128, 0, 0}, /* Mistral-7B */
+    };
+    const char *fams[] = {"hf", "sglang", "vllm", "megatron"};
+    const int tps[] = {1, 8, 16};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        for (size_t f = 0; f < 4; f++)
+            for (size_t t = 0; t < 3; t++) {
+                ws_model_config cfg = to_cfg(&ms[i]);
+                ws_layout *l = NULL;
+                ws_err r = ws_layout_create(fams[f], &cfg, tps[t], &l, NULL);
+                CHECK((r == WS_OK) == accepts(fams[f], &ms[i], tps[t]));
+                if (r) continue;
+                size_t nh = ws_layout_hf_count(l);
+                uint64_t *area = calloc(nh, sizeof *area);
+                for (size_t p = 0; p < ws_layout_piece_count(l); p++) {
+                    const ws_piece *pc = ws_layout_piece(l, p);
+                    if (pc->replica == 0) area[pc->hf] += pc->rows * pc->cols;
+                }
+                for (size_t h = 0; h < nh; h++) {
+                    const ws_hf_desc *d = ws_layout_hf(l, h);
+                    uint64_t n = d->shape[0] * view_cols(d->ndim, d->shape);
+                    CHECK(area[h] == (d->tied_to ? 0 : n));
+                }
+                free(area);
+                ws_layout_free(l);
+            }
+}
+
+static void test_errors(void) {
+    const model m = {"llama", 64, 128, 200, 2, 8, 2, 8, 0, 0};
+    ws_model_config cfg = to_cfg(&m);
+    ws_layout *l = (ws_layout *)&cfg; /* must be reset to NULL on failure */
+    ws_error e;
+    CHECK(ws_layout_create("nope", &cfg, 1, &l, &e) == WS_ERR_ARG && l == NULL);
+    CHECK(strstr(e.what, "nope") != NULL);
+    CHECK(ws_layout_create(NULL, &cfg, 1, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("hf", NULL, 1, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("hf", &cfg, 1, NULL, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("sglang", &cfg, 0, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("sglang", &cfg, -4, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("hf", &cfg, 2, &l, &e) == WS_ERR_LAYOUT);
+    CHECK(ws_layout_create("sglang", &cfg, 3, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "heads"));
+    CHECK(ws_layout_create("megatron", &cfg, 4, &l, &e) == WS_ERR_LAYOUT &&
+          strstr(e.what, "num_key_value_heads"));
+    CHECK(ws_layout_create("sglang", &cfg, 1 << 30, &l, NULL) == WS_ERR_LAYOUT);
+
+    /* A hand-built config is validated like a parsed one. */
+    ws_model_config bad = cfg;
+    bad.hidden_size = 0;
+    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG && strstr(e.what, "hidden"));
+    bad = cfg;
+    bad.num_kv_heads = 3;
+    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG);
+    bad = cfg;
+    bad.vocab_size = UINT64_MAX;
+    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG);
+    bad = cfg;
+    memset(bad.model_type, 'x', sizeof bad.model_type); /* no terminator */
+    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG);
+    bad = cfg;
+    snprintf(bad.model_type, sizeof bad.model_type, "qwen3_moe");
+    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_LAYOUT &&
+          strstr(e.what, "qwen3_moe"));
+    CHECK(ws_layout_create("hf", &bad, 1, &l, &e) == WS_ERR_LAYOUT);
+
+    /* Vocab padded to 64 rows but 128 ranks: the engines' divide() would fail. */
+    const model wide = {"llama", 128, 128, 50, 1, 128, 128, 1, 0, 0};
+    cfg = to_cfg(&wide);
+    CHECK(ws_layout_create("sglang", &cfg, 128, &l, &e) == WS_ERR_LAYOUT &&
+          strstr(e.what, "vocab"));
+    CHECK_OK(ws_layout_create("megatron", &cfg, 128, &l, &e));
+    ws_layout_free(l);
+
+    /* Valid but enormous: refused before memory is spent. */
+    const model huge = {"llama",  1u << 16, 1u << 16, 1u << 28, 1u << 16,
+                        1u << 16, 1u << 16, 1,        0,        0};
+    cfg = to_cfg(&huge);
+    CHECK(ws_layout_create("sglang", &cfg, 1 << 16, &l, &e) == WS_ERR_LIMIT && l == NULL);
+    CHECK(ws_layout_create("megatron", &cfg, 1 << 16, &l, &e) == WS_ERR_LIMIT);
+    CHECK(ws_layout_create("megatron", &cfg, 1, &l, &e) == WS_ERR_LIMIT);
+    CHECK_OK(ws_layout_create("hf", &cfg, 1, &l, &e)); /* 590k pieces: fine */
+    CHECK(ws_layout_piece_count(l) == 9 * (1u << 16) + 3);
+    ws_layout_free(l);
+
+    /* NULL layouts. */
+    ws_layout_free(NULL);
+    CHECK(ws_layout_hf_count(NULL) == 0 && ws_layout_local_count(NULL) == 0);
+    CHECK(ws_layout_piece_count(NULL) == 0 && ws_layout_tp(NULL) == 0);
+    CHECK(ws_layout_hf(NULL, 0) == NULL && ws_layout_local(NULL, 0) == NULL);
+    CHECK(ws_layout_piece(NULL, 0) == NULL && ws_layout_family(NULL) == NULL);
+    CHECK(ws_layout_find_hf(NULL, "x") == -1 && ws_layout_find_local(NULL, 0, "x") == -1);
+    cfg = to_cfg(&m);
+    CHECK_OK(ws_layout_create("hf", &cfg, 1, &l, NULL));
+    CHECK(ws_layout_hf(l, ws_layout_hf_count(l)) == NULL);
+    CHECK(ws_layout_local(l, ws_layout_local_count(l)) == NULL);
+    CHECK(ws_layout_piece(l, ws_layout_piece_count(l)) == NULL);
+    ws_layout_free(l);
+}
+
+static void test_families(void) {
+    const char *const *f = ws_layout_families();
+    const char *want[] = {"hf", "sglang", "vllm", "megatron"};
+    size_t n = 0;
+    for (; f[n]; n++)
+        CHECK(n < 4 && strcmp(f[n], want[n]) == 0);
+    CHECK(n == 4);
+}
+
+/* Fuzz the config the layout receives: any value either builds or fails cleanly. */
+static void test_random_configs(void) {
+    uint64_t s = 12345;
+    const char *types[] = {"llama", "mistral", "qwen2", "qwen3", "gpt2"};
+    const char *fams[] = {"hf", "sglang", "vllm", "megatron", "x"};
+    for (int it = 0; it < 3000; it++) {
+#define NEXT() (s ^= s << 13, s ^= s >> 7, s ^= s << 17, s)
+        ws_model_config c;
+        memset(&c, 0, sizeof c);
+        snprintf(c.model_type, sizeof c.model_type, "%s", types[NEXT() % 5]);
+        uint64_t small[] = {0, 1, 2, 3, 4, 6, 8, 12, 16, 64, 1000, UINT64_MAX};
+        c.hidden_size = small[NEXT() % 12];
+        c.intermediate_size = small[NEXT() % 12];
+        c.vocab_size = small[NEXT() % 12];
+        c.num_layers = NEXT() % 4;
+        c.num_heads = small[NEXT() % 10];
+        c.num_kv_heads = small[NEXT() % 10];
+        c.head_dim = small[NEXT() % 10];
+        c.tie_word_embeddings = (int)(NEXT() % 2);
+        c.attention_bias = (int)(NEXT() % 2);
+        c.qk_norm = (int)(NEXT() % 2);
+        int tp = (int)(NEXT() % 10) - 1;
+        ws_layout *l = NULL;
+        ws_error e;
+        ws_err r = ws_layout_create(fams[NEXT() % 5], &c, tp, &l, &e);
+        CHECK((r == WS_OK) == (l != NULL));
+        if (r) CHECK(e.code == r && e.what[0]);
+        ws_layout_free(l);
+#undef NEXT
+    }
+}
+
+int main(void) {
+    test_families();
+    test_matrix();
+    test_many_layers();
+    test_real_sizes();
+    test_errors();
+    test_random_configs();
+    printf("layouts built %d, rejected %d\n", combos_built, combos_rejected);
+    return check_report("test_layout");
+}
