@@ -29,8 +29,27 @@ bool cli_parse_int(const char *s, long lo, long hi, long *out);
 bool cli_parse_algo(const char *s, unsigned *out);
 /* The key for the fast digest: --key SEED, or the public default. */
 int cli_make_key(const char *seed, ws_fastkey **out);
+/* "TENSOR: STATUS [LOCAL on rank R] rows A..B: DETAIL" */
+void cli_print_finding(FILE *out, const ws_finding *f);
 /* Print a human line for each finding of r and a summary; returns the exit code. */
 int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what);
+
+/* Layout flags shared by shard, hash, verify and diff. */
+typedef struct cli_layout_opts {
+    const char *family; /* --layout */
+    long tp;            /* --tp, 0 = from the dump */
+    const char *config; /* --config, NULL = DIR/config.json */
+} cli_layout_opts;
+/* Build the layout of dump d in dir from the flags, weightsum-layout.json and config.json. */
+int cli_open_layout(const cli_layout_opts *o, const char *dir, const ws_dump *d,
+                    ws_layout **out);
+
+/* Digest a checkpoint or an engine dump into a manifest (EXIT_MISMATCH when a dump has
+ * structural problems, printed on stderr; *out is still set). */
+int cli_hash_path(const char *path, const cli_layout_opts *lo, ws_canon canon, unsigned algos,
+                  const ws_fastkey *key, int threads, int progress_mode, ws_manifest **out);
+/* One line per differing tensor (diff, verify --locate). */
+void cli_print_diff(FILE *f, const char *name, const ws_diff *d, int ndim, const uint64_t *shape);
 
 /* Subcommands. */
 int cmd_hash(int argc, char **argv);
@@ -38,4 +57,5 @@ int cmd_verify(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_shard(int argc, char **argv);
 #endif

@@ -26,8 +26,10 @@ static const char demo_config[] =
 static const char usage[] =
     "usage: weightsum demo [--dir DIR]\n"
     "\n"
-    "Write a small Qwen2-style checkpoint, hash it, verify it, flip one bit and show verify\n"
-    "and diff naming the tensor and the element. Files go to DIR (default: a new directory\n"
+    "The main job on a small built-in Qwen2-style model, offline: the trainer's manifest,\n"
+    "a TP=2 SGLang layout of the weights (fused qkv_proj/gate_up_proj, padded vocab), verify\n"
+    "(all match), then one bit flipped in the k slice of rank 1's qkv_proj and the report\n"
+    "that names k_proj, rank 1 and the element. Files go to DIR (default: a new directory\n"
     "under /tmp). Exit 0 when every step behaved as expected.\n";
 
 static char *path_in(const char *dir, const char *name) {
@@ -51,7 +53,7 @@ static int run(int (*fn)(int, char **), int argc, char **argv) {
     return rc;
 }
 
-/* Copy src to dst with bit `bit` of byte `offset` flipped. */
+/* Copy src to dst, flipping bit `bit` of byte `offset` (offset UINT64_MAX: plain copy). */
 static int copy_flipped(const char *src, const char *dst, uint64_t offset, int bit) {
     FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
     int rc = in && out ? 0 : -1;
@@ -83,13 +85,18 @@ int cmd_demo(int argc, char **argv) {
     if (!dir && !(dir = mkdtemp(tmpl))) return cli_failf("cannot create a demo directory");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return cli_failf("cannot create %s", dir);
     char *cfg_path = path_in(dir, "config.json"), *ckpt = path_in(dir, "model.safetensors"),
-         *manifest = path_in(dir, "manifest.json"), *bad_dir = path_in(dir, "corrupted"),
-         *bad = path_in(dir, "corrupted/model.safetensors");
+         *manifest = path_in(dir, "manifest.json"), *dump = path_in(dir, "sglang-tp2"),
+         *bad = path_in(dir, "sglang-tp2-corrupted");
+    const char *files[] = {"model-rank-0-part-0.safetensors", "model-rank-1-part-0.safetensors",
+                           "config.json", "weightsum-layout.json"};
     ws_error err;
     ws_model_config cfg;
     int rc = EXIT_TROUBLE;
     ws_ckpt *c = NULL;
-    printf("weightsum demo: a small Qwen2-style model (2 layers, GQA, q/k/v biases) in %s\n", dir);
+    printf("weightsum demo, in %s\n"
+           "The trainer holds a small Qwen2-style model (2 layers, 4 heads, 2 kv heads, q/k/v\n"
+           "biases, vocab 1000) in HF layout; the engine holds it as SGLang does at TP=2.\n",
+           dir);
     if (ws_write_file_atomic(cfg_path, demo_config, strlen(demo_config), &err) != WS_OK ||
         ws_model_config_parse(demo_config, strlen(demo_config), "demo", &cfg, &err) != WS_OK ||
         synth_checkpoint(&cfg, WS_F32, 1, ckpt, &err) != WS_OK) {
@@ -97,40 +104,57 @@ int cmd_demo(int argc, char **argv) {
         goto done;
     }
     char *hash_argv[] = {"hash", ckpt, "-o", manifest, "--no-progress", NULL};
-    char *verify_ok[] = {"verify", manifest, ckpt, "--no-progress", NULL};
-    if (run(cmd_hash, 5, hash_argv) != EXIT_MATCH || run(cmd_verify, 4, verify_ok) != EXIT_MATCH)
-        goto done;
-    /* Plant one flipped bit: the exponent's low bit of element 37 of layer 1's k_proj. */
-    const char *victim = "model.layers.1.self_attn.k_proj.weight";
-    if (ws_ckpt_open(ckpt, &c, &err) != WS_OK) {
-        rc = cli_fail(&err);
-        goto done;
+    char *shard_argv[] = {"shard", ckpt, "--layout", "sglang", "--tp", "2", "-o", dump, NULL};
+    char *verify_ok[] = {"verify", manifest, dump, "--no-progress", NULL};
+    printf("\n1. The trainer's manifest: SHA-256 of every HF tensor after the cast to bf16.");
+    if (run(cmd_hash, 5, hash_argv) != EXIT_MATCH) goto done;
+    printf("\n2. What SGLang's two ranks hold after the weight sync (sharded_state files).");
+    if (run(cmd_shard, 8, shard_argv) != EXIT_MATCH) goto done;
+    printf("\n3. Verify: each HF tensor rebuilt by streaming its shards, replicas and padding "
+           "checked.");
+    if (run(cmd_verify, 4, verify_ok) != EXIT_MATCH) goto done;
+    /* Plant one flipped bit: an exponent bit of element (35, 5) of rank 1's fused qkv_proj of
+     * layer 1. Rows 0..31 are rank 1's q heads, rows 32..47 its k head (kv head 1): this is
+     * k_proj row 16 + 3, column 5. */
+    const char *victim = "model.layers.1.self_attn.qkv_proj.weight";
+    mkdir(bad, 0755);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *src = path_in(dump, files[i]), *dst = path_in(bad, files[i]);
+        uint64_t off = UINT64_MAX;
+        if (i == 1) {
+            if (ws_ckpt_open(src, &c, &err) != WS_OK || !ws_ckpt_find(c, victim)) {
+                free(src);
+                free(dst);
+                rc = cli_failf("demo dump lacks %s", victim);
+                goto done;
+            }
+            off = ws_ckpt_find(c, victim)->file_offset + (35 * 64 + 5) * 4 + 2;
+        }
+        int e = copy_flipped(src, dst, off, 7);
+        free(src);
+        free(dst);
+        if (e != 0) {
+            rc = cli_failf("cannot copy the dump to %s", bad);
+            goto done;
+        }
     }
-    const ws_tensor *t = ws_ckpt_find(c, victim);
-    if (!t) {
-        rc = cli_failf("demo checkpoint lacks %s", victim);
-        goto done;
-    }
-    uint64_t off = t->file_offset + 37 * 4 + 2;
-    mkdir(bad_dir, 0755);
-    if (copy_flipped(ckpt, bad, off, 7) != 0) {
-        rc = cli_failf("cannot write %s", bad);
-        goto done;
-    }
-    printf("\nplanted: one bit flipped in element 37 of %s (byte %llu of the file)\n", victim,
-           (unsigned long long)off);
+    printf("\n4. A broken sync: one bit flipped in element (35, 5) of %s on rank 1\n"
+           "   (its k slice). Verify names the HF tensor and the engine tensors that hold it;\n"
+           "   --locate against the trainer's checkpoint names the rank and the element.\n",
+           victim);
     char *verify_bad[] = {"verify", manifest, bad, "--no-progress", NULL};
-    char *diff_argv[] = {"diff", ckpt, bad, NULL};
-    int v = run(cmd_verify, 4, verify_bad), d = run(cmd_diff, 3, diff_argv);
+    char *verify_loc[] = {"verify", manifest, bad, "--locate", ckpt, "--no-progress", NULL};
+    int v = run(cmd_verify, 4, verify_bad), d = run(cmd_verify, 6, verify_loc);
     rc = v == EXIT_MISMATCH && d == EXIT_MISMATCH ? EXIT_MATCH : EXIT_TROUBLE;
     printf("\ndemo %s: the planted flip was %s\n", rc == EXIT_MATCH ? "OK" : "FAILED",
-           rc == EXIT_MATCH ? "caught by verify and located by diff" : "NOT caught");
+           rc == EXIT_MATCH ? "caught and located (k_proj of layer 1, rank 1, row 19, column 5)"
+                            : "NOT caught");
 done:
     ws_ckpt_free(c);
     free(cfg_path);
     free(ckpt);
     free(manifest);
-    free(bad_dir);
+    free(dump);
     free(bad);
     return rc;
 }

@@ -6,11 +6,14 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: weightsum diff A B [--json] [--quiet]\n"
+    "usage: weightsum diff A B [--json] [--quiet] [--layout L] [--tp N] [--config F]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"
     "bf16 values otherwise). For each differing tensor: how many elements differ, the first\n"
     "as flat index and coordinates with both values, the largest absolute and ULP difference.\n"
+    "B may be an engine dump of A (any layout): each HF tensor is rebuilt from the shards and\n"
+    "compared in canonical bf16 values; the first bad element also names its engine tensor,\n"
+    "rank and coordinates there.\n"
     "Exit: 0 identical, 1 differences, 2 trouble.\n";
 
 void cli_coords(FILE *f, uint64_t flat, int ndim, const uint64_t *shape) {
@@ -37,17 +40,45 @@ static void add(ws_report *r, ws_status s, const char *name, const char *detail)
     ws_report_add(r, &f);
 }
 
+/* A checkpoint against an engine dump of it. */
+static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *lo, bool json,
+                     bool quiet) {
+    ws_error err;
+    ws_ckpt *c = NULL;
+    ws_dump *d = NULL;
+    ws_layout *l = NULL;
+    ws_report *r = ws_report_new();
+    int rc = EXIT_MATCH;
+    if (ws_ckpt_open(ckpt, &c, &err) != WS_OK || ws_dump_open(dir, &d, &err) != WS_OK)
+        rc = cli_fail(&err);
+    else if ((rc = cli_open_layout(lo, dir, d, &l)) != EXIT_MATCH) { /* said */ }
+    else if (ws_diff_dump(c, l, d, WS_CANON_BF16, r, &err) != WS_OK) rc = cli_fail(&err);
+    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, quiet, "diff");
+    ws_report_free(r);
+    ws_layout_free(l);
+    ws_dump_free(d);
+    ws_ckpt_free(c);
+    return rc;
+}
+
 int cmd_diff(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, 'J'},
-                                         {"quiet", no_argument, 0, 'q'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"json", no_argument, 0, 'J'},          {"quiet", no_argument, 0, 'q'},
+        {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'},
+        {"config", required_argument, 0, 'C'},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    cli_layout_opts lo = {0};
     bool json = false, quiet = false;
     int ch;
     while ((ch = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'J': json = true; break;
         case 'q': quiet = true; break;
+        case 'L': lo.family = optarg; break;
+        case 't':
+            if (!cli_parse_int(optarg, 1, 4096, &lo.tp)) return cli_failf("--tp needs 1..4096");
+            break;
+        case 'C': lo.config = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default: fputs(usage, stderr); return EXIT_TROUBLE;
         }
@@ -55,6 +86,10 @@ int cmd_diff(int argc, char **argv) {
     if (optind + 2 != argc) {
         fputs(usage, stderr);
         return EXIT_TROUBLE;
+    }
+    if (ws_dump_detect(argv[optind + 1]) || ws_dump_detect(argv[optind])) {
+        bool swapped = ws_dump_detect(argv[optind]);
+        return diff_dump(argv[optind + swapped], argv[optind + !swapped], &lo, json, quiet);
     }
     ws_error err;
     ws_ckpt *a = NULL, *b = NULL;

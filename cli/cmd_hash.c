@@ -8,29 +8,65 @@
 static const char usage[] =
     "usage: weightsum hash CKPT [-o FILE] [--json] [--canonical bf16|native]\n"
     "                      [--algo sha256|fast|both] [--key SEED] [-j N] [--[no-]progress]\n"
+    "                      [--layout L] [--tp N] [--config config.json]\n"
     "\n"
     "Digest every tensor of CKPT (a .safetensors file, a *.safetensors.index.json or a\n"
     "directory) after the canonical cast. Prints 'DIGEST  NAME' lines like sha256sum, or\n"
     "with --json the manifest; -o FILE writes the JSON manifest to FILE atomically.\n"
+    "CKPT may be an engine dump (model-rank-R-part-P.safetensors): its HF tensors are\n"
+    "digested from the shards without gathering; --layout/--tp/--config describe it when\n"
+    "the directory does not (weightsum-layout.json, config.json).\n"
     "  --canonical P   bf16 (default: floats cast to bf16 as PyTorch does) or native\n"
     "  --algo A        sha256 (default), fast (layout-invariant) or both\n"
     "  --key SEED      seed of the fast digest's keys (default: the public seed)\n"
     "  -j N            threads (default: all cores)\n"
     "Exit: 0 done, 2 trouble. NaN/Inf counts are reported on stderr.\n";
 
-int cli_hash_path(const char *path, ws_canon canon, unsigned algos, const ws_fastkey *key,
-                  int threads, int progress_mode, ws_manifest **out) {
+/* Digests of an engine dump, HF-named; structural problems printed on stderr (exit 1). */
+static int hash_dump(const char *path, const cli_layout_opts *lo, ws_dump_options *opt,
+                     ws_manifest **out) {
     ws_error err;
-    ws_ckpt *c = NULL;
-    if (ws_ckpt_open(path, &c, &err) != WS_OK) return cli_fail(&err);
+    ws_dump *d = NULL;
+    ws_layout *l = NULL;
+    ws_report *r = ws_report_new();
+    int rc = EXIT_MATCH;
+    if (ws_dump_open(path, &d, &err) != WS_OK) rc = cli_fail(&err);
+    else if ((rc = cli_open_layout(lo, path, d, &l)) == EXIT_MATCH &&
+             ws_hash_dump(l, d, opt, path, out, r, &err) != WS_OK)
+        rc = cli_fail(&err);
+    for (size_t i = 0; rc == EXIT_MATCH && i < ws_report_count(r); i++) {
+        fprintf(stderr, "weightsum: %s: ", path);
+        cli_print_finding(stderr, ws_report_at(r, i));
+    }
+    if (rc == EXIT_MATCH && !ws_report_ok(r)) rc = EXIT_MISMATCH;
+    ws_report_free(r);
+    ws_layout_free(l);
+    ws_dump_free(d);
+    return rc;
+}
+
+int cli_hash_path(const char *path, const cli_layout_opts *lo, ws_canon canon, unsigned algos,
+                  const ws_fastkey *key, int threads, int progress_mode, ws_manifest **out) {
+    ws_error err;
     cli_progress prog;
     cli_progress_init(&prog, progress_mode);
-    ws_hash_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
-                           .progress = cli_progress_cb, .progress_user = &prog};
-    ws_err rc = ws_hash_checkpoint(c, &opt, path, out, &err);
-    cli_progress_end(&prog);
-    ws_ckpt_free(c);
-    if (rc != WS_OK) return cli_fail(&err);
+    int code = EXIT_MATCH;
+    if (ws_dump_detect(path)) {
+        ws_dump_options dopt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
+                                .progress = cli_progress_cb, .progress_user = &prog};
+        code = hash_dump(path, lo, &dopt, out);
+        cli_progress_end(&prog);
+        if (code == EXIT_TROUBLE) return code;
+    } else {
+        ws_ckpt *c = NULL;
+        if (ws_ckpt_open(path, &c, &err) != WS_OK) return cli_fail(&err);
+        ws_hash_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
+                               .progress = cli_progress_cb, .progress_user = &prog};
+        ws_err rc = ws_hash_checkpoint(c, &opt, path, out, &err);
+        cli_progress_end(&prog);
+        ws_ckpt_free(c);
+        if (rc != WS_OK) return cli_fail(&err);
+    }
     for (size_t i = 0; i < ws_manifest_count(*out); i++) {
         const ws_manifest_entry *e = ws_manifest_entry_at(*out, i);
         if (e->stats.nan || e->stats.inf)
@@ -38,7 +74,7 @@ int cli_hash_path(const char *path, ws_canon canon, unsigned algos, const ws_fas
                     path, e->name, (unsigned long long)e->stats.nan,
                     (unsigned long long)e->stats.inf);
     }
-    return EXIT_MATCH;
+    return code;
 }
 
 int cmd_hash(int argc, char **argv) {
@@ -47,7 +83,9 @@ int cmd_hash(int argc, char **argv) {
         {"canonical", required_argument, 0, 'c'}, {"algo", required_argument, 0, 'a'},
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"progress", no_argument, 0, 'P'}, {"no-progress", no_argument, 0, 'N'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
+        {"config", required_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    cli_layout_opts lo = {0};
     const char *output = NULL, *seed = NULL;
     bool json = false;
     ws_canon canon = WS_CANON_BF16;
@@ -73,6 +111,11 @@ int cmd_hash(int argc, char **argv) {
             break;
         case 'P': progress = 1; break;
         case 'N': progress = 0; break;
+        case 'L': lo.family = optarg; break;
+        case 't':
+            if (!cli_parse_int(optarg, 1, 4096, &lo.tp)) return cli_failf("--tp needs 1..4096");
+            break;
+        case 'C': lo.config = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default: fputs(usage, stderr); return EXIT_TROUBLE;
         }
@@ -84,9 +127,9 @@ int cmd_hash(int argc, char **argv) {
     ws_fastkey *key = NULL;
     if ((algos & WS_ALGO_FAST) && cli_make_key(seed, &key) != EXIT_MATCH) return EXIT_TROUBLE;
     ws_manifest *m = NULL;
-    int rc = cli_hash_path(argv[optind], canon, algos, key, (int)threads, progress, &m);
+    int rc = cli_hash_path(argv[optind], &lo, canon, algos, key, (int)threads, progress, &m);
     ws_fastkey_free(key);
-    if (rc != EXIT_MATCH) return rc;
+    if (!m) return rc;
     ws_error err;
     char *text = NULL;
     if (output || json) {

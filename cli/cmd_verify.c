@@ -5,26 +5,60 @@
 #include <stdlib.h>
 #include <string.h>
 
-int cli_hash_path(const char *path, ws_canon canon, unsigned algos, const ws_fastkey *key,
-                  int threads, int progress_mode, ws_manifest **out);
-
 static const char usage[] =
-    "usage: weightsum verify MANIFEST CKPT [--json] [--quiet] [--key SEED] [-j N]\n"
+    "usage: weightsum verify MANIFEST CKPT|DIR [--json] [--quiet] [--key SEED] [-j N]\n"
     "                        [--canonical bf16|native] [--[no-]progress]\n"
+    "                        [--layout L] [--tp N] [--config F] [--locate REFERENCE]\n"
     "\n"
     "Check CKPT against MANIFEST (JSON from 'weightsum hash -o', or sha256sum-style lines;\n"
     "'-' reads it from stdin). Prints one line per problem and a summary line.\n"
+    "DIR may be an engine dump (model-rank-R-part-P.safetensors): every HF tensor is rebuilt\n"
+    "from its pieces by streaming (never gathered), every replica compared with replica 0,\n"
+    "padding checked; layout, tp and config come from the flags or from DIR.\n"
+    "  --locate REF   for a mismatch, name the first bad element (coordinates, both values,\n"
+    "                 engine tensor and rank) by comparing with the reference checkpoint\n"
     "  --canonical P  policy for a line-form manifest (a JSON manifest names its own)\n"
     "  --key SEED     seed of the fast digest when the manifest was made with --key\n"
     "  --quiet        no output, only the exit code\n"
     "Exit: 0 all match, 1 a mismatch/missing/unexpected tensor, 2 trouble.\n";
+
+static int verify_dump(const ws_manifest *expected, const char *dir, const cli_layout_opts *lo,
+                       const char *locate, ws_canon canon, unsigned algos, const ws_fastkey *key,
+                       int threads, int progress, bool json, bool quiet) {
+    ws_error err;
+    ws_dump *d = NULL;
+    ws_layout *l = NULL;
+    ws_ckpt *ref = NULL;
+    ws_report *r = ws_report_new();
+    int rc = EXIT_MATCH;
+    cli_progress prog;
+    cli_progress_init(&prog, progress);
+    ws_dump_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
+                           .progress = cli_progress_cb, .progress_user = &prog};
+    if (!r) rc = cli_failf("out of memory");
+    else if (ws_dump_open(dir, &d, &err) != WS_OK) rc = cli_fail(&err);
+    else if ((rc = cli_open_layout(lo, dir, d, &l)) != EXIT_MATCH) { /* said */ }
+    else if (locate && ws_ckpt_open(locate, &ref, &err) != WS_OK) rc = cli_fail(&err);
+    else if (ws_verify_dump(expected, l, d, &opt, ref, r, &err) != WS_OK) rc = cli_fail(&err);
+    cli_progress_end(&prog);
+    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, quiet, dir);
+    ws_report_free(r);
+    ws_ckpt_free(ref);
+    ws_layout_free(l);
+    ws_dump_free(d);
+    return rc;
+}
 
 int cmd_verify(int argc, char **argv) {
     static const struct option opts[] = {
         {"json", no_argument, 0, 'J'}, {"quiet", no_argument, 0, 'q'},
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"canonical", required_argument, 0, 'c'}, {"progress", no_argument, 0, 'P'},
-        {"no-progress", no_argument, 0, 'N'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-progress", no_argument, 0, 'N'}, {"layout", required_argument, 0, 'L'},
+        {"tp", required_argument, 0, 't'}, {"config", required_argument, 0, 'C'},
+        {"locate", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    cli_layout_opts lo = {0};
+    const char *locate = NULL;
     bool json = false, quiet = false, canon_given = false;
     const char *seed = NULL;
     long threads = 0;
@@ -46,6 +80,12 @@ int cmd_verify(int argc, char **argv) {
             break;
         case 'P': progress = 1; break;
         case 'N': progress = 0; break;
+        case 'L': lo.family = optarg; break;
+        case 't':
+            if (!cli_parse_int(optarg, 1, 4096, &lo.tp)) return cli_failf("--tp needs 1..4096");
+            break;
+        case 'C': lo.config = optarg; break;
+        case 'l': locate = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default: fputs(usage, stderr); return EXIT_TROUBLE;
         }
@@ -79,7 +119,16 @@ int cmd_verify(int argc, char **argv) {
             goto done;
         }
     }
-    if ((rc = cli_hash_path(cpath, canon, algos, key, (int)threads, progress, &actual)) !=
+    if (ws_dump_detect(cpath)) {
+        rc = verify_dump(expected, cpath, &lo, locate, canon, algos, key, (int)threads, progress,
+                         json, quiet);
+        goto done;
+    }
+    if (locate) {
+        rc = cli_failf("--locate is for engine dumps; for checkpoints use 'weightsum diff'");
+        goto done;
+    }
+    if ((rc = cli_hash_path(cpath, &lo, canon, algos, key, (int)threads, progress, &actual)) !=
         EXIT_MATCH)
         goto done;
     ws_report *r = ws_report_new();

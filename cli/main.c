@@ -8,8 +8,9 @@ static const char usage[] =
     "\n"
     "  demo      run the built-in example end to end (offline, seconds)\n"
     "  hash      digest every tensor of a checkpoint (sha256sum-style lines or a manifest)\n"
-    "  verify    check a checkpoint against a manifest\n"
-    "  diff      element-level differences between two checkpoints\n"
+    "  verify    check a checkpoint or an engine dump against a manifest\n"
+    "  diff      element-level differences between two checkpoints (or a checkpoint and a dump)\n"
+    "  shard     write a checkpoint as SGLang/vLLM/Megatron ranks hold it (sharded_state)\n"
     "  synth     write a synthetic checkpoint for a model config (tests, benchmarks)\n"
     "  version   print the version\n"
     "\n"
@@ -25,7 +26,8 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"hash", cmd_hash}, {"verify", cmd_verify}, {"diff", cmd_diff}, {"demo", cmd_demo},
-                  {"synth", cmd_synth}};
+                  {"synth", cmd_synth},
+                  {"shard", cmd_shard}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

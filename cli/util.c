@@ -48,6 +48,16 @@ int cli_make_key(const char *seed, ws_fastkey **out) {
     return EXIT_MATCH;
 }
 
+void cli_print_finding(FILE *out, const ws_finding *f) {
+    fprintf(out, "%s: %s", f->tensor[0] ? f->tensor : "(dump)", ws_status_name(f->status));
+    if (f->local) fprintf(out, " [%s", f->local);
+    if (f->local && f->rank >= 0) fprintf(out, " on rank %d", f->rank);
+    if (f->local) fprintf(out, "]");
+    else if (f->rank >= 0) fprintf(out, " [rank %d]", f->rank);
+    if (f->row0 >= 0) fprintf(out, " rows %lld..%lld", (long long)f->row0, (long long)f->row1);
+    fprintf(out, ": %s\n", f->detail);
+}
+
 int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what) {
     if (json) {
         char *text = NULL;
@@ -61,14 +71,7 @@ int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what
         for (size_t i = 0; i < ws_report_count(r); i++) {
             const ws_finding *f = ws_report_at(r, i);
             counts[f->status]++;
-            if (quiet) continue;
-            printf("%s: %s", f->tensor, ws_status_name(f->status));
-            if (f->local) printf(" [%s", f->local);
-            if (f->local && f->rank >= 0) printf(" on rank %d", f->rank);
-            if (f->local) printf("]");
-            else if (f->rank >= 0) printf(" [rank %d]", f->rank);
-            if (f->row0 >= 0) printf(" rows %lld..%lld", (long long)f->row0, (long long)f->row1);
-            printf(": %s\n", f->detail);
+            if (!quiet) cli_print_finding(stdout, f);
         }
         if (!quiet) {
             printf("%s: %llu matched", what, (unsigned long long)ws_report_matched(r));

@@ -465,6 +465,76 @@ WS_API ws_err ws_diff_tensors(const ws_tensor *a, const ws_tensor *b, ws_diff *o
 /* Coordinates of flat index i in a row-major tensor of this shape. */
 WS_API void ws_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Engine dumps: shard, hash and verify sharded weights without gathering (docs/layouts.md)    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A directory of model-rank-{rank}-part-{part}.safetensors files (the sharded_state format of
+ * vLLM and SGLang; weightsum writes Megatron ranks the same way), engine tensor names. */
+typedef struct ws_dump ws_dump;
+
+/* 1 when dir holds at least one model-rank-*-part-*.safetensors file. */
+WS_API int ws_dump_detect(const char *dir);
+/* Open every rank file (each validated as a checkpoint). A rank with no file is allowed here
+ * (ws_dump_rank gives NULL) so that verify can name it. */
+WS_API ws_err ws_dump_open(const char *dir, ws_dump **out, ws_error *err);
+WS_API void ws_dump_free(ws_dump *d);
+/* 1 + the highest rank that has a file. */
+WS_API int ws_dump_rank_count(const ws_dump *d);
+WS_API const ws_ckpt *ws_dump_rank(const ws_dump *d, int rank);
+/* The layout recorded in DIR/weightsum-layout.json by `weightsum shard`, or NULL / 0. */
+WS_API const char *ws_dump_family(const ws_dump *d);
+WS_API int ws_dump_tp(const ws_dump *d);
+
+/*
+ * Write what each rank of layout l holds after loading the HF checkpoint c, in the sharded
+ * state format: dir/model-rank-{r}-part-0.safetensors under engine names, padding rows zero,
+ * plus dir/weightsum-layout.json. Tensors keep their stored dtype. Files are written
+ * atomically; dir must exist.
+ */
+WS_API ws_err ws_shard_checkpoint(const ws_ckpt *c, const ws_layout *l, const char *dir,
+                                  ws_error *err);
+
+typedef struct ws_dump_options {
+    ws_canon canon;
+    unsigned algos;          /* WS_ALGO_* (0 means SHA-256) */
+    const ws_fastkey *key;   /* required for WS_ALGO_FAST */
+    int threads;             /* <= 0: all cores */
+    ws_progress_fn progress; /* may be NULL */
+    void *progress_user;
+} ws_dump_options;
+
+/*
+ * Digest every canonical tensor of l from the pieces the dump holds, never gathering a tensor:
+ * SHA-256 streams the replica-0 pieces in canonical order (dim-1 shards row by row) through a
+ * bounded chunk. Structural problems go to r (may be NULL only if none is expected): a
+ * missing rank file or local tensor, a local tensor of the wrong shape or mixed dtypes, an
+ * engine tensor that maps to nothing, a coverage gap, a replica that differs from replica 0
+ * (first differing element named), non-zero padding rows. Tensors that cannot be rebuilt are
+ * left out of the manifest (and named in r). A tied HF tensor gets the digest of its target.
+ */
+WS_API ws_err ws_hash_dump(const ws_layout *l, const ws_dump *d, const ws_dump_options *opt,
+                           const char *source, ws_manifest **out, ws_report *r, ws_error *err);
+
+/*
+ * Verify a dump against the trainer's manifest: ws_hash_dump, then per HF tensor match /
+ * mismatch / missing / shape / dtype into r. A mismatch names the engine tensors and ranks
+ * that hold the tensor; given the reference checkpoint (may be NULL) it also names the first
+ * differing element: its coordinates, both values, the rank, the engine tensor and its
+ * coordinates there.
+ */
+WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_dump *d,
+                             const ws_dump_options *opt, const ws_ckpt *reference,
+                             ws_report *r, ws_error *err);
+
+/* Element-level diff of a HF checkpoint against a dump of it (any layout): per canonical tensor
+ * match, or a mismatch naming how many elements differ, the first (coordinates, both values,
+ * the engine tensor, rank and coordinates there), max abs and max ULP difference; plus the
+ * structural findings of ws_hash_dump and tensors only on one side. Values compare under the
+ * canonical policy. */
+WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
+                           ws_canon canon, ws_report *r, ws_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,23 +4,60 @@
 #include <stdio.h>
 #include <string.h>
 
-static void shape_str(const ws_manifest_entry *e, char *buf, size_t n) {
+void wsi_shape_str(int ndim, const uint64_t *shape, char *buf, size_t n) {
     size_t len = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < e->ndim && len < n; d++)
+    for (int d = 0; d < ndim && len < n; d++)
         len += (size_t)snprintf(buf + len, n - len, d ? ", %llu" : "%llu",
-                                (unsigned long long)e->shape[d]);
+                                (unsigned long long)shape[d]);
     if (len < n) snprintf(buf + len, n - len, "]");
 }
 
-static ws_err add(ws_report *r, ws_status s, const char *tensor, const char *detail) {
-    ws_finding f = {.status = s, .tensor = tensor, .rank = -1, .row0 = -1, .row1 = -1,
-                    .detail = detail};
-    return ws_report_add(r, &f);
+ws_status wsi_compare_entry(const ws_manifest_entry *e, const ws_manifest_entry *a,
+                            bool same_key, char *detail, size_t n) {
+    if (e->ndim >= 0 && a->ndim >= 0 &&
+        (e->ndim != a->ndim || memcmp(e->shape, a->shape, sizeof(uint64_t) * (size_t)e->ndim))) {
+        char se[160], sa[160];
+        wsi_shape_str(e->ndim, e->shape, se, sizeof se);
+        wsi_shape_str(a->ndim, a->shape, sa, sizeof sa);
+        snprintf(detail, n, "shape %s expected, %s found", se, sa);
+        return WS_SHAPE_DIFFERS;
+    }
+    if (ws_dtype_name(e->canonical_dtype) && ws_dtype_name(a->canonical_dtype) &&
+        e->canonical_dtype != a->canonical_dtype) {
+        snprintf(detail, n, "canonical dtype %s expected, %s found",
+                 ws_dtype_name(e->canonical_dtype), ws_dtype_name(a->canonical_dtype));
+        return WS_DTYPE_DIFFERS;
+    }
+    bool compared = false;
+    char he[65], ha[65];
+    if (e->digest.algos & a->digest.algos & WS_ALGO_SHA256) {
+        compared = true;
+        if (memcmp(e->digest.sha256, a->digest.sha256, 32) != 0) {
+            ws_sha256_hex(e->digest.sha256, he);
+            ws_sha256_hex(a->digest.sha256, ha);
+            snprintf(detail, n, "sha256 %s expected, %s found", he, ha);
+            return WS_MISMATCH;
+        }
+    }
+    if ((e->digest.algos & a->digest.algos & WS_ALGO_FAST) && same_key) {
+        compared = true;
+        if (memcmp(&e->digest.fast, &a->digest.fast, sizeof e->digest.fast) != 0) {
+            ws_fast_hex(&e->digest.fast, he);
+            ws_fast_hex(&a->digest.fast, ha);
+            snprintf(detail, n, "fast digest %s expected, %s found", he, ha);
+            return WS_MISMATCH;
+        }
+    }
+    if (!compared) {
+        snprintf(detail, n, "no digest algorithm (and key) in common between the two sides");
+        return WS_NOT_COMPARABLE;
+    }
+    detail[0] = 0;
+    return WS_MATCH;
 }
 
-ws_err ws_compare_manifests(const ws_manifest *exp, const ws_manifest *act, ws_report *r,
+ws_err wsi_check_comparable(const ws_manifest *exp, const ws_manifest *act, bool *same_key,
                             ws_error *err) {
-    if (!exp || !act || !r) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     if (ws_manifest_canon(exp) != ws_manifest_canon(act))
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
                         "canonical policies differ (%s vs %s): digests are not comparable",
@@ -28,64 +65,42 @@ ws_err ws_compare_manifests(const ws_manifest *exp, const ws_manifest *act, ws_r
                         ws_canon_name(ws_manifest_canon(act)));
     const char *ke = ws_manifest_key_id(exp), *ka = ws_manifest_key_id(act);
     /* a line-form manifest carries no key id: it was made with the key the caller holds */
-    bool same_key = !ke || !ka || strcmp(ke, ka) == 0;
+    *same_key = !ke || !ka || strcmp(ke, ka) == 0;
+    return WS_OK;
+}
+
+ws_err wsi_report_add(ws_report *r, ws_status s, const char *tensor, const char *local,
+                      int rank, int64_t row0, int64_t row1, const char *detail, ws_error *err) {
+    ws_finding f = {.status = s, .tensor = tensor, .local = local, .rank = rank, .row0 = row0,
+                    .row1 = row1, .detail = detail};
+    if (ws_report_add(r, &f) != WS_OK)
+        return wsi_fail(err, WS_ERR_NOMEM, NULL, tensor, -1, "out of memory");
+    return WS_OK;
+}
+
+ws_err ws_compare_manifests(const ws_manifest *exp, const ws_manifest *act, ws_report *r,
+                            ws_error *err) {
+    if (!exp || !act || !r) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
+    bool same_key;
+    ws_err rc = wsi_check_comparable(exp, act, &same_key, err);
     char detail[512];
-    ws_err rc = WS_OK;
     for (size_t i = 0; i < ws_manifest_count(exp) && rc == WS_OK; i++) {
         const ws_manifest_entry *e = ws_manifest_entry_at(exp, i);
         const ws_manifest_entry *a = ws_manifest_find(act, e->name);
         if (!a) {
-            rc = add(r, WS_MISSING, e->name, "expected tensor is absent");
+            rc = wsi_report_add(r, WS_MISSING, e->name, NULL, -1, -1, -1,
+                                "expected tensor is absent", err);
             continue;
         }
-        if (e->ndim >= 0 && a->ndim >= 0 &&
-            (e->ndim != a->ndim || memcmp(e->shape, a->shape, sizeof(uint64_t) * (size_t)e->ndim))) {
-            char se[128], sa[128];
-            shape_str(e, se, sizeof se);
-            shape_str(a, sa, sizeof sa);
-            snprintf(detail, sizeof detail, "shape %s expected, %s found", se, sa);
-            rc = add(r, WS_SHAPE_DIFFERS, e->name, detail);
-            continue;
-        }
-        if (ws_dtype_name(e->canonical_dtype) && ws_dtype_name(a->canonical_dtype) &&
-            e->canonical_dtype != a->canonical_dtype) {
-            snprintf(detail, sizeof detail, "canonical dtype %s expected, %s found",
-                     ws_dtype_name(e->canonical_dtype), ws_dtype_name(a->canonical_dtype));
-            rc = add(r, WS_DTYPE_DIFFERS, e->name, detail);
-            continue;
-        }
-        bool compared = false, equal = true;
-        char he[65], ha[65];
-        if ((e->digest.algos & a->digest.algos & WS_ALGO_SHA256)) {
-            compared = true;
-            if (memcmp(e->digest.sha256, a->digest.sha256, 32) != 0) {
-                equal = false;
-                ws_sha256_hex(e->digest.sha256, he);
-                ws_sha256_hex(a->digest.sha256, ha);
-                snprintf(detail, sizeof detail, "sha256 %s expected, %s found", he, ha);
-            }
-        }
-        if ((e->digest.algos & a->digest.algos & WS_ALGO_FAST) && same_key) {
-            compared = true;
-            if (memcmp(&e->digest.fast, &a->digest.fast, sizeof e->digest.fast) != 0 && equal) {
-                equal = false;
-                ws_fast_hex(&e->digest.fast, he);
-                ws_fast_hex(&a->digest.fast, ha);
-                snprintf(detail, sizeof detail, "fast digest %s expected, %s found", he, ha);
-            }
-        }
-        if (!compared)
-            rc = add(r, WS_NOT_COMPARABLE, e->name,
-                     "no digest algorithm (and key) in common between the two sides");
-        else if (!equal)
-            rc = add(r, WS_MISMATCH, e->name, detail);
-        else
-            ws_report_count_match(r, 1);
+        ws_status s = wsi_compare_entry(e, a, same_key, detail, sizeof detail);
+        if (s == WS_MATCH) ws_report_count_match(r, 1);
+        else rc = wsi_report_add(r, s, e->name, NULL, -1, -1, -1, detail, err);
     }
     for (size_t i = 0; i < ws_manifest_count(act) && rc == WS_OK; i++) {
         const ws_manifest_entry *a = ws_manifest_entry_at(act, i);
         if (!ws_manifest_find(exp, a->name))
-            rc = add(r, WS_UNEXPECTED, a->name, "tensor present but not in the expected manifest");
+            rc = wsi_report_add(r, WS_UNEXPECTED, a->name, NULL, -1, -1, -1,
+                                "tensor present but not in the expected manifest", err);
     }
-    return rc == WS_OK ? WS_OK : wsi_fail(err, rc, NULL, NULL, -1, "out of memory");
+    return rc;
 }

@@ -31,6 +31,26 @@ WSI_HIDDEN void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_val
 /* Let go of the resident pages of [p, p+n) of a checkpoint's file mapping (no-op otherwise). */
 WSI_HIDDEN void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n);
 
+/* ---- comparison helpers (compare.c) ---- */
+/* "[a, b, c]" */
+WSI_HIDDEN void wsi_shape_str(int ndim, const uint64_t *shape, char *buf, size_t n);
+/* Verdict for one tensor present on both sides; detail gets one line when not a match. */
+WSI_HIDDEN ws_status wsi_compare_entry(const ws_manifest_entry *expected,
+                                       const ws_manifest_entry *actual, bool same_key,
+                                       char *detail, size_t n);
+/* WS_ERR_ARG when the canonical policies differ; *same_key says whether fast digests compare. */
+WSI_HIDDEN ws_err wsi_check_comparable(const ws_manifest *exp, const ws_manifest *act,
+                                       bool *same_key, ws_error *err);
+/* ws_report_add with the fields spelled out; WS_ERR_NOMEM (in err) when it cannot. */
+WSI_HIDDEN ws_err wsi_report_add(ws_report *r, ws_status s, const char *tensor,
+                                 const char *local, int rank, int64_t row0, int64_t row1,
+                                 const char *detail, ws_error *err);
+
+/* Call fn(ctx, i) for i in [0, n) on `threads` threads (<= 0: all cores), the caller's
+ * included; returns when all are done. fn must do its own locking. */
+typedef void (*wsi_item_fn)(void *ctx, size_t i);
+WSI_HIDDEN void wsi_parallel_for(size_t n, int threads, wsi_item_fn fn, void *ctx);
+
 /* Number of online CPUs (>= 1). */
 WSI_HIDDEN int wsi_cpu_count(void);
 

@@ -1,0 +1,93 @@
+/*
+ * Write what each rank of a layout holds after loading a HF checkpoint (ws_shard_checkpoint):
+ * every local tensor is assembled from its pieces' rectangles, padding left zero, and saved
+ * in the sharded_state format under the engine's names.
+ */
+#include "internal.h"
+#include "pieces.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ws_err write_hint(const ws_layout *l, const char *dir, ws_error *err) {
+    char path[4096], text[128];
+    snprintf(path, sizeof path, "%s/weightsum-layout.json", dir);
+    int n = snprintf(text, sizeof text, "{\"family\": \"%s\", \"tp\": %d}\n", ws_layout_family(l),
+                     ws_layout_tp(l));
+    return ws_write_file_atomic(path, text, (size_t)n, err);
+}
+
+/* Assemble one local tensor into a new zeroed *out, from the HF tensors of its pieces. */
+static ws_err assemble(const ws_ckpt *c, const ws_layout *l, size_t li, uint8_t **out,
+                       ws_dtype *dtype, ws_error *err) {
+    const ws_local_desc *ld = ws_layout_local(l, li);
+    bool have = false, *have_dtype = &have;
+    uint8_t *buf = NULL;
+    uint64_t numel = 1;
+    for (int d = 0; d < ld->ndim; d++) numel *= ld->shape[d];
+    *out = NULL;
+    for (size_t i = 0; i < ws_layout_piece_count(l); i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        if (p->local != li) continue;
+        const ws_hf_desc *hd = ws_layout_hf(l, p->hf);
+        const ws_tensor *t = ws_ckpt_find(c, hd->name);
+        if (!t)
+            return wsi_fail(err, WS_ERR_NOTFOUND, NULL, hd->name, -1,
+                            "the checkpoint lacks this tensor, needed for %s on rank %d",
+                            ld->name, ld->rank);
+        if (t->ndim != hd->ndim || memcmp(t->shape, hd->shape, sizeof(uint64_t) * (size_t)t->ndim)) {
+            char a[160], b[160];
+            wsi_shape_str(hd->ndim, hd->shape, a, sizeof a);
+            wsi_shape_str(t->ndim, t->shape, b, sizeof b);
+            return wsi_fail(err, WS_ERR_SHAPE, t->file, t->name, -1,
+                            "the config says shape %s, the checkpoint has %s", a, b);
+        }
+        if (*have_dtype && t->dtype != *dtype)
+            return wsi_fail(err, WS_ERR_DTYPE, t->file, t->name, -1,
+                            "%s fuses tensors of different dtypes (%s and %s)", ld->name,
+                            ws_dtype_name(*dtype), ws_dtype_name(t->dtype));
+        *dtype = t->dtype;
+        *have_dtype = true;
+        if (!buf && !(*out = buf = calloc(numel * ws_dtype_size(t->dtype) + 1, 1)))
+            return wsi_fail(err, WS_ERR_NOMEM, NULL, ld->name, -1, "out of memory");
+        size_t es = ws_dtype_size(t->dtype);
+        for (uint64_t r = 0; r < p->rows; r++)
+            memcpy(buf + ((p->l_row0 + r) * p->l_cols + p->l_col0) * es,
+                   (const uint8_t *)t->data + ((p->t_row0 + r) * p->t_cols + p->t_col0) * es,
+                   p->cols * es);
+    }
+    if (!buf && !(*out = calloc(numel * ws_dtype_size(*dtype) + 1, 1)))
+        return wsi_fail(err, WS_ERR_NOMEM, NULL, ld->name, -1, "out of memory");
+    return WS_OK;
+}
+
+ws_err ws_shard_checkpoint(const ws_ckpt *c, const ws_layout *l, const char *dir,
+                           ws_error *err) {
+    size_t nl = ws_layout_local_count(l);
+    ws_err rc = WS_OK;
+    for (int rank = 0; rank < ws_layout_tp(l) && rc == WS_OK; rank++) {
+        ws_tensor_spec *specs = calloc(nl + 1, sizeof *specs);
+        size_t n = 0;
+        if (!specs) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+        for (size_t li = 0; li < nl && rc == WS_OK; li++) {
+            const ws_local_desc *ld = ws_layout_local(l, li);
+            if (ld->rank != rank) continue;
+            uint8_t *buf = NULL;
+            ws_dtype dt = WS_F32;
+            rc = assemble(c, l, li, &buf, &dt, err);
+            specs[n] = (ws_tensor_spec){.name = ld->name, .dtype = dt, .ndim = ld->ndim, .data = buf};
+            memcpy(specs[n].shape, ld->shape, sizeof specs[n].shape);
+            n++;
+        }
+        if (rc == WS_OK) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/model-rank-%d-part-0.safetensors", dir, rank);
+            rc = ws_safetensors_write(path, specs, n, "{\"format\":\"pt\"}", err);
+        }
+        for (size_t i = 0; i < n; i++) free((void *)specs[i].data);
+        free(specs);
+    }
+    if (rc == WS_OK) rc = write_hint(l, dir, err);
+    return rc;
+}

@@ -1,0 +1,233 @@
+/*
+ * Verify an engine dump against the trainer's manifest (ws_verify_dump): digest what the dump
+ * holds, compare per canonical tensor, and say where a mismatch lives — the engine tensors and
+ * ranks that hold the tensor and, given the reference checkpoint, the first differing element.
+ */
+#include "digest.h"
+#include "dump_resolve.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "held by X rows a..b on rank r; ..." for the replica-0 pieces of HF tensor h. */
+static void holders(const wsi_dumpview *v, uint32_t h, char *buf, size_t n, const char **local,
+                    int *rank) {
+    const wsi_plan *p = &v->plans[h];
+    size_t len = (size_t)snprintf(buf, n, "held by ");
+    *local = NULL;
+    *rank = -1;
+    for (size_t i = 0; i < p->n_primary && len < n; i++) {
+        const ws_piece *pc = ws_layout_piece(v->l, p->primary[i]);
+        const ws_local_desc *ld = ws_layout_local(v->l, pc->local);
+        if (i == 0) {
+            *local = ld->name;
+            *rank = ld->rank;
+        } else if (*rank != ld->rank) {
+            *rank = -1;
+        }
+        if (i == 4) {
+            len += (size_t)snprintf(buf + len, n - len, "; and %zu more pieces", p->n_primary - 4);
+            break;
+        }
+        len += (size_t)snprintf(buf + len, n - len, "%s%s rows %llu..%llu on rank %d",
+                                i ? "; " : "", ld->name, (unsigned long long)pc->l_row0,
+                                (unsigned long long)(pc->l_row0 + pc->rows), ld->rank);
+    }
+}
+
+typedef struct locate_ctx {
+    const wsi_dumpview *v;
+    const ws_tensor *ref;
+    ws_canon canon;
+    ws_dtype cdt;
+    uint64_t cols;
+    uint8_t *ba, *bb;
+    ws_diff d;
+    uint64_t first_piece, first_local_at, row0, row1;
+} locate_ctx;
+
+static ws_err locate_run(void *arg, const wsi_run *run) {
+    locate_ctx *c = arg;
+    const ws_tensor *t = c->v->loc[run->local];
+    size_t sl = ws_dtype_size(t->dtype), sr = ws_dtype_size(c->ref->dtype);
+    const uint8_t *pl = wsi_run_data(c->v, run);
+    const uint8_t *pr = (const uint8_t *)c->ref->data + run->t_at * sr;
+    for (uint64_t k = 0; k < run->n; k += WSI_CHUNK_ELEMS) {
+        uint64_t n = run->n - k < WSI_CHUNK_ELEMS ? run->n - k : WSI_CHUNK_ELEMS;
+        ws_cast_to_canonical(c->ref->dtype, c->canon, pr + k * sr, n, c->ba, NULL);
+        ws_cast_to_canonical(t->dtype, c->canon, pl + k * sl, n, c->bb, NULL);
+        uint64_t before = c->d.differ, first = c->d.first;
+        ws_diff_update(&c->d, c->cdt, run->t_at + k, c->ba, c->bb, n);
+        if (c->d.differ == before) continue;
+        if (c->d.first != first) {
+            c->first_piece = run->piece;
+            c->first_local_at = run->l_at + (c->d.first - run->t_at);
+        }
+        uint64_t r0 = (run->t_at + k) / c->cols, r1 = (run->t_at + k + n - 1) / c->cols + 1;
+        if (before == 0 || r0 < c->row0) c->row0 = r0;
+        if (r1 > c->row1) c->row1 = r1;
+    }
+    return WS_OK;
+}
+
+/* Compare T, rebuilt from the dump's pieces, with the reference tensor element by element.
+ * Returns false (with why) when they cannot be compared. */
+static bool compare_with_reference(wsi_dumpview *v, uint32_t h, const ws_tensor *ref,
+                                   ws_canon canon, locate_ctx *c, const char **why) {
+    const ws_hf_desc *hf = ws_layout_hf(v->l, h);
+    const wsi_plan *p = &v->plans[h];
+    memset(c, 0, sizeof *c);
+    ws_diff_init(&c->d);
+    if (ref->ndim != hf->ndim || memcmp(ref->shape, hf->shape, sizeof(uint64_t) * (size_t)hf->ndim)) {
+        *why = "the reference tensor has another shape";
+        return false;
+    }
+    c->v = v;
+    c->ref = ref;
+    c->canon = canon;
+    c->cols = p->cols ? p->cols : 1;
+    c->cdt = ws_canonical_dtype(ref->dtype, canon);
+    for (size_t i = 0; i < p->n_primary; i++) {
+        const ws_tensor *t = v->loc[ws_layout_piece(v->l, p->primary[i])->local];
+        if (!t) {
+            *why = "an engine tensor holding it is missing";
+            return false;
+        }
+        if (ws_canonical_dtype(t->dtype, canon) != c->cdt) {
+            *why = "the reference's dtype cannot be compared element by element";
+            return false;
+        }
+    }
+    c->ba = malloc((size_t)WSI_CHUNK_ELEMS * 8);
+    c->bb = malloc((size_t)WSI_CHUNK_ELEMS * 8);
+    bool ok = c->ba && c->bb && wsi_sweep(v->l, p, 0, p->rows, locate_run, c, NULL) == WS_OK;
+    free(c->ba);
+    free(c->bb);
+    if (!ok) *why = "out of memory";
+    return ok;
+}
+
+/* Report the differences found by compare_with_reference as one finding. */
+static void report_located(wsi_dumpview *v, uint32_t h, const locate_ctx *c) {
+    const ws_hf_desc *hf = ws_layout_hf(v->l, h);
+    const ws_piece *pc = ws_layout_piece(v->l, (size_t)c->first_piece);
+    const ws_local_desc *ld = ws_layout_local(v->l, pc->local);
+    uint64_t tco[WS_MAX_DIMS], lco[WS_MAX_DIMS];
+    ws_unravel(c->d.first, hf->ndim, hf->shape, tco);
+    ws_unravel(c->first_local_at, ld->ndim, ld->shape, lco);
+    char ts[160], ls[160];
+    wsi_shape_str(hf->ndim, tco, ts, sizeof ts);
+    wsi_shape_str(ld->ndim, lco, ls, sizeof ls);
+    wsi_dumpview_report(v, WS_MISMATCH, hf->name, ld->name, ld->rank,
+                        (int64_t)(c->d.first / c->cols), (int64_t)c->row1,
+                        "%llu of %llu elements differ; first at %llu %s: %.9g expected, %.9g "
+                        "found, element %s of %s on rank %d; max abs %.6g, max ulp %llu",
+                        (unsigned long long)c->d.differ, (unsigned long long)c->d.compared,
+                        (unsigned long long)c->d.first, ts, c->d.first_a, c->d.first_b, ls,
+                        ld->name, ld->rank, c->d.max_abs, (unsigned long long)c->d.max_ulp);
+}
+
+/* Element-level location of a digest mismatch against the reference tensor. */
+static void locate(wsi_dumpview *v, uint32_t h, const ws_tensor *ref, ws_canon canon,
+                   const char *digest_detail) {
+    const ws_hf_desc *hf = ws_layout_hf(v->l, h);
+    locate_ctx c;
+    const char *why = NULL;
+    if (!compare_with_reference(v, h, ref, canon, &c, &why))
+        wsi_dumpview_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1, "%s; %s", digest_detail,
+                            why);
+    else if (c.d.differ == 0)
+        wsi_dumpview_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1,
+                            "%s; but every element equals the reference's (is the reference the "
+                            "trainer's checkpoint?)",
+                            digest_detail);
+    else
+        report_located(v, h, &c);
+}
+
+ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws_canon canon,
+                    ws_report *r, ws_error *err) {
+    wsi_dumpview v;
+    ws_err rc = wsi_dumpview_open(&v, l, d, r, err);
+    for (size_t h = 0; rc == WS_OK && h < ws_layout_hf_count(l); h++) {
+        const ws_hf_desc *hf = ws_layout_hf(l, h);
+        const ws_tensor *t = ws_ckpt_find(ref, hf->name);
+        uint32_t src = (uint32_t)h; /* a tied tensor is compared with what the engine ties it to */
+        if (hf->tied_to) {
+            if (!t) continue; /* save_pretrained leaves tied tensors out */
+            src = (uint32_t)ws_layout_find_hf(l, hf->tied_to);
+        }
+        if (!t) {
+            wsi_dumpview_report(&v, WS_UNEXPECTED, hf->name, NULL, -1, -1, -1,
+                                "only in the engine dump");
+            continue;
+        }
+        locate_ctx c;
+        const char *why = NULL;
+        if (!compare_with_reference(&v, src, t, canon, &c, &why))
+            wsi_dumpview_report(&v, WS_NOT_COMPARABLE, hf->name, NULL, -1, -1, -1, "%s", why);
+        else if (c.d.differ) report_located(&v, src, &c);
+        else ws_report_count_match(r, 1);
+    }
+    for (size_t i = 0; rc == WS_OK && i < ws_ckpt_count(ref); i++) {
+        const char *name = ws_ckpt_tensor(ref, i)->name;
+        if (ws_layout_find_hf(l, name) < 0)
+            wsi_dumpview_report(&v, WS_MISSING, name, NULL, -1, -1, -1,
+                                "only in the checkpoint: the layout holds no such tensor");
+    }
+    wsi_dumpview_close(&v);
+    return rc;
+}
+
+ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_dump *d,
+                      const ws_dump_options *opt, const ws_ckpt *reference, ws_report *r,
+                      ws_error *err) {
+    if (!expected || !l || !d || !opt || !r)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
+    wsi_dumpview v;
+    ws_manifest *actual = NULL;
+    ws_err rc = wsi_dumpview_open(&v, l, d, r, err);
+    if (rc == WS_OK) rc = wsi_hash_dump_view(&v, opt, "dump", &actual, err);
+    bool same_key = true;
+    if (rc == WS_OK) rc = wsi_check_comparable(expected, actual, &same_key, err);
+    char detail[512], held[512];
+    for (size_t i = 0; rc == WS_OK && i < ws_manifest_count(expected); i++) {
+        const ws_manifest_entry *e = ws_manifest_entry_at(expected, i);
+        long h = ws_layout_find_hf(l, e->name);
+        if (h < 0) {
+            wsi_dumpview_report(&v, WS_MISSING, e->name, NULL, -1, -1, -1,
+                                "the %s layout of this config holds no such tensor",
+                                ws_layout_family(l));
+            continue;
+        }
+        const ws_hf_desc *hf = ws_layout_hf(l, (size_t)h);
+        const char *name = hf->tied_to ? hf->tied_to : hf->name;
+        const ws_manifest_entry *a = ws_manifest_find(actual, name);
+        if (!a) continue; /* could not be rebuilt: already reported with its reason */
+        ws_status s = wsi_compare_entry(e, a, same_key, detail, sizeof detail);
+        if (s == WS_MATCH) {
+            ws_report_count_match(r, 1);
+        } else if (hf->tied_to) {
+            wsi_dumpview_report(&v, s, e->name, NULL, -1, -1, -1,
+                                "the engine ties it to %s, which differs from the trainer's %s: %s",
+                                hf->tied_to, e->name, detail);
+        } else if (s == WS_MISMATCH && reference && ws_ckpt_find(reference, e->name)) {
+            locate(&v, (uint32_t)h, ws_ckpt_find(reference, e->name), opt->canon, detail);
+        } else {
+            const char *local;
+            int rank;
+            holders(&v, (uint32_t)h, held, sizeof held, &local, &rank);
+            wsi_dumpview_report(&v, s, e->name, local, rank, -1, -1, "%s; %s", detail, held);
+        }
+    }
+    for (size_t i = 0; rc == WS_OK && i < ws_manifest_count(actual); i++) {
+        const ws_manifest_entry *a = ws_manifest_entry_at(actual, i);
+        if (!ws_manifest_find(expected, a->name))
+            wsi_dumpview_report(&v, WS_UNEXPECTED, a->name, NULL, -1, -1, -1,
+                                "the engine holds it but the trainer's manifest does not list it");
+    }
+    ws_manifest_free(actual);
+    wsi_dumpview_close(&v);
+    return rc;
+}
