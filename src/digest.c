@@ -70,8 +70,8 @@ void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint64_t at, con
         uint64_t k = n < block ? n : block;
         if (n > k) prefetch(p + k * ssz, (size_t)((n - k < block ? n - k : block) * ssz));
         if (same) {
-            if (stats) wsi_count_specials(src_dtype, p, (size_t)k, stats);
             feed_canonical(s, at, p, k);
+            if (stats) wsi_count_specials(src_dtype, p, (size_t)k, stats); /* now in cache */
         } else {
             ws_cast_to_canonical(src_dtype, c, p, (size_t)k, s->scratch, stats);
             feed_canonical(s, at, s->scratch, k);

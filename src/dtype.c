@@ -142,6 +142,7 @@ static inline int is_inf_bits32(uint32_t u) { return (u & 0x7fffffffu) == 0x7f80
 /* How many elements have an all-ones exponent (NaN or Inf): a branch-free loop the compiler
  * vectorises, so the common case (none) costs one fast pass. */
 #define DEFINE_PREFILTER(T)                                                              \
+    __attribute__((target_clones("avx2", "default")))                                   \
     static uint64_t prefilter_##T(const void *src, size_t n, T mask) {                   \
         uint64_t total = 0;                                                              \
         const uint8_t *p = src;                                                          \
