@@ -60,7 +60,9 @@ void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n) {
                  (const uint8_t *)p + n <= (const uint8_t *)c->files[i].map + c->files[i].len;
     if (!mapped) return;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    /* whole pages only; a page this range shares with its neighbours is left to the caller's
+     * next call (which starts where this one ended) */
+    uintptr_t a = (uintptr_t)p & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 

@@ -65,6 +65,7 @@ void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint64_t at, con
     /* Blocks of 16 KiB of source: small enough to stay in L1/L2 between the passes over them
      * (prefetch, NaN/Inf count or cast, digest). */
     uint64_t block = (16u * 1024u) / ssz;
+    const uint8_t *rel = p;
     prefetch(p, (size_t)((n < block ? n : block) * ssz));
     while (n > 0) {
         uint64_t k = n < block ? n : block;
@@ -79,6 +80,11 @@ void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint64_t at, con
         p += k * ssz;
         at += k;
         n -= k;
+        /* let go of what was read, a megabyte at a time (one system call each) */
+        if (s->release && ((size_t)(p - rel) >= (1u << 20) || n == 0)) {
+            wsi_ckpt_release(s->release, rel, (size_t)(p - rel));
+            rel = p;
+        }
     }
 }
 

@@ -16,6 +16,7 @@ typedef struct wsi_sink {
     const ws_fastkey *key;
     ws_fast fast;             /* any order */
     uint8_t *scratch;         /* WSI_CHUNK_ELEMS * 8 bytes */
+    const ws_ckpt *release;   /* when set, source pages of this checkpoint are let go once fed */
 } wsi_sink;
 
 WSI_HIDDEN ws_err wsi_sink_init(wsi_sink *s, unsigned algos, ws_dtype cdtype,

@@ -59,8 +59,8 @@ static void *worker(void *arg) {
             while (at < it->end) {
                 uint64_t n = it->end - at < RANGE_ELEMS / 4 ? it->end - at : RANGE_ELEMS / 4;
                 const uint8_t *src = (const uint8_t *)t->data + at * esz;
+                s.release = p->ckpt;
                 wsi_sink_feed(&s, t->dtype, p->opt->canon, at, src, n, &p->parts[i].stats);
-                wsi_ckpt_release(p->ckpt, src, n * esz);
                 at += n;
                 if (p->opt->progress) {
                     pthread_mutex_lock(&p->lock);

@@ -33,6 +33,8 @@ static ws_err feed_run(void *arg, const wsi_run *run) {
     sweep_ctx *s = arg;
     const ws_tensor *t = s->j->v->loc[run->local];
     const uint8_t *p = wsi_run_data(s->j->v, run);
+    /* resident memory stays bounded by the work in flight, not by the dump's size */
+    s->sink->release = ws_dump_rank(s->j->v->d, ws_layout_local(s->j->v->l, run->local)->rank);
     wsi_sink_feed(s->sink, t->dtype, s->j->opt->canon, run->t_at, p, run->n, &s->stats);
     return WS_OK;
 }
