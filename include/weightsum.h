@@ -535,6 +535,57 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
                            ws_canon canon, ws_report *r, ws_error *err);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Localisation by region digests (docs/fast-digest.md, "Localisation")                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A side of a check (the trainer's checkpoint, or an engine's dump through its layout) that
+ * answers two questions about a canonical tensor without moving it: the fast digest of a range
+ * of its canonical elements, and the value of one element. Two sides narrow a mismatch down to
+ * elements by exchanging range digests only (ws_locate); the sides could sit on two machines.
+ */
+typedef struct ws_side ws_side;
+
+/* key: the fast digest's key (both sides must use the same). The ckpt / layout / dump must
+ * outlive the side. */
+WS_API ws_err ws_side_checkpoint(const ws_ckpt *c, ws_canon canon, const ws_fastkey *key,
+                                 ws_side **out, ws_error *err);
+WS_API ws_err ws_side_dump(const ws_layout *l, const ws_dump *d, ws_canon canon,
+                           const ws_fastkey *key, ws_side **out, ws_error *err);
+WS_API void ws_side_free(ws_side *s);
+/* Element count of a canonical tensor on this side (WS_ERR_NOTFOUND when it has none). */
+WS_API ws_err ws_side_numel(const ws_side *s, const char *tensor, uint64_t *numel,
+                            ws_error *err);
+/* Fast digest of the canonical elements [begin, end) of tensor, at their global unit indices:
+ * equal ranges of equal tensors give equal digests, however each side stores them. */
+WS_API ws_err ws_side_range_digest(const ws_side *s, const char *tensor, uint64_t begin,
+                                   uint64_t end, ws_fast *out, ws_error *err);
+/* Canonical value of element i, and where this side holds it ("element [35, 5] of
+ * model.layers.1.self_attn.qkv_proj.weight on rank 1", or "element [19, 5]"). */
+WS_API ws_err ws_side_element(const ws_side *s, const char *tensor, uint64_t i, double *value,
+                              char *where, size_t where_size, ws_error *err);
+
+typedef struct ws_location {
+    uint64_t numel;     /* elements of the tensor */
+    uint64_t found;     /* differing elements located (at most the max asked for) */
+    int more;           /* 1 when the search stopped at the max: more may differ */
+    uint64_t first;     /* smallest differing element (when found > 0) */
+    double value_a, value_b;
+    char where_b[256];  /* where side b holds the first one */
+    uint64_t rounds;    /* exchanges (each: a list of ranges out, their digests back) */
+    uint64_t digests;   /* range digests computed per side */
+} ws_location;
+
+/*
+ * Narrow a mismatch of tensor between sides a and b: split [0, numel) into `fanout` ranges,
+ * compare their digests, recurse into the ranges that differ (at most max_elems of them per
+ * round, smallest first) down to single elements. found == 0 means the digests agree.
+ */
+WS_API ws_err ws_locate(const ws_side *a, const ws_side *b, const char *tensor, unsigned fanout,
+                        size_t max_elems, ws_location *out, ws_error *err);
+
+
 #ifdef __cplusplus
 }
 #endif

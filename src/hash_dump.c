@@ -151,7 +151,15 @@ static void digest_one(void *arg, size_t i) {
                            j->opt->key, &e);
         if (rc == WS_OK) {
             sweep_ctx s = {.j = j, .sink = &sink, .dtype = dtype, .hf = hf};
-            rc = wsi_sweep(v->l, p, 0, p->rows, feed_run, &s, hole);
+            if (j->opt->algos == WS_ALGO_FAST) {
+                /* The fast digest adds up per piece in any order: no canonical-order walk,
+                 * each piece read straight through; the sweep only checks coverage. */
+                rc = wsi_sweep(v->l, p, 0, p->rows, NULL, &s, hole);
+                for (size_t k = 0; k < p->n_primary && rc == WS_OK; k++)
+                    rc = wsi_piece_runs(v->l, p->primary[k], feed_run, &s);
+            } else {
+                rc = wsi_sweep(v->l, p, 0, p->rows, feed_run, &s, hole);
+            }
             ws_manifest_entry *en = &j->ents[h];
             if (rc == WS_OK) rc = wsi_sink_final(&sink, &en->digest, &e);
             en->stats = s.stats;

@@ -142,6 +142,7 @@ ws_err wsi_sweep(const ws_layout *l, const wsi_plan *p, uint64_t row_begin, uint
             if (pc->t_col0 + pc->cols > c) c = pc->t_col0 + pc->cols;
         }
         if (c < p->cols) report_hole(hole_fn, ctx, false, a, b, c, p->cols);
+        if (!run_fn) continue; /* coverage only */
         if (na == 1) {
             const ws_piece *pc = ws_layout_piece(l, active[0]);
             if (pc->t_col0 == 0 && pc->cols == p->cols && pc->l_col0 == 0 &&

@@ -44,7 +44,7 @@ WSI_HIDDEN void wsi_plans_free(wsi_plan *plans, size_t n);
 /*
  * Emit T's runs in canonical order; rows [row_begin, row_end) of T only. Coverage problems
  * are reported through hole_fn (may be NULL) and their elements skipped; a run callback
- * error stops the walk and is returned.
+ * error stops the walk and is returned. run_fn NULL: check coverage only.
  */
 WSI_HIDDEN ws_err wsi_sweep(const ws_layout *l, const wsi_plan *p, uint64_t row_begin,
                             uint64_t row_end, wsi_run_fn run_fn, void *ctx,

@@ -128,22 +128,64 @@ static void report_located(wsi_dumpview *v, uint32_t h, const locate_ctx *c) {
                         ld->name, ld->rank, c->d.max_abs, (unsigned long long)c->d.max_ulp);
 }
 
-/* Element-level location of a digest mismatch against the reference tensor. */
-static void locate(wsi_dumpview *v, uint32_t h, const ws_tensor *ref, ws_canon canon,
+/* Locate a digest mismatch by exchanging range digests with the reference (ws_locate): the
+ * reference plays the trainer's side, the dump the engine's. */
+static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const ws_dump_options *opt,
                    const char *digest_detail) {
     const ws_hf_desc *hf = ws_layout_hf(v->l, h);
-    locate_ctx c;
-    const char *why = NULL;
-    if (!compare_with_reference(v, h, ref, canon, &c, &why))
-        wsi_dumpview_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1, "%s; %s", digest_detail,
-                            why);
-    else if (c.d.differ == 0)
+    ws_fastkey *own = NULL;
+    const ws_fastkey *key = opt->key;
+    ws_side *a = NULL, *b = NULL;
+    ws_location loc;
+    ws_error e;
+    ws_err rc = WS_OK;
+    if (!key) {
+        rc = ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED), &own, &e);
+        key = own;
+    }
+    if (rc == WS_OK) rc = ws_side_checkpoint(reference, opt->canon, key, &a, &e);
+    if (rc == WS_OK) rc = ws_side_dump(v->l, v->d, opt->canon, key, &b, &e);
+    if (rc == WS_OK) rc = ws_locate(a, b, hf->name, 16, 64, &loc, &e);
+    if (rc != WS_OK) {
+        wsi_dumpview_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1, "%s; cannot locate: %s",
+                            digest_detail, e.what);
+    } else if (loc.found == 0) {
         wsi_dumpview_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1,
                             "%s; but every element equals the reference's (is the reference the "
                             "trainer's checkpoint?)",
                             digest_detail);
-    else
-        report_located(v, h, &c);
+    } else {
+        uint64_t co[WS_MAX_DIMS];
+        char cs[160];
+        ws_unravel(loc.first, hf->ndim, hf->shape, co);
+        wsi_shape_str(hf->ndim, co, cs, sizeof cs);
+        const wsi_plan *p = &v->plans[h];
+        uint64_t cols = p->cols ? p->cols : 1;
+        /* the holder of the first element, for the finding's fields */
+        const char *local = NULL;
+        int rank = -1;
+        for (size_t k = 0; k < p->n_primary; k++) {
+            const ws_piece *pc = ws_layout_piece(v->l, p->primary[k]);
+            uint64_t row = loc.first / cols, col = loc.first % cols;
+            if (row >= pc->t_row0 && row < pc->t_row0 + pc->rows && col >= pc->t_col0 &&
+                col < pc->t_col0 + pc->cols) {
+                local = ws_layout_local(v->l, pc->local)->name;
+                rank = ws_layout_local(v->l, pc->local)->rank;
+            }
+        }
+        wsi_dumpview_report(v, WS_MISMATCH, hf->name, local, rank, (int64_t)(loc.first / cols),
+                            (int64_t)(loc.first / cols + 1),
+                            "%s%llu %s; first at %llu %s: %.9g expected, %.9g found, "
+                            "%s (located by range digests: %llu rounds, %llu digests per side)",
+                            loc.more ? "at least " : "", (unsigned long long)loc.found,
+                            loc.found == 1 && !loc.more ? "element differs" : "elements differ",
+                            (unsigned long long)loc.first,
+                            cs, loc.value_a, loc.value_b, loc.where_b,
+                            (unsigned long long)loc.rounds, (unsigned long long)loc.digests);
+    }
+    ws_side_free(a);
+    ws_side_free(b);
+    ws_fastkey_free(own);
 }
 
 ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws_canon canon,
@@ -213,7 +255,7 @@ ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_
                                 "the engine ties it to %s, which differs from the trainer's %s: %s",
                                 hf->tied_to, e->name, detail);
         } else if (s == WS_MISMATCH && reference && ws_ckpt_find(reference, e->name)) {
-            locate(&v, (uint32_t)h, ws_ckpt_find(reference, e->name), opt->canon, detail);
+            locate(&v, (uint32_t)h, reference, opt, detail);
         } else {
             const char *local;
             int rank;
