@@ -234,7 +234,8 @@ WS_API void ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_
 WS_API void ws_fast_add(ws_fast *acc, const ws_fast *part);
 /* 16-bit units per element of dtype t (1 for 1- and 2-byte dtypes, 2 for 4, 4 for 8). */
 WS_API unsigned ws_dtype_units(ws_dtype t);
-/* Force a kernel ("scalar", "avx2", "avx512") or "auto" (the best this CPU has, chosen once).
+/* Force a kernel ("scalar", "avx2", "avx512", "avx512vnni") or "auto" (the best this CPU
+ * has, chosen once at first use).
  * WS_ERR_ARG for an unknown name, WS_ERR_NOTFOUND if this CPU lacks it. */
 WS_API ws_err ws_fast_set_kernel(const char *name);
 WS_API const char *ws_fast_kernel(void);
