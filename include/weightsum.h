@@ -366,7 +366,8 @@ typedef struct ws_local_desc {
 
 typedef struct ws_layout ws_layout;
 
-/* Families: "hf", "sglang", "vllm", "megatron". tp >= 1. WS_ERR_LAYOUT when the family cannot
+/* Families: "hf", "sglang", "vllm", "megatron", "transformers" (HF transformers' own tp_plan
+ * shards). tp >= 1. WS_ERR_LAYOUT when the family cannot
  * shard this config over tp ranks (heads not divisible, ...), naming the reason. */
 WS_API ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp,
                                ws_layout **out, ws_error *err);
@@ -586,6 +587,65 @@ typedef struct ws_location {
 WS_API ws_err ws_locate(const ws_side *a, const ws_side *b, const char *tensor, unsigned fanout,
                         size_t max_elems, ws_location *out, ws_error *err);
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Free memory the library allocated and handed to the caller (a checker's response). */
+WS_API void ws_free(void *p);
+
+/* Digest numel elements of dtype t at data (C-contiguous, little-endian, any alignment) after
+ * the canonical cast c: the digest ws_digest_tensor gives a tensor holding these bytes.
+ * key may be NULL when algos lacks WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts.
+ * WS_ERR_ARG for an invalid dtype, a NULL data with numel > 0 or a missing key. */
+WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, uint64_t numel,
+                               unsigned algos, const ws_fastkey *key, ws_digest *out,
+                               ws_value_stats *stats, ws_error *err);
+
+/* Largest request body ws_checker_handle accepts (a transport should refuse larger ones first,
+ * HTTP 413), and the deepest nesting of arrays/objects a request may have. */
+#define WS_CHECKER_MAX_BODY (64u * 1024u * 1024u)
+#define WS_CHECKER_MAX_DEPTH 32
+
+/*
+ * The engine side of POST /weights_checker for the engine dump in a directory. A checker holds
+ * the layout; every request re-opens the dump, so what the next weight sync wrote is what the
+ * next request sees. One checker may serve many threads at once.
+ */
+typedef struct ws_checker ws_checker;
+
+/*
+ * Create a checker for the dump in dir. family (NULL: from dir/weightsum-layout.json), tp (0:
+ * from weightsum-layout.json, else the dump's rank count) and config (NULL: dir/config.json)
+ * give the layout, as for `weightsum verify`; canon is the policy of requests that name none;
+ * key_seed the fast digest's seed (NULL: WS_FAST_DEFAULT_SEED); threads per request (<= 0: all
+ * cores). The dump is opened here only when family or tp must be read from it.
+ */
+WS_API ws_err ws_checker_create(const char *dir, const char *family, int tp, const char *config,
+                                ws_canon canon, const char *key_seed, int threads,
+                                ws_checker **out, ws_error *err);
+WS_API void ws_checker_free(ws_checker *c);
+/* Identifier of the checker's fast-digest key (ws_fastkey_id). */
+WS_API const char *ws_checker_key_id(const ws_checker *c);
+
+/*
+ * Answer one request body (JSON; need not be NUL-terminated). Always sets *response_json (a
+ * JSON object {"success": bool, "message": str, ...}, NUL-terminated, free with ws_free) and
+ * *http_status: 200 when success is true; 400 when the request is malformed (not JSON, not an
+ * object, a field of the wrong type, an unknown action, nesting deeper than
+ * WS_CHECKER_MAX_DEPTH) or when the check ran and found a problem (the response then carries
+ * the lists "mismatched", "missing", "unexpected", "replica_mismatch"); 413 for a body over
+ * WS_CHECKER_MAX_BODY; 500 when the dump cannot be read. Actions: "checksum" (this side's
+ * digests per HF tensor and per rank) and "compare_checksum" ("checksums": {HF name: hex} of
+ * full tensors, or a list of per-rank {engine name: hex} dicts where engine rank r reads
+ * element "rank_offset" + r; hex is SHA-256 (64 digits) or the fast digest (48); optional
+ * "canonical": "bf16"|"native"). Returns WS_OK, or WS_ERR_NOMEM when not even a response
+ * could be built (*response_json NULL, *http_status 500). Never reports a match it did not
+ * establish.
+ */
+WS_API ws_err ws_checker_handle(ws_checker *c, const char *body, size_t len,
+                                char **response_json, int *http_status);
 
 #ifdef __cplusplus
 }

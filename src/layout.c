@@ -54,10 +54,12 @@ static const family_entry families[] = {
     {"sglang", wsl_build_tp},
     {"vllm", wsl_build_tp},
     {"megatron", wsl_build_megatron},
+    {"transformers", wsl_build_transformers},
 };
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
-static const char *const family_names[N_FAMILIES + 1] = {"hf", "sglang", "vllm", "megatron", NULL};
+static const char *const family_names[N_FAMILIES + 1] = {"hf", "sglang", "vllm", "megatron",
+                                                         "transformers", NULL};
 
 const char *const *ws_layout_families(void) { return family_names; }
 

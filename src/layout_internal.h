@@ -123,5 +123,6 @@ typedef ws_err (*wsl_build_fn)(ws_layout *l, const ws_model_config *cfg, int tp)
 WSI_HIDDEN ws_err wsl_build_hf(ws_layout *l, const ws_model_config *cfg, int tp);
 WSI_HIDDEN ws_err wsl_build_tp(ws_layout *l, const ws_model_config *cfg, int tp); /* sglang, vllm */
 WSI_HIDDEN ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, int tp);
+WSI_HIDDEN ws_err wsl_build_transformers(ws_layout *l, const ws_model_config *cfg, int tp);
 
 #endif

@@ -812,11 +812,11 @@ static void test_errors(void) {
 
 static void test_families(void) {
     const char *const *f = ws_layout_families();
-    const char *want[] = {"hf", "sglang", "vllm", "megatron"};
+    const char *want[] = {"hf", "sglang", "vllm", "megatron", "transformers"};
     size_t n = 0;
     for (; f[n]; n++)
-        CHECK(n < 4 && strcmp(f[n], want[n]) == 0);
-    CHECK(n == 4);
+        CHECK(n < 5 && strcmp(f[n], want[n]) == 0);
+    CHECK(n == 5);
 }
 
 /* Fuzz the config the layout receives: any value either builds or fails cleanly. */
