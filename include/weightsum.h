@@ -497,14 +497,8 @@ WS_API int ws_dump_tp(const ws_dump *d);
 WS_API ws_err ws_shard_checkpoint(const ws_ckpt *c, const ws_layout *l, const char *dir,
                                   ws_error *err);
 
-typedef struct ws_dump_options {
-    ws_canon canon;
-    unsigned algos;          /* WS_ALGO_* (0 means SHA-256) */
-    const ws_fastkey *key;   /* required for WS_ALGO_FAST */
-    int threads;             /* <= 0: all cores */
-    ws_progress_fn progress; /* may be NULL */
-    void *progress_user;
-} ws_dump_options;
+/* Dumps are digested with the same options as checkpoints. */
+typedef ws_hash_options ws_dump_options;
 
 /*
  * Digest every canonical tensor of l from the pieces the dump holds, never gathering a tensor:
