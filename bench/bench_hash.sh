@@ -79,6 +79,13 @@ for j in 1 2; do
   t=$(best $WS verify "$DATA/manifest-fast.json" "$DATA/sglang-tp2" -j $j --no-progress)
   row "weightsum verify (fast), SGLang TP=2 dump" $j "3.1 GB in 2 rank files" "$t" "$bytes"
 done
+# peak memory must not grow with tensor size: the same verify on a model of 4 MB tensors
+cp bench/configs/small-tensors.json "$DATA/small-config.json"
+$WS hash "$SMALL" -o "$DATA/small-manifest.json" --no-progress
+rm -rf "$DATA/small-tp2"
+$WS shard "$SMALL" --layout sglang --tp 2 --config "$DATA/small-config.json" -o "$DATA/small-tp2"
+t=$(best $WS verify "$DATA/small-manifest.json" "$DATA/small-tp2" -j 1 --no-progress)
+row "weightsum verify (sha256), SGLang TP=2 dump" 1 "$((sbytes/1000000)) MB, largest 4 MB" "$t" "$sbytes"
 echo >>"$out"
 ratios=$(awk -v o="$ossl_gbs" -F'|' '/weightsum hash \(sha256, bf16\) \| 1 \| 3.1/{gsub(/ GB\/s| /,"",$6); printf "weightsum hash sha256, 1 thread / openssl speed: %.2fx\n", $6/o}
   /weightsum hash \(sha256, bf16\) \| 2 \| 3.1/{gsub(/ GB\/s| /,"",$6); printf "weightsum hash sha256, 2 threads / openssl speed (1 core): %.2fx\n", $6/o}' "$out")

@@ -73,3 +73,24 @@ def test_corrupted_transformers_shard_is_named(tmp_path, run):
     # 2 kv heads of 16 dims: rank 1 holds k_proj rows 16..32, so local row 3 is HF row 19
     assert (f"{L1}self_attn.k_proj.weight: mismatch [{L1}self_attn.k_proj.weight on rank 1] "
             "rows 19..20: 1 element differs; first at 1220 [19, 4]") in r.stdout, r.stdout
+
+
+def test_transformers_tp_on_gpus_with_nccl(run):
+    """The same dump made on two H200s (NCCL, transformers 5.17): bit for bit the shards of the
+    CPU run, except that this transformers version kept embed_tokens whole on every rank. The
+    transformers layout (5.24's plan) says exactly that, and every other tensor matches."""
+    gpu = os.path.join(VEC, "transformers_tp2_nccl")
+    for rank in (0, 1):
+        a = load_file(os.path.join(gpu, f"model-rank-{rank}-part-0.safetensors"))
+        b = load_file(os.path.join(TP2, f"model-rank-{rank}-part-0.safetensors"))
+        assert a.keys() == b.keys()
+        for name in a:
+            if name != "model.embed_tokens.weight":
+                assert np.array_equal(a[name], b[name]), name
+        assert a["model.embed_tokens.weight"].shape == (250, 64)
+    r = run("verify", os.path.join(SRC, "expected-bf16.sha256"), gpu, "--layout", "transformers",
+            "--tp", 2)
+    assert r.returncode == 1
+    assert ("model.embed_tokens.weight: shape [model.embed_tokens.weight on rank 0]: local shape "
+            "[125, 64] expected for transformers tp=2, [250, 64] found") in r.stdout
+    assert r.stdout.splitlines()[-1].endswith(": 26 matched, 1 missing, 2 shape -> FAILED")
