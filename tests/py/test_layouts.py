@@ -280,6 +280,17 @@ def test_tied_lm_head(tmp_path, run):
     (tmp_path / "stale_head.json").write_text(json.dumps(doc))
     out = verify(run, tmp_path / "stale_head.json", tmp_path / "d")
     assert "lm_head.weight: mismatch: the engine ties it to model.embed_tokens.weight" in out
+    # an engine's sharded_state saver keeps the tied tensor under its smaller key,
+    # lm_head.weight: the same dump under that name verifies too
+    for rank in (0, 1):
+        mutate(tmp_path / "d", rank, lambda t: t.__setitem__("lm_head.weight",
+                                                             t.pop("model.embed_tokens.weight")))
+    assert run("verify", man, tmp_path / "d").returncode == 0
+    # and if both names are saved, they must hold the same bytes
+    mutate(tmp_path / "d", 1, lambda t: t.__setitem__("model.embed_tokens.weight",
+                                                      np.zeros_like(t["lm_head.weight"])))
+    out = verify(run, man, tmp_path / "d")
+    assert "replica_mismatch" in out and "are one tied tensor but differ" in out
 
 
 def test_transformers_checkpoint_round_trip(tmp_path, run):
