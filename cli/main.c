@@ -12,6 +12,8 @@ static const char usage[] =
     "  diff      element-level differences between two checkpoints (or a checkpoint and a dump)\n"
     "  shard     write a checkpoint as SGLang/vLLM/Megatron ranks hold it (sharded_state)\n"
     "  synth     write a synthetic checkpoint for a model config (tests, benchmarks)\n"
+    "  serve     answer POST /weights_checker for an engine dump (HTTP)\n"
+    "  push      send a manifest to engines' /weights_checker, as a trainer after a sync\n"
     "  version   print the version\n"
     "\n"
     "Exit codes: 0 all match, 1 mismatch found, 2 trouble.\n";
@@ -27,7 +29,8 @@ int main(int argc, char **argv) {
         int (*fn)(int, char **);
     } cmds[] = {{"hash", cmd_hash}, {"verify", cmd_verify}, {"diff", cmd_diff}, {"demo", cmd_demo},
                   {"synth", cmd_synth},
-                  {"shard", cmd_shard}};
+                  {"shard", cmd_shard},
+                  {"serve", cmd_serve}, {"push", cmd_push}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

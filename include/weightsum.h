@@ -592,7 +592,8 @@ WS_API void ws_free(void *p);
 /* Digest numel elements of dtype t at data (C-contiguous, little-endian, any alignment) after
  * the canonical cast c: the digest ws_digest_tensor gives a tensor holding these bytes.
  * key may be NULL when algos lacks WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts.
- * WS_ERR_ARG for an invalid dtype, a NULL data with numel > 0 or a missing key. */
+ * WS_ERR_ARG for an invalid dtype, a NULL data with numel > 0 or a missing key; WS_ERR_LIMIT
+ * when numel elements do not fit in memory's address range. */
 WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, uint64_t numel,
                                unsigned algos, const ws_fastkey *key, ws_digest *out,
                                ws_value_stats *stats, ws_error *err);

@@ -1,0 +1,414 @@
+/* weightsum push URL... MANIFEST: send the trainer's digests to engines' /weights_checker
+ * (compare_checksum, libcurl), as a trainer does after a weight sync, and report each answer. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: weightsum push URL... MANIFEST [--rank-offset N] [--timeout S] [--json]\n"
+    "                      [--canonical bf16|native] [--algo sha256|fast]\n"
+    "\n"
+    "POST {\"action\": \"compare_checksum\", \"checksums\": ...} to every engine URL at once\n"
+    "and report what each says: one line per problem, prefixed by the URL, then a summary.\n"
+    "A URL with no path gets /weights_checker. MANIFEST ('-' = stdin) is a weightsum\n"
+    "manifest (JSON or sha256sum lines: full HF tensors), or a JSON list of per-rank\n"
+    "{engine name: digest} dicts (or a saved \"checksum\" answer holding \"ranks\"), which\n"
+    "engine rank r reads at index rank_offset + r.\n"
+    "  --rank-offset N   first index of this engine's ranks in a per-rank list (default 0)\n"
+    "  --timeout S       give up on an engine after S seconds (default 600)\n"
+    "  --canonical P     policy of a line-form manifest or per-rank list (default bf16)\n"
+    "  --algo A          digests to send when the manifest has both (default sha256)\n"
+    "  --json            print every engine's answer as a JSON list\n"
+    "Exit: 0 every engine matches, 1 one reports a mismatch, 2 transport or protocol error.\n";
+
+#ifndef WS_HAVE_HTTP
+int cmd_push(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+        fputs(usage, stdout);
+        return EXIT_MATCH;
+    }
+    return cli_failf("push: this weightsum was built without libcurl");
+}
+#else
+#include <curl/curl.h>
+#include <jansson.h>
+
+#define MAX_ANSWER (256u * 1024u * 1024u)
+
+typedef struct target {
+    char *url;
+    CURL *h;
+    char *buf;
+    size_t len, cap;
+    bool overflow;
+    char errbuf[CURL_ERROR_SIZE];
+    CURLcode code;
+    long status;
+} target;
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg) {
+    target *t = arg;
+    size_t k = size * n;
+    if (t->overflow || k > MAX_ANSWER - t->len) {
+        t->overflow = true;
+        return 0; /* aborts the transfer */
+    }
+    if (t->len + k + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 16384;
+        while (cap < t->len + k + 1) cap *= 2;
+        char *g = realloc(t->buf, cap);
+        if (!g) return 0;
+        t->buf = g;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, p, k);
+    t->len += k;
+    t->buf[t->len] = 0;
+    return k;
+}
+
+/* "http://host:port" -> "http://host:port/weights_checker"; NULL for a non-HTTP URL. */
+static char *endpoint(const char *url) {
+    const char *rest = strncmp(url, "http://", 7) == 0    ? url + 7
+                       : strncmp(url, "https://", 8) == 0 ? url + 8
+                                                          : NULL;
+    if (!rest || !*rest) return NULL;
+    const char *slash = strchr(rest, '/');
+    bool bare = !slash || strcmp(slash, "/") == 0;
+    size_t n = strlen(url) + 32;
+    char *u = malloc(n);
+    if (!u) return NULL;
+    if (bare) snprintf(u, n, "%.*s/weights_checker", (int)(slash ? slash - url : (long)strlen(url)), url);
+    else snprintf(u, n, "%s", url);
+    return u;
+}
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        if (n == cap) {
+            char *g = cap < ((size_t)1 << 31) ? realloc(buf, 2 * cap + 1) : NULL;
+            if (!g) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = g;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (f != stdin) fclose(f);
+    if (buf) buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* The checksums of a per-rank list (a JSON array of objects, or a saved checksum answer
+ * {"ranks": [{"checksums": {...}}, ...]}); NULL when text is neither. */
+static json_t *per_rank_list(const char *text, size_t len, const char *path, bool *trouble) {
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) i++;
+    if (i == len || (text[i] != '[' && text[i] != '{')) return NULL;
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return NULL; /* the manifest parser will say what is wrong */
+    json_t *list = NULL;
+    if (json_is_array(root)) {
+        list = json_incref(root);
+    } else if (json_is_array(json_object_get(root, "ranks"))) {
+        json_t *ranks = json_object_get(root, "ranks"), *r;
+        size_t k;
+        list = json_array();
+        json_array_foreach(ranks, k, r) {
+            json_t *c = json_object_get(r, "checksums");
+            if (!json_is_object(c)) {
+                cli_failf("%s: ranks[%zu] has no \"checksums\" object", path, k);
+                *trouble = true;
+                break;
+            }
+            json_array_append(list, c);
+        }
+    }
+    json_decref(root);
+    if (*trouble) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
+
+/* Build the request body from the manifest file. */
+static char *request_body(const char *path, long rank_offset, bool offset_given, ws_canon canon,
+                          bool canon_given, unsigned algo) {
+    size_t len = 0;
+    char *text = read_all(path, &len);
+    if (!text) {
+        cli_failf("%s: cannot read", path);
+        return NULL;
+    }
+    bool trouble = false;
+    json_t *req = json_object(), *list = per_rank_list(text, len, path, &trouble);
+    char *body = NULL;
+    json_object_set_new(req, "action", json_string("compare_checksum"));
+    if (trouble) goto done;
+    if (list) {
+        json_object_set_new(req, "checksums", list);
+        json_object_set_new(req, "rank_offset", json_integer(rank_offset));
+        json_object_set_new(req, "canonical", json_string(ws_canon_name(canon)));
+    } else {
+        ws_manifest *m = NULL;
+        ws_error err;
+        if (ws_manifest_parse(text, len, path, &m, &err) != WS_OK) {
+            cli_fail(&err);
+            goto done;
+        }
+        if (!ws_manifest_declares_canon(m)) ws_manifest_set_canon(m, canon);
+        else if (canon_given && canon != ws_manifest_canon(m)) {
+            cli_failf("%s: manifest was made with --canonical %s", path,
+                      ws_canon_name(ws_manifest_canon(m)));
+            ws_manifest_free(m);
+            goto done;
+        }
+        json_t *sums = json_object();
+        bool fast_used = false;
+        for (size_t i = 0; i < ws_manifest_count(m); i++) {
+            const ws_manifest_entry *e = ws_manifest_entry_at(m, i);
+            char hex[65];
+            bool fast = (e->digest.algos & WS_ALGO_FAST) &&
+                        (algo == WS_ALGO_FAST || !(e->digest.algos & WS_ALGO_SHA256));
+            if (!fast && !(e->digest.algos & WS_ALGO_SHA256)) continue;
+            if (fast) ws_fast_hex(&e->digest.fast, hex);
+            else ws_sha256_hex(e->digest.sha256, hex);
+            fast_used |= fast;
+            json_object_set_new(sums, e->name, json_string(hex));
+        }
+        json_object_set_new(req, "checksums", sums);
+        json_object_set_new(req, "canonical", json_string(ws_canon_name(ws_manifest_canon(m))));
+        if (offset_given) json_object_set_new(req, "rank_offset", json_integer(rank_offset));
+        if (fast_used && ws_manifest_key_id(m))
+            json_object_set_new(req, "key_id", json_string(ws_manifest_key_id(m)));
+        ws_manifest_free(m);
+    }
+    body = json_dumps(req, JSON_COMPACT);
+    if (!body) cli_failf("out of memory");
+done:
+    json_decref(req);
+    free(text);
+    return body;
+}
+
+/* "TENSOR: STATUS [LOCAL on rank R]: DETAIL" for one item of a check list. */
+static void print_item(FILE *out, const char *url, json_t *it) {
+    const char *tensor = json_string_value(json_object_get(it, "tensor"));
+    const char *status = json_string_value(json_object_get(it, "status"));
+    const char *local = json_string_value(json_object_get(it, "local"));
+    const char *detail = json_string_value(json_object_get(it, "detail"));
+    json_t *rank = json_object_get(it, "rank"), *ranks = json_object_get(it, "ranks");
+    fprintf(out, "%s: %s: %s", url, tensor ? tensor : "(dump)", status ? status : "problem");
+    char rs[256] = "";
+    if (json_is_integer(rank)) {
+        snprintf(rs, sizeof rs, "rank %lld", (long long)json_integer_value(rank));
+    } else if (json_array_size(ranks)) {
+        size_t len = (size_t)snprintf(rs, sizeof rs, "ranks ");
+        for (size_t i = 0; i < json_array_size(ranks) && len < sizeof rs; i++)
+            len += (size_t)snprintf(rs + len, sizeof rs - len, i ? ",%lld" : "%lld",
+                                    (long long)json_integer_value(json_array_get(ranks, i)));
+    }
+    if (local) fprintf(out, " [%s%s%s]", local, rs[0] ? " on " : "", rs);
+    else if (rs[0]) fprintf(out, " [%s]", rs);
+    fprintf(out, ": %s\n", detail ? detail : "");
+}
+
+static const char *const lists[] = {"mismatched", "missing", "unexpected", "replica_mismatch"};
+
+/* Judge one engine's answer: EXIT_MATCH, EXIT_MISMATCH or EXIT_TROUBLE (said on stderr). */
+static int judge(target *t, json_t *ans, bool json_out) {
+    if (t->code != CURLE_OK)
+        return cli_failf("%s: %s", t->url,
+                         t->overflow ? "answer larger than 256 MiB"
+                         : t->errbuf[0] ? t->errbuf
+                                        : curl_easy_strerror(t->code));
+    json_t *ok = json_object_get(ans, "success");
+    const char *msg = json_string_value(json_object_get(ans, "message"));
+    if (!json_is_object(ans) || !json_is_boolean(ok)) {
+        char snip[121];
+        size_t i = 0;
+        for (; t->buf && i < t->len && i < 120; i++)
+            snip[i] = t->buf[i] >= 32 && t->buf[i] < 127 ? t->buf[i] : ' ';
+        snip[i] = 0;
+        return cli_failf("%s: HTTP %ld: not a weights_checker answer: %s", t->url, t->status, snip);
+    }
+    bool checked = true;
+    for (size_t k = 0; k < 4; k++) checked &= json_is_array(json_object_get(ans, lists[k]));
+    if (json_is_true(ok) && t->status >= 200 && t->status < 300) {
+        if (!json_out) {
+            json_t *m = json_object_get(ans, "matched");
+            if (json_is_integer(m))
+                printf("%s: %lld matched -> OK\n", t->url, (long long)json_integer_value(m));
+            else printf("%s: OK: %s\n", t->url, msg ? msg : "");
+        }
+        return EXIT_MATCH;
+    }
+    if (json_is_true(ok))
+        return cli_failf("%s: HTTP %ld with success true: %s", t->url, t->status, msg ? msg : "");
+    if (!checked) /* the engine did not run the check: a request or engine problem */
+        return cli_failf("%s: HTTP %ld: %s", t->url, t->status, msg ? msg : "(no message)");
+    if (!json_out) {
+        for (size_t k = 0; k < 4; k++) {
+            json_t *arr = json_object_get(ans, lists[k]), *it;
+            size_t i;
+            json_array_foreach(arr, i, it) print_item(stdout, t->url, it);
+        }
+        json_t *m = json_object_get(ans, "matched");
+        printf("%s: %lld matched", t->url, json_is_integer(m) ? (long long)json_integer_value(m) : 0LL);
+        for (size_t k = 0; k < 4; k++)
+            if (json_array_size(json_object_get(ans, lists[k])))
+                printf(", %zu %s", json_array_size(json_object_get(ans, lists[k])), lists[k]);
+        printf(" -> FAILED\n");
+    }
+    return EXIT_MISMATCH;
+}
+
+int cmd_push(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"rank-offset", required_argument, 0, 'r'}, {"timeout", required_argument, 0, 'T'},
+        {"json", no_argument, 0, 'J'}, {"canonical", required_argument, 0, 'c'},
+        {"algo", required_argument, 0, 'a'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    long rank_offset = 0, timeout = 600;
+    bool offset_given = false, json_out = false, canon_given = false;
+    ws_canon canon = WS_CANON_BF16;
+    unsigned algo = WS_ALGO_SHA256;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'r':
+            if (!cli_parse_int(optarg, 0, 1L << 20, &rank_offset))
+                return cli_failf("--rank-offset needs 0..%ld", 1L << 20);
+            offset_given = true;
+            break;
+        case 'T':
+            if (!cli_parse_int(optarg, 1, 86400, &timeout))
+                return cli_failf("--timeout needs 1..86400 seconds");
+            break;
+        case 'J': json_out = true; break;
+        case 'c':
+            if (ws_canon_from_name(optarg, &canon) != WS_OK)
+                return cli_failf("--canonical must be bf16 or native, not '%s'", optarg);
+            canon_given = true;
+            break;
+        case 'a':
+            if (strcmp(optarg, "sha256") == 0) algo = WS_ALGO_SHA256;
+            else if (strcmp(optarg, "fast") == 0) algo = WS_ALGO_FAST;
+            else return cli_failf("--algo must be sha256 or fast, not '%s'", optarg);
+            break;
+        case 'h': fputs(usage, stdout); return EXIT_MATCH;
+        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        }
+    }
+    if (argc - optind < 2) {
+        fputs(usage, stderr);
+        return EXIT_TROUBLE;
+    }
+    size_t n = (size_t)(argc - optind - 1);
+    const char *path = argv[argc - 1];
+    target *ts = calloc(n, sizeof *ts);
+    if (!ts) return cli_failf("out of memory");
+    int rc = EXIT_MATCH;
+    for (size_t i = 0; i < n && rc == EXIT_MATCH; i++)
+        if (!(ts[i].url = endpoint(argv[optind + (int)i])))
+            rc = cli_failf("'%s' is not an http:// or https:// URL", argv[optind + (int)i]);
+    char *body = rc == EXIT_MATCH
+                     ? request_body(path, rank_offset, offset_given, canon, canon_given, algo)
+                     : NULL;
+    if (!body) rc = EXIT_TROUBLE;
+    if (rc != EXIT_MATCH) {
+        for (size_t i = 0; i < n; i++) free(ts[i].url);
+        free(ts);
+        free(body);
+        return rc;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    CURLM *multi = curl_multi_init();
+    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
+    for (size_t i = 0; multi && i < n; i++) {
+        target *t = &ts[i];
+        if (!(t->h = curl_easy_init())) continue;
+        curl_easy_setopt(t->h, CURLOPT_URL, t->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+        curl_easy_setopt(t->h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+        curl_easy_setopt(t->h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+        curl_easy_setopt(t->h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(t->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+        curl_easy_setopt(t->h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(t->h, CURLOPT_TIMEOUT, timeout);
+        curl_easy_setopt(t->h, CURLOPT_CONNECTTIMEOUT, timeout < 10 ? timeout : 10L);
+        curl_easy_setopt(t->h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(t->h, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(t->h, CURLOPT_WRITEDATA, t);
+        curl_easy_setopt(t->h, CURLOPT_ERRORBUFFER, t->errbuf);
+        curl_easy_setopt(t->h, CURLOPT_PRIVATE, t);
+        curl_multi_add_handle(multi, t->h);
+    }
+    int running = 1;
+    while (multi && running) { /* every engine at once */
+        if (curl_multi_perform(multi, &running) != CURLM_OK) break;
+        if (running) curl_multi_poll(multi, NULL, 0, 1000, NULL);
+    }
+    CURLMsg *msg;
+    int left;
+    while (multi && (msg = curl_multi_info_read(multi, &left)))
+        if (msg->msg == CURLMSG_DONE) {
+            target *t = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+            if (t) t->code = msg->data.result;
+        }
+    json_t *all = json_out ? json_array() : NULL;
+    for (size_t i = 0; i < n; i++) {
+        target *t = &ts[i];
+        if (!t->h) {
+            t->code = CURLE_OUT_OF_MEMORY;
+        } else {
+            curl_easy_getinfo(t->h, CURLINFO_RESPONSE_CODE, &t->status);
+        }
+        json_error_t je;
+        json_t *ans = t->code == CURLE_OK && t->buf ? json_loadb(t->buf, t->len, 0, &je) : NULL;
+        int r = judge(t, ans, json_out);
+        if (r > rc) rc = r; /* trouble outranks a mismatch, which outranks a match */
+        if (all)
+            json_array_append_new(
+                all, json_pack("{s:s,s:I,s:O,s:s?}", "url", t->url, "http_status",
+                               (json_int_t)t->status, "response", ans ? ans : json_null(),
+                               "error", t->code != CURLE_OK ? (t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->code)) : NULL));
+        json_decref(ans);
+        if (t->h) {
+            if (multi) curl_multi_remove_handle(multi, t->h);
+            curl_easy_cleanup(t->h);
+        }
+        free(t->buf);
+        free(t->url);
+    }
+    if (all) {
+        char *text = json_dumps(all, JSON_INDENT(1));
+        if (text) puts(text);
+        free(text);
+        json_decref(all);
+    }
+    curl_slist_free_all(hdr);
+    curl_multi_cleanup(multi);
+    curl_global_cleanup();
+    free(ts);
+    free(body);
+    return rc;
+}
+#endif

@@ -1,0 +1,47 @@
+/* Internal: the weights_checker handler (protocol.c) and the per-rank work it delegates
+ * (protocol_ranks.c): digests of every engine tensor as each rank holds it, and the
+ * comparison of per-rank dicts of engine-named digests. */
+#ifndef WS_PROTOCOL_H
+#define WS_PROTOCOL_H
+#include "internal.h"
+
+#include <jansson.h>
+
+struct ws_checker {
+    char *dir;
+    ws_layout *l;
+    ws_canon canon;     /* policy of requests that name none */
+    ws_fastkey *key;
+    int threads;
+    int **hf_ranks;     /* per HF tensor: the ranks that hold a piece of it, ascending */
+    size_t *hf_nranks;
+};
+
+/* One expected digest of a request: an engine tensor name and its digest. */
+typedef struct wsp_expect {
+    const char *name; /* points into the request's JSON */
+    ws_digest digest;
+} wsp_expect;
+
+/* The expected digests of one engine rank. */
+typedef struct wsp_rank_expect {
+    wsp_expect *items;
+    size_t n;
+} wsp_rank_expect;
+
+/* Parse a digest: 64 hex digits are SHA-256, 48 the fast digest. false for anything else. */
+WSI_HIDDEN bool wsp_parse_hex(const char *hex, ws_digest *d);
+
+/* For each rank 0..tp-1 of the layout, digest every tensor its files hold (algos, canon):
+ * *out is the JSON array "ranks" of the checksum action. */
+WSI_HIDDEN ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon,
+                                     unsigned algos, json_t **out, ws_error *err);
+
+/* Compare per-rank expectations: rank r of the layout reads exp[rank_offset + r] (n of them).
+ * Into r: a rank with no expectation, a missing rank file, a listed tensor the rank does not
+ * hold (missing), a digest that differs (mismatch), a tensor the rank holds but the request
+ * does not list (unexpected), a rank file beyond the layout's tp (unexpected). */
+WSI_HIDDEN ws_err wsp_compare_ranks(const ws_checker *c, const ws_dump *d, ws_canon canon,
+                                    const wsp_rank_expect *exp, size_t n, size_t rank_offset,
+                                    ws_report *r, ws_error *err);
+#endif

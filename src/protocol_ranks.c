@@ -1,0 +1,288 @@
+/*
+ * The per-rank side of the weights_checker protocol: every engine tensor digested as its rank
+ * holds it (after the canonical cast, under the engine's name), which is how the seed
+ * protocol's engine hashes its local parameters. Used to answer "checksum" per rank and to
+ * compare "compare_checksum" requests that carry per-rank dicts of local digests.
+ */
+#include "protocol.h"
+
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool wsp_parse_hex(const char *hex, ws_digest *d) {
+    memset(d, 0, sizeof *d);
+    size_t n = hex ? strlen(hex) : 0;
+    if (n == 64) {
+        for (int i = 0; i < 64; i++) {
+            char ch = hex[i];
+            int v = ch >= '0' && ch <= '9'   ? ch - '0'
+                    : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                             : -1;
+            if (v < 0) return false;
+            d->sha256[i / 2] = (uint8_t)(i % 2 ? d->sha256[i / 2] | v : v << 4);
+        }
+        d->algos = WS_ALGO_SHA256;
+        return true;
+    }
+    if (n == 48 && ws_fast_from_hex(hex, &d->fast) == WS_OK) {
+        d->algos = WS_ALGO_FAST;
+        return true;
+    }
+    return false;
+}
+
+/* One engine tensor to digest. */
+typedef struct item {
+    const ws_tensor *t;
+    int rank;
+    const wsp_expect *expect; /* NULL for the checksum action */
+    unsigned algos;
+    ws_digest got;
+    ws_err rc;
+    ws_error err;
+} item;
+
+typedef struct work {
+    item *items;
+    size_t *order; /* largest first, so that the last item to start is a small one */
+    ws_canon canon;
+    const ws_fastkey *key;
+} work;
+
+static void digest_one(void *arg, size_t k) {
+    work *w = arg;
+    item *it = &w->items[w->order[k]];
+    it->rc = ws_digest_tensor(it->t, w->canon, it->algos, w->key, &it->got, NULL, &it->err);
+}
+
+typedef struct sized {
+    uint64_t bytes;
+    size_t i;
+} sized;
+
+static int larger_first(const void *a, const void *b) {
+    const sized *x = a, *y = b;
+    if (x->bytes != y->bytes) return x->bytes > y->bytes ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Digest every item on the checker's threads; the first failure wins. */
+static ws_err digest_all(const ws_checker *c, ws_canon canon, item *items, size_t n, ws_error *err) {
+    if (n == 0) return WS_OK;
+    work w = {.items = items, .canon = canon, .key = c->key};
+    sized *s = malloc(n * sizeof *s);
+    w.order = malloc(n * sizeof *w.order);
+    if (!s || !w.order) {
+        free(s);
+        free(w.order);
+        return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) s[i] = (sized){items[i].t->nbytes, i};
+    qsort(s, n, sizeof *s, larger_first);
+    for (size_t i = 0; i < n; i++) w.order[i] = s[i].i;
+    free(s);
+    wsi_parallel_for(n, c->threads, digest_one, &w);
+    free(w.order);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rc != WS_OK) {
+            if (err) *err = items[i].err;
+            return items[i].rc;
+        }
+    return WS_OK;
+}
+
+static void hex_of(const ws_digest *d, unsigned algo, char out[65]) {
+    if (algo == WS_ALGO_SHA256) ws_sha256_hex(d->sha256, out);
+    else ws_fast_hex(&d->fast, out);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* SHA-256 over name || hex for every entry of an object, in name order (as SGLang's
+ * per_gpu_checksum). */
+static bool per_gpu_checksum(json_t *sums, char out[65]) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    const char **keys = NULL;
+    size_t n = json_object_size(sums), i = 0;
+    if (ok && n && !(keys = malloc(n * sizeof *keys))) ok = false;
+    const char *k;
+    json_t *v;
+    if (ok) json_object_foreach(sums, k, v) keys[i++] = k;
+    if (ok && n) qsort(keys, n, sizeof *keys, cmp_str);
+    for (i = 0; ok && i < n; i++) {
+        const char *h = json_string_value(json_object_get(sums, keys[i]));
+        ok = EVP_DigestUpdate(ctx, keys[i], strlen(keys[i])) == 1 &&
+             EVP_DigestUpdate(ctx, h, strlen(h)) == 1;
+    }
+    uint8_t md[32];
+    unsigned int len = 0;
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == 32;
+    if (ok) ws_sha256_hex(md, out);
+    free(keys);
+    EVP_MD_CTX_free(ctx);
+    return ok;
+}
+
+ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon, unsigned algos,
+                          json_t **out, ws_error *err) {
+    *out = NULL;
+    int tp = ws_layout_tp(c->l);
+    size_t n = 0;
+    for (int r = 0; r < tp; r++) n += ws_ckpt_count(ws_dump_rank(d, r));
+    item *items = calloc(n + 1, sizeof *items);
+    if (!items) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    size_t k = 0;
+    for (int r = 0; r < tp; r++) {
+        const ws_ckpt *ck = ws_dump_rank(d, r);
+        for (size_t i = 0; i < ws_ckpt_count(ck); i++)
+            items[k++] = (item){.t = ws_ckpt_tensor(ck, i), .rank = r, .algos = algos};
+    }
+    ws_err rc = digest_all(c, canon, items, n, err);
+    json_t *ranks = json_array();
+    unsigned primary = algos & WS_ALGO_SHA256 ? WS_ALGO_SHA256 : WS_ALGO_FAST;
+    bool both = (algos & WS_ALGO_SHA256) && (algos & WS_ALGO_FAST);
+    k = 0;
+    for (int r = 0; rc == WS_OK && r < tp; r++) {
+        json_t *sums = json_object(), *fast = both ? json_object() : NULL;
+        char hex[65];
+        for (; k < n && items[k].rank == r; k++) {
+            hex_of(&items[k].got, primary, hex);
+            json_object_set_new(sums, items[k].t->name, json_string(hex));
+            if (fast) {
+                hex_of(&items[k].got, WS_ALGO_FAST, hex);
+                json_object_set_new(fast, items[k].t->name, json_string(hex));
+            }
+        }
+        json_t *info = json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "tp_rank", r, "tp_size", tp,
+                                 "dp_rank", 0, "dp_size", 1, "pp_rank", 0, "pp_size", 1, "rank",
+                                 r, "size", tp);
+        json_t *o = json_object();
+        if (!per_gpu_checksum(sums, hex)) rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
+        json_object_set_new(o, "checksums", sums);
+        if (fast) json_object_set_new(o, "fast_checksums", fast);
+        json_object_set_new(o, "per_gpu_checksum", json_string(hex));
+        json_object_set_new(o, "parallelism_info", info);
+        json_object_set_new(o, "file", json_boolean(ws_dump_rank(d, r) != NULL));
+        if (json_array_append_new(ranks, o) != 0) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    }
+    free(items);
+    if (rc != WS_OK || !ranks) {
+        json_decref(ranks);
+        return rc != WS_OK ? rc : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    }
+    *out = ranks;
+    return WS_OK;
+}
+
+/* Index of t within its checkpoint (they are one array in name order). */
+static size_t index_in(const ws_ckpt *ck, const ws_tensor *t) {
+    const ws_tensor *first = ws_ckpt_tensor(ck, 0);
+    size_t i = (size_t)(t - first);
+    if (i < ws_ckpt_count(ck) && ws_ckpt_tensor(ck, i) == t) return i;
+    for (i = 0; i < ws_ckpt_count(ck); i++)
+        if (ws_ckpt_tensor(ck, i) == t) break;
+    return i;
+}
+
+static ws_err add(ws_report *r, ws_status s, const char *tensor, const char *local, int rank,
+                  ws_error *err, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static ws_err add(ws_report *r, ws_status s, const char *tensor, const char *local, int rank,
+                  ws_error *err, const char *fmt, ...) {
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    return wsi_report_add(r, s, tensor, local, rank, -1, -1, detail, err);
+}
+
+ws_err wsp_compare_ranks(const ws_checker *c, const ws_dump *d, ws_canon canon,
+                         const wsp_rank_expect *exp, size_t n, size_t rank_offset, ws_report *r,
+                         ws_error *err) {
+    int tp = ws_layout_tp(c->l);
+    ws_err rc = WS_OK;
+    size_t total = 0;
+    for (int k = 0; k < tp; k++)
+        if (rank_offset + (size_t)k < n) total += exp[rank_offset + (size_t)k].n;
+    item *items = calloc(total + 1, sizeof *items);
+    if (!items) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    size_t m = 0;
+    /* Resolve every listed name to the tensor its rank holds; say what cannot be. */
+    for (int k = 0; rc == WS_OK && k < tp; k++) {
+        size_t idx = rank_offset + (size_t)k;
+        const ws_ckpt *ck = ws_dump_rank(d, k);
+        if (idx >= n) {
+            rc = add(r, WS_MISSING, "", NULL, k, err,
+                     "the request holds no checksums for rank %d (it would be element %zu of a "
+                     "list of %zu, rank_offset %zu)",
+                     k, idx, n, rank_offset);
+            continue;
+        }
+        if (!ck) {
+            rc = add(r, WS_MISSING, "", NULL, k, err,
+                     "no model-rank-%d-part-*.safetensors file: rank %d's tensors are missing", k, k);
+            continue;
+        }
+        for (size_t i = 0; rc == WS_OK && i < exp[idx].n; i++) {
+            const wsp_expect *e = &exp[idx].items[i];
+            const ws_tensor *t = ws_ckpt_find(ck, e->name);
+            if (!t) { /* an engine's alias of a tied tensor names its twin */
+                long li = ws_layout_find_local(c->l, k, e->name);
+                if (li >= 0) t = ws_ckpt_find(ck, ws_layout_local(c->l, (size_t)li)->name);
+            }
+            if (!t)
+                rc = add(r, WS_MISSING, e->name, e->name, k, err,
+                         "rank %d's files hold no tensor of this name", k);
+            else
+                items[m++] = (item){.t = t, .rank = k, .expect = e, .algos = e->digest.algos};
+        }
+    }
+    if (rc == WS_OK) rc = digest_all(c, canon, items, m, err);
+    /* Verdicts, in request order per rank; then what each rank holds that nobody listed. */
+    size_t j = 0;
+    for (int k = 0; rc == WS_OK && k < tp; k++) {
+        const ws_ckpt *ck = ws_dump_rank(d, k);
+        bool *seen = calloc(ws_ckpt_count(ck) + 1, 1);
+        if (!seen) {
+            rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+            break;
+        }
+        for (; j < m && items[j].rank == k && rc == WS_OK; j++) {
+            const item *it = &items[j];
+            seen[index_in(ck, it->t)] = true;
+            unsigned a = it->expect->digest.algos;
+            bool same = a == WS_ALGO_SHA256
+                            ? memcmp(it->got.sha256, it->expect->digest.sha256, 32) == 0
+                            : memcmp(&it->got.fast, &it->expect->digest.fast, sizeof it->got.fast) == 0;
+            if (same) {
+                ws_report_count_match(r, 1);
+                continue;
+            }
+            char he[65], hg[65];
+            hex_of(&it->expect->digest, a, he);
+            hex_of(&it->got, a, hg);
+            rc = add(r, WS_MISMATCH, it->expect->name, it->t->name, k, err,
+                     "%s %s expected, %s found on rank %d (%s, canonical %s)",
+                     a == WS_ALGO_SHA256 ? "sha256" : "fast digest", he, hg, k,
+                     ws_dtype_name(it->t->dtype), ws_canon_name(canon));
+        }
+        for (size_t i = 0; rc == WS_OK && ck && rank_offset + (size_t)k < n && i < ws_ckpt_count(ck); i++)
+            if (!seen[i])
+                rc = add(r, WS_UNEXPECTED, ws_ckpt_tensor(ck, i)->name, ws_ckpt_tensor(ck, i)->name,
+                         k, err, "rank %d holds it but the request lists no digest for it", k);
+        free(seen);
+    }
+    for (int k = tp; rc == WS_OK && k < ws_dump_rank_count(d); k++)
+        if (ws_dump_rank(d, k))
+            rc = add(r, WS_UNEXPECTED, "", NULL, k, err,
+                     "a file for rank %d, but the layout has only %d ranks", k, tp);
+    free(items);
+    return rc;
+}
