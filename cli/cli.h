@@ -40,6 +40,20 @@ typedef struct cli_layout_opts {
     long tp;            /* --tp, 0 = from the dump */
     const char *config; /* --config, NULL = DIR/config.json */
 } cli_layout_opts;
+/* Options several subcommands share, parsed in one place (cli_common_option). */
+typedef struct cli_common {
+    cli_layout_opts lo; /* --layout L (L), --tp N (t), --config F (C) */
+    ws_canon canon;     /* --canonical (c) */
+    bool canon_given;
+    const char *seed;   /* --key SEED (k) */
+    long threads;       /* -j / --jobs N (j); 0 = all cores */
+    int progress;       /* --progress (P) 1, --no-progress (N) 0; -1 = when stderr is a tty */
+} cli_common;
+#define CLI_COMMON_INIT {.canon = WS_CANON_BF16, .progress = -1}
+/* Apply option ch (getopt's value) if it is a shared one: 1 applied, 0 not a shared option,
+ * -1 a bad value (said on stderr). */
+int cli_common_option(int ch, const char *arg, cli_common *c);
+
 /* Build the layout of dump d in dir from the flags, weightsum-layout.json and config.json. */
 int cli_open_layout(const cli_layout_opts *o, const char *dir, const ws_dump *d,
                     ws_layout **out);

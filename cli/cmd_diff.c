@@ -67,20 +67,22 @@ int cmd_diff(int argc, char **argv) {
         {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'},
         {"config", required_argument, 0, 'C'},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    cli_layout_opts lo = {0};
+    cli_common cc = CLI_COMMON_INIT;
     bool json = false, quiet = false;
     int ch;
     while ((ch = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'J': json = true; break;
         case 'q': quiet = true; break;
-        case 'L': lo.family = optarg; break;
-        case 't':
-            if (!cli_parse_int(optarg, 1, 4096, &lo.tp)) return cli_failf("--tp needs 1..4096");
-            break;
-        case 'C': lo.config = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        default: {
+            int k = cli_common_option(ch, optarg, &cc);
+            if (k < 0) return EXIT_TROUBLE;
+            if (k == 0) {
+                fputs(usage, stderr);
+                return EXIT_TROUBLE;
+            }
+        }
         }
     }
     if (optind + 2 != argc) {
@@ -89,7 +91,7 @@ int cmd_diff(int argc, char **argv) {
     }
     if (ws_dump_detect(argv[optind + 1]) || ws_dump_detect(argv[optind])) {
         bool swapped = ws_dump_detect(argv[optind]);
-        return diff_dump(argv[optind + swapped], argv[optind + !swapped], &lo, json, quiet);
+        return diff_dump(argv[optind + swapped], argv[optind + !swapped], &cc.lo, json, quiet);
     }
     ws_error err;
     ws_ckpt *a = NULL, *b = NULL;

@@ -23,7 +23,7 @@ static const char usage[] =
     "Exit: 0 done, 2 trouble. NaN/Inf counts are reported on stderr.\n";
 
 /* Digests of an engine dump, HF-named; structural problems printed on stderr (exit 1). */
-static int hash_dump(const char *path, const cli_layout_opts *lo, ws_dump_options *opt,
+static int hash_dump(const char *path, const cli_layout_opts *lo, ws_hash_options *opt,
                      ws_manifest **out) {
     ws_error err;
     ws_dump *d = NULL;
@@ -52,7 +52,7 @@ int cli_hash_path(const char *path, const cli_layout_opts *lo, ws_canon canon, u
     cli_progress_init(&prog, progress_mode);
     int code = EXIT_MATCH;
     if (ws_dump_detect(path)) {
-        ws_dump_options dopt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
+        ws_hash_options dopt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
                                 .progress = cli_progress_cb, .progress_user = &prog};
         code = hash_dump(path, lo, &dopt, out);
         cli_progress_end(&prog);
@@ -85,39 +85,28 @@ int cmd_hash(int argc, char **argv) {
         {"progress", no_argument, 0, 'P'}, {"no-progress", no_argument, 0, 'N'},
         {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
         {"config", required_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    cli_layout_opts lo = {0};
-    const char *output = NULL, *seed = NULL;
+    cli_common cc = CLI_COMMON_INIT;
+    const char *output = NULL;
     bool json = false;
-    ws_canon canon = WS_CANON_BF16;
     unsigned algos = WS_ALGO_SHA256;
-    long threads = 0;
-    int progress = -1, ch;
+    int ch;
     while ((ch = getopt_long(argc, argv, "o:j:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'o': output = optarg; break;
         case 'J': json = true; break;
-        case 'c':
-            if (ws_canon_from_name(optarg, &canon) != WS_OK)
-                return cli_failf("--canonical must be bf16 or native, not '%s'", optarg);
-            break;
         case 'a':
             if (!cli_parse_algo(optarg, &algos))
                 return cli_failf("--algo must be sha256, fast or both, not '%s'", optarg);
             break;
-        case 'k': seed = optarg; break;
-        case 'j':
-            if (!cli_parse_int(optarg, 1, 4096, &threads))
-                return cli_failf("-j needs a thread count from 1 to 4096, not '%s'", optarg);
-            break;
-        case 'P': progress = 1; break;
-        case 'N': progress = 0; break;
-        case 'L': lo.family = optarg; break;
-        case 't':
-            if (!cli_parse_int(optarg, 1, 4096, &lo.tp)) return cli_failf("--tp needs 1..4096");
-            break;
-        case 'C': lo.config = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        default: {
+            int k = cli_common_option(ch, optarg, &cc);
+            if (k < 0) return EXIT_TROUBLE;
+            if (k == 0) {
+                fputs(usage, stderr);
+                return EXIT_TROUBLE;
+            }
+        }
         }
     }
     if (optind + 1 != argc) {
@@ -125,9 +114,10 @@ int cmd_hash(int argc, char **argv) {
         return EXIT_TROUBLE;
     }
     ws_fastkey *key = NULL;
-    if ((algos & WS_ALGO_FAST) && cli_make_key(seed, &key) != EXIT_MATCH) return EXIT_TROUBLE;
+    if ((algos & WS_ALGO_FAST) && cli_make_key(cc.seed, &key) != EXIT_MATCH) return EXIT_TROUBLE;
     ws_manifest *m = NULL;
-    int rc = cli_hash_path(argv[optind], &lo, canon, algos, key, (int)threads, progress, &m);
+    int rc = cli_hash_path(argv[optind], &cc.lo, cc.canon, algos, key, (int)cc.threads,
+                           cc.progress, &m);
     ws_fastkey_free(key);
     if (!m) return rc;
     ws_error err;

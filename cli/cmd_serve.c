@@ -210,32 +210,17 @@ int cmd_serve(int argc, char **argv) {
         {"timeout", required_argument, 0, 'T'}, {"max-body", required_argument, 0, 'B'},
         {"max-connections", required_argument, 0, 'M'}, {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    cli_layout_opts lo = {0};
-    const char *host = "127.0.0.1", *seed = NULL;
-    long port = 30000, threads = 0, timeout = 30, max_conns = 64;
+    cli_common cc = CLI_COMMON_INIT;
+    const char *host = "127.0.0.1";
+    long port = 30000, timeout = 30, max_conns = 64;
     long max_body = (long)WS_CHECKER_MAX_BODY;
-    ws_canon canon = WS_CANON_BF16;
     bool verbose = false;
     int ch;
     while ((ch = getopt_long(argc, argv, "j:vh", opts, NULL)) != -1) {
         switch (ch) {
-        case 'L': lo.family = optarg; break;
-        case 't':
-            if (!cli_parse_int(optarg, 1, 4096, &lo.tp)) return cli_failf("--tp needs 1..4096");
-            break;
-        case 'C': lo.config = optarg; break;
         case 'H': host = optarg; break;
         case 'p':
             if (!cli_parse_int(optarg, 0, 65535, &port)) return cli_failf("--port needs 0..65535");
-            break;
-        case 'c':
-            if (ws_canon_from_name(optarg, &canon) != WS_OK)
-                return cli_failf("--canonical must be bf16 or native, not '%s'", optarg);
-            break;
-        case 'k': seed = optarg; break;
-        case 'j':
-            if (!cli_parse_int(optarg, 1, 4096, &threads))
-                return cli_failf("-j needs a thread count from 1 to 4096, not '%s'", optarg);
             break;
         case 'T':
             if (!cli_parse_int(optarg, 1, 86400, &timeout))
@@ -251,7 +236,14 @@ int cmd_serve(int argc, char **argv) {
             break;
         case 'v': verbose = true; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        default: {
+            int k = cli_common_option(ch, optarg, &cc);
+            if (k < 0) return EXIT_TROUBLE;
+            if (k == 0) {
+                fputs(usage, stderr);
+                return EXIT_TROUBLE;
+            }
+        }
         }
     }
     if (optind + 1 != argc) {
@@ -264,8 +256,8 @@ int cmd_serve(int argc, char **argv) {
      * dropped once it has taken four timeouts */
     server s = {.max_body = (size_t)max_body, .body_ms = 4000.0 * (double)timeout,
                 .verbose = verbose};
-    if (ws_checker_create(dir, lo.family, (int)lo.tp, lo.config, canon, seed, (int)threads,
-                          &s.checker, &err) != WS_OK)
+    if (ws_checker_create(dir, cc.lo.family, (int)cc.lo.tp, cc.lo.config, cc.canon, cc.seed,
+                          (int)cc.threads, &s.checker, &err) != WS_OK)
         return cli_fail(&err);
     struct sockaddr_storage sa;
     socklen_t salen = 0;

@@ -33,7 +33,7 @@ static int verify_dump(const ws_manifest *expected, const char *dir, const cli_l
     int rc = EXIT_MATCH;
     cli_progress prog;
     cli_progress_init(&prog, progress);
-    ws_dump_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
+    ws_hash_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
                            .progress = cli_progress_cb, .progress_user = &prog};
     if (!r) rc = cli_failf("out of memory");
     else if (ws_dump_open(dir, &d, &err) != WS_OK) rc = cli_fail(&err);
@@ -57,37 +57,24 @@ int cmd_verify(int argc, char **argv) {
         {"no-progress", no_argument, 0, 'N'}, {"layout", required_argument, 0, 'L'},
         {"tp", required_argument, 0, 't'}, {"config", required_argument, 0, 'C'},
         {"locate", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    cli_layout_opts lo = {0};
+    cli_common cc = CLI_COMMON_INIT;
     const char *locate = NULL;
-    bool json = false, quiet = false, canon_given = false;
-    const char *seed = NULL;
-    long threads = 0;
-    int progress = -1, ch;
-    ws_canon canon = WS_CANON_BF16;
+    bool json = false, quiet = false;
+    int ch;
     while ((ch = getopt_long(argc, argv, "qj:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'J': json = true; break;
         case 'q': quiet = true; break;
-        case 'k': seed = optarg; break;
-        case 'j':
-            if (!cli_parse_int(optarg, 1, 4096, &threads))
-                return cli_failf("-j needs a thread count from 1 to 4096, not '%s'", optarg);
-            break;
-        case 'c':
-            if (ws_canon_from_name(optarg, &canon) != WS_OK)
-                return cli_failf("--canonical must be bf16 or native, not '%s'", optarg);
-            canon_given = true;
-            break;
-        case 'P': progress = 1; break;
-        case 'N': progress = 0; break;
-        case 'L': lo.family = optarg; break;
-        case 't':
-            if (!cli_parse_int(optarg, 1, 4096, &lo.tp)) return cli_failf("--tp needs 1..4096");
-            break;
-        case 'C': lo.config = optarg; break;
         case 'l': locate = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        default: {
+            int k = cli_common_option(ch, optarg, &cc);
+            if (k < 0) return EXIT_TROUBLE;
+            if (k == 0) {
+                fputs(usage, stderr);
+                return EXIT_TROUBLE;
+            }
+        }
         }
     }
     if (optind + 2 != argc) {
@@ -95,6 +82,8 @@ int cmd_verify(int argc, char **argv) {
         return EXIT_TROUBLE;
     }
     const char *mpath = argv[optind], *cpath = argv[optind + 1];
+    ws_canon canon = cc.canon;
+    bool canon_given = cc.canon_given;
     ws_error err;
     ws_manifest *expected = NULL, *actual = NULL;
     ws_fastkey *key = NULL;
@@ -111,7 +100,7 @@ int cmd_verify(int argc, char **argv) {
     unsigned algos = ws_manifest_algos(expected);
     if (algos & WS_ALGO_SHA256) algos = WS_ALGO_SHA256; /* one algorithm is enough to verify */
     if (algos & WS_ALGO_FAST) {
-        if ((rc = cli_make_key(seed, &key)) != EXIT_MATCH) goto done;
+        if ((rc = cli_make_key(cc.seed, &key)) != EXIT_MATCH) goto done;
         const char *want = ws_manifest_key_id(expected);
         if (want && strcmp(want, ws_fastkey_id(key)) != 0) {
             rc = cli_failf("%s: fast digests use key %s but this key is %s (pass its --key)",
@@ -120,16 +109,16 @@ int cmd_verify(int argc, char **argv) {
         }
     }
     if (ws_dump_detect(cpath)) {
-        rc = verify_dump(expected, cpath, &lo, locate, canon, algos, key, (int)threads, progress,
-                         json, quiet);
+        rc = verify_dump(expected, cpath, &cc.lo, locate, canon, algos, key, (int)cc.threads,
+                         cc.progress, json, quiet);
         goto done;
     }
     if (locate) {
         rc = cli_failf("--locate is for engine dumps; for checkpoints use 'weightsum diff'");
         goto done;
     }
-    if ((rc = cli_hash_path(cpath, &lo, canon, algos, key, (int)threads, progress, &actual)) !=
-        EXIT_MATCH)
+    if ((rc = cli_hash_path(cpath, &cc.lo, canon, algos, key, (int)cc.threads, cc.progress,
+                            &actual)) != EXIT_MATCH)
         goto done;
     ws_report *r = ws_report_new();
     if (!r) {

@@ -33,6 +33,30 @@ bool cli_parse_int(const char *s, long lo, long hi, long *out) {
     return true;
 }
 
+int cli_common_option(int ch, const char *arg, cli_common *c) {
+    switch (ch) {
+    case 'L': c->lo.family = arg; return 1;
+    case 't':
+        if (cli_parse_int(arg, 1, 4096, &c->lo.tp)) return 1;
+        cli_failf("--tp needs a rank count from 1 to 4096, not '%s'", arg);
+        return -1;
+    case 'C': c->lo.config = arg; return 1;
+    case 'c':
+        c->canon_given = true;
+        if (ws_canon_from_name(arg, &c->canon) == WS_OK) return 1;
+        cli_failf("--canonical must be bf16 or native, not '%s'", arg);
+        return -1;
+    case 'k': c->seed = arg; return 1;
+    case 'j':
+        if (cli_parse_int(arg, 1, 4096, &c->threads)) return 1;
+        cli_failf("-j needs a thread count from 1 to 4096, not '%s'", arg);
+        return -1;
+    case 'P': c->progress = 1; return 1;
+    case 'N': c->progress = 0; return 1;
+    default: return 0;
+    }
+}
+
 bool cli_parse_algo(const char *s, unsigned *out) {
     if (strcmp(s, "sha256") == 0) *out = WS_ALGO_SHA256;
     else if (strcmp(s, "fast") == 0) *out = WS_ALGO_FAST;

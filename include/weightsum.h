@@ -497,8 +497,6 @@ WS_API int ws_dump_tp(const ws_dump *d);
 WS_API ws_err ws_shard_checkpoint(const ws_ckpt *c, const ws_layout *l, const char *dir,
                                   ws_error *err);
 
-/* Dumps are digested with the same options as checkpoints. */
-typedef ws_hash_options ws_dump_options;
 
 /*
  * Digest every canonical tensor of l from the pieces the dump holds, never gathering a tensor:
@@ -509,7 +507,7 @@ typedef ws_hash_options ws_dump_options;
  * (first differing element named), non-zero padding rows. Tensors that cannot be rebuilt are
  * left out of the manifest (and named in r). A tied HF tensor gets the digest of its target.
  */
-WS_API ws_err ws_hash_dump(const ws_layout *l, const ws_dump *d, const ws_dump_options *opt,
+WS_API ws_err ws_hash_dump(const ws_layout *l, const ws_dump *d, const ws_hash_options *opt,
                            const char *source, ws_manifest **out, ws_report *r, ws_error *err);
 
 /*
@@ -520,7 +518,7 @@ WS_API ws_err ws_hash_dump(const ws_layout *l, const ws_dump *d, const ws_dump_o
  * coordinates there.
  */
 WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_dump *d,
-                             const ws_dump_options *opt, const ws_ckpt *reference,
+                             const ws_hash_options *opt, const ws_ckpt *reference,
                              ws_report *r, ws_error *err);
 
 /* Element-level diff of a HF checkpoint against a dump of it (any layout): per canonical tensor

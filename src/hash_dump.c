@@ -12,7 +12,7 @@
 
 typedef struct job {
     wsi_dumpview *v;
-    const ws_dump_options *opt;
+    const ws_hash_options *opt;
     uint32_t *order;          /* HF indices, largest first */
     ws_manifest_entry *ents;  /* per HF tensor */
     bool *have;               /* per HF tensor: digest computed */
@@ -192,10 +192,10 @@ static int cmp_size_desc(const void *a, const void *b) {
     return sx < sy ? 1 : sx > sy ? -1 : 0;
 }
 
-ws_err wsi_hash_dump_view(wsi_dumpview *v, const ws_dump_options *opt, const char *source,
+ws_err wsi_hash_dump_view(wsi_dumpview *v, const ws_hash_options *opt, const char *source,
                           ws_manifest **out, ws_error *err) {
     *out = NULL;
-    ws_dump_options o = *opt;
+    ws_hash_options o = *opt;
     if (!o.algos) o.algos = WS_ALGO_SHA256;
     if ((o.algos & WS_ALGO_FAST) && !o.key)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "fast digest requested without a key");
@@ -241,7 +241,7 @@ ws_err wsi_hash_dump_view(wsi_dumpview *v, const ws_dump_options *opt, const cha
     return WS_OK;
 }
 
-ws_err ws_hash_dump(const ws_layout *l, const ws_dump *d, const ws_dump_options *opt,
+ws_err ws_hash_dump(const ws_layout *l, const ws_dump *d, const ws_hash_options *opt,
                     const char *source, ws_manifest **out, ws_report *r, ws_error *err) {
     *out = NULL;
     ws_report *own = r ? NULL : ws_report_new();

@@ -365,7 +365,7 @@ static void action_checksum(const ws_checker *c, json_t *root, const request *q,
     ws_manifest *m = NULL;
     ws_report *r = ws_report_new();
     json_t *ranks = NULL;
-    ws_dump_options opt = {.canon = q->canon, .algos = algos, .key = c->key, .threads = c->threads};
+    ws_hash_options opt = {.canon = q->canon, .algos = algos, .key = c->key, .threads = c->threads};
     if (!r) reply_start(rp, 500, false, "out of memory");
     else if (ws_dump_open(c->dir, &d, &e) != WS_OK) reply_trouble(rp, "cannot read the engine dump", &e);
     else if (ws_hash_dump(c->l, d, &opt, c->dir, &m, r, &e) != WS_OK) reply_trouble(rp, "cannot digest the engine dump", &e);
@@ -434,7 +434,7 @@ static void compare_full(const ws_checker *c, const request *q, reply *rp) {
         me.digest = ex.items[i].digest;
         ok = ws_manifest_add(m, &me) == WS_OK; /* names are unique: the parser rejects twins */
     }
-    ws_dump_options opt = {.canon = q->canon, .algos = algos, .key = c->key, .threads = c->threads};
+    ws_hash_options opt = {.canon = q->canon, .algos = algos, .key = c->key, .threads = c->threads};
     if (!ok) reply_start(rp, 500, false, "out of memory");
     else if (ws_dump_open(c->dir, &d, &e) != WS_OK) reply_trouble(rp, "cannot read the engine dump", &e);
     else if (ws_verify_dump(m, c->l, d, &opt, NULL, r, &e) != WS_OK) reply_trouble(rp, "cannot verify the engine dump", &e);

@@ -130,7 +130,7 @@ static void report_located(wsi_dumpview *v, uint32_t h, const locate_ctx *c) {
 
 /* Locate a digest mismatch by exchanging range digests with the reference (ws_locate): the
  * reference plays the trainer's side, the dump the engine's. */
-static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const ws_dump_options *opt,
+static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const ws_hash_options *opt,
                    const char *digest_detail) {
     const ws_hf_desc *hf = ws_layout_hf(v->l, h);
     ws_fastkey *own = NULL;
@@ -223,7 +223,7 @@ ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws
 }
 
 ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_dump *d,
-                      const ws_dump_options *opt, const ws_ckpt *reference, ws_report *r,
+                      const ws_hash_options *opt, const ws_ckpt *reference, ws_report *r,
                       ws_error *err) {
     if (!expected || !l || !d || !opt || !r)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
