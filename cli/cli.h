@@ -53,6 +53,9 @@ typedef struct cli_common {
 /* Apply option ch (getopt's value) if it is a shared one: 1 applied, 0 not a shared option,
  * -1 a bad value (said on stderr). */
 int cli_common_option(int ch, const char *arg, cli_common *c);
+/* For a switch's default: a shared option is applied (true); a bad value is said, anything
+ * else prints usage on stderr (false: exit with EXIT_TROUBLE). */
+bool cli_common_or_usage(int ch, const char *arg, cli_common *c, const char *usage);
 
 /* Build the layout of dump d in dir from the flags, weightsum-layout.json and config.json. */
 int cli_open_layout(const cli_layout_opts *o, const char *dir, const ws_dump *d,

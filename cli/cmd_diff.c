@@ -75,14 +75,8 @@ int cmd_diff(int argc, char **argv) {
         case 'J': json = true; break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: {
-            int k = cli_common_option(ch, optarg, &cc);
-            if (k < 0) return EXIT_TROUBLE;
-            if (k == 0) {
-                fputs(usage, stderr);
-                return EXIT_TROUBLE;
-            }
-        }
+        default:
+            if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
     if (optind + 2 != argc) {

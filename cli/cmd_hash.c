@@ -99,14 +99,8 @@ int cmd_hash(int argc, char **argv) {
                 return cli_failf("--algo must be sha256, fast or both, not '%s'", optarg);
             break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: {
-            int k = cli_common_option(ch, optarg, &cc);
-            if (k < 0) return EXIT_TROUBLE;
-            if (k == 0) {
-                fputs(usage, stderr);
-                return EXIT_TROUBLE;
-            }
-        }
+        default:
+            if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
     if (optind + 1 != argc) {

@@ -57,6 +57,12 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
     }
 }
 
+bool cli_common_or_usage(int ch, const char *arg, cli_common *c, const char *usage) {
+    int k = cli_common_option(ch, arg, c);
+    if (k == 0) fputs(usage, stderr);
+    return k > 0;
+}
+
 bool cli_parse_algo(const char *s, unsigned *out) {
     if (strcmp(s, "sha256") == 0) *out = WS_ALGO_SHA256;
     else if (strcmp(s, "fast") == 0) *out = WS_ALGO_FAST;
