@@ -80,8 +80,9 @@ void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint64_t at, con
         p += k * ssz;
         at += k;
         n -= k;
-        /* let go of what was read, a megabyte at a time (one system call each) */
-        if (s->release && ((size_t)(p - rel) >= (1u << 20) || n == 0)) {
+        /* let go of what was read, a megabyte at a time (one system call each); a short
+         * feed is left to its caller, which knows when a whole region is done */
+        if (s->release && (size_t)(p - rel) >= (1u << 20)) {
             wsi_ckpt_release(s->release, rel, (size_t)(p - rel));
             rel = p;
         }

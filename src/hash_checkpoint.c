@@ -56,6 +56,7 @@ static void digest_item(void *arg, size_t i) {
             wsi_sink_feed(&s, t->dtype, j->opt->canon, at, (const uint8_t *)t->data + at * esz, n,
                           &j->parts[i].stats);
             at += n;
+            wsi_ckpt_release(j->ckpt, (const uint8_t *)t->data + (at - n) * esz, n * esz);
             if (j->opt->progress) {
                 pthread_mutex_lock(&j->lock);
                 j->done += n * esz;

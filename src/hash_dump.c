@@ -21,21 +21,46 @@ typedef struct job {
     ws_error err;
 } job;
 
+/* Let go of the pages that hold rows [0, t_row) of T in each of its pieces: resident memory
+ * stays bounded by the work in flight, not by tensor or dump size. Only mappings are dropped,
+ * so a page still needed simply faults back in. */
+static void release_rows(const wsi_dumpview *v, const wsi_plan *p, uint64_t t_row) {
+    for (size_t k = 0; k < p->n_primary; k++) {
+        const ws_piece *pc = ws_layout_piece(v->l, p->primary[k]);
+        const ws_tensor *t = v->loc[pc->local];
+        if (!t || t_row <= pc->t_row0) continue;
+        uint64_t rows = t_row - pc->t_row0 < pc->rows ? t_row - pc->t_row0 : pc->rows;
+        size_t es = ws_dtype_size(t->dtype);
+        const uint8_t *a = (const uint8_t *)t->data + pc->l_row0 * pc->l_cols * es;
+        wsi_ckpt_release(ws_dump_rank(v->d, ws_layout_local(v->l, pc->local)->rank), a,
+                         rows * pc->l_cols * es);
+    }
+}
+
 typedef struct sweep_ctx {
     job *j;
     wsi_sink *sink;
     ws_dtype dtype;
     ws_value_stats stats;
     const ws_hf_desc *hf;
+    const wsi_plan *plan;
+    uint64_t since; /* bytes fed since pages were last let go of */
 } sweep_ctx;
 
 static ws_err feed_run(void *arg, const wsi_run *run) {
     sweep_ctx *s = arg;
     const ws_tensor *t = s->j->v->loc[run->local];
     const uint8_t *p = wsi_run_data(s->j->v, run);
-    /* resident memory stays bounded by the work in flight, not by the dump's size */
-    s->sink->release = ws_dump_rank(s->j->v->d, ws_layout_local(s->j->v->l, run->local)->rank);
-    wsi_sink_feed(s->sink, t->dtype, s->j->opt->canon, run->t_at, p, run->n, &s->stats);
+    wsi_sink *sink = s->sink;
+    sink->release = ws_dump_rank(s->j->v->d, ws_layout_local(s->j->v->l, run->local)->rank);
+    wsi_sink_feed(sink, t->dtype, s->j->opt->canon, run->t_at, p, run->n, &s->stats);
+    /* Short runs (dim-1 shards, row by row) are let go of in bulk: every 8 MiB, the rows of
+     * every piece above the current row. */
+    s->since += run->n * ws_dtype_size(t->dtype);
+    if (s->since >= (8u << 20)) {
+        release_rows(s->j->v, s->plan, run->t_at / (s->plan->cols ? s->plan->cols : 1));
+        s->since = 0;
+    }
     return WS_OK;
 }
 
@@ -150,7 +175,7 @@ static void digest_one(void *arg, size_t i) {
         rc = wsi_sink_init(&sink, j->opt->algos, ws_canonical_dtype(dtype, j->opt->canon),
                            j->opt->key, &e);
         if (rc == WS_OK) {
-            sweep_ctx s = {.j = j, .sink = &sink, .dtype = dtype, .hf = hf};
+            sweep_ctx s = {.j = j, .sink = &sink, .dtype = dtype, .hf = hf, .plan = p};
             if (j->opt->algos == WS_ALGO_FAST) {
                 /* The fast digest adds up per piece in any order: no canonical-order walk,
                  * each piece read straight through; the sweep only checks coverage. */
@@ -170,6 +195,7 @@ static void digest_one(void *arg, size_t i) {
             memcpy(en->shape, hf->shape, sizeof en->shape);
             j->have[h] = rc == WS_OK;
             wsi_sink_destroy(&sink);
+            release_rows(v, p, p->rows);
         }
     }
     free(ba);
