@@ -69,12 +69,16 @@ def test_round_trips(tmp_path, run, name):
     assert done >= 8
 
 
-@pytest.fixture
-def dumps(tmp_path, run):
+@pytest.fixture(params=["sha256", "fast"])
+def dumps(tmp_path, run, request):
     """A Qwen2 model (4 kv heads of 8 heads, bias) and its SGLang dumps at tp=2 and tp=8
-    (tp=8 > kv heads: each kv head on 2 ranks)."""
+    (tp=8 > kv heads: each kv head on 2 ranks). The trainer's manifest holds SHA-256 or fast
+    digests: the whole mutation suite runs against both."""
     cfg = config("qwen2", 4)
     ckpt, man = make_model(run, tmp_path, cfg)
+    if request.param == "fast":
+        man = os.path.join(tmp_path, "manifest-fast.json")
+        assert run("hash", ckpt, "--algo", "fast", "-o", man).returncode == 0
     for tp in (2, 8):
         assert run("shard", ckpt, "--layout", "sglang", "--tp", tp, "-o",
                    tmp_path / f"tp{tp}").returncode == 0
@@ -238,6 +242,19 @@ def test_row_parallel_shard_transposed(dumps, run):
     out = verify(run, man, d / "tp2")
     assert f"{L1}mlp.down_proj.weight: shape [{L1}mlp.down_proj.weight on rank 0]" in out, out
     assert "local shape [64, 48] expected" in out
+
+
+def test_flip_in_replicated_o_proj_bias(tmp_path, run):
+    """Llama with attention_bias: o_proj's bias is replicated on every rank."""
+    ckpt, man = make_model(run, tmp_path, config("llama", 4, bias=True))
+    run("shard", ckpt, "--layout", "vllm", "--tp", 2, "-o", tmp_path / "d")
+    bias = L1 + "self_attn.o_proj.bias"
+    mutate(tmp_path / "d", 1, lambda t: flip1(t, bias, 9))
+    out = verify(run, man, tmp_path / "d")
+    assert f"{bias}: replica_mismatch [{bias} on rank 1]" in out, out
+    mutate(tmp_path / "d", 0, lambda t: flip1(t, bias, 9))  # now replica 0 is the odd one
+    out = verify(run, man, tmp_path / "d")
+    assert f"{bias}: mismatch [{bias} on rank 0]" in out, out
 
 
 def test_square_shard_transposed(tmp_path, run):
