@@ -123,17 +123,22 @@ static ws_err check_dims(ws_layout *l, const char *name, int ndim, uint64_t d0, 
     return WS_OK;
 }
 
+/* The prologue of every add: the printf name into buf, and the dims checked. */
+static ws_err name_and_dims(ws_layout *l, char *buf, int ndim, uint64_t d0, uint64_t d1,
+                            const char *fmt, va_list ap) {
+    if (!format_name(buf, fmt, ap))
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1, "layout '%s': tensor name too long",
+                        l->family);
+    return check_dims(l, buf, ndim, d0, d1);
+}
+
 ws_err wsl_add_hf(ws_layout *l, uint32_t *idx, long tied, int ndim, uint64_t d0, uint64_t d1,
                   const char *fmt, ...) {
     char buf[WSL_MAX_NAME];
     va_list ap;
     va_start(ap, fmt);
-    bool ok = format_name(buf, fmt, ap);
+    ws_err e = name_and_dims(l, buf, ndim, d0, d1, fmt, ap);
     va_end(ap);
-    if (!ok)
-        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1, "layout '%s': tensor name too long",
-                        l->family);
-    ws_err e = check_dims(l, buf, ndim, d0, d1);
     if (e) return e;
     if (l->n_hf >= WSL_MAX_TENSORS)
         return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1,
@@ -160,12 +165,8 @@ ws_err wsl_add_local(ws_layout *l, uint32_t *idx, int rank, int ndim, uint64_t d
     char buf[WSL_MAX_NAME];
     va_list ap;
     va_start(ap, fmt);
-    bool ok = format_name(buf, fmt, ap);
+    ws_err e = name_and_dims(l, buf, ndim, d0, d1, fmt, ap);
     va_end(ap);
-    if (!ok)
-        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1, "layout '%s': tensor name too long",
-                        l->family);
-    ws_err e = check_dims(l, buf, ndim, d0, d1);
     if (e) return e;
     if (rank < 0 || rank >= l->tp)
         return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, buf, -1, "layout '%s': rank %d out of range",
