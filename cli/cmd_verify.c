@@ -83,6 +83,10 @@ int cmd_verify(int argc, char **argv) {
     ws_fastkey *key = NULL;
     int rc = EXIT_MATCH;
     if (ws_manifest_load(mpath, &expected, &err) != WS_OK) return cli_fail(&err);
+    if (ws_manifest_count(expected) == 0) { /* nothing to check is no proof of a match */
+        ws_manifest_free(expected);
+        return cli_failf("%s: the manifest lists no tensors", mpath);
+    }
     /* A JSON manifest names its policy; the line form takes --canonical (default bf16). */
     if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon);
     else if (canon_given && canon != ws_manifest_canon(expected)) {

@@ -431,10 +431,14 @@ ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp, 
     const family_entry *f = NULL;
     for (size_t i = 0; i < N_FAMILIES; i++)
         if (strcmp(families[i].name, family) == 0) f = &families[i];
-    if (!f)
+    if (!f) {
+        char known[256] = "";
+        for (size_t i = 0; i < N_FAMILIES; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                     families[i].name);
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
-                        "unknown layout family '%.64s' (known: hf, sglang, vllm, megatron)",
-                        family);
+                        "unknown layout family '%.64s' (known: %s)", family, known);
+    }
     if (tp < 1)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
                         "layout '%s': tensor-parallel size %d, must be >= 1", f->name, tp);

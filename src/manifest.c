@@ -350,6 +350,8 @@ static ws_err parse_lines(const char *text, size_t len, const char *label, ws_ma
             rc = wsi_fail(err, WS_ERR_NOMEM, label, NULL, -1, "out of memory");
     }
     free(line);
+    if (rc == WS_OK && m->count == 0) /* an empty or truncated file is no manifest */
+        rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, 0, "no \"HEX  NAME\" lines: not a manifest");
     if (rc != WS_OK) {
         ws_manifest_free(m);
         return rc;

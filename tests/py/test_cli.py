@@ -122,6 +122,19 @@ def test_usage_errors(run, tmp_path):
     assert r.returncode == 2 and "invalid JSON" in r.stderr
 
 
+def test_empty_manifest_is_trouble_not_a_match(tmp_path, run):
+    """Nothing to check proves nothing: an empty (or truncated-to-nothing) manifest is exit 2."""
+    _, p = model(tmp_path)
+    empty = tmp_path / "empty.sha256"
+    empty.write_text("")
+    r = run("verify", empty, p)
+    assert r.returncode == 2 and "not a manifest" in r.stderr
+    j = tmp_path / "empty.json"
+    j.write_text('{"format": "weightsum-manifest", "tensors": {}}')
+    r = run("verify", j, p)
+    assert r.returncode == 2 and "lists no tensors" in r.stderr
+
+
 def test_output_is_atomic_and_complete(tmp_path, run):
     _, p = model(tmp_path)
     m = tmp_path / "m.json"
