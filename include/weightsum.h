@@ -374,6 +374,9 @@ WS_API ws_err ws_layout_create(const char *family, const ws_model_config *cfg, i
 WS_API void ws_layout_free(ws_layout *l);
 WS_API const char *ws_layout_family(const ws_layout *l);
 WS_API int ws_layout_tp(const ws_layout *l);
+/* 1 when this family's engine zeroes the padding rows no piece covers (sglang, vllm: verify
+ * then reports non-zero padding); 0 for megatron, whose padded vocab rows are trained weights. */
+WS_API int ws_layout_zero_padding(const ws_layout *l);
 WS_API size_t ws_layout_hf_count(const ws_layout *l);
 WS_API const ws_hf_desc *ws_layout_hf(const ws_layout *l, size_t i);
 WS_API size_t ws_layout_local_count(const ws_layout *l);

@@ -145,7 +145,7 @@ ws_err wsi_dumpview_open(wsi_dumpview *v, const ws_layout *l, const ws_dump *d, 
         }
         memset(covered[p->local] + p->l_row0, 1, p->rows);
     }
-    for (size_t li = 0; li < nl && rc == WS_OK; li++)
+    for (size_t li = 0; li < nl && rc == WS_OK && ws_layout_zero_padding(l); li++)
         if (covered[li]) check_padding(v, li, covered[li]);
     for (size_t li = 0; li < nl; li++) free(covered[li]);
     free(covered);

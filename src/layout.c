@@ -47,14 +47,15 @@ struct ws_layout {
 typedef struct family_entry {
     const char *name;
     wsl_build_fn build;
+    bool zero_padding; /* the engine zeroes its padding rows (Megatron trains them) */
 } family_entry;
 
 static const family_entry families[] = {
-    {"hf", wsl_build_hf},
-    {"sglang", wsl_build_tp},
-    {"vllm", wsl_build_tp},
-    {"megatron", wsl_build_megatron},
-    {"transformers", wsl_build_transformers},
+    {"hf", wsl_build_hf, true},
+    {"sglang", wsl_build_tp, true},
+    {"vllm", wsl_build_tp, true},
+    {"megatron", wsl_build_megatron, false},
+    {"transformers", wsl_build_transformers, true},
 };
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
@@ -462,6 +463,12 @@ ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp, 
 }
 
 const char *ws_layout_family(const ws_layout *l) { return l ? l->family : NULL; }
+
+int ws_layout_zero_padding(const ws_layout *l) {
+    for (size_t i = 0; l && i < N_FAMILIES; i++)
+        if (strcmp(families[i].name, l->family) == 0) return families[i].zero_padding;
+    return 1;
+}
 int ws_layout_tp(const ws_layout *l) { return l ? l->tp : 0; }
 size_t ws_layout_hf_count(const ws_layout *l) { return l ? l->n_hf : 0; }
 size_t ws_layout_local_count(const ws_layout *l) { return l ? l->n_loc : 0; }

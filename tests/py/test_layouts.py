@@ -216,6 +216,16 @@ def test_garbage_in_padding(dumps, run):
     assert "first is local row 493" in out
 
 
+def test_megatron_padding_is_not_required_zero(tmp_path, run):
+    """Megatron trains its padded vocab rows: non-zero padding there is no finding."""
+    ckpt, man = make_model(run, tmp_path, config("qwen2", 4))
+    run("shard", ckpt, "--layout", "megatron", "--tp", 2, "-o", tmp_path / "m")
+    emb = "embedding.word_embeddings.weight"  # vocab 1000 padded to 1024 (128 x tp)
+    mutate(tmp_path / "m", 1, lambda t: t.__setitem__(emb, np.where(
+        np.arange(t[emb].shape[0])[:, None] >= 1000 - 512, 0.5, t[emb]).astype(np.float32)))
+    assert run("verify", man, tmp_path / "m").returncode == 0
+
+
 def test_missing_rank_file(dumps, run):
     d, ckpt, man = dumps
     os.remove(rank_file(d / "tp8", 5))
