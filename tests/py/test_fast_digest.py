@@ -19,7 +19,7 @@ def test_invariance_every_family_and_tp(tmp_path, run, name):
     assert want.returncode == 0
     assert all(len(l.split("  ")[0]) == 48 for l in want.stdout.splitlines())
     n = 0
-    for family in ("sglang", "vllm", "megatron"):
+    for family in ("sglang", "vllm", "megatron", "transformers"):
         for tp in (1, 2, 4, 8):
             out = tmp_path / f"{family}{tp}"
             if run("shard", ckpt, "--layout", family, "--tp", tp, "-o", out).returncode:

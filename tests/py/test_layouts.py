@@ -49,12 +49,13 @@ def make_model(run, d, cfg):
 def test_round_trips(tmp_path, run, name):
     ckpt, man = make_model(run, tmp_path, CONFIGS[name])
     done = 0
-    for family, tp in itertools.product(["sglang", "vllm", "megatron", "hf"], [1, 2, 4, 8]):
+    for family, tp in itertools.product(["sglang", "vllm", "megatron", "transformers", "hf"],
+                                        [1, 2, 4, 8]):
         out = tmp_path / f"{family}-{tp}"
         r = run("shard", ckpt, "--layout", family, "--tp", tp, "-o", out)
         if r.returncode == 2:  # a combination the family cannot lay out, said in one line
             assert "layout" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-            assert family in ("megatron", "hf") or "divisible" in r.stderr
+            assert family in ("megatron", "transformers", "hf") or "divisible" in r.stderr
             continue
         assert r.returncode == 0, r.stderr
         v = run("verify", man, out)
@@ -66,7 +67,7 @@ def test_round_trips(tmp_path, run, name):
         assert h.returncode == 0, h.stderr
         assert h.stdout == run("hash", ckpt).stdout
         done += 1
-    assert done >= 8
+    assert done >= 10
 
 
 @pytest.fixture(params=["sha256", "fast"])
