@@ -136,8 +136,6 @@ DEFINE_LOAD(float)
 DEFINE_LOAD(double)
 #define LOAD(T, p, i) load_##T((p), (i))
 
-static inline int is_nan_bits32(uint32_t u) { return (u & 0x7fffffffu) > 0x7f800000u; }
-static inline int is_inf_bits32(uint32_t u) { return (u & 0x7fffffffu) == 0x7f800000u; }
 
 /* How many elements have an all-ones exponent (NaN or Inf): a branch-free loop the compiler
  * vectorises, so the common case (none) costs one fast pass. */
@@ -176,47 +174,37 @@ static bool may_have_specials(ws_dtype t, const void *src, size_t n) {
     }
 }
 
-/* Count NaN/Inf of n elements of float dtype t. */
+/* Exact NaN/Inf counts of a sign-magnitude float format whose exponent field is `exp`: with
+ * the sign cleared, Inf is exactly `exp`, NaN anything above it. */
+#define DEFINE_COUNT(T)                                                                  \
+    static void count_##T(const void *src, size_t n, T exp, uint64_t *nan, uint64_t *inf) { \
+        const T mag = (T)~((T)1 << (sizeof(T) * 8 - 1));                                 \
+        for (size_t i = 0; i < n; i++) {                                                 \
+            T u = (T)(LOAD(T, src, i) & mag);                                            \
+            *nan += u > exp;                                                             \
+            *inf += u == exp;                                                            \
+        }                                                                                \
+    }
+DEFINE_COUNT(uint16_t)
+DEFINE_COUNT(uint32_t)
+DEFINE_COUNT(uint64_t)
+
 void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st) {
     if (!may_have_specials(t, src, n)) return;
     uint64_t nan = 0, inf = 0;
+    const uint8_t *b = src;
     switch (t) {
-    case WS_F32:
-        for (size_t i = 0; i < n; i++) {
-            uint32_t u = LOAD(uint32_t, src, i);
-            nan += is_nan_bits32(u);
-            inf += is_inf_bits32(u);
-        }
-        break;
-    case WS_F64:
-        for (size_t i = 0; i < n; i++) {
-            uint64_t u = LOAD(uint64_t, src, i) & 0x7fffffffffffffffull;
-            nan += u > 0x7ff0000000000000ull;
-            inf += u == 0x7ff0000000000000ull;
-        }
-        break;
-    case WS_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t u = LOAD(uint16_t, src, i) & 0x7fffu;
-            nan += u > 0x7c00u;
-            inf += u == 0x7c00u;
-        }
-        break;
-    case WS_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t u = LOAD(uint16_t, src, i) & 0x7fffu;
-            nan += u > 0x7f80u;
-            inf += u == 0x7f80u;
-        }
-        break;
-    case WS_F8_E4M3:
-        for (size_t i = 0; i < n; i++) nan += (((const uint8_t *)src)[i] & 0x7fu) == 0x7fu;
+    case WS_F32: count_uint32_t(src, n, 0x7f800000u, &nan, &inf); break;
+    case WS_F64: count_uint64_t(src, n, 0x7ff0000000000000ull, &nan, &inf); break;
+    case WS_F16: count_uint16_t(src, n, 0x7c00u, &nan, &inf); break;
+    case WS_BF16: count_uint16_t(src, n, 0x7f80u, &nan, &inf); break;
+    case WS_F8_E4M3: /* e4m3fn: no infinities, S.1111.111 is NaN */
+        for (size_t i = 0; i < n; i++) nan += (b[i] & 0x7fu) == 0x7fu;
         break;
     case WS_F8_E5M2:
         for (size_t i = 0; i < n; i++) {
-            uint8_t u = ((const uint8_t *)src)[i] & 0x7fu;
-            nan += u > 0x7cu;
-            inf += u == 0x7cu;
+            nan += (b[i] & 0x7fu) > 0x7cu;
+            inf += (b[i] & 0x7fu) == 0x7cu;
         }
         break;
     default:
