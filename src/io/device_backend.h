@@ -64,4 +64,10 @@ typedef struct wsi_device_backend {
 
 typedef const wsi_device_backend *(*wsi_device_backend_fn)(void);
 
+/* The device backend, loaded on first call (dlopen of libweightsum_cuda.so, once per
+ * process); NULL with err filled (WS_ERR_NOTFOUND, saying why) when there is none. Thread-safe.
+ * (device_loader.c) */
+__attribute__((visibility("hidden"))) const wsi_device_backend *
+wsi_device_backend_get(ws_error *err);
+
 #endif
