@@ -9,7 +9,7 @@
  */
 #ifndef WS_SOURCE_H
 #define WS_SOURCE_H
-#include "device_backend.h"
+#include "device_loader.h"
 #include "internal.h"
 
 typedef enum wsi_src_kind { WSI_SRC_HOST = 0, WSI_SRC_DEVICE, WSI_SRC_FILE } wsi_src_kind;
