@@ -175,7 +175,7 @@ static bool rebuild(judge *j, size_t h, ws_manifest_entry *en) {
         }
         const wsi_piece_part *pp = &j->pa->pieces[pl->primary[k]];
         if (!pp->done) return false; /* (cannot happen for a local that is OK) */
-        ws_fast_add(&en->digest.fast, &pp->fast);
+        ws_fast_add(&en->digest.fast, &pp->fast, NULL);
         en->stats.nan += pp->stats.nan;
         en->stats.inf += pp->stats.inf;
     }

@@ -8,6 +8,7 @@
  */
 #include "check.h"
 #include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
