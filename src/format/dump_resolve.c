@@ -20,6 +20,12 @@ void wsi_dumpview_report(wsi_dumpview *v, ws_status s, const char *tensor, const
     pthread_mutex_unlock(&v->lock);
 }
 
+void wsi_dumpview_add(wsi_dumpview *v, const ws_finding *f) {
+    pthread_mutex_lock(&v->lock);
+    ws_report_add(v->r, f);
+    pthread_mutex_unlock(&v->lock);
+}
+
 /* HF tensor that a local tensor holds (its first piece's), for naming findings. */
 static const char *hf_of_local(const ws_layout *l, size_t local) {
     for (size_t i = 0; i < ws_layout_piece_count(l); i++)
