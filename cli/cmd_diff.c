@@ -113,8 +113,14 @@ int cmd_diff(int argc, char **argv) {
     ws_report *r = ws_report_new();
     char detail[1024];
     int rc = EXIT_MATCH;
+    cli_progress prog;
+    cli_progress_init(&prog, cc.progress);
+    uint64_t total = 0, done = 0;
+    for (size_t i = 0; i < ws_ckpt_count(a); i++) total += ws_ckpt_tensor(a, i)->nbytes;
     for (size_t i = 0; i < ws_ckpt_count(a) && rc == EXIT_MATCH; i++) {
         const ws_tensor *ta = ws_ckpt_tensor(a, i), *tb = ws_ckpt_find(b, ta->name);
+        cli_progress_cb(&prog, done, total);
+        done += ta->nbytes;
         if (!tb) {
             add(r, WS_MISSING, ta->name, "only in A");
             continue;
@@ -143,6 +149,7 @@ int cmd_diff(int argc, char **argv) {
         free(buf);
         add_diff(r, ta, &d, detail);
     }
+    cli_progress_end(&prog);
     for (size_t i = 0; i < ws_ckpt_count(b); i++)
         if (!ws_ckpt_find(a, ws_ckpt_tensor(b, i)->name))
             add(r, WS_UNEXPECTED, ws_ckpt_tensor(b, i)->name, "only in B");

@@ -459,6 +459,16 @@ WS_API int ws_report_ok(const ws_report *r);
  *  expected,found, element:{index,coords,expected,found}, differ, held_by:[{local,rank,rows}],
  *  ranks}]} (docs/json.md; fields are only ever added within a version). */
 WS_API ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err);
+/*
+ * The report as one self-contained HTML page (inline CSS; no script, nothing fetched): a grid
+ * of layers x kinds of tensor (q, k, v, o, gate, up, down, norms, embed, lm_head, experts,
+ * router where they exist), each cell (id "cell-L<layer>-<kind>", "cell-model-<kind>" outside
+ * the layers) coloured by the worst verdict of its tensors, the findings listed under it with
+ * engine tensor, rank and rows. expected (may be NULL) lists every tensor, so that matched
+ * cells show too; title heads the page (NULL: "weightsum report"). *out: free with free().
+ */
+WS_API ws_err ws_report_to_html(const ws_report *r, const ws_manifest *expected,
+                                const char *title, char **out, ws_error *err);
 
 /*
  * Compare an expected manifest (the trainer's) with an actual one (this side's): per tensor
