@@ -22,6 +22,12 @@ void wsi_dumpcheck_report(wsi_dumpcheck *c, ws_status s, const char *tensor, con
     pthread_mutex_unlock(&c->lock);
 }
 
+void wsi_dumpcheck_add(wsi_dumpcheck *c, const ws_finding *f) {
+    pthread_mutex_lock(&c->lock);
+    if (c->r) ws_report_add(c->r, f);
+    pthread_mutex_unlock(&c->lock);
+}
+
 static void progress(wsi_dumpcheck *c, uint64_t n) {
     pthread_mutex_lock(&c->lock);
     c->done += n;

@@ -43,6 +43,8 @@ WSI_HIDDEN ws_err wsi_dumpcheck_manifest(wsi_dumpcheck *c, const char *source,
 WSI_HIDDEN ws_err wsi_dumpcheck_read(const wsi_dumpcheck *c, uint32_t local, uint64_t l_at,
                                      uint64_t n, wsi_readbuf *buf, wsi_rect_fn fn, void *ctx,
                                      ws_error *err);
+/* Thread-safe report append of a finding with its value fields. */
+WSI_HIDDEN void wsi_dumpcheck_add(wsi_dumpcheck *c, const ws_finding *f);
 /* Thread-safe report append. */
 WSI_HIDDEN void wsi_dumpcheck_report(wsi_dumpcheck *c, ws_status s, const char *tensor,
                                      const char *local, int rank, int64_t row0, int64_t row1,
