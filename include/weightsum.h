@@ -225,13 +225,19 @@ WS_API const char *ws_fastkey_id(const ws_fastkey *k);
  * ws_fast_accumulate adds to acc the contribution of n_units units starting at global index
  * unit_index; data holds them as bytes (unit_bytes = 1) or little-endian u16 (unit_bytes = 2),
  * any alignment. Contributions of disjoint runs add up (ws_fast_add) to the digest of their
- * union, in any order: a tensor's digest is the sum over any split of it into runs.
- * A fresh accumulator is all zeros.
+ * union, in any order: a tensor's raw digest is the sum over any split of it into runs, and
+ * its digest that sum sealed (ws_fast_seal). A fresh accumulator is all zeros.
  */
 WS_API void ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
                                const void *data, size_t n_units, int unit_bytes);
 /* acc += part (mod p, lane by lane). */
 WS_API void ws_fast_add(ws_fast *acc, const ws_fast *part);
+/* Seal a tensor's fast digest: d holds the raw sum over all its units (the pieces added up);
+ * afterwards it is the tensor's digest, bound to its canonical dtype and shape, as every
+ * manifest, answer and ws_digest_* records it (docs/fast-digest.md, "Sealing"). Range digests
+ * stay raw. WS_ERR_ARG for NULL, an invalid dtype or ndim; WS_ERR_LIMIT for a shape too large. */
+WS_API ws_err ws_fast_seal(const ws_fastkey *k, ws_fast *d, ws_dtype canonical_dtype, int ndim,
+                           const uint64_t *shape);
 /* 16-bit units per element of dtype t (1 for 1- and 2-byte dtypes, 2 for 4, 4 for 8). */
 WS_API unsigned ws_dtype_units(ws_dtype t);
 /* Force a kernel ("scalar", "avx2", "avx512", "avx512vnni") or "auto" (the best this CPU
@@ -281,9 +287,17 @@ WS_API void ws_manifest_set_canon(ws_manifest *m, ws_canon c);
 
 /* JSON text (caller frees with free()). */
 WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
-/* Lines "HEX  NAME\n" as sha256sum prints them (sha256 when present, else fast). */
+/* Lines "HEX  NAME\n" as sha256sum prints them, one per digest an entry holds (sha256 first),
+ * names holding a newline, CR or backslash escaped as coreutils does; the first line is the
+ * comment "# weightsum-manifest 2 canonical=P [key_id=K]" (version, policy, fast key). */
 WS_API ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err);
-/* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte). */
+/* The same as BSD-style lines (sha256sum --tag): "SHA256 (NAME) = HEX", "FAST (NAME) = HEX". */
+WS_API ws_err ws_manifest_to_bsd_lines(const ws_manifest *m, char **out, ws_error *err);
+/* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte): GNU
+ * or BSD lines, one or two spaces, escaped names, the header comment line. Refused
+ * (WS_ERR_FORMAT, one line): an unknown version; fast digests of a manifest older than
+ * version 2 (not bound to the shape); digests missing for a declared algorithm; sha256sum
+ * output over *.safetensors files (whole-file digests). */
 WS_API ws_err ws_manifest_parse(const char *text, size_t len, const char *label,
                                 ws_manifest **out, ws_error *err);
 WS_API ws_err ws_manifest_load(const char *path, ws_manifest **out, ws_error *err);
@@ -590,14 +604,15 @@ WS_API ws_err ws_locate(const ws_side *a, const ws_side *b, const char *tensor, 
 /* Free memory the library allocated and handed to the caller (a checker's response). */
 WS_API void ws_free(void *p);
 
-/* Digest numel elements of dtype t at data (C-contiguous, little-endian, any alignment) after
- * the canonical cast c: the digest ws_digest_tensor gives a tensor holding these bytes.
- * key may be NULL when algos lacks WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts.
- * WS_ERR_ARG for an invalid dtype, a NULL data with numel > 0 or a missing key; WS_ERR_LIMIT
- * when numel elements do not fit in memory's address range. */
-WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, uint64_t numel,
-                               unsigned algos, const ws_fastkey *key, ws_digest *out,
-                               ws_value_stats *stats, ws_error *err);
+/* Digest the tensor of dtype t and shape [ndim] at data (C-contiguous, little-endian, any
+ * alignment) after the canonical cast c: the digest ws_digest_tensor gives a tensor holding
+ * these bytes (the fast digest sealed with the shape). key may be NULL when algos lacks
+ * WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts. WS_ERR_ARG for an invalid dtype or
+ * shape, a NULL data with elements or a missing key; WS_ERR_LIMIT when the elements do not
+ * fit in memory's address range. */
+WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, int ndim,
+                               const uint64_t *shape, unsigned algos, const ws_fastkey *key,
+                               ws_digest *out, ws_value_stats *stats, ws_error *err);
 
 /* Largest request body ws_checker_handle accepts (a transport should refuse larger ones first,
  * HTTP 413), and the deepest nesting of arrays/objects a request may have. */
