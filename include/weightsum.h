@@ -598,6 +598,40 @@ WS_API ws_err ws_locate(const ws_side *a, const ws_side *b, const char *tensor, 
 
 
 /* ------------------------------------------------------------------------------------------ */
+/* SGLang's tensor hash: the 64-bit values of /weights_checker's "checksum" (docs/http.md)      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Which of SGLang's two paths (sglang.srt.managers.mm_utils.tensor_hash): a tensor on a CUDA
+ * device gets gpu_tensor_hash (SGLang's Triton kernel: per-word fmix32 terms summed per tile
+ * of 8192 words, tiles summed, splitmix64), one in host memory the first 8 bytes of SHA-256
+ * read big-endian. The bytes are the tensor's own, in its own dtype, C-contiguous. */
+typedef enum ws_sglang_path { WS_SGLANG_CUDA = 0, WS_SGLANG_CPU = 1 } ws_sglang_path;
+
+/* The hash of nbytes bytes at data, bit for bit what SGLang 0.5.x computes. */
+WS_API ws_err ws_sglang_hash(ws_sglang_path path, const void *data, uint64_t nbytes,
+                             uint64_t *out, ws_error *err);
+
+/* Streaming form, for a tensor held in pieces (a rank's fused, padded local tensor described
+ * as pieces of HF tensors): create with the tensor's size in bytes, give bytes [offset,
+ * offset + n) with update, final once. WS_SGLANG_CUDA takes pieces in any order; WS_SGLANG_CPU
+ * in increasing offsets. Bytes never given are zero; a byte given twice, or past total_bytes,
+ * is WS_ERR_ARG. Memory: 8 bytes per 32 KiB of tensor plus a few per piece boundary. */
+typedef struct ws_sglang_hasher ws_sglang_hasher;
+WS_API ws_err ws_sglang_hasher_create(ws_sglang_path path, uint64_t total_bytes,
+                                      ws_sglang_hasher **out, ws_error *err);
+WS_API ws_err ws_sglang_hasher_update(ws_sglang_hasher *h, uint64_t offset, const void *data,
+                                      size_t n, ws_error *err);
+WS_API ws_err ws_sglang_hasher_final(ws_sglang_hasher *h, uint64_t *out, ws_error *err);
+WS_API void ws_sglang_hasher_free(ws_sglang_hasher *h);
+/* SGLang's text form of a value: 16 lowercase hex digits ("%016x"); parse accepts either case. */
+WS_API void ws_sglang_hex(uint64_t v, char out[17]);
+WS_API ws_err ws_sglang_from_hex(const char *hex, uint64_t *out);
+/* Force the per-word kernel ("scalar", "avx2", "avx512") or "auto" (the best this CPU runs):
+ * tests and benchmarks. WS_ERR_NOTFOUND when this CPU lacks it. */
+WS_API ws_err ws_sglang_set_kernel(const char *name);
+WS_API const char *ws_sglang_kernel(void);
+
+/* ------------------------------------------------------------------------------------------ */
 /* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
 /* ------------------------------------------------------------------------------------------ */
 
