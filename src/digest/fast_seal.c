@@ -56,8 +56,7 @@ ws_err ws_fast_seal(const ws_fastkey *k, ws_fast *d, ws_dtype canonical_dtype, i
     uint64_t block;
     int n = wsi_fast_seal_units(canonical_dtype, ndim, shape, units, &block);
     if (n < 0) return WS_ERR_LIMIT;
-    ws_fast_accumulate(k, d, block * WSI_FAST_B, units, (size_t)n, 2);
-    return WS_OK;
+    return ws_fast_accumulate(k, d, block * WSI_FAST_B, units, (size_t)n, 2, NULL);
 }
 
 ws_err wsi_digest_seal(ws_digest *dg, const ws_fastkey *k, ws_dtype canonical_dtype, int ndim,
