@@ -690,11 +690,14 @@ WS_API void ws_partials_free(ws_partials *pa);
 
 /* Public incremental hasher: canonical SHA-256 (elements must arrive in canonical order,
  * element_offset = elements fed so far, else WS_ERR_ARG) and the fast digest (elements placed
- * at any global element offset, in any order). algos: WS_ALGO_*; key needed for the fast one.
+ * at any global element offset, in any order) of the tensor of dtype and shape [ndim]: the
+ * digests ws_digest_buffer gives it (the fast one sealed with the shape; elements past the
+ * shape's count are WS_ERR_ARG). algos: WS_ALGO_*; key needed for the fast one.
  * data is in dtype (cast on the way); final may be called once; stats may be NULL. */
 typedef struct ws_hasher ws_hasher;
-WS_API ws_err ws_hasher_create(ws_dtype dtype, ws_canon canon, unsigned algos,
-                               const ws_fastkey *key, ws_hasher **out, ws_error *err);
+WS_API ws_err ws_hasher_create(ws_dtype dtype, int ndim, const uint64_t *shape, ws_canon canon,
+                               unsigned algos, const ws_fastkey *key, ws_hasher **out,
+                               ws_error *err);
 WS_API ws_err ws_hasher_update(ws_hasher *h, uint64_t element_offset, const void *data,
                                uint64_t n_elements, ws_error *err);
 WS_API ws_err ws_hasher_final(ws_hasher *h, ws_digest *out, ws_value_stats *stats,
