@@ -14,6 +14,7 @@ static const char usage[] =
     "  synth     write a synthetic checkpoint for a model config (tests, benchmarks)\n"
     "  serve     answer POST /weights_checker for an engine dump (HTTP)\n"
     "  push      send a manifest to engines' /weights_checker, as a trainer after a sync\n"
+    "  expect    predict every engine rank's \"checksum\" answer from the trainer's checkpoint\n"
     "  version   print the version\n"
     "\n"
     "Exit codes: 0 all match, 1 mismatch found, 2 trouble.\n";
@@ -30,7 +31,7 @@ int main(int argc, char **argv) {
     } cmds[] = {{"hash", cmd_hash}, {"verify", cmd_verify}, {"diff", cmd_diff}, {"demo", cmd_demo},
                   {"synth", cmd_synth},
                   {"shard", cmd_shard},
-                  {"serve", cmd_serve}, {"push", cmd_push}};
+                  {"serve", cmd_serve}, {"push", cmd_push}, {"expect", cmd_expect}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -29,6 +29,10 @@ typedef struct wsp_rank_expect {
     size_t n;
 } wsp_rank_expect;
 
+/* SHA-256 over name || value for every entry of {name: hex string}, in name order: SGLang's
+ * per_gpu_checksum (weight_checker.overall_checksum). false when out of memory. */
+WSI_HIDDEN bool wsp_per_gpu_checksum(json_t *sums, char out[65]);
+
 /* Parse a digest: 64 hex digits are SHA-256, 48 the fast digest. false for anything else. */
 WSI_HIDDEN bool wsp_parse_hex(const char *hex, ws_digest *d);
 

@@ -106,7 +106,7 @@ static int cmp_str(const void *a, const void *b) {
 
 /* SHA-256 over name || hex for every entry of an object, in name order (as SGLang's
  * per_gpu_checksum). */
-static bool per_gpu_checksum(json_t *sums, char out[65]) {
+bool wsp_per_gpu_checksum(json_t *sums, char out[65]) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
     const char **keys = NULL;
@@ -164,7 +164,7 @@ ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon,
                                  "dp_rank", 0, "dp_size", 1, "pp_rank", 0, "pp_size", 1, "rank",
                                  r, "size", tp);
         json_t *o = json_object();
-        if (!per_gpu_checksum(sums, hex)) rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
+        if (!wsp_per_gpu_checksum(sums, hex)) rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
         json_object_set_new(o, "checksums", sums);
         if (fast) json_object_set_new(o, "fast_checksums", fast);
         json_object_set_new(o, "per_gpu_checksum", json_string(hex));
