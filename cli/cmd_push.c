@@ -36,57 +36,6 @@ static const char usage[] =
     "Exit: 0 every engine matches, 1 one reports a mismatch, 2 transport or protocol error.\n";
 
 #ifndef WS_HAVE_HTTP
-/* Judge one engine's checksum answer against the expectation: EXIT_MATCH, EXIT_MISMATCH
- * (findings on stdout) or EXIT_TROUBLE (said on stderr, the engine's message in it). */
-static int judge_expect(target *t, const ws_expect *e, const char *const *skip, size_t nskip,
-                        bool json_out) {
-    if (t->code != CURLE_OK)
-        return cli_failf("%s: %s", t->url,
-                         t->overflow ? "answer larger than 256 MiB"
-                         : t->errbuf[0] ? t->errbuf
-                                        : curl_easy_strerror(t->code));
-    ws_report *r = ws_report_new();
-    ws_error err;
-    ws_error_clear(&err);
-    if (!r) return cli_failf("out of memory");
-    ws_err rc = ws_expect_judge(e, t->buf ? t->buf : "", t->len, (int)t->status, skip, nskip, r, &err);
-    if (rc != WS_OK) {
-        ws_report_free(r);
-        return cli_failf("%s: %s", t->url, err.what);
-    }
-    if (!json_out) {
-        for (size_t i = 0; i < ws_report_count(r); i++) {
-            printf("%s: ", t->url);
-            cli_print_finding(stdout, ws_report_at(r, i));
-        }
-        uint64_t counts[WS_STATUS__COUNT] = {0};
-        for (size_t i = 0; i < ws_report_count(r); i++) counts[ws_report_at(r, i)->status]++;
-        printf("%s: %llu matched", t->url, (unsigned long long)ws_report_matched(r));
-        for (int s = 1; s < WS_STATUS__COUNT; s++)
-            if (counts[s]) printf(", %llu %s", (unsigned long long)counts[s], ws_status_name((ws_status)s));
-        printf(" -> %s\n", ws_report_ok(r) ? "OK" : "FAILED");
-    }
-    int code = ws_report_ok(r) ? EXIT_MATCH : EXIT_MISMATCH;
-    ws_report_free(r);
-    return code;
-}
-
-/* The expectation in path, or NULL when path holds something else (a manifest). */
-static ws_expect *load_expect(const char *path, bool *trouble) {
-    size_t len = 0;
-    char *text = read_all(path, &len);
-    ws_expect *e = NULL;
-    if (text && strstr(text, "\"weightsum-expect\"")) {
-        ws_error err;
-        if (ws_expect_parse(text, len, path, &e, &err) != WS_OK) {
-            cli_fail(&err);
-            *trouble = true;
-        }
-    }
-    free(text);
-    return e;
-}
-
 int cmd_push(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--help") == 0) {
         fputs(usage, stdout);
@@ -350,10 +299,18 @@ static int judge_expect(target *t, const ws_expect *e, const char *const *skip, 
     return code;
 }
 
-/* The expectation in path, or NULL when path holds something else (a manifest). */
+/* The expectation in path, or NULL when path holds something else (a manifest; standard
+ * input is always a manifest: it can be read only once). */
 static ws_expect *load_expect(const char *path, bool *trouble) {
+    if (strcmp(path, "-") == 0) return NULL;
     size_t len = 0;
-    char *text = read_all(path, &len);
+    char *text = NULL;
+    ws_error rerr;
+    if (wsi_read_file(path, true, (size_t)1 << 31, "an expectation", &text, &len, &rerr) != WS_OK) {
+        cli_fail(&rerr);
+        *trouble = true;
+        return NULL;
+    }
     ws_expect *e = NULL;
     if (text && strstr(text, "\"weightsum-expect\"")) {
         ws_error err;
