@@ -657,8 +657,9 @@ static void test_sglang_checksum_and_expect(void) {
     CHECK(ws_expect_judge(e, "{\"success\": true}", 17, 200, NULL, 0, rep, &err) == WS_ERR_REMOTE);
     CHECK(ws_report_count(rep) == 0);
     ws_report_free(rep);
-    CHECK(ws_expect_parse("{}", 2, "x", &e2 == NULL ? NULL : &e2, &err) == WS_ERR_FORMAT);
     ws_expect_free(e2);
+    CHECK(ws_expect_parse("{}", 2, "x", &e2, &err) == WS_ERR_FORMAT && e2 == NULL);
+    CHECK(ws_expect_parse("{", 1, "x", &e2, &err) == WS_ERR_JSON && e2 == NULL);
     ws_free(text);
     ws_free(body);
     ws_free(resp);
