@@ -110,11 +110,22 @@ def _take_text(p):
         lib.ws_free(p)
 
 
+def _host(x):
+    """(dtype code, pointer, shape, numel, keep-alive) of x's C-contiguous bytes."""
+    from .digest import _buffer
+    code, ptr, shape, keep = _buffer(x)
+    if isinstance(shape, int):  # an older _buffer gave the element count
+        shape = tuple(getattr(keep, "shape"))
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    return code, ptr, tuple(int(n) for n in shape), numel, keep
+
+
 def sglang_tensor_hash(x, device="cuda"):
     """SGLang's tensor_hash of a tensor (numpy or torch), as its /weights_checker writes it
     (16 hex digits): device "cuda" is gpu_tensor_hash, "cpu" the first 8 bytes of SHA-256."""
-    from .digest import _buffer
-    _, ptr, numel, keep = _buffer(x)
+    _, ptr, _, numel, keep = _host(x)
     nbytes = keep.nbytes if hasattr(keep, "nbytes") else keep.numel() * keep.element_size()
     out, err = ctypes.c_uint64(), _Error()
     check(lib.ws_sglang_hash(_DEVICES[device], ptr if nbytes else None, nbytes, ctypes.byref(out),
@@ -133,7 +144,6 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
     holds the weights, "cuda" or "cpu"), "vllm" the proposed vLLM one. Returns the expectation
     as a dict (the JSON `weightsum expect` writes; judge() takes it).
     """
-    from .digest import _buffer
     if engine not in _ENGINES or device not in _DEVICES:
         raise ValueError("engine must be sglang or vllm, device cuda or cpu")
     if isinstance(config, dict):
@@ -149,8 +159,7 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
     keep, arr = [], (_Tensor * max(1, len(tensors)))()
     try:
         for i, (name, x) in enumerate(tensors.items()):
-            code, ptr, numel, k = _buffer(x)
-            shape = tuple(getattr(x, "shape"))
+            code, ptr, shape, numel, k = _host(x)
             if len(shape) > 8:
                 raise ValueError(f"{name}: more than 8 dimensions")
             keep += [k, name.encode()]
