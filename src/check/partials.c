@@ -1,7 +1,11 @@
 /*
  * Plans and the partials of one rank (ws_plan_create, ws_partials_compute): every byte read
  * through the rank's source, every piece's fast digest a raw sum at its global unit indices,
- * so the sums of all ranks, merged anywhere, add up to each canonical tensor's digest.
+ * so the sums of all ranks, merged anywhere, add up to each canonical tensor's digest. The
+ * piece at the canonical tensor's origin (row 0, column 0; in every replica, so replicas still
+ * compare equal) also carries the tensor's seal (docs/fast-digest.md, "Sealing"): the
+ * replica-0 pieces then add up to the sealed digest manifests hold, and whoever merges and
+ * judges needs no key.
  */
 #include "partials.h"
 
@@ -334,6 +338,17 @@ static bool same_shape(const wsi_src_tensor *t, const ws_local_desc *ld) {
            memcmp(t->shape, ld->shape, sizeof(uint64_t) * (size_t)ld->ndim) == 0;
 }
 
+/* Add the canonical tensor's seal to the partial of the piece at its origin (see above). */
+static ws_err seal_origin(const ws_layout *l, const ws_piece *pc, const ws_fastkey *key,
+                          ws_dtype cdt, ws_fast *fast, ws_error *err) {
+    if (pc->t_row0 != 0 || pc->t_col0 != 0) return WS_OK;
+    const ws_hf_desc *hf = ws_layout_hf(l, pc->hf);
+    ws_digest d = {.algos = WS_ALGO_FAST, .fast = *fast};
+    ws_err rc = wsi_digest_seal(&d, key, cdt, hf->ndim, hf->shape, hf->name, err);
+    if (rc == WS_OK) *fast = d.fast;
+    return rc;
+}
+
 /* Device pieces: their rectangles to the backend in one call. */
 static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *src,
                             const wsi_src_tensor **bound, int rank, const ws_fastkey *key,
@@ -373,6 +388,8 @@ static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *
     }
     if (rc == WS_OK) rc = src->dev->fast_rects(key, rects, n, canon, out, st, stream, err);
     for (size_t i = 0; i < n && rc == WS_OK; i++) {
+        rc = seal_origin(p->l, ws_layout_piece(p->l, which[i]), key,
+                         ws_canonical_dtype(rects[i].dtype, canon), &out[i], err);
         pa->pieces[which[i]].done = 1;
         pa->pieces[which[i]].fast = out[i];
         pa->pieces[which[i]].stats = st[i];
@@ -385,7 +402,8 @@ static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *
 }
 
 /* One piece's partial: its rectangle read through the source into a fast-digest sink. */
-static ws_err piece_partial(const ws_piece *pc, const ws_source *src, const wsi_src_tensor *t,
+static ws_err piece_partial(const ws_layout *l, const ws_piece *pc, const ws_source *src,
+                            const wsi_src_tensor *t,
                             const ws_fastkey *key, ws_canon canon, wsi_readbuf *buf,
                             wsi_piece_part *out, ws_error *err) {
     wsi_sink sink;
@@ -395,6 +413,7 @@ static ws_err piece_partial(const ws_piece *pc, const ws_source *src, const wsi_
                   .t_cols = pc->t_cols, .t0 = pc->t_row0 * pc->t_cols + pc->t_col0};
     rc = wsi_source_rect(src, t, pc->l_row0, pc->l_col0, pc->rows, pc->cols, pc->l_cols, buf,
                          feed_rect, &c, err);
+    if (rc == WS_OK) rc = seal_origin(l, pc, key, sink.cdtype, &sink.fast, err);
     if (rc == WS_OK) {
         out->done = 1;
         out->fast = sink.fast;
@@ -431,7 +450,7 @@ static void par_item(void *arg, size_t i) {
     if (it < w->p->np) {
         const ws_piece *pc = ws_layout_piece(w->p->l, it);
         wsi_piece_part part = {0};
-        rc = piece_partial(pc, w->src, w->bound[pc->local], w->key, w->canon, &buf, &part, &e);
+        rc = piece_partial(w->p->l, pc, w->src, w->bound[pc->local], w->key, w->canon, &buf, &part, &e);
         w->pa->pieces[it] = part; /* each item writes its own slot */
     } else {
         uint32_t li = UINT32_MAX - it;
