@@ -295,10 +295,18 @@ WS_API void ws_manifest_set_canon(ws_manifest *m, ws_canon c);
 
 /* JSON text (NUL-terminated; free with ws_free). */
 WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
-/* Lines "HEX  NAME\n" as sha256sum prints them (sha256 when present, else fast); free with
- * ws_free. */
+/* Lines "HEX  NAME\n" as sha256sum prints them, one per digest an entry holds (sha256 first),
+ * names holding a newline, CR or backslash escaped as coreutils does; the first line is the
+ * comment "# weightsum-manifest 2 canonical=P [key_id=K]" (version, policy, fast key).
+ * Free with ws_free. */
 WS_API ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err);
-/* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte). */
+/* The same as BSD-style lines (sha256sum --tag): "SHA256 (NAME) = HEX", "FAST (NAME) = HEX". */
+WS_API ws_err ws_manifest_to_bsd_lines(const ws_manifest *m, char **out, ws_error *err);
+/* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte): GNU
+ * or BSD lines, one or two spaces, escaped names, the header comment line. Refused
+ * (WS_ERR_FORMAT, one line): an unknown version; fast digests of a manifest older than
+ * version 2 (not bound to the shape); digests missing for a declared algorithm; sha256sum
+ * output over *.safetensors files (whole-file digests). */
 WS_API ws_err ws_manifest_parse(const char *text, size_t len, const char *label,
                                 ws_manifest **out, ws_error *err);
 WS_API ws_err ws_manifest_load(const char *path, ws_manifest **out, ws_error *err);
@@ -717,11 +725,14 @@ WS_API void ws_partials_free(ws_partials *pa);
 
 /* Public incremental hasher: canonical SHA-256 (elements must arrive in canonical order,
  * element_offset = elements fed so far, else WS_ERR_ARG) and the fast digest (elements placed
- * at any global element offset, in any order). algos: WS_ALGO_*; key needed for the fast one.
+ * at any global element offset, in any order) of the tensor of dtype and shape [ndim]: the
+ * digests ws_digest_buffer gives it (the fast one sealed with the shape; elements past the
+ * shape's count are WS_ERR_ARG). algos: WS_ALGO_*; key needed for the fast one.
  * data is in dtype (cast on the way); final may be called once; stats may be NULL. */
 typedef struct ws_hasher ws_hasher;
-WS_API ws_err ws_hasher_create(ws_dtype dtype, ws_canon canon, unsigned algos,
-                               const ws_fastkey *key, ws_hasher **out, ws_error *err);
+WS_API ws_err ws_hasher_create(ws_dtype dtype, int ndim, const uint64_t *shape, ws_canon canon,
+                               unsigned algos, const ws_fastkey *key, ws_hasher **out,
+                               ws_error *err);
 WS_API ws_err ws_hasher_update(ws_hasher *h, uint64_t element_offset, const void *data,
                                uint64_t n_elements, ws_error *err);
 WS_API ws_err ws_hasher_final(ws_hasher *h, ws_digest *out, ws_value_stats *stats,
@@ -766,14 +777,15 @@ WS_API const char *ws_sglang_kernel(void);
 /* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Digest numel elements of dtype t at data (C-contiguous, little-endian, any alignment) after
- * the canonical cast c: the digest ws_digest_tensor gives a tensor holding these bytes.
- * key may be NULL when algos lacks WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts.
- * WS_ERR_ARG for an invalid dtype, a NULL data with numel > 0 or a missing key; WS_ERR_LIMIT
- * when numel elements do not fit in memory's address range. */
-WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, uint64_t numel,
-                               unsigned algos, const ws_fastkey *key, ws_digest *out,
-                               ws_value_stats *stats, ws_error *err);
+/* Digest the tensor of dtype t and shape [ndim] at data (C-contiguous, little-endian, any
+ * alignment) after the canonical cast c: the digest ws_digest_tensor gives a tensor holding
+ * these bytes (the fast digest sealed with the shape). key may be NULL when algos lacks
+ * WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts. WS_ERR_ARG for an invalid dtype or
+ * shape, a NULL data with elements or a missing key; WS_ERR_LIMIT when the elements do not
+ * fit in memory's address range. */
+WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, int ndim,
+                               const uint64_t *shape, unsigned algos, const ws_fastkey *key,
+                               ws_digest *out, ws_value_stats *stats, ws_error *err);
 
 /* Largest request body ws_checker_handle accepts (a transport should refuse larger ones first,
  * HTTP 413), and the deepest nesting of arrays/objects a request may have. */
