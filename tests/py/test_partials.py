@@ -200,7 +200,7 @@ def test_diff_checks_every_replica(model, run, tmp_path):
     assert "on rank 6" in r.stdout and "differs from replica 0" in r.stdout
 
 
-@pytest.mark.parametrize("cmd", ["verify", "hash", "diff"])
+@pytest.mark.parametrize("cmd", ["verify", "hash", "diff", "hash-checkpoint"])
 def test_file_truncated_while_read(tmp_path, run, ws_bin, cmd):
     """A rank file cut while weightsum reads it (an engine re-saving in place): exit 2 with one
     line naming the file, never SIGBUS, wherever the cut lands. A cut that lands after the
@@ -211,12 +211,12 @@ def test_file_truncated_while_read(tmp_path, run, ws_bin, cmd):
     ckpt, man = make_model(run, tmp_path, big)
     d = tmp_path / "d"
     assert run("shard", ckpt, "--layout", "vllm", "--tp", 2, "-o", d).returncode == 0
-    victim = rank_file(d, 1)
-    keep = str(tmp_path / "rank1.keep")
+    victim = ckpt if cmd == "hash-checkpoint" else rank_file(d, 1)
+    keep = str(tmp_path / "victim.keep")
     shutil.copy(victim, keep)
     size = os.path.getsize(victim)
     args = {"verify": ["verify", man, d, "-j", "1"], "hash": ["hash", d, "-j", "1"],
-            "diff": ["diff", ckpt, d]}[cmd]
+            "diff": ["diff", ckpt, d], "hash-checkpoint": ["hash", ckpt, "-j", "1"]}[cmd]
     counted = 0
     for delay in (0.0, 0.02, 0.1, 0.3):
         shutil.copy(keep, victim)
