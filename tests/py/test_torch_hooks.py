@@ -113,6 +113,9 @@ def two(tmp_path_factory, ws_bin):
     sc.append({"kind": "megatron_manifest", "id": "megatron-manifest", "megatron_dir": meg})
     sc.append({"kind": "merge_over", "id": "merge-over"})
     sc.append({"kind": "recipes", "id": "recipes"})
+    for m in ("clean", "flip_k"):
+        sc.append({"kind": "engine", "layout": "sglang", "algo": "fast", "mutation": m,
+                   "rank": 1, "expect": True, "id": f"sglang-expect-{m}"})
     return spawn(tmp, 2, sc)
 
 
@@ -204,3 +207,13 @@ def test_integration_recipes_with_engine_standins(two):
         assert bad["ok"] is False
         assert any(f["tensor"] == "model.layers.1.mlp.up_proj.weight" for f in bad["findings"])
         assert r["vllm_ok"]["ok"] is True and r["vllm_ok"]["findings"] == []
+
+
+def test_expected_answers_name_the_exact_rank(two):
+    """With the engine-dialect answers (Manifest.expect) beside the manifest, the flipped
+    element is pinned to rank 1's qkv_proj, not to every holder of k_proj."""
+    check_clean(two["sglang-expect-clean"], 2)
+    rep = same_everywhere(two["sglang-expect-flip_k"])
+    exact = [f for f in rep["findings"] if f["rank"] == 1 and f["local"] == QKV]
+    assert exact, rep["findings"]
+    assert not [f for f in rep["findings"] if f["rank"] == 0], rep["findings"]
