@@ -18,7 +18,10 @@ static const char usage[] =
 
 void cli_coords(FILE *f, uint64_t flat, int ndim, const uint64_t *shape) {
     uint64_t c[WS_MAX_DIMS];
-    ws_unravel(flat, ndim, shape, c);
+    if (ws_unravel(flat, ndim, shape, c, NULL) != WS_OK) {
+        fputs("[?]", f);
+        return;
+    }
     fputc('[', f);
     for (int d = 0; d < ndim; d++) fprintf(f, d ? ", %llu" : "%llu", (unsigned long long)c[d]);
     fputc(']', f);

@@ -13,7 +13,7 @@
  */
 #ifndef WS_DEVICE_BACKEND_H
 #define WS_DEVICE_BACKEND_H
-#include "weightsum.h"
+#include "weightsum_experimental.h" /* ws_dtype_units, the fast-digest algebra */
 
 #define WSI_DEVICE_BACKEND_SYMBOL "ws_device_backend_v1"
 #define WSI_DEVICE_BACKEND_ABI 1

@@ -39,7 +39,7 @@ static size_t element(const wsi_dev_rect *r, ws_canon canon, uint64_t row, uint6
     size_t es = ws_dtype_size(r->dtype);
     const uint8_t *p = (const uint8_t *)r->ptr +
                        (row * (uint64_t)r->row_stride + col * (uint64_t)r->col_stride) * es;
-    ws_cast_to_canonical(r->dtype, canon, p, 1, out, st);
+    if (ws_cast_to_canonical(r->dtype, canon, p, 1, out, st, NULL) != WS_OK) return 0;
     return ws_dtype_size(ws_canonical_dtype(r->dtype, canon));
 }
 
@@ -56,9 +56,12 @@ static ws_err fake_fast(const struct ws_fastkey *key, const wsi_dev_rect *rects,
         for (uint64_t row = 0; row < r->rows; row++)
             for (uint64_t c = 0; c < r->cols; c++) {
                 uint8_t e[8];
-                element(r, canon, row, c, e, &st);
-                ws_fast_accumulate(key, &acc, r->hf_unit0 + row * r->hf_row_units + c * units,
-                                   e, units, ub);
+                if (!element(r, canon, row, c, e, &st))
+                    return fail(err, WS_ERR_DTYPE, "invalid dtype or policy");
+                ws_err rc = ws_fast_accumulate(key, &acc,
+                                               r->hf_unit0 + row * r->hf_row_units + c * units,
+                                               e, units, ub, err);
+                if (rc != WS_OK) return rc;
             }
         out[i] = acc;
         if (stats) stats[i] = st;
@@ -122,8 +125,11 @@ static ws_err fake_sglang_batch(const wsi_dev_segment *segs, size_t n_segs,
                     memcpy(dst, src, s->row_bytes);
                 } else {
                     for (uint64_t e = 0; e < s->row_bytes / ds; e++)
-                        ws_cast_to_canonical(s->src_dtype, WS_CANON_BF16, src + e * ss, 1,
-                                             dst + e * ds, NULL);
+                        if (ws_cast_to_canonical(s->src_dtype, WS_CANON_BF16, src + e * ss, 1,
+                                                 dst + e * ds, NULL, err) != WS_OK) {
+                            free(img);
+                            return err ? err->code : WS_ERR_DTYPE;
+                        }
                 }
             }
         }
