@@ -494,6 +494,31 @@ WS_API const ws_ckpt *ws_dump_rank(const ws_dump *d, int rank);
 WS_API const char *ws_dump_family(const ws_dump *d);
 WS_API int ws_dump_tp(const ws_dump *d);
 
+/* Flags of ws_dump_layout_open / ws_dump_fits_layout. */
+#define WS_LAYOUT_FORCE 1u /* family / tp given win over a disagreeing weightsum-layout.json */
+#define WS_FIT_TP_GIVEN 2u /* tp was said by the caller: rank files beyond it are a mistake */
+
+/*
+ * The layout of dump d (in dir) from family (NULL: dir/weightsum-layout.json), tp (0: that
+ * file, else the rank files' count) and config (NULL: dir/config.json), checked to describe
+ * the dump at all (ws_dump_fits_layout). WS_ERR_LAYOUT, one line saying what would fit, when
+ * family / tp disagree with weightsum-layout.json (unless flags has WS_LAYOUT_FORCE) or the
+ * layout cannot describe the dump; WS_ERR_IO / WS_ERR_JSON for the config.
+ */
+WS_API ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family, int tp,
+                                  const char *config, unsigned flags, ws_layout **out,
+                                  ws_error *err);
+/*
+ * WS_OK when layout l (made from cfg) can describe dump d; else WS_ERR_LAYOUT naming the
+ * mistake and what fits: most engine tensor names of another family ("say --layout megatron"),
+ * most shapes of another tp ("say --tp 2", found by trying the rank files' count and 1..64) or
+ * of another config; rank files beyond tp when flags has WS_FIT_TP_GIVEN. A few missing,
+ * misnamed or misshapen tensors, or a missing rank file, are damage, left to verify's findings.
+ */
+WS_API ws_err ws_dump_fits_layout(const ws_layout *l, const ws_dump *d,
+                                  const ws_model_config *cfg, const char *dir, unsigned flags,
+                                  ws_error *err);
+
 /*
  * Write what each rank of layout l holds after loading the HF checkpoint c, in the sharded
  * state format: dir/model-rank-{r}-part-0.safetensors under engine names, padding rows zero,
