@@ -4,11 +4,15 @@ A ctypes binding over libweightsum.so (no compiler needed at install):
   - Checker(dir, layout, tp, config=None, canonical="bf16").handle(body) -> (status, dict):
     the engine side of POST /weights_checker, for a Python engine server (docs/http.md);
   - sha256_tensor(x, canonical="bf16"), fast_tensor(x, ...): digests of numpy arrays and
-    torch tensors equal to those of weightsum's manifests.
+    torch tensors equal to those of weightsum's manifests;
+  - digest_tensors / sha256_tensors / fast_tensors / sglang_hash_tensors(list or dict): many
+    tensors at once, CUDA ones in place on the GPU (weightsum.cuda, docs/cuda.md).
 """
 from ._lib import WeightsumError, library_path, lib as _lib
 from .checker import Checker
 from .digest import fast_tensor, sha256_tensor
+from .cuda import digest_tensors, fast_tensors, sglang_hash_tensors, sha256_tensors
 
 __version__ = _lib.ws_version().decode()
-__all__ = ["Checker", "WeightsumError", "fast_tensor", "library_path", "sha256_tensor"]
+__all__ = ["Checker", "WeightsumError", "digest_tensors", "fast_tensor", "fast_tensors",
+           "library_path", "sglang_hash_tensors", "sha256_tensor", "sha256_tensors"]
