@@ -30,7 +30,11 @@ struct FRect {
     uint64_t tpr, task0;
     uint32_t dt, mode, es, ushift;
     uint32_t out, vec; /* vec: columns contiguous (col stride = element size) */
+    uint32_t hot;      /* HOT_*: a fast path for whole blocks, or HOT_NONE */
+    uint32_t special;  /* HOT_RAW16_2 floats: the exponent mask in both halves, else 0 */
 };
+
+enum : uint32_t { HOT_NONE = 0, HOT_RAW16_2 = 1, HOT_CAST_F32 = 2 };
 
 struct KeyDev {
     uint32_t k[WS_FAST_LANES][FB];
@@ -165,6 +169,142 @@ __device__ void flush(const FRect &R, uint64_t acc[3], uint32_t nan, uint32_t in
     for (int l = 0; l < 3; l++) acc[l] = 0;
 }
 
+/* Any task: partial blocks, strides, every dtype and mode (the reference path). */
+__device__ __noinline__ void task_general(const FRect &R, const uint8_t *rowbase, uint64_t b,
+                                          uint64_t lo, uint64_t hi, uint64_t j0,
+                                          const uint32_t (*K)[FB], uint32_t lane, uint64_t &s0,
+                                          uint64_t &s1, uint64_t &s2, uint32_t &nan,
+                                          uint32_t &inf) {
+            /* bytes of stored data per unit when columns are contiguous */
+            const uint32_t bpu = R.mode == MODE_CAST ? R.es : (R.mode == MODE_RAW8 ? 1 : 2);
+            const uint32_t align = R.mode == MODE_RAW8 || (R.mode == MODE_CAST && R.es == 1) ? 8 : 16;
+            const bool vec = R.vec && (((uintptr_t)rowbase - j0 * bpu) % align) == 0;
+            uint32_t u[4][8];
+#pragma unroll
+            for (int it = 0; it < 4; it++) {
+                const uint64_t g = b * FB + 256 * it + 8 * lane;
+                if (vec && g >= lo && g + 8 <= hi) {
+                    load8_vec(R, rowbase, g - j0, u[it], nan, inf);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        const uint64_t j = g + k;
+                        u[it][k] = (j >= lo && j < hi) ? unit_at(R, rowbase, j - j0, nan, inf) : 0;
+                    }
+                }
+            }
+#pragma unroll
+            for (int it = 0; it < 4; it++) {
+                const uint32_t off = 256 * it + 8 * lane;
+                const uint4 a0 = *(const uint4 *)&K[0][off], b0 = *(const uint4 *)&K[0][off + 4];
+                const uint4 a1 = *(const uint4 *)&K[1][off], b1 = *(const uint4 *)&K[1][off + 4];
+                const uint4 a2 = *(const uint4 *)&K[2][off], b2 = *(const uint4 *)&K[2][off + 4];
+                const uint32_t k0[8] = {a0.x, a0.y, a0.z, a0.w, b0.x, b0.y, b0.z, b0.w};
+                const uint32_t k1[8] = {a1.x, a1.y, a1.z, a1.w, b1.x, b1.y, b1.z, b1.w};
+                const uint32_t k2[8] = {a2.x, a2.y, a2.z, a2.w, b2.x, b2.y, b2.z, b2.w};
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    s0 += (uint64_t)k0[k] * u[it][k];
+                    s1 += (uint64_t)k1[k] * u[it][k];
+                    s2 += (uint64_t)k2[k] * u[it][k];
+                }
+            }
+}
+
+/* A whole block of 2-byte units read as they are (bf16/f16/16-bit integers), rows aligned:
+ * 4 independent 16-byte loads per thread, NaN/Inf counted only when a prefilter sees an
+ * all-ones exponent. p: the block's first unit. */
+__device__ __forceinline__ void task_raw16(const FRect &R, const uint8_t *p, const uint32_t (*K)[FB],
+                                           uint32_t lane, uint64_t &s0, uint64_t &s1,
+                                           uint64_t &s2, uint32_t &nan, uint32_t &inf) {
+    const uint4 *q = (const uint4 *)p + lane;
+    uint4 v[4];
+#pragma unroll
+    for (int it = 0; it < 4; it++) v[it] = __ldcs(q + 32 * it);
+    if (R.special) {
+        const uint32_t M = R.special, m = M & 0xffffu;
+        uint32_t hit = 0;
+#pragma unroll
+        for (int it = 0; it < 4; it++)
+            hit |= __vcmpeq2(v[it].x & M, M) | __vcmpeq2(v[it].y & M, M) |
+                   __vcmpeq2(v[it].z & M, M) | __vcmpeq2(v[it].w & M, M);
+        if (hit) {
+#pragma unroll
+            for (int it = 0; it < 4; it++) {
+                const uint32_t w[4] = {v[it].x, v[it].y, v[it].z, v[it].w};
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    uint32_t u = (w[i / 2] >> (16 * (i & 1))) & 0x7fffu;
+                    nan += u > m;
+                    inf += u == m;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int it = 0; it < 4; it++) {
+        const uint32_t off = 256 * it + 8 * lane;
+        const uint32_t w[4] = {v[it].x, v[it].y, v[it].z, v[it].w};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const uint4 a0 = *(const uint4 *)&K[0][off + 4 * h];
+            const uint4 a1 = *(const uint4 *)&K[1][off + 4 * h];
+            const uint4 a2 = *(const uint4 *)&K[2][off + 4 * h];
+            const uint32_t u0 = w[2 * h] & 0xffffu, u1 = w[2 * h] >> 16;
+            const uint32_t u2 = w[2 * h + 1] & 0xffffu, u3 = w[2 * h + 1] >> 16;
+            s0 += (uint64_t)a0.x * u0 + (uint64_t)a0.y * u1 + (uint64_t)a0.z * u2 + (uint64_t)a0.w * u3;
+            s1 += (uint64_t)a1.x * u0 + (uint64_t)a1.y * u1 + (uint64_t)a1.z * u2 + (uint64_t)a1.w * u3;
+            s2 += (uint64_t)a2.x * u0 + (uint64_t)a2.y * u1 + (uint64_t)a2.z * u2 + (uint64_t)a2.w * u3;
+        }
+    }
+}
+
+/* A whole block of F32 elements cast to bf16 units, rows aligned: 8 independent 16-byte loads. */
+__device__ __forceinline__ void task_cast_f32(const uint8_t *p, const uint32_t (*K)[FB],
+                                              uint32_t lane, uint64_t &s0, uint64_t &s1,
+                                              uint64_t &s2, uint32_t &nan, uint32_t &inf) {
+    const uint4 *q = (const uint4 *)p + 2 * lane;
+    uint4 v[8];
+#pragma unroll
+    for (int it = 0; it < 4; it++) {
+        v[2 * it] = __ldcs(q + 64 * it);
+        v[2 * it + 1] = __ldcs(q + 64 * it + 1);
+    }
+    uint32_t hit = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        hit |= ((v[i].x & 0x7f800000u) == 0x7f800000u) | ((v[i].y & 0x7f800000u) == 0x7f800000u) |
+               ((v[i].z & 0x7f800000u) == 0x7f800000u) | ((v[i].w & 0x7f800000u) == 0x7f800000u);
+    if (hit) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t w[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                uint32_t m = w[k] & 0x7fffffffu;
+                nan += m > 0x7f800000u;
+                inf += m == 0x7f800000u;
+            }
+        }
+    }
+#pragma unroll
+    for (int it = 0; it < 4; it++) {
+        const uint32_t off = 256 * it + 8 * lane;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const uint4 x = v[2 * it + h];
+            const uint4 a0 = *(const uint4 *)&K[0][off + 4 * h];
+            const uint4 a1 = *(const uint4 *)&K[1][off + 4 * h];
+            const uint4 a2 = *(const uint4 *)&K[2][off + 4 * h];
+            const uint32_t u0 = bf16_from_f32_bits(x.x), u1 = bf16_from_f32_bits(x.y);
+            const uint32_t u2 = bf16_from_f32_bits(x.z), u3 = bf16_from_f32_bits(x.w);
+            s0 += (uint64_t)a0.x * u0 + (uint64_t)a0.y * u1 + (uint64_t)a0.z * u2 + (uint64_t)a0.w * u3;
+            s1 += (uint64_t)a1.x * u0 + (uint64_t)a1.y * u1 + (uint64_t)a1.z * u2 + (uint64_t)a1.w * u3;
+            s2 += (uint64_t)a2.x * u0 + (uint64_t)a2.y * u1 + (uint64_t)a2.z * u2 + (uint64_t)a2.w * u3;
+        }
+    }
+}
+
 __global__ void __launch_bounds__(32 * WARPS_PER_BLOCK)
 fast_kernel(const FRect *__restrict__ rects, uint32_t nrects, uint64_t ntasks, uint64_t per_warp,
             const KeyDev *__restrict__ key, unsigned long long *res) {
@@ -223,41 +363,14 @@ fast_kernel(const FRect *__restrict__ rects, uint32_t nrects, uint64_t ntasks, u
             }
             prev_b = b;
             const uint8_t *rowbase = R.ptr + (int64_t)row * R.row_stride_b;
-            /* bytes of stored data per unit when columns are contiguous */
-            const uint32_t bpu = R.mode == MODE_CAST ? R.es : (R.mode == MODE_RAW8 ? 1 : 2);
-            const uint32_t align = R.mode == MODE_RAW8 || (R.mode == MODE_CAST && R.es == 1) ? 8 : 16;
-            const bool vec = R.vec && (((uintptr_t)rowbase - j0 * bpu) % align) == 0;
-            uint32_t u[4][8];
-#pragma unroll
-            for (int it = 0; it < 4; it++) {
-                const uint64_t g = b * FB + 256 * it + 8 * lane;
-                if (vec && g >= lo && g + 8 <= hi) {
-                    load8_vec(R, rowbase, g - j0, u[it], nan, inf);
-                } else {
-#pragma unroll
-                    for (int k = 0; k < 8; k++) {
-                        const uint64_t j = g + k;
-                        u[it][k] = (j >= lo && j < hi) ? unit_at(R, rowbase, j - j0, nan, inf) : 0;
-                    }
-                }
-            }
             uint64_t s0 = 0, s1 = 0, s2 = 0;
-#pragma unroll
-            for (int it = 0; it < 4; it++) {
-                const uint32_t off = 256 * it + 8 * lane;
-                const uint4 a0 = *(const uint4 *)&K[0][off], b0 = *(const uint4 *)&K[0][off + 4];
-                const uint4 a1 = *(const uint4 *)&K[1][off], b1 = *(const uint4 *)&K[1][off + 4];
-                const uint4 a2 = *(const uint4 *)&K[2][off], b2 = *(const uint4 *)&K[2][off + 4];
-                const uint32_t k0[8] = {a0.x, a0.y, a0.z, a0.w, b0.x, b0.y, b0.z, b0.w};
-                const uint32_t k1[8] = {a1.x, a1.y, a1.z, a1.w, b1.x, b1.y, b1.z, b1.w};
-                const uint32_t k2[8] = {a2.x, a2.y, a2.z, a2.w, b2.x, b2.y, b2.z, b2.w};
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    s0 += (uint64_t)k0[k] * u[it][k];
-                    s1 += (uint64_t)k1[k] * u[it][k];
-                    s2 += (uint64_t)k2[k] * u[it][k];
-                }
-            }
+            const bool full = lo == b * FB && hi == (b + 1) * FB;
+            if (full && R.hot == HOT_RAW16_2 && (((uintptr_t)rowbase - j0 * 2) % 16) == 0)
+                task_raw16(R, rowbase + 2 * (b * FB - j0), K, lane, s0, s1, s2, nan, inf);
+            else if (full && R.hot == HOT_CAST_F32 && (((uintptr_t)rowbase - j0 * 4) % 16) == 0)
+                task_cast_f32(rowbase + 4 * (b * FB - j0), K, lane, s0, s1, s2, nan, inf);
+            else
+                task_general(R, rowbase, b, lo, hi, j0, K, lane, s0, s1, s2, nan, inf);
             /* s < 32 * 2^32 * 2^16 = 2^53 < p: no reduction needed before the multiply */
             acc[0] = addmod(acc[0], mulmod(yp[0], s0));
             acc[1] = addmod(acc[1], mulmod(yp[1], s1));
@@ -316,12 +429,21 @@ static ws_err describe(const wsi_dev_rect *r, size_t i, ws_canon canon, FRect *f
     f->mode = cd != r->dtype ? MODE_CAST : (cs == 1 ? MODE_RAW8 : MODE_RAW16);
     f->ushift = units == 1 ? 0 : units == 2 ? 1 : 2;
     f->vec = r->col_stride == 1 || r->cols == 1;
+    f->hot = HOT_NONE;
     /* rows that follow each other both in memory and in the HF tensor: one long row */
     if (r->rows > 1 && r->col_stride == 1 && r->row_stride == (int64_t)r->cols &&
         r->hf_row_units == r->cols * units && r->cols <= UINT64_MAX / r->rows) {
         f->cols = r->rows * r->cols;
         f->rows = 1;
         f->vec = 1;
+    }
+    if (f->vec && (r->col_stride == 1 || f->cols == 1)) {
+        if (f->mode == MODE_RAW16 && es == 2) {
+            f->hot = HOT_RAW16_2;
+            f->special = r->dtype == WS_BF16 ? 0x7f807f80u : r->dtype == WS_F16 ? 0x7c007c00u : 0;
+        } else if (f->mode == MODE_CAST && r->dtype == WS_F32) {
+            f->hot = HOT_CAST_F32;
+        }
     }
     if (r->rows && r->cols) {
         if (!r->ptr || (uintptr_t)r->ptr % es)
