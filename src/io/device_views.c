@@ -144,9 +144,8 @@ static ws_err host_one(const ws_view *v, ws_canon c, unsigned algos, const ws_fa
     /* one contiguous rectangle: the buffer path as it is */
     if (n == 0 || (n == 1 && (rects[0].col_stride == 1 || rects[0].cols == 1) &&
                    (rects[0].rows == 1 || rects[0].row_stride == (int64_t)rects[0].cols))) {
-        uint64_t numel = n ? rects[0].rows * rects[0].cols : 0;
-        rc = ws_digest_buffer(v->dtype, c, n ? rects[0].ptr : NULL, numel, algos, key, out,
-                              stats, err);
+        rc = ws_digest_buffer(v->dtype, c, n ? rects[0].ptr : NULL, v->ndim, v->shape, algos,
+                              key, out, stats, err);
         free(rects);
         if (rc && err && v->name && !err->tensor[0])
             snprintf(err->tensor, sizeof err->tensor, "%s", v->name);
@@ -186,6 +185,8 @@ static ws_err host_one(const ws_view *v, ws_canon c, unsigned algos, const ws_fa
             }
         }
     }
+    if (!rc && (algos & WS_ALGO_FAST)) /* the tensor-level digest binds dtype and shape */
+        rc = ws_fast_seal(key, &out->fast, cd, v->ndim, v->shape);
     if (!rc && ctx) {
         unsigned len = 0;
         if (EVP_DigestFinal_ex(ctx, out->sha256, &len) != 1 || len != 32)
@@ -294,6 +295,12 @@ static ws_err device_digests(const ws_view *v, const size_t *idx, size_t n, ws_c
                     stats[idx[k]].nan += rst[r].nan;
                     stats[idx[k]].inf += rst[r].inf;
                 }
+            }
+            const ws_view *vk = &v[idx[k]]; /* the tensor-level digest binds dtype and shape */
+            if ((rc = ws_fast_seal(key, &d->fast, ws_canonical_dtype(vk->dtype, c), vk->ndim,
+                                   vk->shape))) {
+                wsi_fail(err, rc, NULL, vk->name, -1, "fast digest: cannot seal the shape");
+                goto done;
             }
         }
         have_stats = true;

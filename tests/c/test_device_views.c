@@ -101,7 +101,7 @@ static void test_views(void) {
                 ws_digest ref, got;
                 ws_value_stats rst = {0, 0}, gst;
                 ws_error err;
-                CHECK_OK(ws_digest_buffer(t, (ws_canon)canon, flat, numel,
+                CHECK_OK(ws_digest_buffer(t, (ws_canon)canon, flat, sc->ndim, sc->shape,
                                           WS_ALGO_SHA256 | WS_ALGO_FAST, key, &ref, &rst, &err));
                 for (int dev = -1; dev <= 0; dev++) {
                     v.device = dev;
