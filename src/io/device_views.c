@@ -519,7 +519,7 @@ ws_err ws_sglang_hash_views(const ws_view *v, size_t n, void *stream, uint64_t *
                 segs = g;
                 cap = nc;
             }
-            memcpy(segs + ns, s, m * sizeof *s);
+            if (m) memcpy(segs + ns, s, m * sizeof *s);
             free(s);
             t[nt] = (wsi_dev_sglang_tensor){ns, m, numel * ws_dtype_size(v[i].dtype)};
             names[nt] = v[i].name;
