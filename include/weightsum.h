@@ -769,10 +769,7 @@ WS_API void ws_sglang_hasher_free(ws_sglang_hasher *h);
 /* SGLang's text form of a value: 16 lowercase hex digits ("%016x"); parse accepts either case. */
 WS_API void ws_sglang_hex(uint64_t v, char out[17]);
 WS_API ws_err ws_sglang_from_hex(const char *hex, uint64_t *out);
-/* Force the per-word kernel ("scalar", "avx2", "avx512") or "auto" (the best this CPU runs):
- * tests and benchmarks. WS_ERR_NOTFOUND when this CPU lacks it. */
-WS_API ws_err ws_sglang_set_kernel(const char *name);
-WS_API const char *ws_sglang_kernel(void);
+/* (The kernel forcing hook, ws_sglang_set_kernel, is in weightsum_experimental.h.) */
 
 /* ------------------------------------------------------------------------------------------ */
 /* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
