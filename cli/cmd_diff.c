@@ -6,7 +6,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: weightsum diff A B [--json] [--quiet] [--layout L] [--tp N] [--config F]\n"
+    "usage: weightsum diff A B [--json] [--quiet] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"
     "bf16 values otherwise). For each differing tensor: how many elements differ, the first\n"
@@ -64,7 +64,7 @@ static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *l
 int cmd_diff(int argc, char **argv) {
     static const struct option opts[] = {
         {"json", no_argument, 0, 'J'},          {"quiet", no_argument, 0, 'q'},
-        {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'},
+        {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'C'},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;

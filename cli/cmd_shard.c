@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 static const char usage[] =
-    "usage: weightsum shard CKPT --layout sglang|vllm|megatron|hf --tp N -o DIR\n"
+    "usage: weightsum shard CKPT --layout sglang|vllm|megatron|hf --tp N [--ep N] [--pp N] -o DIR\n"
     "                       [--config config.json]\n"
     "\n"
     "Write what each tensor-parallel rank holds after loading CKPT: DIR/model-rank-R-part-0\n"
@@ -22,17 +22,22 @@ static const char usage[] =
 
 int cmd_shard(int argc, char **argv) {
     static const struct option opts[] = {
-        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
+        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'c'}, {"output", required_argument, 0, 'o'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *family = NULL, *config = NULL, *out = NULL;
     long tp = 0;
+    cli_layout_opts par = {0};
     int ch;
     while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'L': family = optarg; break;
         case 't':
             if (!cli_parse_int(optarg, 1, 4096, &tp)) return cli_failf("--tp needs 1..4096");
+            break;
+        case CLI_OPT_EP:
+        case CLI_OPT_PP:
+            if (cli_parse_par(ch, optarg, &par) < 0) return EXIT_TROUBLE;
             break;
         case 'c': config = optarg; break;
         case 'o': out = optarg; break;
@@ -60,8 +65,8 @@ int cmd_shard(int argc, char **argv) {
     ws_layout *l = NULL;
     ws_ckpt *c = NULL;
     int rc = EXIT_MATCH;
-    if (ws_layout_create(family, &cfg, (int)tp, &l, &err) != WS_OK ||
-        ws_ckpt_open(ckpt_path, &c, &err) != WS_OK) {
+    if ((rc = cli_make_layout(family, &cfg, tp, par.ep, par.pp, &l)) != EXIT_MATCH) goto done;
+    if (ws_ckpt_open(ckpt_path, &c, &err) != WS_OK) {
         rc = cli_fail(&err);
         goto done;
     }

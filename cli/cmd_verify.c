@@ -8,7 +8,7 @@
 static const char usage[] =
     "usage: weightsum verify MANIFEST CKPT|DIR [--json] [--quiet] [--key SEED] [-j N]\n"
     "                        [--canonical bf16|native] [--[no-]progress]\n"
-    "                        [--layout L] [--tp N] [--config F] [--locate REFERENCE]\n"
+    "                        [--layout L] [--tp N] [--ep N] [--pp N] [--config F] [--locate REFERENCE]\n"
     "\n"
     "Check CKPT against MANIFEST (JSON from 'weightsum hash -o', or sha256sum-style lines;\n"
     "'-' reads it from stdin). Prints one line per problem and a summary line.\n"
@@ -55,7 +55,7 @@ int cmd_verify(int argc, char **argv) {
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"canonical", required_argument, 0, 'c'}, {"progress", no_argument, 0, 'P'},
         {"no-progress", no_argument, 0, 'N'}, {"layout", required_argument, 0, 'L'},
-        {"tp", required_argument, 0, 't'}, {"config", required_argument, 0, 'C'},
+        {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS, {"config", required_argument, 0, 'C'},
         {"locate", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
     const char *locate = NULL;

@@ -41,6 +41,8 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
         cli_failf("--tp needs a rank count from 1 to 4096, not '%s'", arg);
         return -1;
     case 'C': c->lo.config = arg; return 1;
+    case CLI_OPT_EP:
+    case CLI_OPT_PP: return cli_parse_par(ch, arg, &c->lo);
     case 'c':
         c->canon_given = true;
         if (ws_canon_from_name(arg, &c->canon) == WS_OK) return 1;

@@ -70,7 +70,7 @@ ws_err wsi_dumpview_open(wsi_dumpview *v, const ws_layout *l, const ws_dump *d, 
     if (!v->loc || !v->why_missing) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     ws_err rc = wsi_plans_build(l, &v->plans, err);
     if (rc != WS_OK) return rc;
-    int tp = ws_layout_tp(l);
+    int tp = ws_layout_rank_count(l); /* global ranks: tp x pp (x ep for megatron) */
     for (int rank = 0; rank < tp; rank++)
         if (!ws_dump_rank(d, rank))
             wsi_dumpview_report(v, WS_MISSING, "", NULL, rank, -1, -1,
