@@ -6,7 +6,7 @@
  *   fast_bench [--size-mib N] [--reps R]
  */
 #define _POSIX_C_SOURCE 200809L
-#include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -27,14 +27,15 @@ typedef struct job {
     uint64_t unit_index;
     int unit_bytes;
     ws_fast out;
+    ws_err rc;
     uint64_t sum; /* memory-read loop */
 } job;
 
 static void *run_fast(void *arg) {
     job *j = arg;
     memset(&j->out, 0, sizeof j->out);
-    ws_fast_accumulate(j->key, &j->out, j->unit_index, j->data, j->bytes / (size_t)j->unit_bytes,
-                       j->unit_bytes);
+    j->rc = ws_fast_accumulate(j->key, &j->out, j->unit_index, j->data,
+                               j->bytes / (size_t)j->unit_bytes, j->unit_bytes, NULL);
     return NULL;
 }
 
@@ -74,9 +75,11 @@ static double timed(void *(*fn)(void *), int nthreads, const ws_fastkey *key, co
     fn(&jobs[0]);
     for (int t = 1; t < nthreads; t++) pthread_join(th[t], NULL);
     double dt = now() - t0;
+    for (int t = 0; t < nthreads; t++)
+        if (jobs[t].rc != WS_OK) return -1;
     if (digest) {
         memset(digest, 0, sizeof *digest);
-        for (int t = 0; t < nthreads; t++) ws_fast_add(digest, &jobs[t].out);
+        for (int t = 0; t < nthreads; t++) ws_fast_add(digest, &jobs[t].out, NULL);
     }
     if (sum) {
         *sum = 0;

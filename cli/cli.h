@@ -9,10 +9,22 @@
 /* Exit codes, as cmp(1) and diff(1): */
 enum { EXIT_MATCH = 0, EXIT_MISMATCH = 1, EXIT_TROUBLE = 2 };
 
-/* Print "weightsum: <one line>" for err on stderr and return EXIT_TROUBLE. */
+/* Print "weightsum: <one line>" for err on stderr and return EXIT_TROUBLE; in --json mode
+ * (cli_json_errors) the error is also printed on stdout as a JSON object (docs/json.md). */
 int cli_fail(const ws_error *err);
-/* Print "weightsum: <printf>" on stderr and return EXIT_TROUBLE. */
+/* Print "weightsum: <printf>" on stderr and return EXIT_TROUBLE (JSON on stdout as above). */
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Set by a command once it has parsed --json: errors are JSON on stdout too. */
+extern bool cli_json_errors;
+
+/* A usage mistake: "weightsum CMD: <printf> (see 'weightsum CMD --help')", EXIT_TROUBLE. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* getopt_long with getopt's own messages off: an unknown option or a missing argument is said
+ * in one line by cli_usage and answered with CLI_BADOPT (the caller returns EXIT_TROUBLE). */
+#define CLI_BADOPT (-2)
+struct option;
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts);
 
 /* Progress bar on stderr: on when `mode` is 1, off when 0, when stderr is a terminal if -1. */
 typedef struct cli_progress {
@@ -31,8 +43,17 @@ bool cli_parse_algo(const char *s, unsigned *out);
 int cli_make_key(const char *seed, ws_fastkey **out);
 /* "TENSOR: STATUS [LOCAL on rank R] rows A..B: DETAIL" */
 void cli_print_finding(FILE *out, const ws_finding *f);
-/* Print a human line for each finding of r and a summary; returns the exit code. */
-int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what);
+/* How much a judging command prints (sha256sum's --status, --quiet, default, -v). */
+typedef enum cli_verbosity {
+    CLI_STATUS = 0,  /* nothing: the exit code says it */
+    CLI_QUIET = 1,   /* the failures only */
+    CLI_NORMAL = 2,  /* the failures and a summary line */
+    CLI_VERBOSE = 3, /* also one "NAME: OK" line per tensor that matched */
+} cli_verbosity;
+/* Print r: JSON (--json), or a line per finding and a summary as v says; expected (may be
+ * NULL) names the tensors for the OK lines of CLI_VERBOSE. Returns the exit code. */
+int cli_print_report(const ws_report *r, bool json, cli_verbosity v, const char *what,
+                     const ws_manifest *expected);
 
 /* Layout flags shared by shard, hash, verify and diff. */
 typedef struct cli_layout_opts {
@@ -40,6 +61,7 @@ typedef struct cli_layout_opts {
     long tp;            /* --tp, 0 = from the dump */
     long ep, pp;        /* --ep, --pp, 0 = from the dump (else 1) */
     const char *config; /* --config, NULL = DIR/config.json */
+    bool force;         /* --force: flags win over a disagreeing weightsum-layout.json */
 } cli_layout_opts;
 /* getopt values of the long-only layout options --ep N and --pp N. */
 #define CLI_OPT_EP 0x101
@@ -48,7 +70,7 @@ typedef struct cli_layout_opts {
     {"ep", required_argument, 0, CLI_OPT_EP}, { "pp", required_argument, 0, CLI_OPT_PP }
 /* Options several subcommands share, parsed in one place (cli_common_option). */
 typedef struct cli_common {
-    cli_layout_opts lo; /* --layout L (L), --tp N (t), --ep N, --pp N, --config F (C) */
+    cli_layout_opts lo; /* --layout L (L), --tp N (t), --config F (C), --force (f) */
     ws_canon canon;     /* --canonical (c) */
     bool canon_given;
     const char *seed;   /* --key SEED (k) */
@@ -65,7 +87,7 @@ bool cli_common_or_usage(int ch, const char *arg, cli_common *c, const char *usa
 
 /* --ep / --pp value: 1 applied, -1 a bad value (said on stderr). */
 int cli_parse_par(int ch, const char *arg, cli_layout_opts *o);
-/* Build a layout for family / config over tp x ep x pp (failures said on stderr). */
+/* Build a layout for family / config over tp x ep x pp (ep, pp 0: 1; failures said). */
 int cli_make_layout(const char *family, const ws_model_config *cfg, long tp, long ep, long pp,
                     ws_layout **out);
 /* Build the layout of dump d in dir from the flags, weightsum-layout.json and config.json. */
@@ -76,6 +98,8 @@ int cli_open_layout(const cli_layout_opts *o, const char *dir, const ws_dump *d,
  * structural problems, printed on stderr; *out is still set). */
 int cli_hash_path(const char *path, const cli_layout_opts *lo, ws_canon canon, unsigned algos,
                   const ws_fastkey *key, int threads, int progress_mode, ws_manifest **out);
+/* A path written lexically plain ("./a//b/../c/" -> "a/c"): the manifests' "source". */
+void cli_normalize_path(const char *in, char *out, size_t n);
 /* One line per differing tensor (diff, verify --locate). */
 void cli_print_diff(FILE *f, const char *name, const ws_diff *d, int ndim, const uint64_t *shape);
 

@@ -74,11 +74,11 @@ int cmd_demo(int argc, char **argv) {
                                          {0, 0, 0, 0}};
     const char *dir = NULL;
     int ch;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("demo", argc, argv, "h", opts)) != -1) {
         switch (ch) {
         case 'd': dir = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        default: return EXIT_TROUBLE; /* said by cli_getopt */
         }
     }
     char tmpl[] = "/tmp/weightsum-demo-XXXXXX";

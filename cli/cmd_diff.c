@@ -6,7 +6,8 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: weightsum diff A B [--json] [--quiet] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
+    "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
+    "                        [--force] [--[no-]progress]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"
     "bf16 values otherwise). For each differing tensor: how many elements differ, the first\n"
@@ -18,7 +19,10 @@ static const char usage[] =
 
 void cli_coords(FILE *f, uint64_t flat, int ndim, const uint64_t *shape) {
     uint64_t c[WS_MAX_DIMS];
-    ws_unravel(flat, ndim, shape, c);
+    if (ws_unravel(flat, ndim, shape, c, NULL) != WS_OK) {
+        fputs("[?]", f);
+        return;
+    }
     fputc('[', f);
     for (int d = 0; d < ndim; d++) fprintf(f, d ? ", %llu" : "%llu", (unsigned long long)c[d]);
     fputc(']', f);
@@ -42,7 +46,7 @@ static void add(ws_report *r, ws_status s, const char *name, const char *detail)
 
 /* A checkpoint against an engine dump of it. */
 static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *lo, bool json,
-                     bool quiet) {
+                     cli_verbosity verb) {
     ws_error err;
     ws_ckpt *c = NULL;
     ws_dump *d = NULL;
@@ -53,7 +57,7 @@ static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *l
         rc = cli_fail(&err);
     else if ((rc = cli_open_layout(lo, dir, d, &l)) != EXIT_MATCH) { /* said */ }
     else if (ws_diff_dump(c, l, d, WS_CANON_BF16, r, &err) != WS_OK) rc = cli_fail(&err);
-    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, quiet, "diff");
+    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, verb, "diff", NULL);
     ws_report_free(r);
     ws_layout_free(l);
     ws_dump_free(d);
@@ -65,27 +69,29 @@ int cmd_diff(int argc, char **argv) {
     static const struct option opts[] = {
         {"json", no_argument, 0, 'J'},          {"quiet", no_argument, 0, 'q'},
         {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
-        {"config", required_argument, 0, 'C'},  {"help", no_argument, 0, 'h'},
+        {"config", required_argument, 0, 'C'},  {"force", no_argument, 0, 'f'},
+        {"status", no_argument, 0, 'S'},        {"progress", no_argument, 0, 'P'},
+        {"no-progress", no_argument, 0, 'N'},   {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
-    bool json = false, quiet = false;
+    bool json = false;
+    cli_verbosity verb = CLI_NORMAL;
     int ch;
-    while ((ch = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("diff", argc, argv, "qh", opts)) != -1) {
         switch (ch) {
-        case 'J': json = true; break;
-        case 'q': quiet = true; break;
+        case 'J': json = cli_json_errors = true; break;
+        case 'q': verb = CLI_QUIET; break;
+        case 'S': verb = CLI_STATUS; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default:
             if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
-    if (optind + 2 != argc) {
-        fputs(usage, stderr);
-        return EXIT_TROUBLE;
-    }
+    if (optind + 2 != argc)
+        return cli_usage("diff", "two checkpoints to compare, not %d", argc - optind);
     if (ws_dump_detect(argv[optind + 1]) || ws_dump_detect(argv[optind])) {
         bool swapped = ws_dump_detect(argv[optind]);
-        return diff_dump(argv[optind + swapped], argv[optind + !swapped], &cc.lo, json, quiet);
+        return diff_dump(argv[optind + swapped], argv[optind + !swapped], &cc.lo, json, verb);
     }
     ws_error err;
     ws_ckpt *a = NULL, *b = NULL;
@@ -130,7 +136,7 @@ int cmd_diff(int argc, char **argv) {
     for (size_t i = 0; i < ws_ckpt_count(b); i++)
         if (!ws_ckpt_find(a, ws_ckpt_tensor(b, i)->name))
             add(r, WS_UNEXPECTED, ws_ckpt_tensor(b, i)->name, "only in B");
-    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, quiet, "diff");
+    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, verb, "diff", NULL);
     ws_report_free(r);
     ws_ckpt_free(a);
     ws_ckpt_free(b);

@@ -20,6 +20,9 @@ static const char usage[] =
     "  --algo A        sha256 (default), fast (layout-invariant) or both\n"
     "  --key SEED      seed of the fast digest's keys (default: the public seed)\n"
     "  -j N            threads (default: all cores)\n"
+    "  -o FILE         write the JSON manifest to FILE ('-': stdout); with --json also stdout\n"
+    "  -c, --check     verify instead: 'hash -c MANIFEST [CKPT]' is 'verify MANIFEST [CKPT]'\n"
+    "  --force         use --layout/--tp even where the dump's weightsum-layout.json differs\n"
     "Exit: 0 done, 2 trouble. NaN/Inf counts are reported on stderr.\n";
 
 /* Digests of an engine dump, HF-named; structural problems printed on stderr (exit 1). */
@@ -45,9 +48,43 @@ static int hash_dump(const char *path, const cli_layout_opts *lo, ws_hash_option
     return rc;
 }
 
-int cli_hash_path(const char *path, const cli_layout_opts *lo, ws_canon canon, unsigned algos,
-                  const ws_fastkey *key, int threads, int progress_mode, ws_manifest **out) {
+/* A path written lexically plain: no "//", no "." parts, "a/.." folded, no trailing '/'. */
+void cli_normalize_path(const char *in, char *out, size_t n) {
+    bool abs = in[0] == '/';
+    const char *parts[512];
+    size_t lens[512], k = 0;
+    for (const char *p = in; *p;) {
+        while (*p == '/') p++;
+        const char *q = p;
+        while (*q && *q != '/') q++;
+        size_t len = (size_t)(q - p);
+        if (len == 0 || (len == 1 && p[0] == '.')) { /* nothing */
+        } else if (len == 2 && p[0] == '.' && p[1] == '.' && k &&
+                   !(lens[k - 1] == 2 && parts[k - 1][0] == '.' && parts[k - 1][1] == '.')) {
+            k--;
+        } else if (!(len == 2 && p[0] == '.' && p[1] == '.' && abs && k == 0) && k < 512) {
+            parts[k] = p;
+            lens[k++] = len;
+        }
+        p = q;
+    }
+    size_t at = 0;
+    if (abs && at + 1 < n) out[at++] = '/';
+    for (size_t i = 0; i < k && at + lens[i] + 2 < n; i++) {
+        if (i) out[at++] = '/';
+        memcpy(out + at, parts[i], lens[i]);
+        at += lens[i];
+    }
+    if (at == 0 && n > 1) out[at++] = '.';
+    out[at] = 0;
+}
+
+int cli_hash_path(const char *path_given, const cli_layout_opts *lo, ws_canon canon,
+                  unsigned algos, const ws_fastkey *key, int threads, int progress_mode,
+                  ws_manifest **out) {
     ws_error err;
+    char path[4096]; /* the manifest's "source": the path, normalised */
+    cli_normalize_path(path_given, path, sizeof path);
     cli_progress prog;
     cli_progress_init(&prog, progress_mode);
     int code = EXIT_MATCH;
@@ -77,6 +114,17 @@ int cli_hash_path(const char *path, const cli_layout_opts *lo, ws_canon canon, u
     return code;
 }
 
+/* -c / --check anywhere before "--" makes `hash` the verifier, as `sha256sum -c`. */
+static bool take_check_flag(int *argc, char **argv) {
+    for (int i = 1; i < *argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--check") == 0) {
+            memmove(argv + i, argv + i + 1, sizeof *argv * (size_t)(*argc - i));
+            (*argc)--;
+            return true;
+        }
+    return false;
+}
+
 int cmd_hash(int argc, char **argv) {
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, 'J'},
@@ -84,28 +132,35 @@ int cmd_hash(int argc, char **argv) {
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"progress", no_argument, 0, 'P'}, {"no-progress", no_argument, 0, 'N'},
         {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
-        {"config", required_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"config", required_argument, 0, 'C'}, {"force", no_argument, 0, 'f'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    if (take_check_flag(&argc, argv)) {
+        argv[0] = "verify";
+        return cmd_verify(argc, argv);
+    }
     cli_common cc = CLI_COMMON_INIT;
     const char *output = NULL;
     bool json = false;
     unsigned algos = WS_ALGO_SHA256;
     int ch;
-    while ((ch = getopt_long(argc, argv, "o:j:h", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("hash", argc, argv, "o:j:fh", opts)) != -1) {
         switch (ch) {
         case 'o': output = optarg; break;
-        case 'J': json = true; break;
+        case 'J': json = cli_json_errors = true; break;
         case 'a':
             if (!cli_parse_algo(optarg, &algos))
-                return cli_failf("--algo must be sha256, fast or both, not '%s'", optarg);
+                return cli_usage("hash", "--algo must be sha256, fast or both, not '%s'", optarg);
             break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default:
             if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
-    if (optind + 1 != argc) {
-        fputs(usage, stderr);
-        return EXIT_TROUBLE;
+    if (optind == argc) return cli_usage("hash", "no checkpoint named");
+    if (optind + 1 != argc) return cli_usage("hash", "one checkpoint at a time, not %d", argc - optind);
+    if (output && strcmp(output, "-") == 0) { /* -o - : the JSON manifest on stdout */
+        output = NULL;
+        json = true;
     }
     ws_fastkey *key = NULL;
     if ((algos & WS_ALGO_FAST) && cli_make_key(cc.seed, &key) != EXIT_MATCH) return EXIT_TROUBLE;
@@ -117,10 +172,11 @@ int cmd_hash(int argc, char **argv) {
     ws_error err;
     char *text = NULL;
     if (output || json) {
+        /* -o FILE writes the JSON manifest atomically; --json prints it on stdout as well */
         if (ws_manifest_to_json(m, &text, &err) != WS_OK) rc = cli_fail(&err);
         else if (output && ws_write_file_atomic(output, text, strlen(text), &err) != WS_OK)
             rc = cli_fail(&err);
-        else if (!output) fputs(text, stdout);
+        else if (json) fputs(text, stdout);
     } else if (ws_manifest_to_lines(m, &text, &err) != WS_OK) {
         rc = cli_fail(&err);
     } else {

@@ -1,6 +1,7 @@
 /* weightsum push URL... MANIFEST: send the trainer's digests to engines' /weights_checker
  * (compare_checksum, libcurl), as a trainer does after a weight sync, and report each answer. */
 #include "cli.h"
+#include "internal.h" /* wsi_read_file */
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -85,32 +86,6 @@ static char *endpoint(const char *url) {
     return u;
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        if (n == cap) {
-            char *g = cap < ((size_t)1 << 31) ? realloc(buf, 2 * cap + 1) : NULL;
-            if (!g) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = g;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    if (f != stdin) fclose(f);
-    if (buf) buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 /* The checksums of a per-rank list (a JSON array of objects, or a saved checksum answer
  * {"ranks": [{"checksums": {...}}, ...]}); NULL when text is neither. */
 static json_t *per_rank_list(const char *text, size_t len, const char *path, bool *trouble) {
@@ -149,9 +124,10 @@ static json_t *per_rank_list(const char *text, size_t len, const char *path, boo
 static char *request_body(const char *path, long rank_offset, bool offset_given, ws_canon canon,
                           bool canon_given, unsigned algo) {
     size_t len = 0;
-    char *text = read_all(path, &len);
-    if (!text) {
-        cli_failf("%s: cannot read", path);
+    char *text = NULL;
+    ws_error rerr;
+    if (wsi_read_file(path, true, (size_t)1 << 31, "a manifest", &text, &len, &rerr) != WS_OK) {
+        cli_fail(&rerr);
         return NULL;
     }
     bool trouble = false;

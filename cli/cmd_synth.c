@@ -23,26 +23,25 @@ int cmd_synth(int argc, char **argv) {
     ws_dtype dt = WS_F32;
     long seed = 1;
     int ch;
-    while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("synth", argc, argv, "o:h", opts)) != -1) {
         switch (ch) {
         case 'o': out = optarg; break;
         case 'd':
             if (!strcmp(optarg, "f32")) dt = WS_F32;
             else if (!strcmp(optarg, "bf16")) dt = WS_BF16;
-            else return cli_failf("--dtype must be f32 or bf16, not '%s'", optarg);
+            else return cli_usage("synth", "--dtype must be f32 or bf16, not '%s'", optarg);
             break;
         case 's':
             if (!cli_parse_int(optarg, 0, 1L << 62, &seed))
-                return cli_failf("--seed needs a non-negative integer");
+                return cli_usage("synth", "--seed needs a non-negative integer, not '%s'", optarg);
             break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        default: return EXIT_TROUBLE; /* said by cli_getopt */
         }
     }
-    if (optind + 1 != argc || !out) {
-        fputs(usage, stderr);
-        return EXIT_TROUBLE;
-    }
+    if (optind == argc) return cli_usage("synth", "no config named");
+    if (optind + 1 != argc) return cli_usage("synth", "one config at a time, not %d", argc - optind);
+    if (!out) return cli_usage("synth", "say where to write: -o FILE");
     ws_model_config cfg;
     ws_error err;
     if (ws_model_config_load(argv[optind], &cfg, &err) != WS_OK) return cli_fail(&err);

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: weightsum verify MANIFEST CKPT|DIR [--json] [--quiet] [--key SEED] [-j N]\n"
@@ -19,12 +20,20 @@ static const char usage[] =
     "                 engine tensor and rank) by comparing with the reference checkpoint\n"
     "  --canonical P  policy for a line-form manifest (a JSON manifest names its own)\n"
     "  --key SEED     seed of the fast digest when the manifest was made with --key\n"
-    "  --quiet        no output, only the exit code\n"
+    "  -q, --quiet    print the failures only (no summary line)\n"
+    "  --status       print nothing: the exit code says it\n"
+    "  -v, --verbose  also one 'NAME: OK' line per tensor that matched\n"
+    "  --ignore-missing  tensors of the manifest absent from CKPT are no failure (one shard\n"
+    "                 file of a model against the whole manifest); at least one must match\n"
+    "  --strict       an improperly formatted manifest line is an error (always so here)\n"
+    "  --json         the report as JSON on stdout (docs/json.md); errors too\n"
+    "  --force        use --layout/--tp even where the dump's weightsum-layout.json differs\n"
+    "With one argument, CKPT is the manifest's \"source\" (as 'sha256sum -c').\n"
     "Exit: 0 all match, 1 a mismatch/missing/unexpected tensor, 2 trouble.\n";
 
 static int verify_dump(const ws_manifest *expected, const char *dir, const cli_layout_opts *lo,
                        const char *locate, ws_canon canon, unsigned algos, const ws_fastkey *key,
-                       int threads, int progress, bool json, bool quiet) {
+                       int threads, int progress, bool json, cli_verbosity verb) {
     ws_error err;
     ws_dump *d = NULL;
     ws_layout *l = NULL;
@@ -41,7 +50,7 @@ static int verify_dump(const ws_manifest *expected, const char *dir, const cli_l
     else if (locate && ws_ckpt_open(locate, &ref, &err) != WS_OK) rc = cli_fail(&err);
     else if (ws_verify_dump(expected, l, d, &opt, ref, r, &err) != WS_OK) rc = cli_fail(&err);
     cli_progress_end(&prog);
-    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, quiet, dir);
+    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, verb, dir, expected);
     ws_report_free(r);
     ws_ckpt_free(ref);
     ws_layout_free(l);
@@ -49,9 +58,35 @@ static int verify_dump(const ws_manifest *expected, const char *dir, const cli_l
     return rc;
 }
 
+/* --ignore-missing: the findings of r without its `missing` ones; NULL when none matched. */
+static ws_report *drop_missing(const ws_report *r) {
+    ws_report *k = ws_report_new();
+    if (!k) return NULL;
+    for (size_t i = 0; i < ws_report_count(r); i++)
+        if (ws_report_at(r, i)->status != WS_MISSING) ws_report_add(k, ws_report_at(r, i));
+    ws_report_count_match(k, ws_report_matched(r));
+    return k;
+}
+
+/* The checkpoint a manifest names as its "source", for 'verify MANIFEST' alone: as given
+ * (relative to here), else relative to the manifest's directory. */
+static bool source_of(const ws_manifest *m, const char *mpath, char *out, size_t n) {
+    const char *src = ws_manifest_source(m);
+    if (!src || !*src) return false;
+    snprintf(out, n, "%s", src);
+    if (src[0] == '/' || access(out, F_OK) == 0) return true;
+    const char *slash = strrchr(mpath, '/');
+    if (!slash) return true;
+    snprintf(out, n, "%.*s/%s", (int)(slash - mpath), mpath, src);
+    return true;
+}
+
 int cmd_verify(int argc, char **argv) {
     static const struct option opts[] = {
         {"json", no_argument, 0, 'J'}, {"quiet", no_argument, 0, 'q'},
+        {"status", no_argument, 0, 'S'}, {"verbose", no_argument, 0, 'v'},
+        {"ignore-missing", no_argument, 0, 'I'}, {"strict", no_argument, 0, 'T'},
+        {"force", no_argument, 0, 'f'},
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"canonical", required_argument, 0, 'c'}, {"progress", no_argument, 0, 'P'},
         {"no-progress", no_argument, 0, 'N'}, {"layout", required_argument, 0, 'L'},
@@ -59,22 +94,27 @@ int cmd_verify(int argc, char **argv) {
         {"locate", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
     const char *locate = NULL;
-    bool json = false, quiet = false;
+    bool json = false, ignore_missing = false;
+    cli_verbosity verb = CLI_NORMAL;
     int ch;
-    while ((ch = getopt_long(argc, argv, "qj:h", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("verify", argc, argv, "qvj:h", opts)) != -1) {
         switch (ch) {
-        case 'J': json = true; break;
-        case 'q': quiet = true; break;
+        case 'J': json = cli_json_errors = true; break;
+        case 'q': verb = CLI_QUIET; break;
+        case 'S': verb = CLI_STATUS; break;
+        case 'v': verb = CLI_VERBOSE; break;
+        case 'I': ignore_missing = true; break;
+        case 'T': break; /* a malformed manifest line is always an error (exit 2) */
         case 'l': locate = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default:
             if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
-    if (optind + 2 != argc) {
-        fputs(usage, stderr);
-        return EXIT_TROUBLE;
-    }
+    if (optind == argc) return cli_usage("verify", "no manifest named");
+    if (optind + 2 < argc)
+        return cli_usage("verify", "a manifest and one checkpoint, not %d arguments",
+                         argc - optind);
     const char *mpath = argv[optind], *cpath = argv[optind + 1];
     ws_canon canon = cc.canon;
     bool canon_given = cc.canon_given;
@@ -82,10 +122,18 @@ int cmd_verify(int argc, char **argv) {
     ws_manifest *expected = NULL, *actual = NULL;
     ws_fastkey *key = NULL;
     int rc = EXIT_MATCH;
+    char srcpath[4096];
     if (ws_manifest_load(mpath, &expected, &err) != WS_OK) return cli_fail(&err);
     if (ws_manifest_count(expected) == 0) { /* nothing to check is no proof of a match */
         ws_manifest_free(expected);
         return cli_failf("%s: the manifest lists no tensors", mpath);
+    }
+    if (!cpath) {
+        if (!source_of(expected, mpath, srcpath, sizeof srcpath)) {
+            ws_manifest_free(expected);
+            return cli_usage("verify", "%s records no source: name the checkpoint", mpath);
+        }
+        cpath = srcpath;
     }
     /* A JSON manifest names its policy; the line form takes --canonical (default bf16). */
     if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon);
@@ -107,8 +155,13 @@ int cmd_verify(int argc, char **argv) {
         }
     }
     if (ws_dump_detect(cpath)) {
+        if (ignore_missing) {
+            rc = cli_usage("verify", "--ignore-missing is for checkpoint files; an engine dump "
+                                     "must hold every tensor");
+            goto done;
+        }
         rc = verify_dump(expected, cpath, &cc.lo, locate, canon, algos, key, (int)cc.threads,
-                         cc.progress, json, quiet);
+                         cc.progress, json, verb);
         goto done;
     }
     if (locate) {
@@ -124,7 +177,14 @@ int cmd_verify(int argc, char **argv) {
         goto done;
     }
     if (ws_compare_manifests(expected, actual, r, &err) != WS_OK) rc = cli_fail(&err);
-    else rc = cli_print_report(r, json, quiet, cpath);
+    else if (ignore_missing) {
+        ws_report *k = drop_missing(r);
+        if (!k) rc = cli_failf("out of memory");
+        else if (ws_report_matched(k) == 0)
+            rc = cli_failf("%s: no tensor of %s was verified (--ignore-missing)", cpath, mpath);
+        else rc = cli_print_report(k, json, verb, cpath, actual);
+        ws_report_free(k);
+    } else rc = cli_print_report(r, json, verb, cpath, expected);
     ws_report_free(r);
 done:
     ws_fastkey_free(key);

@@ -1,9 +1,8 @@
-/* --layout / --tp / --ep / --pp / --config: find the layout of an engine dump from the flags, or
- * from what `weightsum shard` left in the directory (weightsum-layout.json, config.json). */
+/* --layout / --tp / --ep / --pp / --config / --force: find the layout of an engine dump from
+ * the flags, or from what `weightsum shard` left in the directory (weightsum-layout.json,
+ * config.json); a layout that cannot describe the dump is a mistake said in one line
+ * (ws_dump_layout_open_parallel). */
 #include "cli.h"
-
-#include <stdlib.h>
-#include <string.h>
 
 int cli_parse_par(int ch, const char *arg, cli_layout_opts *o) {
     long *dst = ch == CLI_OPT_EP ? &o->ep : &o->pp;
@@ -27,25 +26,10 @@ int cli_make_layout(const char *family, const ws_model_config *cfg, long tp, lon
 
 int cli_open_layout(const cli_layout_opts *o, const char *dir, const ws_dump *d,
                     ws_layout **out) {
-    *out = NULL;
-    const char *family = o->family ? o->family : ws_dump_family(d);
-    long tp = o->tp ? o->tp : ws_dump_tp(d);
-    long ep = o->ep ? o->ep : ws_dump_ep(d);
-    long pp = o->pp ? o->pp : ws_dump_pp(d);
-    if (!family)
-        return cli_failf("%s: no weightsum-layout.json here: say --layout sglang|vllm|megatron", dir);
-    if (!pp) pp = 1;
-    if (!tp) tp = ws_dump_rank_count(d) / pp; /* one file per rank: tp x pp of them */
-    if (tp < 1) tp = 1;
-    char path[4096];
-    if (o->config) snprintf(path, sizeof path, "%s", o->config);
-    else snprintf(path, sizeof path, "%s/config.json", dir);
-    ws_model_config cfg;
     ws_error err;
-    if (ws_model_config_load(path, &cfg, &err) != WS_OK) {
-        if (!o->config && err.code == WS_ERR_IO)
-            return cli_failf("%s: no config.json here: say --config FILE", dir);
+    if (ws_dump_layout_open_parallel(d, dir, o->family, (int)o->tp, (int)o->ep, (int)o->pp,
+                                     o->config, o->force ? WS_LAYOUT_FORCE : 0, out,
+                                     &err) != WS_OK)
         return cli_fail(&err);
-    }
-    return cli_make_layout(family, &cfg, tp, ep, pp, out);
+    return EXIT_MATCH;
 }

@@ -14,9 +14,23 @@ static const char usage[] =
     "  synth     write a synthetic checkpoint for a model config (tests, benchmarks)\n"
     "  serve     answer POST /weights_checker for an engine dump (HTTP)\n"
     "  push      send a manifest to engines' /weights_checker, as a trainer after a sync\n"
-    "  version   print the version\n"
+    "  version   print the version (also -V, --version)\n"
+    "  help CMD  the help of CMD (as CMD --help)\n"
     "\n"
     "Exit codes: 0 all match, 1 mismatch found, 2 trouble.\n";
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+} cmds[] = {{"hash", cmd_hash},   {"verify", cmd_verify}, {"diff", cmd_diff},
+            {"demo", cmd_demo},   {"synth", cmd_synth},   {"shard", cmd_shard},
+            {"serve", cmd_serve}, {"push", cmd_push}};
+
+static int (*find_cmd(const char *name))(int, char **) {
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(name, cmds[i].name) == 0) return cmds[i].fn;
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -24,23 +38,22 @@ int main(int argc, char **argv) {
         return EXIT_TROUBLE;
     }
     const char *cmd = argv[1];
-    static const struct {
-        const char *name;
-        int (*fn)(int, char **);
-    } cmds[] = {{"hash", cmd_hash}, {"verify", cmd_verify}, {"diff", cmd_diff}, {"demo", cmd_demo},
-                  {"synth", cmd_synth},
-                  {"shard", cmd_shard},
-                  {"serve", cmd_serve}, {"push", cmd_push}};
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    int (*fn)(int, char **) = find_cmd(cmd);
+    if (fn) return fn(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
         printf("weightsum %s\n", ws_version());
         return EXIT_MATCH;
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        fputs(usage, stdout);
-        return EXIT_MATCH;
+        if (argc == 2) {
+            fputs(usage, stdout);
+            return EXIT_MATCH;
+        }
+        /* weightsum help CMD = weightsum CMD --help */
+        if (!(fn = find_cmd(argv[2])))
+            return cli_failf("no command '%s' (see 'weightsum --help')", argv[2]);
+        char *help_argv[] = {argv[2], "--help", NULL};
+        return fn(2, help_argv);
     }
-    fprintf(stderr, "weightsum: unknown command '%s'\n%s", cmd, usage);
-    return EXIT_TROUBLE;
+    return cli_failf("unknown command '%s' (see 'weightsum --help')", cmd);
 }

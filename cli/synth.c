@@ -2,6 +2,7 @@
  * and the benchmarks (weightsum synth). Values are small pseudo-random numbers; norms sit
  * near 1, as in a trained model. */
 #include "synth.h"
+#include "weightsum_experimental.h" /* ws_f32_to_bf16 */
 
 #include <stdlib.h>
 #include <string.h>

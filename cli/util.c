@@ -2,25 +2,90 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+bool cli_json_errors = false;
+static const char *current_cmd = NULL; /* for the shared options' messages */
+
+/* {"format": "weightsum-error", "version": 1, "ok": false, "exit": 2, "error": {...}} */
+static void json_error(const ws_error *err, const char *line) {
+    json_t *e = json_object();
+    json_object_set_new(e, "code", json_string(err ? ws_err_name(err->code) : "usage"));
+    json_object_set_new(e, "message", json_string(line));
+    if (err && err->file[0]) json_object_set_new(e, "file", json_string(err->file));
+    if (err && err->tensor[0]) json_object_set_new(e, "tensor", json_string(err->tensor));
+    if (err && err->offset >= 0) json_object_set_new(e, "offset", json_integer(err->offset));
+    if (err && err->what[0]) json_object_set_new(e, "what", json_string(err->what));
+    json_t *root = json_pack("{s:s, s:i, s:b, s:i, s:o}", "format", "weightsum-error", "version",
+                             1, "ok", 0, "exit", EXIT_TROUBLE, "error", e);
+    char *text = root ? json_dumps(root, JSON_INDENT(1)) : NULL;
+    if (text) printf("%s\n", text);
+    fflush(stdout);
+    free(text);
+    json_decref(root);
+}
 
 int cli_fail(const ws_error *err) {
     char line[2048];
     ws_error_format(err, line, sizeof line);
     fprintf(stderr, "weightsum: %s\n", line);
+    if (cli_json_errors) json_error(err, line);
+    return EXIT_TROUBLE;
+}
+
+static int vfail(const char *prefix, const char *fmt, va_list ap, const char *suffix) {
+    char line[2048];
+    vsnprintf(line, sizeof line, fmt, ap);
+    fprintf(stderr, "weightsum%s: %s%s\n", prefix, line, suffix);
+    if (cli_json_errors) json_error(NULL, line);
     return EXIT_TROUBLE;
 }
 
 int cli_failf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("weightsum: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vfail("", fmt, ap, "");
     va_end(ap);
     return EXIT_TROUBLE;
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...) {
+    char prefix[64], suffix[96];
+    snprintf(prefix, sizeof prefix, "%s%s", cmd ? " " : "", cmd ? cmd : "");
+    snprintf(suffix, sizeof suffix, " (see 'weightsum %s%s--help')", cmd ? cmd : "", cmd ? " " : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(prefix, fmt, ap, suffix);
+    va_end(ap);
+    return EXIT_TROUBLE;
+}
+
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts) {
+    current_cmd = cmd;
+    char spec[128];
+    snprintf(spec, sizeof spec, ":%s", shortopts); /* ':' first: a missing argument is ':' */
+    opterr = 0;
+    int ch = getopt_long(argc, argv, spec, longopts, NULL);
+    if (ch != '?' && ch != ':') return ch;
+    const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+    char shortname[3] = {'-', (char)optopt, 0};
+    /* a bundled short option (-xq) leaves argv[optind-1] as the bundle: name the option */
+    const char *name = optopt && strncmp(arg, "--", 2) != 0 ? shortname : arg;
+    if (ch == ':') {
+        char opt[128];
+        snprintf(opt, sizeof opt, "%s", name);
+        char *eq = strchr(opt, '=');
+        if (eq) *eq = 0;
+        cli_usage(cmd, "option '%s' needs a value", opt);
+    } else {
+        cli_usage(cmd, "unknown option '%s'", name);
+    }
+    return CLI_BADOPT;
 }
 
 bool cli_parse_int(const char *s, long lo, long hi, long *out) {
@@ -38,20 +103,21 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
     case 'L': c->lo.family = arg; return 1;
     case 't':
         if (cli_parse_int(arg, 1, 4096, &c->lo.tp)) return 1;
-        cli_failf("--tp needs a rank count from 1 to 4096, not '%s'", arg);
+        cli_usage(current_cmd, "--tp needs a rank count from 1 to 4096, not '%s'", arg);
         return -1;
     case 'C': c->lo.config = arg; return 1;
+    case 'f': c->lo.force = true; return 1;
     case CLI_OPT_EP:
     case CLI_OPT_PP: return cli_parse_par(ch, arg, &c->lo);
     case 'c':
         c->canon_given = true;
         if (ws_canon_from_name(arg, &c->canon) == WS_OK) return 1;
-        cli_failf("--canonical must be bf16 or native, not '%s'", arg);
+        cli_usage(current_cmd, "--canonical must be bf16 or native, not '%s'", arg);
         return -1;
     case 'k': c->seed = arg; return 1;
     case 'j':
         if (cli_parse_int(arg, 1, 4096, &c->threads)) return 1;
-        cli_failf("-j needs a thread count from 1 to 4096, not '%s'", arg);
+        cli_usage(current_cmd, "-j needs a thread count from 1 to 4096, not '%s'", arg);
         return -1;
     case 'P': c->progress = 1; return 1;
     case 'N': c->progress = 0; return 1;
@@ -60,8 +126,13 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
 }
 
 bool cli_common_or_usage(int ch, const char *arg, cli_common *c, const char *usage) {
+    if (ch == CLI_BADOPT) return false; /* said by cli_getopt */
     int k = cli_common_option(ch, arg, c);
-    if (k == 0) fputs(usage, stderr);
+    if (k == 0) { /* "usage: weightsum CMD ...": name the command */
+        char cmd[32] = "";
+        sscanf(usage, "usage: weightsum %31s", cmd);
+        cli_usage(cmd, "option '%c' not handled", ch);
+    }
     return k > 0;
 }
 
@@ -90,7 +161,15 @@ void cli_print_finding(FILE *out, const ws_finding *f) {
     fprintf(out, ": %s\n", f->detail);
 }
 
-int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what) {
+/* 1 when some finding of r names this tensor. */
+static bool has_finding(const ws_report *r, const char *name) {
+    for (size_t i = 0; i < ws_report_count(r); i++)
+        if (strcmp(ws_report_at(r, i)->tensor, name) == 0) return true;
+    return false;
+}
+
+int cli_print_report(const ws_report *r, bool json, cli_verbosity v, const char *what,
+                     const ws_manifest *expected) {
     if (json) {
         char *text = NULL;
         ws_error err;
@@ -100,12 +179,17 @@ int cli_print_report(const ws_report *r, bool json, bool quiet, const char *what
         free(text);
     } else {
         uint64_t counts[WS_STATUS__COUNT] = {0};
+        if (v >= CLI_VERBOSE && expected)
+            for (size_t i = 0; i < ws_manifest_count(expected); i++) {
+                const char *name = ws_manifest_entry_at(expected, i)->name;
+                if (!has_finding(r, name)) printf("%s: OK\n", name);
+            }
         for (size_t i = 0; i < ws_report_count(r); i++) {
             const ws_finding *f = ws_report_at(r, i);
             counts[f->status]++;
-            if (!quiet) cli_print_finding(stdout, f);
+            if (v >= CLI_QUIET) cli_print_finding(stdout, f);
         }
-        if (!quiet) {
+        if (v >= CLI_NORMAL) {
             printf("%s: %llu matched", what, (unsigned long long)ws_report_matched(r));
             for (int s = 1; s < WS_STATUS__COUNT; s++)
                 if (counts[s]) printf(", %llu %s", (unsigned long long)counts[s], ws_status_name((ws_status)s));

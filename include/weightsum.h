@@ -2,11 +2,18 @@
  * weightsum — prove, bit for bit, that the weights an inference engine holds are the weights a
  * trainer meant it to hold, however each side shards, fuses, pads or casts them.
  *
- * This header is the whole public C API. Conventions:
+ * This header is the stable public C API; weightsum_experimental.h adds test hooks, kernel
+ * forcing, the fast digest's raw algebra, the layout's piece table and scalar casts, with no
+ * stability promise. Conventions:
  *   - every symbol starts with ws_ / WS_; nothing else is exported;
- *   - functions that can fail return ws_err and, when given a non-NULL ws_error*, fill it with
- *     the file, tensor, byte offset and what was expected (one line, see ws_error_format);
- *   - handles are opaque; every *_free accepts NULL;
+ *   - every call that can fail returns ws_err and, when given a non-NULL ws_error*, fills it
+ *     with the file, tensor, byte offset and what was expected (one line, see ws_error_format);
+ *     a bad argument (NULL where an object is needed, an invalid enum value) is WS_ERR_ARG
+ *     (WS_ERR_DTYPE for a dtype), never a silent return that leaves an output looking valid.
+ *     Only getters return plain values: on a NULL object they give NULL / 0 / -1 as documented;
+ *     name lookups (ws_dtype_from_name, ws_canon_from_name) return a code and no detail;
+ *   - handles are opaque; every *_free accepts NULL; memory the library allocates and hands
+ *     over (JSON and line texts, checker responses) is released with ws_free;
  *   - the library never prints, exits or aborts; it never writes to the weights it checks.
  */
 #ifndef WEIGHTSUM_H
@@ -25,8 +32,23 @@ extern "C" {
 #define WS_API
 #endif
 
-#define WS_VERSION_STRING "0.1.0"
+/* The version of this header. CMake's project() version is read from these three lines (one
+ * place to bump); the shared library's SONAME follows it (libweightsum.so.0.MINOR while the
+ * major version is 0). WS_VERSION_NUMBER is MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define WS_VERSION_MAJOR 0
+#define WS_VERSION_MINOR 1
+#define WS_VERSION_PATCH 0
+#define WS_VERSION_NUMBER (WS_VERSION_MAJOR * 10000 + WS_VERSION_MINOR * 100 + WS_VERSION_PATCH)
+#define WS_VERSION_STR_(x) #x
+#define WS_VERSION_STR(x) WS_VERSION_STR_(x)
+#define WS_VERSION_STRING                                                                      \
+    WS_VERSION_STR(WS_VERSION_MAJOR) "." WS_VERSION_STR(WS_VERSION_MINOR) "." WS_VERSION_STR( \
+        WS_VERSION_PATCH)
+/* The library's version string ("0.1.0"): the one it was built with, which may differ from
+ * WS_VERSION_STRING of the header a program was compiled against. */
 WS_API const char *ws_version(void);
+/* The library's WS_VERSION_NUMBER. */
+WS_API unsigned ws_version_number(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors                                                                                      */
@@ -67,6 +89,11 @@ WS_API void ws_error_clear(ws_error *err);
 /* One line: "FILE: tensor 'T': offset N: WHAT" (absent parts left out). Returns chars needed. */
 WS_API int ws_error_format(const ws_error *err, char *buf, size_t size);
 
+/* Release memory the library allocated and handed to the caller: the texts of
+ * ws_manifest_to_json, ws_manifest_to_lines and ws_report_to_json, and the response of
+ * ws_checker_handle. NULL is fine. (Objects with a *_free of their own are freed with it.) */
+WS_API void ws_free(void *p);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Dtypes and canonical casts                                                                  */
 /* ------------------------------------------------------------------------------------------ */
@@ -99,7 +126,8 @@ typedef enum ws_canon { WS_CANON_BF16 = 0, WS_CANON_NATIVE = 1 } ws_canon;
 
 WS_API const char *ws_canon_name(ws_canon c);                 /* "bf16" / "native" */
 WS_API ws_err ws_canon_from_name(const char *name, ws_canon *out);
-/* The dtype a tensor of dtype t has after the canonical cast c. */
+/* The dtype a tensor of dtype t has after the canonical cast c; WS_DTYPE__COUNT when t or c
+ * is not a valid value. */
 WS_API ws_dtype ws_canonical_dtype(ws_dtype t, ws_canon c);
 
 /* Counts of special values met while casting (in the source dtype). */
@@ -111,16 +139,13 @@ typedef struct ws_value_stats {
 /*
  * Cast n elements of dtype t at src into canonical dtype ws_canonical_dtype(t, c) at dst
  * (dst may not overlap src; unaligned pointers are fine). stats (may be NULL) is incremented.
+ * WS_ERR_DTYPE for an invalid t, WS_ERR_ARG for an invalid c or a NULL src / dst with n > 0
+ * (dst and stats untouched); WS_ERR_LIMIT when n elements do not fit in the address range.
  */
-WS_API void ws_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n, void *dst,
-                                 ws_value_stats *stats);
-/* Scalar casts exposed for tests and tools. */
-WS_API uint16_t ws_f32_to_bf16(float f);
-WS_API float ws_f16_to_f32(uint16_t h);
-WS_API float ws_bf16_to_f32(uint16_t b);
-WS_API float ws_f8e4m3_to_f32(uint8_t v);
-WS_API float ws_f8e5m2_to_f32(uint8_t v);
-/* Value of element i of a tensor of dtype t, as double (for reports). */
+WS_API ws_err ws_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n,
+                                   void *dst, ws_value_stats *stats, ws_error *err);
+/* Value of element i of a tensor of dtype t, as double (for reports); NaN for an invalid t
+ * or a NULL data. */
 WS_API double ws_element_as_double(ws_dtype t, const void *data, uint64_t i);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -149,7 +174,8 @@ typedef struct ws_ckpt ws_ckpt;
 /*
  * Open a checkpoint: a .safetensors file, a model.safetensors.index.json, or a directory
  * holding either (index first, else every *.safetensors in name order). Every header is fully
- * validated (see docs/safetensors.md); a tensor name present twice across files is an error.
+ * validated (README.md, "Safetensors validation"); a tensor name present twice across files
+ * is an error.
  */
 WS_API ws_err ws_ckpt_open(const char *path, ws_ckpt **out, ws_error *err);
 /* Open an explicit list of safetensors files as one checkpoint. */
@@ -203,10 +229,17 @@ typedef struct ws_digest {
     ws_fast fast;
 } ws_digest;
 
-/* Lowercase hex of a SHA-256 (65 bytes with NUL) / fast digest (49 bytes with NUL). */
-WS_API void ws_sha256_hex(const uint8_t d[32], char out[65]);
-WS_API void ws_fast_hex(const ws_fast *d, char out[49]);
+/* Lowercase hex of a SHA-256 (65 bytes with NUL) / fast digest (49 bytes with NUL).
+ * WS_ERR_ARG when d or out is NULL (out, if given, becomes ""). */
+WS_API ws_err ws_sha256_hex(const uint8_t d[32], char out[65]);
+WS_API ws_err ws_fast_hex(const ws_fast *d, char out[49]);
+/* Parse the 48-digit byte form (either case). WS_ERR_FORMAT (out untouched) for any other
+ * length, a non-hex character or a lane >= p; WS_ERR_ARG for a NULL argument. */
 WS_API ws_err ws_fast_from_hex(const char *hex, ws_fast *out);
+/* Parse a digest's hex: 64 digits are a SHA-256, 48 the fast digest. Sets that digest and its
+ * bit in out->algos, leaving the other algorithm's fields as they are (parsing both digests of
+ * a tensor into one ws_digest collects both). WS_ERR_FORMAT (out untouched) for anything else. */
+WS_API ws_err ws_digest_from_hex(const char *hex, ws_digest *out);
 
 /* Keys of the fast digest, derived from a seed (docs/fast-digest.md). */
 typedef struct ws_fastkey ws_fastkey;
@@ -218,27 +251,8 @@ WS_API void ws_fastkey_free(ws_fastkey *k);
 /* Short identifier of the key: first 16 hex digits of SHA-256(seed). */
 WS_API const char *ws_fastkey_id(const ws_fastkey *k);
 
-/*
- * Fast digest algebra (docs/fast-digest.md). Canonical bytes are split into units: 1-byte
- * dtypes give one byte-valued unit per element, wider dtypes one little-endian 16-bit unit per
- * 2 bytes. Unit j of a tensor has global index j (element i, sub-unit s: j = i*units + s).
- * ws_fast_accumulate adds to acc the contribution of n_units units starting at global index
- * unit_index; data holds them as bytes (unit_bytes = 1) or little-endian u16 (unit_bytes = 2),
- * any alignment. Contributions of disjoint runs add up (ws_fast_add) to the digest of their
- * union, in any order: a tensor's digest is the sum over any split of it into runs.
- * A fresh accumulator is all zeros.
- */
-WS_API void ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
-                               const void *data, size_t n_units, int unit_bytes);
-/* acc += part (mod p, lane by lane). */
-WS_API void ws_fast_add(ws_fast *acc, const ws_fast *part);
-/* 16-bit units per element of dtype t (1 for 1- and 2-byte dtypes, 2 for 4, 4 for 8). */
-WS_API unsigned ws_dtype_units(ws_dtype t);
-/* Force a kernel ("scalar", "avx2", "avx512", "avx512vnni") or "auto" (the best this CPU
- * has, chosen once at first use).
- * WS_ERR_ARG for an unknown name, WS_ERR_NOTFOUND if this CPU lacks it. */
-WS_API ws_err ws_fast_set_kernel(const char *name);
-WS_API const char *ws_fast_kernel(void);
+/* The fast digest's raw algebra (accumulating runs of units at global indices, adding
+ * partial digests) and kernel forcing are in weightsum_experimental.h. */
 
 /* Digest one whole tensor's canonical bytes. key may be NULL when algos lacks WS_ALGO_FAST.
  * stats (may be NULL) receives NaN/Inf counts of the source. */
@@ -279,9 +293,10 @@ WS_API const char *ws_manifest_source(const ws_manifest *m);
 WS_API int ws_manifest_declares_canon(const ws_manifest *m);
 WS_API void ws_manifest_set_canon(ws_manifest *m, ws_canon c);
 
-/* JSON text (caller frees with free()). */
+/* JSON text (NUL-terminated; free with ws_free). */
 WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
-/* Lines "HEX  NAME\n" as sha256sum prints them (sha256 when present, else fast). */
+/* Lines "HEX  NAME\n" as sha256sum prints them (sha256 when present, else fast); free with
+ * ws_free. */
 WS_API ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err);
 /* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte). */
 WS_API ws_err ws_manifest_parse(const char *text, size_t len, const char *label,
@@ -343,22 +358,6 @@ typedef struct ws_model_config {
 WS_API ws_err ws_model_config_parse(const char *json, size_t len, const char *label,
                                     ws_model_config *out, ws_error *err);
 WS_API ws_err ws_model_config_load(const char *path, ws_model_config *out, ws_error *err);
-
-/*
- * A piece says: rows x cols of local tensor `local` (on its rank), starting at (l_row0, l_col0)
- * in the local tensor's 2-D view [*, l_cols], IS the same rectangle of canonical HF tensor `hf`
- * starting at (t_row0, t_col0) in T's 2-D view [*, t_cols], as replica `replica` (0 = primary).
- * 2-D views are row-major: element (r, c) is flat element r * cols + c. Each tensor's view is
- * chosen by the layout (usually [shape[0], numel / shape[0]]; [numel, 1] for 1-D tensors).
- */
-typedef struct ws_piece {
-    uint32_t hf;      /* index into the layout's HF tensors */
-    uint32_t local;   /* index into the layout's local tensors */
-    uint32_t replica; /* 0 = primary copy; k > 0 must equal replica 0 of the same rectangle */
-    uint64_t rows, cols;
-    uint64_t t_row0, t_col0, t_cols;
-    uint64_t l_row0, l_col0, l_cols;
-} ws_piece;
 
 /* A canonical (HF) tensor as a layout sees it. */
 typedef struct ws_hf_desc {
@@ -436,8 +435,7 @@ WS_API size_t ws_layout_hf_count(const ws_layout *l);
 WS_API const ws_hf_desc *ws_layout_hf(const ws_layout *l, size_t i);
 WS_API size_t ws_layout_local_count(const ws_layout *l);
 WS_API const ws_local_desc *ws_layout_local(const ws_layout *l, size_t i);
-WS_API size_t ws_layout_piece_count(const ws_layout *l);
-WS_API const ws_piece *ws_layout_piece(const ws_layout *l, size_t i);
+/* The pieces themselves (ws_piece, ws_layout_piece) are in weightsum_experimental.h. */
 /* Index of a HF / local tensor by name (and rank), or -1. find_local also answers an engine's
  * alias of a tied tensor (sglang/vllm: "lm_head.weight" -> the local model.embed_tokens.weight,
  * the name their sharded_state saver keeps). */
@@ -530,16 +528,21 @@ typedef struct ws_diff {
     uint64_t max_ulp;   /* largest distance in units in the last place (ordered bit patterns) */
 } ws_diff;
 
+/* Start an empty diff (no difference, first = UINT64_MAX). NULL is a no-op. */
 WS_API void ws_diff_init(ws_diff *d);
-/* Compare n elements of dtype t that sit at flat index `at` of both tensors; feed in any order. */
-WS_API void ws_diff_update(ws_diff *d, ws_dtype t, uint64_t at, const void *a, const void *b,
-                           uint64_t n);
+/* Compare n elements of dtype t that sit at flat index `at` of both tensors; feed in any order.
+ * WS_ERR_DTYPE for an invalid t, WS_ERR_ARG for a NULL d (or a / b with n > 0), WS_ERR_LIMIT
+ * when n elements do not fit in the address range; d is untouched then. */
+WS_API ws_err ws_diff_update(ws_diff *d, ws_dtype t, uint64_t at, const void *a, const void *b,
+                             uint64_t n, ws_error *err);
 /* Element-level diff of two tensors of one shape: native bits when dtypes agree, otherwise the
  * canonical bf16 values. WS_ERR_SHAPE / WS_ERR_DTYPE when not comparable. */
 WS_API ws_err ws_diff_tensors(const ws_tensor *a, const ws_tensor *b, ws_diff *out,
                               ws_error *err);
-/* Coordinates of flat index i in a row-major tensor of this shape. */
-WS_API void ws_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords);
+/* Coordinates of flat index i in a row-major tensor of this shape (a dimension of size 0
+ * counts as 1). WS_ERR_ARG for ndim outside [0, WS_MAX_DIMS] or a NULL shape / coords. */
+WS_API ws_err ws_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords,
+                         ws_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Engine dumps: shard, hash and verify sharded weights without gathering (docs/layouts.md)    */
@@ -564,6 +567,36 @@ WS_API int ws_dump_tp(const ws_dump *d);
 /* weightsum-layout.json's "ep" / "pp", or 0 when it names none. */
 WS_API int ws_dump_ep(const ws_dump *d);
 WS_API int ws_dump_pp(const ws_dump *d);
+
+/* Flags of ws_dump_layout_open / ws_dump_fits_layout. */
+#define WS_LAYOUT_FORCE 1u /* family / tp given win over a disagreeing weightsum-layout.json */
+#define WS_FIT_TP_GIVEN 2u /* tp was said by the caller: rank files beyond it are a mistake */
+
+/*
+ * The layout of dump d (in dir) from family (NULL: dir/weightsum-layout.json), tp (0: that
+ * file, else the rank files' count) and config (NULL: dir/config.json), checked to describe
+ * the dump at all (ws_dump_fits_layout). WS_ERR_LAYOUT, one line saying what would fit, when
+ * family / tp disagree with weightsum-layout.json (unless flags has WS_LAYOUT_FORCE) or the
+ * layout cannot describe the dump; WS_ERR_IO / WS_ERR_JSON for the config.
+ */
+WS_API ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family, int tp,
+                                  const char *config, unsigned flags, ws_layout **out,
+                                  ws_error *err);
+/* The same for a parallel configuration: ep, pp 0 take weightsum-layout.json's (else 1); a tp
+ * of 0 without that file is the rank files' count / pp (/ ep for megatron). */
+WS_API ws_err ws_dump_layout_open_parallel(const ws_dump *d, const char *dir, const char *family,
+                                           int tp, int ep, int pp, const char *config,
+                                           unsigned flags, ws_layout **out, ws_error *err);
+/*
+ * WS_OK when layout l (made from cfg) can describe dump d; else WS_ERR_LAYOUT naming the
+ * mistake and what fits: most engine tensor names of another family ("say --layout megatron"),
+ * most shapes of another tp ("say --tp 2", found by trying the rank files' count and 1..64) or
+ * of another config; rank files beyond tp when flags has WS_FIT_TP_GIVEN. A few missing,
+ * misnamed or misshapen tensors, or a missing rank file, are damage, left to verify's findings.
+ */
+WS_API ws_err ws_dump_fits_layout(const ws_layout *l, const ws_dump *d,
+                                  const ws_model_config *cfg, const char *dir, unsigned flags,
+                                  ws_error *err);
 
 /*
  * Write what each rank of layout l holds after loading the HF checkpoint c, in the sharded
@@ -658,11 +691,42 @@ WS_API ws_err ws_locate(const ws_side *a, const ws_side *b, const char *tensor, 
 
 
 /* ------------------------------------------------------------------------------------------ */
-/* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
+/* SGLang's tensor hash: the 64-bit values of /weights_checker's "checksum" (docs/http.md)      */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Free memory the library allocated and handed to the caller (a checker's response). */
-WS_API void ws_free(void *p);
+/* Which of SGLang's two paths (sglang.srt.managers.mm_utils.tensor_hash): a tensor on a CUDA
+ * device gets gpu_tensor_hash (SGLang's Triton kernel: per-word fmix32 terms summed per tile
+ * of 8192 words, tiles summed, splitmix64), one in host memory the first 8 bytes of SHA-256
+ * read big-endian. The bytes are the tensor's own, in its own dtype, C-contiguous. */
+typedef enum ws_sglang_path { WS_SGLANG_CUDA = 0, WS_SGLANG_CPU = 1 } ws_sglang_path;
+
+/* The hash of nbytes bytes at data, bit for bit what SGLang 0.5.x computes. */
+WS_API ws_err ws_sglang_hash(ws_sglang_path path, const void *data, uint64_t nbytes,
+                             uint64_t *out, ws_error *err);
+
+/* Streaming form, for a tensor held in pieces (a rank's fused, padded local tensor described
+ * as pieces of HF tensors): create with the tensor's size in bytes, give bytes [offset,
+ * offset + n) with update, final once. WS_SGLANG_CUDA takes pieces in any order; WS_SGLANG_CPU
+ * in increasing offsets. Bytes never given are zero; a byte given twice, or past total_bytes,
+ * is WS_ERR_ARG. Memory: 8 bytes per 32 KiB of tensor plus a few per piece boundary. */
+typedef struct ws_sglang_hasher ws_sglang_hasher;
+WS_API ws_err ws_sglang_hasher_create(ws_sglang_path path, uint64_t total_bytes,
+                                      ws_sglang_hasher **out, ws_error *err);
+WS_API ws_err ws_sglang_hasher_update(ws_sglang_hasher *h, uint64_t offset, const void *data,
+                                      size_t n, ws_error *err);
+WS_API ws_err ws_sglang_hasher_final(ws_sglang_hasher *h, uint64_t *out, ws_error *err);
+WS_API void ws_sglang_hasher_free(ws_sglang_hasher *h);
+/* SGLang's text form of a value: 16 lowercase hex digits ("%016x"); parse accepts either case. */
+WS_API void ws_sglang_hex(uint64_t v, char out[17]);
+WS_API ws_err ws_sglang_from_hex(const char *hex, uint64_t *out);
+/* Force the per-word kernel ("scalar", "avx2", "avx512") or "auto" (the best this CPU runs):
+ * tests and benchmarks. WS_ERR_NOTFOUND when this CPU lacks it. */
+WS_API ws_err ws_sglang_set_kernel(const char *name);
+WS_API const char *ws_sglang_kernel(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
+/* ------------------------------------------------------------------------------------------ */
 
 /* Digest numel elements of dtype t at data (C-contiguous, little-endian, any alignment) after
  * the canonical cast c: the digest ws_digest_tensor gives a tensor holding these bytes.

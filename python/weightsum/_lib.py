@@ -4,8 +4,11 @@ The library is found, in order, at $WEIGHTSUM_LIB (a file, or a directory holdin
 libweightsum.so), next to this package, then in ../../build relative to it (a source checkout
 built with `cmake -S . -B build`).
 """
+from __future__ import annotations
+
 import ctypes
 import os
+from typing import List, Optional, Tuple, Union
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _NAME = "libweightsum.so"
@@ -14,7 +17,7 @@ _NAME = "libweightsum.so"
 class WeightsumError(RuntimeError):
     """A weightsum call failed; .code is the ws_err name (e.g. "WS_ERR_IO")."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -37,7 +40,7 @@ ALGO_SHA256, ALGO_FAST = 1, 2
 CANON = {"bf16": 0, "native": 1}
 
 
-def _candidates():
+def _candidates() -> List[str]:
     env = os.environ.get("WEIGHTSUM_LIB")
     if env:  # an explicit choice is never silently replaced by another library
         return [os.path.join(env, _NAME) if os.path.isdir(env) else env]
@@ -45,7 +48,7 @@ def _candidates():
             os.path.normpath(os.path.join(_HERE, "..", "..", "build", _NAME))]
 
 
-def _load():
+def _load() -> Tuple[ctypes.CDLL, str]:
     tried = []
     for path in _candidates():
         if os.path.exists(path):
@@ -86,7 +89,7 @@ for _name, (_res, _args) in _sigs.items():
     _f.restype, _f.argtypes = _res, _args
 
 
-def check(rc, err):
+def check(rc: int, err: _Error) -> None:
     """Raise WeightsumError for a failed call (rc != WS_OK), with the library's one line."""
     if rc == 0:
         return
@@ -95,5 +98,5 @@ def check(rc, err):
     raise WeightsumError(lib.ws_err_name(rc).decode(), buf.value.decode(errors="replace"))
 
 
-def encode(s):
+def encode(s: Union[str, bytes, "os.PathLike[str]", None]) -> Optional[bytes]:
     return None if s is None else os.fsencode(s) if not isinstance(s, bytes) else s

@@ -5,8 +5,11 @@ hashlib.sha256(t.to(torch.bfloat16).contiguous().view(torch.uint8).numpy()).hexd
 for floating x (canonical "bf16"; "native" hashes the stored bytes), computed by the library's
 own cast and digest. Torch tensors on another device are copied to the CPU first.
 """
+from __future__ import annotations
+
 import ctypes
 import sys
+from typing import Any, Optional, Tuple
 
 from ._lib import ALGO_FAST, ALGO_SHA256, CANON, _Digest, _Error, _P, check, encode, lib
 
@@ -22,18 +25,18 @@ _TORCH = {"torch.bool": "BOOL", "torch.uint8": "U8", "torch.int8": "I8", "torch.
           "torch.float8_e4m3fn": "F8_E4M3", "torch.float8_e5m2": "F8_E5M2"}
 
 
-def _dtype_code(name):
+def _dtype_code(name: str) -> int:
     code = ctypes.c_int()
     if lib.ws_dtype_from_name(name.encode(), ctypes.byref(code)) != 0:
         raise TypeError(f"dtype {name} unknown to weightsum")
     return code.value
 
 
-def _is_torch(x):
+def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "data_ptr")
 
 
-def _buffer(x):
+def _buffer(x: Any) -> Tuple[int, int, int, Any]:
     """(dtype code, pointer, numel, keep-alive) of x's C-contiguous little-endian bytes."""
     if _is_torch(x):
         t = x.detach()
@@ -55,7 +58,7 @@ def _buffer(x):
     return _dtype_code(name), a.ctypes.data, a.size, a
 
 
-def _digest(x, canonical, algos, key):
+def _digest(x: Any, canonical: str, algos: int, key: Any) -> _Digest:
     if canonical not in CANON:
         raise ValueError("canonical must be 'bf16' or 'native'")
     code, ptr, numel, keep = _buffer(x)
@@ -67,7 +70,7 @@ def _digest(x, canonical, algos, key):
     return out
 
 
-def sha256_tensor(x, canonical="bf16"):
+def sha256_tensor(x: Any, canonical: str = "bf16") -> str:
     """SHA-256 (64 lowercase hex digits) of x's canonical bytes: a numpy array (ml_dtypes
     bfloat16/float8 included) or a torch tensor."""
     d = _digest(x, canonical, ALGO_SHA256, None)
@@ -76,7 +79,7 @@ def sha256_tensor(x, canonical="bf16"):
     return buf.value.decode()
 
 
-def fast_tensor(x, canonical="bf16", key=None):
+def fast_tensor(x: Any, canonical: str = "bf16", key: Optional[str] = None) -> str:
     """The fast digest (48 hex digits, docs/fast-digest.md) of x's canonical bytes, under the
     key of seed `key` (default: the public seed)."""
     k, err = _P(), _Error()

@@ -6,11 +6,23 @@
 #include <string.h>
 
 void ws_diff_init(ws_diff *d) {
+    if (!d) return;
     memset(d, 0, sizeof *d);
     d->first = UINT64_MAX;
 }
 
-void ws_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords) {
+ws_err ws_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords,
+                  ws_error *err) {
+    if (ndim < 0 || ndim > WS_MAX_DIMS)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "%d dimensions (at most %d)", ndim,
+                        WS_MAX_DIMS);
+    if (ndim > 0 && (!shape || !coords))
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL %s", shape ? "coords" : "shape");
+    wsi_unravel(i, ndim, shape, coords);
+    return WS_OK;
+}
+
+void wsi_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords) {
     for (int d = ndim - 1; d >= 0; d--) {
         uint64_t s = shape[d] ? shape[d] : 1;
         coords[d] = i % s;
@@ -50,8 +62,21 @@ static uint64_t ulp_distance(ws_dtype t, uint64_t a, uint64_t b) {
     return d > (__int128)UINT64_MAX ? UINT64_MAX : (uint64_t)d;
 }
 
-void ws_diff_update(ws_diff *d, ws_dtype t, uint64_t at, const void *a, const void *b,
-                    uint64_t n) {
+ws_err ws_diff_update(ws_diff *d, ws_dtype t, uint64_t at, const void *a, const void *b,
+                      uint64_t n, ws_error *err) {
+    if (!d) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL diff");
+    if (!ws_dtype_name(t)) return wsi_fail(err, WS_ERR_DTYPE, NULL, NULL, -1, "invalid dtype %d", (int)t);
+    if (n && (!a || !b)) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL %s", a ? "b" : "a");
+    uint64_t bytes;
+    if (!wsi_mul_u64(n, ws_dtype_size(t), &bytes) || bytes > SIZE_MAX)
+        return wsi_fail(err, WS_ERR_LIMIT, NULL, NULL, -1, "%llu elements overflow a size",
+                        (unsigned long long)n);
+    wsi_diff_update(d, t, at, a, b, n);
+    return WS_OK;
+}
+
+void wsi_diff_update(ws_diff *d, ws_dtype t, uint64_t at, const void *a, const void *b,
+                     uint64_t n) {
     size_t sz = ws_dtype_size(t);
     d->compared += n;
     if (memcmp(a, b, n * sz) == 0) return;
@@ -79,7 +104,7 @@ ws_err ws_diff_tensors(const ws_tensor *a, const ws_tensor *b, ws_diff *out, ws_
     if (a->ndim != b->ndim || memcmp(a->shape, b->shape, sizeof(uint64_t) * (size_t)a->ndim))
         return wsi_fail(err, WS_ERR_SHAPE, b->file, b->name, -1, "shapes differ");
     if (a->dtype == b->dtype) {
-        ws_diff_update(out, a->dtype, 0, a->data, b->data, a->numel);
+        wsi_diff_update(out, a->dtype, 0, a->data, b->data, a->numel);
         return WS_OK;
     }
     ws_dtype ca = ws_canonical_dtype(a->dtype, WS_CANON_BF16);
@@ -98,11 +123,11 @@ ws_err ws_diff_tensors(const ws_tensor *a, const ws_tensor *b, ws_diff *out, ws_
     size_t sa = ws_dtype_size(a->dtype), sb = ws_dtype_size(b->dtype);
     for (uint64_t at = 0; at < a->numel; at += CH) {
         uint64_t k = a->numel - at < CH ? a->numel - at : CH;
-        ws_cast_to_canonical(a->dtype, WS_CANON_BF16, (const uint8_t *)a->data + at * sa, k, ba,
+        wsi_cast_to_canonical(a->dtype, WS_CANON_BF16, (const uint8_t *)a->data + at * sa, k, ba,
                              NULL);
-        ws_cast_to_canonical(b->dtype, WS_CANON_BF16, (const uint8_t *)b->data + at * sb, k, bb,
+        wsi_cast_to_canonical(b->dtype, WS_CANON_BF16, (const uint8_t *)b->data + at * sb, k, bb,
                              NULL);
-        ws_diff_update(out, ca, at, ba, bb, k);
+        wsi_diff_update(out, ca, at, ba, bb, k);
     }
     free(ba);
     free(bb);

@@ -136,9 +136,9 @@ static void check_copy(job *j, const wsi_plan *p, uint32_t copy, uint8_t *ba, ui
         const uint8_t *po = (const uint8_t *)to->data + ((o->l_row0 + r) * o->l_cols + o->l_col0) * so;
         for (uint64_t k = 0; k < c->cols; k += WSI_CHUNK_ELEMS) {
             uint64_t n = c->cols - k < WSI_CHUNK_ELEMS ? c->cols - k : WSI_CHUNK_ELEMS;
-            ws_cast_to_canonical(to->dtype, j->opt->canon, po + k * so, n, ba, NULL);
-            ws_cast_to_canonical(tc->dtype, j->opt->canon, pc + k * sc, n, bb, NULL);
-            ws_diff_update(&d, cdt, r * c->cols + k, ba, bb, n);
+            wsi_cast_to_canonical(to->dtype, j->opt->canon, po + k * so, n, ba, NULL);
+            wsi_cast_to_canonical(tc->dtype, j->opt->canon, pc + k * sc, n, bb, NULL);
+            wsi_diff_update(&d, cdt, r * c->cols + k, ba, bb, n);
         }
         if (d.differ != prev) {
             if (!prev) first_row = r;

@@ -157,9 +157,9 @@ ws_err ws_side_element(const ws_side *s, const char *tensor, uint64_t i, double 
     if (s->ckpt) {
         const ws_tensor *t = ws_ckpt_find(s->ckpt, tensor);
         size_t es = ws_dtype_size(t->dtype);
-        ws_cast_to_canonical(t->dtype, s->canon, (const uint8_t *)t->data + i * es, 1, canon, NULL);
+        wsi_cast_to_canonical(t->dtype, s->canon, (const uint8_t *)t->data + i * es, 1, canon, NULL);
         *value = ws_element_as_double(ws_canonical_dtype(t->dtype, s->canon), canon, 0);
-        ws_unravel(i, t->ndim, t->shape, co);
+        wsi_unravel(i, t->ndim, t->shape, co);
         wsi_shape_str(t->ndim, co, cs, sizeof cs);
         if (where) snprintf(where, where_size, "element %s", cs);
         return WS_OK;
@@ -177,9 +177,9 @@ ws_err ws_side_element(const ws_side *s, const char *tensor, uint64_t i, double 
         if (!t) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "%s on rank %d is missing", ld->name, ld->rank);
         uint64_t li = (pc->l_row0 + row - pc->t_row0) * pc->l_cols + pc->l_col0 + (col - pc->t_col0);
         size_t es = ws_dtype_size(t->dtype);
-        ws_cast_to_canonical(t->dtype, s->canon, (const uint8_t *)t->data + li * es, 1, canon, NULL);
+        wsi_cast_to_canonical(t->dtype, s->canon, (const uint8_t *)t->data + li * es, 1, canon, NULL);
         *value = ws_element_as_double(ws_canonical_dtype(t->dtype, s->canon), canon, 0);
-        ws_unravel(li, ld->ndim, ld->shape, co);
+        wsi_unravel(li, ld->ndim, ld->shape, co);
         wsi_shape_str(ld->ndim, co, cs, sizeof cs);
         if (where) snprintf(where, where_size, "element %s of %s on rank %d", cs, ld->name, ld->rank);
         return WS_OK;

@@ -55,10 +55,10 @@ static ws_err locate_run(void *arg, const wsi_run *run) {
     const uint8_t *pr = (const uint8_t *)c->ref->data + run->t_at * sr;
     for (uint64_t k = 0; k < run->n; k += WSI_CHUNK_ELEMS) {
         uint64_t n = run->n - k < WSI_CHUNK_ELEMS ? run->n - k : WSI_CHUNK_ELEMS;
-        ws_cast_to_canonical(c->ref->dtype, c->canon, pr + k * sr, n, c->ba, NULL);
-        ws_cast_to_canonical(t->dtype, c->canon, pl + k * sl, n, c->bb, NULL);
+        wsi_cast_to_canonical(c->ref->dtype, c->canon, pr + k * sr, n, c->ba, NULL);
+        wsi_cast_to_canonical(t->dtype, c->canon, pl + k * sl, n, c->bb, NULL);
         uint64_t before = c->d.differ, first = c->d.first;
-        ws_diff_update(&c->d, c->cdt, run->t_at + k, c->ba, c->bb, n);
+        wsi_diff_update(&c->d, c->cdt, run->t_at + k, c->ba, c->bb, n);
         if (c->d.differ == before) continue;
         if (c->d.first != first) {
             c->first_piece = run->piece;
@@ -114,8 +114,8 @@ static void report_located(wsi_dumpview *v, uint32_t h, const locate_ctx *c) {
     const ws_piece *pc = ws_layout_piece(v->l, (size_t)c->first_piece);
     const ws_local_desc *ld = ws_layout_local(v->l, pc->local);
     uint64_t tco[WS_MAX_DIMS], lco[WS_MAX_DIMS];
-    ws_unravel(c->d.first, hf->ndim, hf->shape, tco);
-    ws_unravel(c->first_local_at, ld->ndim, ld->shape, lco);
+    wsi_unravel(c->d.first, hf->ndim, hf->shape, tco);
+    wsi_unravel(c->first_local_at, ld->ndim, ld->shape, lco);
     char ts[160], ls[160];
     wsi_shape_str(hf->ndim, tco, ts, sizeof ts);
     wsi_shape_str(ld->ndim, lco, ls, sizeof ls);
@@ -157,7 +157,7 @@ static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const 
     } else {
         uint64_t co[WS_MAX_DIMS];
         char cs[160];
-        ws_unravel(loc.first, hf->ndim, hf->shape, co);
+        wsi_unravel(loc.first, hf->ndim, hf->shape, co);
         wsi_shape_str(hf->ndim, co, cs, sizeof cs);
         const wsi_plan *p = &v->plans[h];
         uint64_t cols = p->cols ? p->cols : 1;

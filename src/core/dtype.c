@@ -54,6 +54,7 @@ ws_err ws_canon_from_name(const char *name, ws_canon *out) {
 }
 
 ws_dtype ws_canonical_dtype(ws_dtype t, ws_canon c) {
+    if (!valid(t) || (c != WS_CANON_BF16 && c != WS_CANON_NATIVE)) return WS_DTYPE__COUNT;
     if (c == WS_CANON_BF16 && ws_dtype_is_float(t)) return WS_BF16;
     return t;
 }
@@ -214,8 +215,21 @@ void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *s
     st->inf += inf;
 }
 
-void ws_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n, void *dst,
-                          ws_value_stats *stats) {
+ws_err ws_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n, void *dst,
+                            ws_value_stats *stats, ws_error *err) {
+    if (!valid(t)) return wsi_fail(err, WS_ERR_DTYPE, NULL, NULL, -1, "invalid dtype %d", (int)t);
+    if (c != WS_CANON_BF16 && c != WS_CANON_NATIVE)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "invalid canonical policy %d", (int)c);
+    if (n && (!src || !dst))
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL %s", src ? "dst" : "src");
+    if (n > SIZE_MAX / 8)
+        return wsi_fail(err, WS_ERR_LIMIT, NULL, NULL, -1, "%zu elements overflow a size", n);
+    wsi_cast_to_canonical(t, c, src, n, dst, stats);
+    return WS_OK;
+}
+
+void wsi_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n, void *dst,
+                           ws_value_stats *stats) {
     if (stats && ws_dtype_is_float(t)) wsi_count_specials(t, src, n, stats);
     uint8_t *out = dst;
     if (ws_canonical_dtype(t, c) == t) {
@@ -259,6 +273,7 @@ void ws_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n, voi
 }
 
 double ws_element_as_double(ws_dtype t, const void *data, uint64_t i) {
+    if (!data) return NAN;
     switch (t) {
     case WS_BOOL: return ((const uint8_t *)data)[i] != 0;
     case WS_U8: return ((const uint8_t *)data)[i];

@@ -24,6 +24,7 @@ static const char *const err_names[WS_ERR__COUNT] = {
 };
 
 const char *ws_version(void) { return WS_VERSION_STRING; }
+unsigned ws_version_number(void) { return WS_VERSION_NUMBER; }
 
 const char *ws_err_name(ws_err e) {
     if ((unsigned)e < WS_ERR__COUNT && err_names[e]) return err_names[e];

@@ -3,6 +3,7 @@
 #define WS_INTERNAL_H
 
 #include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -22,8 +23,38 @@ static inline bool wsi_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* Hex digit value (either case), or -1. */
+WSI_HIDDEN int wsi_hex_value(int c);
+/* n bytes as 2n lowercase hex digits and a NUL into out. */
+WSI_HIDDEN void wsi_hex_encode(const uint8_t *bytes, size_t n, char *out);
+/* Exactly 2n hex digits (either case) at hex into n bytes; false (out partly written) on any
+ * other character. The caller checks the length. */
+WSI_HIDDEN bool wsi_hex_decode(const char *hex, size_t n, uint8_t *out);
+
+/* The whole of a file (with dash_is_stdin, "-" is standard input) into a NUL-terminated buffer
+ * (*out, free with free()), *len bytes not counting the NUL. Errors name the file: WS_ERR_IO
+ * (open or read failed: never a short buffer taken for the whole file), WS_ERR_NOMEM,
+ * WS_ERR_LIMIT over max_bytes (what: "a manifest", "a config.json", ..., for the message). */
+WSI_HIDDEN ws_err wsi_read_file(const char *path, bool dash_is_stdin, size_t max_bytes,
+                                const char *what, char **out, size_t *len, ws_error *err);
+
 /* strdup that returns NULL on NULL. */
 WSI_HIDDEN char *wsi_strdup(const char *s);
+
+/* ws_cast_to_canonical for arguments the caller has validated (a dtype and policy in range,
+ * non-NULL buffers): the inner loops' form, which cannot fail. */
+WSI_HIDDEN void wsi_cast_to_canonical(ws_dtype t, ws_canon c, const void *src, size_t n,
+                                      void *dst, ws_value_stats *stats);
+/* ws_diff_update for validated arguments (a valid dtype, non-NULL d, a and b). */
+WSI_HIDDEN void wsi_diff_update(ws_diff *d, ws_dtype t, uint64_t at, const void *a,
+                                const void *b, uint64_t n);
+/* ws_unravel for validated arguments. */
+WSI_HIDDEN void wsi_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *coords);
+/* ws_fast_accumulate / ws_fast_add for validated arguments (a key, an accumulator, data for
+ * n_units units, unit_bytes 1 or 2): the digest paths' form, which cannot fail. */
+WSI_HIDDEN void wsi_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
+                                    const void *data, size_t n_units, int unit_bytes);
+WSI_HIDDEN void wsi_fast_add(ws_fast *acc, const ws_fast *part);
 
 /* Add the NaN/Inf counts of n elements of float dtype t to st (no-op for other dtypes). */
 WSI_HIDDEN void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st);

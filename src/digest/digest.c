@@ -6,13 +6,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-void ws_sha256_hex(const uint8_t d[32], char out[65]) {
-    static const char hx[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = hx[d[i] >> 4];
-        out[2 * i + 1] = hx[d[i] & 15];
+ws_err ws_sha256_hex(const uint8_t d[32], char out[65]) {
+    if (!out) return WS_ERR_ARG;
+    if (!d) {
+        out[0] = '\0';
+        return WS_ERR_ARG;
     }
-    out[64] = 0;
+    wsi_hex_encode(d, 32, out);
+    return WS_OK;
+}
+
+ws_err ws_digest_from_hex(const char *hex, ws_digest *out) {
+    if (!hex || !out) return WS_ERR_ARG;
+    size_t n = strlen(hex);
+    if (n == 64) {
+        uint8_t sha[32];
+        if (!wsi_hex_decode(hex, 32, sha)) return WS_ERR_FORMAT;
+        memcpy(out->sha256, sha, 32);
+        out->algos |= WS_ALGO_SHA256;
+        return WS_OK;
+    }
+    if (n == 48 && ws_fast_from_hex(hex, &out->fast) == WS_OK) {
+        out->algos |= WS_ALGO_FAST;
+        return WS_OK;
+    }
+    return WS_ERR_FORMAT;
 }
 
 ws_err wsi_sink_init(wsi_sink *s, unsigned algos, ws_dtype cdtype, const ws_fastkey *key,
@@ -47,7 +65,7 @@ static void feed_canonical(wsi_sink *s, uint64_t at, const void *bytes, uint64_t
     if (s->sha) EVP_DigestUpdate(s->sha, bytes, n * esz);
     if (s->algos & WS_ALGO_FAST) {
         unsigned upe = ws_dtype_units(s->cdtype);
-        ws_fast_accumulate(s->key, &s->fast, at * upe, bytes, n * upe, esz == 1 ? 1 : 2);
+        wsi_fast_accumulate(s->key, &s->fast, at * upe, bytes, n * upe, esz == 1 ? 1 : 2);
     }
 }
 
@@ -74,7 +92,7 @@ void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint64_t at, con
             feed_canonical(s, at, p, k);
             if (stats) wsi_count_specials(src_dtype, p, (size_t)k, stats); /* now in cache */
         } else {
-            ws_cast_to_canonical(src_dtype, c, p, (size_t)k, s->scratch, stats);
+            wsi_cast_to_canonical(src_dtype, c, p, (size_t)k, s->scratch, stats);
             feed_canonical(s, at, s->scratch, k);
         }
         p += k * ssz;

@@ -1,10 +1,8 @@
 /* Digests of a caller's buffer (the Python binding's numpy arrays and torch tensors): the same
- * cast-then-digest path as a stored tensor, and the one free() for memory handed out. */
+ * cast-then-digest path as a stored tensor. */
 #include "digest.h"
 
 #include <stdlib.h>
-
-void ws_free(void *p) { free(p); }
 
 ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, uint64_t numel, unsigned algos,
                         const ws_fastkey *key, ws_digest *out, ws_value_stats *stats,

@@ -120,9 +120,25 @@ const char *ws_fast_kernel(void) { return current_kernel()->name; }
 /* Accumulation                                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-void ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index, const void *data,
-                        size_t n_units, int unit_bytes) {
-    if (!k || !acc || n_units == 0 || !data || (unit_bytes != 1 && unit_bytes != 2)) return;
+ws_err ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
+                          const void *data, size_t n_units, int unit_bytes, ws_error *err) {
+    if (!k || !acc)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "fast digest: NULL %s",
+                        k ? "accumulator" : "key");
+    if (unit_bytes != 1 && unit_bytes != 2)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "fast digest: unit_bytes %d (1 or 2)", unit_bytes);
+    if (n_units && !data) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "fast digest: NULL data");
+    if (n_units && n_units - 1 > UINT64_MAX - unit_index) /* the last unit's index wraps */
+        return wsi_fail(err, WS_ERR_LIMIT, NULL, NULL, -1,
+                        "fast digest: %zu units from index %llu pass 2^64 - 1", n_units,
+                        (unsigned long long)unit_index);
+    if (n_units) wsi_fast_accumulate(k, acc, unit_index, data, n_units, unit_bytes);
+    return WS_OK;
+}
+
+void wsi_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
+                         const void *data, size_t n_units, int unit_bytes) {
     wsi_fast_run_fn run = current_kernel()->run;
     const uint8_t *p = data;
     size_t off = (size_t)(unit_index % B);
@@ -144,8 +160,15 @@ void ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index, 
     for (int l = 0; l < WS_FAST_LANES; l++) acc->lane[l] = a[l];
 }
 
-void ws_fast_add(ws_fast *acc, const ws_fast *part) {
-    if (!acc || !part) return;
+ws_err ws_fast_add(ws_fast *acc, const ws_fast *part, ws_error *err) {
+    if (!acc || !part)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "fast digest: NULL %s",
+                        acc ? "part" : "accumulator");
+    wsi_fast_add(acc, part);
+    return WS_OK;
+}
+
+void wsi_fast_add(ws_fast *acc, const ws_fast *part) {
     for (int l = 0; l < WS_FAST_LANES; l++)
         acc->lane[l] = addmod(reduce64(acc->lane[l]), reduce64(part->lane[l]));
 }
@@ -154,37 +177,27 @@ void ws_fast_add(ws_fast *acc, const ws_fast *part) {
 /* Byte form: each lane as 16 lowercase hex digits, big-endian, lane 0 first.                  */
 /* ------------------------------------------------------------------------------------------ */
 
-static const char hexdig[] = "0123456789abcdef";
-
-void ws_fast_hex(const ws_fast *d, char out[49]) {
-    if (!out) return;
+ws_err ws_fast_hex(const ws_fast *d, char out[49]) {
+    if (!out) return WS_ERR_ARG;
     if (!d) {
         out[0] = '\0';
-        return;
+        return WS_ERR_ARG;
     }
+    uint8_t be[8 * WS_FAST_LANES];
     for (int l = 0; l < WS_FAST_LANES; l++)
-        for (int i = 0; i < 16; i++) out[16 * l + i] = hexdig[(d->lane[l] >> (60 - 4 * i)) & 15];
-    out[48] = '\0';
-}
-
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
+        for (int i = 0; i < 8; i++) be[8 * l + i] = (uint8_t)(d->lane[l] >> (56 - 8 * i));
+    wsi_hex_encode(be, sizeof be, out);
+    return WS_OK;
 }
 
 ws_err ws_fast_from_hex(const char *hex, ws_fast *out) {
     if (!hex || !out) return WS_ERR_ARG;
-    if (strlen(hex) != 16 * WS_FAST_LANES) return WS_ERR_FORMAT;
+    uint8_t be[8 * WS_FAST_LANES];
+    if (strlen(hex) != 2 * sizeof be || !wsi_hex_decode(hex, sizeof be, be)) return WS_ERR_FORMAT;
     ws_fast d;
     for (int l = 0; l < WS_FAST_LANES; l++) {
         uint64_t v = 0;
-        for (int i = 0; i < 16; i++) {
-            int x = hexval(hex[16 * l + i]);
-            if (x < 0) return WS_ERR_FORMAT;
-            v = v << 4 | (uint64_t)x;
-        }
+        for (int i = 0; i < 8; i++) v = v << 8 | be[8 * l + i];
         if (v >= P) return WS_ERR_FORMAT;
         d.lane[l] = v;
     }
@@ -292,11 +305,7 @@ ws_err ws_fastkey_create(const void *seed, size_t seed_len, ws_fastkey **out, ws
         free(k);
         return wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "fast key: SHA-256 failed");
     }
-    for (int i = 0; i < 8; i++) {
-        k->id[2 * i] = hexdig[h[i] >> 4];
-        k->id[2 * i + 1] = hexdig[h[i] & 15];
-    }
-    k->id[16] = '\0';
+    wsi_hex_encode(h, 8, k->id);
     *out = k;
     return WS_OK;
 }

@@ -89,7 +89,7 @@ static ws_err collect(const job *j, const char *source, ws_manifest **out, ws_er
         const part *pt = &j->parts[i];
         e->digest.algos = pt->digest.algos;
         if (pt->digest.algos & WS_ALGO_SHA256) memcpy(e->digest.sha256, pt->digest.sha256, 32);
-        if (pt->digest.algos & WS_ALGO_FAST) ws_fast_add(&e->digest.fast, &pt->digest.fast);
+        if (pt->digest.algos & WS_ALGO_FAST) wsi_fast_add(&e->digest.fast, &pt->digest.fast);
         e->stats.nan += pt->stats.nan;
         e->stats.inf += pt->stats.inf;
     }

@@ -169,31 +169,8 @@ ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err) {
     return WS_OK;
 }
 
-static int hexval(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Parse a digest string: 64 hex digits are SHA-256, 48 the fast digest. */
-static ws_err parse_digest(const char *hex, ws_digest *d) {
-    size_t n = strlen(hex);
-    if (n == 64) {
-        for (int i = 0; i < 32; i++) {
-            int a = hexval(hex[2 * i]), b = hexval(hex[2 * i + 1]);
-            if (a < 0 || b < 0) return WS_ERR_FORMAT;
-            d->sha256[i] = (uint8_t)(a << 4 | b);
-        }
-        d->algos |= WS_ALGO_SHA256;
-        return WS_OK;
-    }
-    if (n == 48 && ws_fast_from_hex(hex, &d->fast) == WS_OK) {
-        d->algos |= WS_ALGO_FAST;
-        return WS_OK;
-    }
-    return WS_ERR_FORMAT;
-}
+static ws_err parse_digest(const char *hex, ws_digest *d) { return ws_digest_from_hex(hex, d); }
 
 static ws_err parse_json(const char *text, size_t len, const char *label, ws_manifest **out,
                          ws_error *err) {
@@ -371,30 +348,15 @@ ws_err ws_manifest_parse(const char *text, size_t len, const char *label, ws_man
 }
 
 ws_err ws_manifest_load(const char *path, ws_manifest **out, ws_error *err) {
+    if (!path || !out)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "ws_manifest_load: NULL %s",
+                        path ? "out" : "path");
     *out = NULL;
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) return wsi_fail(err, WS_ERR_IO, path, NULL, -1, "cannot open: %s", strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    ws_err rc = WS_OK;
-    while (buf) {
-        if (len == cap) {
-            if (cap >= ((size_t)1 << 31)) {
-                rc = wsi_fail(err, WS_ERR_LIMIT, path, NULL, -1, "manifest larger than 2 GiB");
-                break;
-            }
-            char *g = realloc(buf, cap * 2);
-            if (!g) break;
-            buf = g;
-            cap *= 2;
-        }
-        size_t r = fread(buf + len, 1, cap - len, f);
-        len += r;
-        if (r == 0) break;
-    }
-    if (f != stdin) fclose(f);
-    if (!buf) return wsi_fail(err, WS_ERR_NOMEM, path, NULL, -1, "out of memory");
-    if (rc == WS_OK) rc = ws_manifest_parse(buf, len, path, out, err);
+    char *buf;
+    size_t len;
+    ws_err rc = wsi_read_file(path, true, (size_t)1 << 31, "a manifest", &buf, &len, err);
+    if (rc != WS_OK) return rc;
+    rc = ws_manifest_parse(buf, len, path, out, err);
     free(buf);
     return rc;
 }

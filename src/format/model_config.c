@@ -276,36 +276,11 @@ ws_err ws_model_config_load(const char *path, ws_model_config *out, ws_error *er
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
                         "ws_model_config_load: path and out must not be NULL");
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return wsi_fail(err, WS_ERR_IO, path, NULL, -1, "open: %s", strerror(errno));
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    ws_err e = WS_OK;
-    if (!buf) e = wsi_fail(err, WS_ERR_NOMEM, path, NULL, -1, "out of memory");
-    while (!e) {
-        if (n == cap) {
-            if (cap >= CONFIG_MAX_BYTES) {
-                e = wsi_fail(err, WS_ERR_LIMIT, path, NULL, -1,
-                             "larger than %u bytes: not a config.json", CONFIG_MAX_BYTES);
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                e = wsi_fail(err, WS_ERR_NOMEM, path, NULL, -1, "out of memory");
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) e = wsi_fail(err, WS_ERR_IO, path, NULL, -1, "read failed");
-            break;
-        }
-    }
-    fclose(f);
-    if (!e) e = ws_model_config_parse(buf, n, path, out, err);
+    char *buf;
+    size_t n;
+    ws_err e = wsi_read_file(path, false, CONFIG_MAX_BYTES, "a config.json", &buf, &n, err);
+    if (e) return e;
+    e = ws_model_config_parse(buf, n, path, out, err);
     free(buf);
     return e;
 }

@@ -13,7 +13,7 @@
  */
 #ifndef WS_DEVICE_BACKEND_H
 #define WS_DEVICE_BACKEND_H
-#include "weightsum.h"
+#include "weightsum_experimental.h" /* ws_dtype_units, the fast-digest algebra */
 
 #define WSI_DEVICE_BACKEND_SYMBOL "ws_device_backend_v1"
 #define WSI_DEVICE_BACKEND_ABI 1
@@ -42,6 +42,25 @@ typedef struct wsi_dev_segment {
     uint64_t dst_row_stride;
 } wsi_dev_segment;
 
+/* One tensor of a batch SGLang hashes: segments [seg0, seg0 + n_segs) of the batch's segment
+ * array describe its total_bytes-byte image. */
+typedef struct wsi_dev_sglang_tensor {
+    size_t seg0, n_segs;
+    uint64_t total_bytes;
+} wsi_dev_sglang_tensor;
+
+/* One tensor of a batch SHA-256 hashes: its canonical elements, in C order, are those of
+ * rectangles [rect0, rect0 + n_rects) one after another, each rectangle row by row. */
+typedef struct wsi_dev_tensor {
+    size_t rect0, n_rects;
+} wsi_dev_tensor;
+
+/* Memory a backend keeps between calls (staging buffers, descriptor arrays). */
+typedef struct wsi_dev_memory {
+    uint64_t device_bytes; /* device memory allocated by the backend itself */
+    uint64_t host_bytes;   /* pinned host memory */
+} wsi_dev_memory;
+
 typedef struct wsi_device_backend {
     int abi;                /* WSI_DEVICE_BACKEND_ABI */
     const char *name;       /* "cuda" */
@@ -60,6 +79,24 @@ typedef struct wsi_device_backend {
      * (zero elsewhere), without building it. */
     ws_err (*sglang_hash)(const wsi_dev_segment *segs, size_t n, uint64_t total_bytes,
                           uint64_t *out, void *stream, ws_error *err);
+    /* Appended to ABI 1 (the fields above are unchanged). */
+    /* SGLang's gpu_tensor_hash of n tensors at once (one launch): out[i] for tensors[i]. */
+    ws_err (*sglang_hash_batch)(const wsi_dev_segment *segs, size_t n_segs,
+                                const wsi_dev_sglang_tensor *tensors, size_t n, uint64_t *out,
+                                void *stream, ws_error *err);
+    /* SHA-256 of n tensors' canonical bytes (hashlib-identical), cast on the device, copied
+     * through pinned staging buffers, hashed on `threads` CPU threads (<= 0: all cores);
+     * stats[i] (stats may be NULL): NaN/Inf counts in the stored dtype. */
+    ws_err (*sha256_rects)(const wsi_dev_rect *rects, size_t n_rects,
+                           const wsi_dev_tensor *tensors, size_t n, ws_canon canon,
+                           int threads, uint8_t (*out)[32], ws_value_stats *stats, void *stream,
+                           ws_error *err);
+    /* The canonical cast of one rectangle into device memory dst (rows * cols canonical
+     * elements, row-major), with NaN/Inf counts (stats may be NULL); stream-ordered. */
+    ws_err (*cast)(const wsi_dev_rect *rect, ws_canon canon, void *dst, ws_value_stats *stats,
+                   void *stream, ws_error *err);
+    /* What the backend holds now (bounded: see README, "CUDA tensors"). */
+    ws_err (*memory)(wsi_dev_memory *out, ws_error *err);
 } wsi_device_backend;
 
 typedef const wsi_device_backend *(*wsi_device_backend_fn)(void);

@@ -21,7 +21,7 @@
 WSI_HIDDEN ws_err wsl_config_check(const ws_model_config *cfg, ws_err code, const char *label,
                                    ws_error *err);
 
-/* ---- builder (src/layout.c) ------------------------------------------------------------- */
+/* ---- builder (src/layout/layout.c) ------------------------------------------------------------- */
 
 /* Add a canonical tensor of 1 or 2 dims (d1 ignored when ndim is 1), named by printf format.
  * tied: index of the HF tensor it is tied to, or -1. *idx receives its index. */

@@ -14,25 +14,7 @@
 
 bool wsp_parse_hex(const char *hex, ws_digest *d) {
     memset(d, 0, sizeof *d);
-    size_t n = hex ? strlen(hex) : 0;
-    if (n == 64) {
-        for (int i = 0; i < 64; i++) {
-            char ch = hex[i];
-            int v = ch >= '0' && ch <= '9'   ? ch - '0'
-                    : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                             : -1;
-            if (v < 0) return false;
-            d->sha256[i / 2] = (uint8_t)(i % 2 ? d->sha256[i / 2] | v : v << 4);
-        }
-        d->algos = WS_ALGO_SHA256;
-        return true;
-    }
-    if (n == 48 && ws_fast_from_hex(hex, &d->fast) == WS_OK) {
-        d->algos = WS_ALGO_FAST;
-        return true;
-    }
-    return false;
+    return ws_digest_from_hex(hex, d) == WS_OK;
 }
 
 /* One engine tensor to digest. */

@@ -1,7 +1,7 @@
 /* The dtype table and the canonical casts, checked against PyTorch's own casts
  * (tests/vectors/casts.txt, made by tests/vectors/gen_cast_vectors.py on CPU and CUDA). */
 #include "check.h"
-#include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -51,7 +51,7 @@ static void test_torch_vectors(void) {
         uint8_t raw[8];
         memcpy(raw, &v, 8); /* little-endian host: the low bytes are the element */
         ws_value_stats st = {0};
-        ws_cast_to_canonical(t, WS_CANON_BF16, raw, 1, &got, &st);
+        CHECK_OK(ws_cast_to_canonical(t, WS_CANON_BF16, raw, 1, &got, &st, &e_));
         if (is_nan_input(dt, v)) {
             /* our policy: every NaN -> 0x7FC0 (PyTorch differs by path, see docs) */
             nan_inputs++;
@@ -78,14 +78,31 @@ static void test_specials_counted(void) {
     float v[6] = {1.0f, INFINITY, -INFINITY, NAN, -0.0f, 3.0f};
     uint16_t out[6];
     ws_value_stats st = {0};
-    ws_cast_to_canonical(WS_F32, WS_CANON_BF16, v, 6, out, &st);
+    CHECK_OK(ws_cast_to_canonical(WS_F32, WS_CANON_BF16, v, 6, out, &st, &e_));
     CHECK(st.nan == 1 && st.inf == 2);
     CHECK(out[1] == 0x7f80 && out[2] == 0xff80 && out[4] == 0x8000);
     /* native policy copies bytes but still counts */
     uint16_t b[3] = {0x7fc1, 0x7f80, 0x3f80}, o[3];
     ws_value_stats s2 = {0};
-    ws_cast_to_canonical(WS_BF16, WS_CANON_BF16, b, 3, o, &s2);
+    CHECK_OK(ws_cast_to_canonical(WS_BF16, WS_CANON_BF16, b, 3, o, &s2, &e_));
     CHECK(memcmp(b, o, 6) == 0 && s2.nan == 1 && s2.inf == 1);
+    /* bad input is an error that leaves dst and stats alone, never silently skipped */
+    ws_error err;
+    uint16_t keep[3] = {1, 2, 3};
+    ws_value_stats s3 = {0};
+    CHECK(ws_cast_to_canonical(WS_DTYPE__COUNT, WS_CANON_BF16, v, 3, keep, &s3, &err) ==
+          WS_ERR_DTYPE);
+    CHECK(err.code == WS_ERR_DTYPE && strstr(err.what, "dtype"));
+    CHECK(ws_cast_to_canonical((ws_dtype)-1, WS_CANON_BF16, v, 3, keep, &s3, &err) == WS_ERR_DTYPE);
+    CHECK(ws_cast_to_canonical(WS_F32, (ws_canon)7, v, 3, keep, &s3, &err) == WS_ERR_ARG);
+    CHECK(ws_cast_to_canonical(WS_F32, WS_CANON_BF16, NULL, 3, keep, &s3, &err) == WS_ERR_ARG);
+    CHECK(ws_cast_to_canonical(WS_F32, WS_CANON_BF16, v, 3, NULL, &s3, &err) == WS_ERR_ARG);
+    CHECK(ws_cast_to_canonical(WS_F32, WS_CANON_BF16, NULL, 0, NULL, NULL, &err) == WS_OK);
+    CHECK(keep[0] == 1 && keep[1] == 2 && keep[2] == 3 && s3.nan == 0 && s3.inf == 0);
+    CHECK(ws_canonical_dtype(WS_DTYPE__COUNT, WS_CANON_BF16) == WS_DTYPE__COUNT);
+    CHECK(ws_canonical_dtype(WS_F32, (ws_canon)7) == WS_DTYPE__COUNT);
+    CHECK(isnan(ws_element_as_double(WS_DTYPE__COUNT, v, 0)));
+    CHECK(isnan(ws_element_as_double(WS_F32, NULL, 0)));
 }
 
 static void test_element_values(void) {

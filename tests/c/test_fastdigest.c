@@ -2,7 +2,7 @@
  * sensitivity, the byte form, and the shared test vectors (tests/vectors/fast_digest.json). */
 #include "check.h"
 #include "fastdigest.h"
-#include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -48,7 +48,7 @@ static ws_fast digest_with(const char *kernel, const ws_fastkey *k, uint64_t sta
                            const void *data, size_t n, int ub) {
     ws_fast d = {{0, 0, 0}};
     CHECK(ws_fast_set_kernel(kernel) == WS_OK);
-    ws_fast_accumulate(k, &d, start, data, n, ub);
+    CHECK(ws_fast_accumulate(k, &d, start, data, n, ub, NULL) == WS_OK);
     ws_fast_set_kernel("auto");
     return d;
 }
@@ -225,10 +225,10 @@ static void test_split_invariance(const ws_fastkey *k) {
                 for (size_t i = 0; i <= ncuts; i++) {
                     size_t a = cuts[order[i]], b = cuts[order[i] + 1];
                     ws_fast part = {{0, 0, 0}};
-                    ws_fast_accumulate(k, &part, start + a, buf + a * ub, b - a, ub);
-                    ws_fast_add(&sum, &part);
+                    CHECK(ws_fast_accumulate(k, &part, start + a, buf + a * ub, b - a, ub, NULL) == WS_OK);
+                    CHECK(ws_fast_add(&sum, &part, NULL) == WS_OK);
                     /* accumulating into a running total is the same as adding parts */
-                    ws_fast_accumulate(k, &direct, start + a, buf + a * ub, b - a, ub);
+                    CHECK(ws_fast_accumulate(k, &direct, start + a, buf + a * ub, b - a, ub, NULL) == WS_OK);
                 }
                 ws_fast_set_kernel("auto");
                 CHECK(fast_eq(&whole, &sum));
@@ -237,8 +237,8 @@ static void test_split_invariance(const ws_fastkey *k) {
     }
     /* a run equals its units given one at a time */
     ws_fast whole = {{0, 0, 0}}, ones = {{0, 0, 0}};
-    ws_fast_accumulate(k, &whole, 999, buf, 3000, 2);
-    for (size_t i = 0; i < 3000; i++) ws_fast_accumulate(k, &ones, 999 + i, buf + 2 * i, 1, 2);
+    CHECK(ws_fast_accumulate(k, &whole, 999, buf, 3000, 2, NULL) == WS_OK);
+    for (size_t i = 0; i < 3000; i++) CHECK(ws_fast_accumulate(k, &ones, 999 + i, buf + 2 * i, 1, 2, NULL) == WS_OK);
     CHECK(fast_eq(&whole, &ones));
     free(buf);
 }
@@ -251,7 +251,7 @@ static void test_shards_and_bands(const ws_fastkey *k) {
     uint16_t *t = malloc(rows * cols * 2);
     fill_random((uint8_t *)t, rows * cols * 2);
     ws_fast whole = {{0, 0, 0}};
-    ws_fast_accumulate(k, &whole, 0, t, rows * cols, 2);
+    CHECK(ws_fast_accumulate(k, &whole, 0, t, rows * cols, 2, NULL) == WS_OK);
     for (size_t tp = 2; tp <= 8; tp *= 2) {
         size_t sc = cols / tp;
         uint16_t *shard = malloc(rows * sc * 2);
@@ -260,8 +260,8 @@ static void test_shards_and_bands(const ws_fastkey *k) {
             for (size_t i = 0; i < rows; i++) memcpy(shard + i * sc, t + i * cols + r * sc, sc * 2);
             ws_fast part = {{0, 0, 0}};
             for (size_t i = 0; i < rows; i++)
-                ws_fast_accumulate(k, &part, i * cols + r * sc, shard + i * sc, sc, 2);
-            ws_fast_add(&total, &part);
+                CHECK(ws_fast_accumulate(k, &part, i * cols + r * sc, shard + i * sc, sc, 2, NULL) == WS_OK);
+            CHECK(ws_fast_add(&total, &part, NULL) == WS_OK);
         }
         CHECK(fast_eq(&whole, &total));
         free(shard);
@@ -270,8 +270,8 @@ static void test_shards_and_bands(const ws_fastkey *k) {
     for (size_t r0 = 0; r0 < rows; r0 += 10) {
         size_t r1 = r0 + 10 < rows ? r0 + 10 : rows;
         ws_fast band = {{0, 0, 0}};
-        ws_fast_accumulate(k, &band, r0 * cols, t + r0 * cols, (r1 - r0) * cols, 2);
-        ws_fast_add(&bands, &band);
+        CHECK(ws_fast_accumulate(k, &band, r0 * cols, t + r0 * cols, (r1 - r0) * cols, 2, NULL) == WS_OK);
+        CHECK(ws_fast_add(&bands, &band, NULL) == WS_OK);
     }
     CHECK(fast_eq(&whole, &bands));
     free(t);
@@ -285,14 +285,14 @@ static void test_sensitivity(const ws_fastkey *k) {
     for (int ub = 1; ub <= 2; ub++) {
         size_t n = nbytes / ub;
         ws_fast base = {{0, 0, 0}};
-        ws_fast_accumulate(k, &base, 77, buf, n, ub);
+        CHECK(ws_fast_accumulate(k, &base, 77, buf, n, ub, NULL) == WS_OK);
         int missed = 0;
         for (int t = 0; t < 5000; t++) {
             size_t byte = rnd_below(nbytes);
             uint8_t bit = (uint8_t)(1u << rnd_below(8));
             buf[byte] ^= bit;
             ws_fast d = {{0, 0, 0}};
-            ws_fast_accumulate(k, &d, 77, buf, n, ub);
+            CHECK(ws_fast_accumulate(k, &d, 77, buf, n, ub, NULL) == WS_OK);
             buf[byte] ^= bit;
             if (!fast_all_lanes_differ(&base, &d)) missed++;
         }
@@ -307,7 +307,7 @@ static void test_sensitivity(const ws_fastkey *k) {
             memcpy(buf + a * ub, buf + b * ub, ub);
             memcpy(buf + b * ub, tmp, ub);
             ws_fast d = {{0, 0, 0}};
-            ws_fast_accumulate(k, &d, 77, buf, n, ub);
+            CHECK(ws_fast_accumulate(k, &d, 77, buf, n, ub, NULL) == WS_OK);
             memcpy(buf + b * ub, buf + a * ub, ub);
             memcpy(buf + a * ub, tmp, ub);
             if (fast_eq(&base, &d)) missed++;
@@ -315,7 +315,7 @@ static void test_sensitivity(const ws_fastkey *k) {
         CHECK(missed == 0);
         /* the same bytes at another global index give another digest */
         ws_fast moved = {{0, 0, 0}};
-        ws_fast_accumulate(k, &moved, 78, buf, n, ub);
+        CHECK(ws_fast_accumulate(k, &moved, 78, buf, n, ub, NULL) == WS_OK);
         CHECK(!fast_eq(&base, &moved));
     }
     free(buf);
@@ -334,7 +334,7 @@ static void test_single_units(const ws_fastkey *k) {
             uint8_t data[2] = {0xA7, ub == 2 ? 0xC3 : 0};
             uint64_t u = data[0] | (uint64_t)data[1] << 8, j = idx[t];
             ws_fast d = {{0, 0, 0}};
-            ws_fast_accumulate(k, &d, j, data, 1, ub);
+            CHECK(ws_fast_accumulate(k, &d, j, data, 1, ub, NULL) == WS_OK);
             for (int l = 0; l < WS_FAST_LANES; l++) {
                 uint64_t r = 1, y = k->y[l];
                 for (uint64_t e = j / B; e; e >>= 1, y = test_mulmod(y, y))
@@ -383,21 +383,27 @@ static void test_hex(void) {
 
 static void test_add_and_args(const ws_fastkey *k) {
     ws_fast a = {{P - 1, 5, 0}}, b = {{1, P - 5, 0}}, z = {{0, 0, 0}};
-    ws_fast_add(&a, &b);
+    CHECK(ws_fast_add(&a, &b, NULL) == WS_OK);
     CHECK(a.lane[0] == 0 && a.lane[1] == 0 && a.lane[2] == 0);
     ws_fast c = {{3, 4, 5}};
-    ws_fast_add(&c, &z);
+    CHECK(ws_fast_add(&c, &z, NULL) == WS_OK);
     CHECK(c.lane[0] == 3 && c.lane[1] == 4 && c.lane[2] == 5);
-    ws_fast_add(&c, NULL);
-    ws_fast_add(NULL, &c);
-    /* invalid arguments leave the accumulator alone */
+    /* invalid arguments are errors (named in err) and leave the accumulator alone: a NULL
+     * key must never leave a zero accumulator that looks like a digest */
+    ws_error e;
+    CHECK(ws_fast_add(&c, NULL, &e) == WS_ERR_ARG && e.code == WS_ERR_ARG);
+    CHECK(ws_fast_add(NULL, &c, &e) == WS_ERR_ARG && strstr(e.what, "accumulator"));
     uint8_t data[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-    ws_fast_accumulate(k, &c, 0, data, 4, 3);
-    ws_fast_accumulate(k, &c, 0, NULL, 4, 2);
-    ws_fast_accumulate(NULL, &c, 0, data, 4, 2);
-    ws_fast_accumulate(k, &c, 0, data, 0, 2);
+    CHECK(ws_fast_accumulate(k, &c, 0, data, 4, 3, &e) == WS_ERR_ARG && strstr(e.what, "unit_bytes"));
+    CHECK(ws_fast_accumulate(k, &c, 0, NULL, 4, 2, &e) == WS_ERR_ARG && strstr(e.what, "data"));
+    CHECK(ws_fast_accumulate(NULL, &c, 0, data, 4, 2, &e) == WS_ERR_ARG && strstr(e.what, "key"));
+    CHECK(ws_fast_accumulate(k, &c, UINT64_MAX - 2, data, 4, 2, &e) == WS_ERR_LIMIT);
+    CHECK(ws_fast_accumulate(k, &c, 0, data, 0, 2, NULL) == WS_OK); /* empty run: a no-op */
+    CHECK(ws_fast_accumulate(k, &c, 0, NULL, 0, 2, NULL) == WS_OK);
     CHECK(c.lane[0] == 3 && c.lane[1] == 4 && c.lane[2] == 5);
-    ws_fast_accumulate(k, NULL, 0, data, 4, 2);
+    CHECK(ws_fast_accumulate(k, NULL, 0, data, 4, 2, &e) == WS_ERR_ARG);
+    ws_fast zero = {{0, 0, 0}};
+    CHECK(ws_fast_accumulate(NULL, &zero, 0, data, 4, 2, NULL) == WS_ERR_ARG);
 
     ws_fastkey *k2 = NULL;
     ws_error err;
@@ -506,10 +512,10 @@ static void test_vectors(void) {
             size_t cut = n / 3 + 1 > n ? n : n / 3 + 1;
             ws_fast a = {{0, 0, 0}}, b = {{0, 0, 0}};
             ws_fast_set_kernel(kernel_names[kern]);
-            ws_fast_accumulate(k, &b, start + cut, data + cut * ub, n - cut, ub);
-            ws_fast_accumulate(k, &a, start, data, cut, ub);
+            CHECK(ws_fast_accumulate(k, &b, start + cut, data + cut * ub, n - cut, ub, NULL) == WS_OK);
+            CHECK(ws_fast_accumulate(k, &a, start, data, cut, ub, NULL) == WS_OK);
             ws_fast_set_kernel("auto");
-            ws_fast_add(&a, &b);
+            CHECK(ws_fast_add(&a, &b, NULL) == WS_OK);
             CHECK(fast_eq(&a, &d));
         }
         checked++;

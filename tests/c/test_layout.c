@@ -15,7 +15,7 @@
  *   - every replica k > 0 rectangle is a replica-0 rectangle of the same HF tensor; copies of a
  *     rectangle are numbered 0..n-1, replica 0 on the lowest rank, n as the engine replicates.
  */
-#include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include "check.h"
 

@@ -117,26 +117,37 @@ static void test_diff(void) {
     b[5] = -6.0f;
     ws_diff d;
     ws_diff_init(&d);
-    ws_diff_update(&d, WS_F32, 0, a, b, 6);
+    CHECK_OK(ws_diff_update(&d, WS_F32, 0, a, b, 6, &e_));
     CHECK(d.differ == 2 && d.first == 4 && d.first_a == 5.0 && d.compared == 6);
     CHECK(d.max_abs == 12.0);
     CHECK(d.max_ulp > 1); /* 6 vs -6 is far apart */
     ws_diff_init(&d);
-    ws_diff_update(&d, WS_F32, 100, a + 4, b + 4, 1);
+    CHECK_OK(ws_diff_update(&d, WS_F32, 100, a + 4, b + 4, 1, &e_));
     CHECK(d.max_ulp == 1 && d.first == 100);
     int8_t x = -128, y = 127;
     ws_diff_init(&d);
-    ws_diff_update(&d, WS_I8, 0, &x, &y, 1);
+    CHECK_OK(ws_diff_update(&d, WS_I8, 0, &x, &y, 1, &e_));
     CHECK(d.max_ulp == 255);
     uint16_t p0 = 0x0000, n0 = 0x8000; /* +0 and -0 differ in bits, by 0 ulp */
     ws_diff_init(&d);
-    ws_diff_update(&d, WS_BF16, 0, &p0, &n0, 1);
+    CHECK_OK(ws_diff_update(&d, WS_BF16, 0, &p0, &n0, 1, &e_));
     CHECK(d.differ == 1 && d.max_ulp == 0 && d.max_abs == 0);
     uint64_t shape[3] = {2, 3, 4}, co[3];
-    ws_unravel(23, 3, shape, co);
+    CHECK_OK(ws_unravel(23, 3, shape, co, &e_));
     CHECK(co[0] == 1 && co[1] == 2 && co[2] == 3);
-    ws_unravel(5, 3, shape, co);
+    CHECK_OK(ws_unravel(5, 3, shape, co, &e_));
     CHECK(co[0] == 0 && co[1] == 1 && co[2] == 1);
+    /* bad input is an error, the diff untouched (never a silent "no difference") */
+    ws_error err;
+    ws_diff_init(&d);
+    CHECK(ws_diff_update(&d, WS_DTYPE__COUNT, 0, a, b, 6, &err) == WS_ERR_DTYPE);
+    CHECK(ws_diff_update(&d, WS_F32, 0, NULL, b, 6, &err) == WS_ERR_ARG);
+    CHECK(ws_diff_update(NULL, WS_F32, 0, a, b, 6, &err) == WS_ERR_ARG);
+    CHECK(ws_diff_update(&d, WS_F64, 0, a, b, UINT64_MAX / 4, &err) == WS_ERR_LIMIT);
+    CHECK(d.compared == 0 && d.differ == 0);
+    CHECK(ws_unravel(5, WS_MAX_DIMS + 1, shape, co, &err) == WS_ERR_ARG);
+    CHECK(ws_unravel(5, 3, NULL, co, &err) == WS_ERR_ARG);
+    CHECK(ws_unravel(5, 0, NULL, NULL, &err) == WS_OK);
 }
 
 int main(void) {

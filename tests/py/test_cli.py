@@ -59,7 +59,9 @@ def test_verify_bit_flip_and_diff(tmp_path, run):
     r = run("verify", m, q, "--json")
     rep = json.loads(r.stdout)
     assert rep["ok"] is False and rep["findings"][0]["tensor"] == "b.weight"
-    assert run("verify", m, q, "--quiet").stdout == ""
+    assert run("verify", m, q, "--status").stdout == ""
+    r = run("verify", m, q, "--quiet")  # failures only, no summary
+    assert r.stdout.startswith("b.weight: mismatch") and len(r.stdout.splitlines()) == 1
     r = run("diff", p, q)
     assert r.returncode == 1
     # flat index 14 = coordinates [2, 1, 0]

@@ -1,5 +1,6 @@
 """One prefix, nothing else exported: every dynamic symbol the shared library defines starts
-with ws_ (internal ones are hidden), and every public function of the header is exported."""
+with ws_ (internal ones are hidden), and every public function of both headers (the stable
+weightsum.h and weightsum_experimental.h) is exported."""
 import os
 import re
 import subprocess
@@ -21,7 +22,8 @@ def test_exported_symbols_have_the_prefix():
 
 
 def test_header_functions_are_exported():
-    header = open(os.path.join(ROOT, "include", "weightsum.h")).read()
+    header = "".join(open(os.path.join(ROOT, "include", h)).read()
+                     for h in ("weightsum.h", "weightsum_experimental.h"))
     declared = set(re.findall(r"WS_API[^;(]*?\b(ws_\w+)\s*\(", header))
     out = subprocess.run(["nm", "-D", "--defined-only", lib_path()], capture_output=True,
                          text=True, check=True).stdout
