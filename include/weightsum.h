@@ -445,6 +445,15 @@ WS_API long ws_layout_find_local(const ws_layout *l, int rank, const char *name)
 WS_API const char *const *ws_layout_families(void);
 
 /*
+ * The per-tensor canonical policy: `policy`, except for tensors whose exact values matter and
+ * that no engine casts — block-FP8 scales (`*weight_scale_inv`, `*weight_scale`,
+ * `*input_scale`) and fp32 router buffers (`*e_score_correction_bias`, `*expert_bias`) — which
+ * are hashed native (a bf16 cast would let two different fp32 scales hash equal). Meant for
+ * every place that picks a tensor's canonical dtype; see docs/layouts.md for what uses it yet.
+ */
+WS_API ws_canon ws_canon_for_tensor(const char *name, ws_dtype dtype, ws_canon policy);
+
+/*
  * Dequantise rows [row0, row0 + nrows) of a block-FP8 weight as SGLang's block_quant_dequant
  * (the dequantisation its weight checker hashes): element (i, j) of the rows x cols e4m3 matrix
  * q becomes bf16(f32(q[i][j]) * s[i / block_n][j / block_k]): the product rounded once in fp32,

@@ -184,6 +184,45 @@ static ws_err parse_moe(json_t *root, const char *label, ws_model_config *c, ws_
     return WS_OK;
 }
 
+/* quantization_config: block FP8 (quant_method "fp8" with weight_block_size) is laid out; any
+ * other quantisation would change every weight's shape and dtype, so it is refused. */
+static ws_err parse_quantization(json_t *root, const char *label, ws_model_config *c,
+                                 ws_error *err) {
+    json_t *q = json_object_get(root, "quantization_config");
+    if (!q || json_is_null(q)) return WS_OK;
+    if (!json_is_object(q)) return bad_key(err, label, "quantization_config", "expected an object");
+    const char *method = json_string_value(json_object_get(q, "quant_method"));
+    if (!method || strcmp(method, "fp8") != 0)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': quant_method '%.40s' is not laid out "
+                        "(block FP8 only)",
+                        method ? method : "(none)");
+    json_t *bs = json_object_get(q, "weight_block_size");
+    if (!json_is_array(bs) || json_array_size(bs) != 2 ||
+        !json_is_integer(json_array_get(bs, 0)) || !json_is_integer(json_array_get(bs, 1)) ||
+        json_integer_value(json_array_get(bs, 0)) < 1 ||
+        json_integer_value(json_array_get(bs, 1)) < 1 ||
+        json_integer_value(json_array_get(bs, 0)) > 65536 ||
+        json_integer_value(json_array_get(bs, 1)) > 65536)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': FP8 without a weight_block_size "
+                        "[n, k] (per-tensor FP8) is not laid out");
+    const char *fmt = json_string_value(json_object_get(q, "fmt"));
+    if (fmt && strcmp(fmt, "e4m3") != 0)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': fmt '%.20s', only e4m3 is laid out",
+                        fmt);
+    const char *sf = json_string_value(json_object_get(q, "scale_fmt"));
+    if (sf && strcmp(sf, "ue8m0") == 0)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': scale_fmt ue8m0: engines requantise "
+                        "and pack such scales (int32 ue8m0 for DeepGEMM), which weightsum does "
+                        "not reproduce");
+    c->fp8_block_n = (uint32_t)json_integer_value(json_array_get(bs, 0));
+    c->fp8_block_k = (uint32_t)json_integer_value(json_array_get(bs, 1));
+    return WS_OK;
+}
+
 static ws_err parse_root(json_t *root, const char *label, ws_model_config *c, ws_error *err) {
     if (!json_is_object(root))
         return wsi_fail(err, WS_ERR_JSON, label, NULL, -1, "config is not a JSON object");
@@ -242,6 +281,8 @@ static ws_err parse_root(json_t *root, const char *label, ws_model_config *c, ws
     c->qk_norm = qwen3 || strcmp(c->model_type, "qwen3_moe") == 0;
 
     if ((e = parse_moe(root, label, c, err))) return e;
+
+    if ((e = parse_quantization(root, label, c, err))) return e;
 
     int mlp_bias = 0;
     if ((e = get_bool(root, "mlp_bias", &mlp_bias, label, err))) return e;

@@ -5,6 +5,8 @@
  */
 #include "internal.h"
 
+#include <string.h>
+
 ws_err ws_fp8_block_dequant_bf16(const uint8_t *q, const float *s, uint64_t rows, uint64_t cols,
                                  uint64_t s_rows, uint64_t s_cols, uint32_t block_n,
                                  uint32_t block_k, uint64_t row0, uint64_t nrows, uint16_t *out,
@@ -59,4 +61,21 @@ ws_err ws_fp8_block_dequant_bf16(const uint8_t *q, const float *s, uint64_t rows
         }
     }
     return WS_OK;
+}
+
+/* Tensors whose exact fp32 values matter and that no engine casts: block-FP8 scales, and the
+ * fp32 router buffers (e_score_correction_bias, Megatron's expert_bias). */
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+ws_canon ws_canon_for_tensor(const char *name, ws_dtype dtype, ws_canon policy) {
+    if (!name || policy == WS_CANON_NATIVE || !ws_dtype_is_float(dtype) || dtype == WS_BF16)
+        return policy;
+    static const char *const exact[] = {"weight_scale_inv", "weight_scale", "input_scale",
+                                        "e_score_correction_bias", "expert_bias"};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (ends_with(name, exact[i])) return WS_CANON_NATIVE;
+    return policy;
 }

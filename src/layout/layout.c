@@ -406,6 +406,73 @@ ws_err wsl_add_replica(ws_layout *l, int rank, uint32_t replica, uint32_t hf, co
     return e;
 }
 
+/* One dimension of a scale piece: a weight piece's [t0, +n) of N HF rows (or columns) at local
+ * l0 in blocks of b. A piece over the whole extent maps to all ceil(N/b) scale rows (and stacked
+ * experts' local starts l0 = k*N to k*ceil(N/b)); any other must be whole blocks. */
+static bool scale_dim(uint64_t t0, uint64_t n, uint64_t N, uint64_t l0, uint64_t b, uint64_t *st0,
+                      uint64_t *sn, uint64_t *sl0) {
+    if (t0 == 0 && n == N && l0 % N == 0) {
+        *st0 = 0;
+        *sn = (N + b - 1) / b;
+        *sl0 = l0 / N * *sn;
+        return true;
+    }
+    if (t0 % b || n % b || l0 % b) return false;
+    *st0 = t0 / b, *sn = n / b, *sl0 = l0 / b;
+    return true;
+}
+
+ws_err wsl_add_scale(ws_layout *l, const wsl_dense *m, uint32_t w) {
+    if (!m->fp8) return WS_OK;
+    const ws_local_desc *d = &l->loc[w];
+    uint64_t bn = m->bn, bk = m->bk;
+    uint32_t s;
+    if (d->ndim == 3)
+        WSL_TRY(wsl_add_local3(l, &s, d->rank, d->shape[0], (d->shape[1] + bn - 1) / bn,
+                               (d->shape[2] + bk - 1) / bk, "%s_scale_inv", d->name));
+    else
+        WSL_TRY(wsl_add_local(l, &s, d->rank, 2, (d->shape[0] + bn - 1) / bn,
+                              (d->shape[1] + bk - 1) / bk, "%s_scale_inv", d->name));
+    size_t first = l->n_pc;
+    while (first > 0 && l->pc[first - 1].local == w)
+        first--;
+    size_t last = l->n_pc;
+    for (size_t i = first; i < last; i++) {
+        ws_piece p = l->pc[i]; /* a copy: adding pieces may move the array */
+        const ws_hf_desc *t = &l->hf[p.hf];
+        uint32_t hs = p.hf + 1;
+        if (hs >= l->n_hf || strncmp(l->hf[hs].name, t->name, strlen(t->name)) != 0 ||
+            strcmp(l->hf[hs].name + strlen(t->name), "_scale_inv") != 0)
+            return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, t->name, -1,
+                            "layout '%s': internal error: no weight_scale_inv after this weight",
+                            l->family);
+        uint64_t N = t->shape[0], K = t->ndim == 2 ? t->shape[1] : 1;
+        uint64_t tr, nr, lr, tc, nc, lc;
+        /* the local view's rows: for a stacked [E, R, C] tensor l_row0 = e*R + r */
+        uint64_t lrow = p.l_row0, lrows_per = d->ndim == 3 ? d->shape[1] : 0;
+        bool ok;
+        if (lrows_per) {
+            uint64_t e = lrow / lrows_per, r = lrow % lrows_per, sper = (lrows_per + bn - 1) / bn;
+            uint64_t x;
+            ok = scale_dim(p.t_row0, p.rows, N, r, bn, &tr, &nr, &x);
+            lr = e * sper + x;
+        } else {
+            ok = scale_dim(p.t_row0, p.rows, N, lrow, bn, &tr, &nr, &lr);
+        }
+        ok = ok && scale_dim(p.t_col0, p.cols, K, p.l_col0, bk, &tc, &nc, &lc);
+        if (!ok)
+            return wsl_reject(l,
+                              "block FP8: %s rows [%llu, +%llu) columns [%llu, +%llu) are not "
+                              "whole %ux%u blocks (the engines refuse a partition that is not "
+                              "divisible by weight_block_size)",
+                              t->name, (unsigned long long)p.t_row0, (unsigned long long)p.rows,
+                              (unsigned long long)p.t_col0, (unsigned long long)p.cols, m->bn,
+                              m->bk);
+        WSL_TRY(wsl_add_piece(l, hs, s, p.replica, nr, nc, tr, tc, lr, lc));
+    }
+    return WS_OK;
+}
+
 ws_err wsl_piece_vocab(ws_layout *l, uint32_t hf, uint32_t local, int r, uint64_t per_rank,
                        uint64_t V) {
     uint64_t first = (uint64_t)r * per_rank;

@@ -56,9 +56,9 @@ ws_err wsl_dense_describe(ws_layout *l, const ws_model_config *cfg, wsl_dense *m
     if (!moe_type && cfg->num_experts)
         return wsl_reject(l, "model_type '%.63s' is dense, but the config names %llu experts",
                           cfg->model_type, (unsigned long long)cfg->num_experts);
-    if (cfg->fp8_block_n)
-        return wsl_reject(l, "block-FP8 checkpoints (quantization_config.weight_block_size) are "
-                             "not laid out yet");
+    m->fp8 = cfg->fp8_block_n != 0;
+    m->bn = cfg->fp8_block_n;
+    m->bk = cfg->fp8_block_k;
     m->H = cfg->hidden_size;
     m->I = cfg->intermediate_size;
     m->V = cfg->vocab_size;
@@ -99,7 +99,8 @@ ws_err wsl_dense_describe(ws_layout *l, const ws_model_config *cfg, wsl_dense *m
             if (k == WSL_SH_EXPERT_GATE) present = kind == 1 && sh_gate;
             if (!present) continue;
             m->slot[kind][k] = (int)n;
-            n += k == WSL_EXPERTS ? (uint32_t)(3 * m->E) : 1;
+            n += (k == WSL_EXPERTS ? (uint32_t)(3 * m->E) : 1) *
+                 (m->fp8 && wsl_quantized(k) ? 2u : 1u);
         }
         m->per_layer[kind] = n;
     }
@@ -141,6 +142,31 @@ static const char *const kind_suffix[WSL_KIND__COUNT] = {
     [WSL_IN_NORM] = "input_layernorm.weight",
     [WSL_POST_NORM] = "post_attention_layernorm.weight",
 };
+
+bool wsl_quantized(wsl_kind k) {
+    switch (k) {
+    case WSL_Q_W:
+    case WSL_K_W:
+    case WSL_V_W:
+    case WSL_O_W:
+    case WSL_GATE:
+    case WSL_UP:
+    case WSL_DOWN:
+    case WSL_EXPERTS:
+    case WSL_SH_GATE:
+    case WSL_SH_UP:
+    case WSL_SH_DOWN: return true;
+    default: return false; /* biases, norms, the router and its bias, shared_expert_gate */
+    }
+}
+
+/* Block FP8: the weight_scale_inv of the HF weight just added (index w). */
+static ws_err add_hf_scale(ws_layout *l, const wsl_dense *m, uint32_t w) {
+    const ws_hf_desc *d = ws_layout_hf(l, w);
+    uint64_t r = (d->shape[0] + m->bn - 1) / m->bn, c = (d->shape[1] + m->bk - 1) / m->bk;
+    uint32_t idx;
+    return wsl_add_hf(l, &idx, -1, 2, r, c, "%s_scale_inv", d->name);
+}
 
 /* HF shape of one per-layer tensor: ndim, d0, d1. */
 static int kind_shape(const wsl_dense *m, int k, uint64_t *d0, uint64_t *d1) {
@@ -187,11 +213,13 @@ ws_err wsl_dense_add_hf(ws_layout *l, wsl_dense *m) {
             uint32_t idx;
             if (k == WSL_EXPERTS) {
                 for (uint64_t e = 0; e < m->E; e++)
-                    for (int w = 0; w < 3; w++)
+                    for (int w = 0; w < 3; w++) {
                         WSL_TRY(wsl_add_hf(l, &idx, -1, 2, w == 2 ? m->H : m->mI,
                                            w == 2 ? m->mI : m->H,
                                            "model.layers.%llu.mlp.experts.%llu.%s.weight", li,
                                            (unsigned long long)e, part[w]));
+                        if (m->fp8) WSL_TRY(add_hf_scale(l, m, idx));
+                    }
                 continue;
             }
             uint64_t d0, d1;
@@ -203,6 +231,7 @@ ws_err wsl_dense_add_hf(ws_layout *l, wsl_dense *m) {
                 WSL_TRY(wsl_add_hf(l, &idx, -1, nd, d0, d1, "model.layers.%llu.%s", li,
                                    kind_suffix[k]));
             if (idx != wsl_hf_at(m, i, k)) return wsl_reject(l, "internal error: HF tensor order");
+            if (m->fp8 && wsl_quantized(k)) WSL_TRY(add_hf_scale(l, m, idx));
         }
     }
     WSL_TRY(wsl_add_hf(l, &m->norm, -1, 1, m->H, 0, "model.norm.weight"));

@@ -96,6 +96,9 @@ typedef struct wsl_dense {
     /* MoE: E routed experts of mI rows; shI rows of shared expert MLP (0: none) */
     bool moe;
     uint64_t E, mI, shI;
+    /* block FP8: quantised weights are e4m3 with a `<name>_scale_inv` fp32 tensor right after */
+    bool fp8;
+    uint32_t bn, bk;
     uint32_t embed, norm, lm_head; /* HF indices */
     uint32_t *base;                /* first HF tensor of each layer (owned by the layout) */
     uint8_t *is_moe;               /* per layer: 1 when the layer's MLP is an MoE block */
@@ -119,8 +122,16 @@ static inline uint32_t wsl_hf_at(const wsl_dense *m, uint64_t layer, wsl_kind k)
 /* HF index of expert e's gate / up / down in MoE layer `layer`. */
 static inline uint32_t wsl_expert_at(const wsl_dense *m, uint64_t layer, uint64_t e,
                                      wsl_expert_part part) {
-    return m->base[layer] + (uint32_t)m->slot[1][WSL_EXPERTS] + (uint32_t)(3 * e + part);
+    return m->base[layer] + (uint32_t)m->slot[1][WSL_EXPERTS] +
+           (uint32_t)(3 * e + part) * (m->fp8 ? 2u : 1u);
 }
+/* Block FP8: is this per-layer kind a quantised weight (with a weight_scale_inv after it)? */
+WSI_HIDDEN bool wsl_quantized(wsl_kind k);
+/* Block FP8: give the local weight `w` (its pieces just added) its `<name>_scale_inv` tensor on
+ * the same rank: shape [ceil(R/bn), ceil(C/bk)] of the weight's [R, C] (3-D: per expert), and a
+ * scale piece for each weight piece (the HF scale is the tensor after the HF weight). A piece
+ * that does not cover whole blocks is refused as the engines refuse it. No-op without FP8. */
+WSI_HIDDEN ws_err wsl_add_scale(ws_layout *l, const wsl_dense *m, uint32_t w);
 /* HF tensors in layers [0, L): an upper bound on per-layer pieces' tensors. */
 WSI_HIDDEN uint64_t wsl_layer_tensors(const wsl_dense *m);
 /* Memory owned by the layout (freed with it), zeroed; NULL and WS_ERR_NOMEM filled on failure. */

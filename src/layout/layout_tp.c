@@ -78,32 +78,34 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine
     if (wsl_has_at(m, i, WSL_ROUTER_BIAS))
         WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(m, i, WSL_ROUTER_BIAS),
                                    "model.layers.%llu.mlp.gate.e_score_correction_bias", li));
-    WSL_TRY(wsl_add_local3(l, &w13, g, slots, 2 * mir, H, "model.layers.%llu.mlp.experts.w13_weight",
-                           li));
-    WSL_TRY(wsl_add_local3(l, &w2, g, slots, H, mir, "model.layers.%llu.mlp.experts.w2_weight", li));
     /* w1 (gate) in the first half of each expert's w13 rows, w3 (up) in the second; backends
      * with load_up_proj_weight_first swap them. */
     uint64_t gate_off = p->up_first ? mir : 0, up_off = p->up_first ? 0 : mir;
+    uint64_t M = (uint64_t)mt * mir;
+    uint32_t rep = (uint32_t)er; /* a fused shared expert: one copy per ep rank */
+    WSL_TRY(wsl_add_local3(l, &w13, g, slots, 2 * mir, H,
+                           "model.layers.%llu.mlp.experts.w13_weight", li));
     for (uint64_t j = 0; j < n; j++) {
-        uint64_t e = ids[j];
-        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, e, WSL_E_GATE), w13, 0, (uint64_t)mt * mir,
+        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, ids[j], WSL_E_GATE), w13, 0, M,
                                j * 2 * mir + gate_off, mir));
-        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, e, WSL_E_UP), w13, 0, (uint64_t)mt * mir,
+        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, ids[j], WSL_E_UP), w13, 0, M,
                                j * 2 * mir + up_off, mir));
-        WSL_TRY(wsl_add_piece(l, wsl_expert_at(m, i, e, WSL_E_DOWN), w2, 0, H, mir, 0,
-                              (uint64_t)mt * mir, j * H, 0));
     }
-    if (xp->fused_shared) {
-        /* The shared expert as slot n of every ep rank: one copy per ep rank (replica er). */
-        uint64_t j = n;
-        uint32_t rep = (uint32_t)er;
-        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_GATE), w13, rep, (uint64_t)mt * mir,
-                               j * 2 * mir + gate_off, mir));
-        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_UP), w13, rep, (uint64_t)mt * mir,
-                               j * 2 * mir + up_off, mir));
-        WSL_TRY(wsl_add_piece(l, wsl_hf_at(m, i, WSL_SH_DOWN), w2, rep, H, mir, 0,
-                              (uint64_t)mt * mir, j * H, 0));
-    } else if (m->shI) {
+    if (xp->fused_shared) { /* the shared expert as slot n of every ep rank */
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_GATE), w13, rep, M, n * 2 * mir + gate_off,
+                               mir));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_UP), w13, rep, M, n * 2 * mir + up_off,
+                               mir));
+    }
+    WSL_TRY(wsl_add_scale(l, m, w13));
+    WSL_TRY(wsl_add_local3(l, &w2, g, slots, H, mir, "model.layers.%llu.mlp.experts.w2_weight", li));
+    for (uint64_t j = 0; j < n; j++)
+        WSL_TRY(wsl_add_piece(l, wsl_expert_at(m, i, ids[j], WSL_E_DOWN), w2, 0, H, mir, 0, M,
+                              j * H, 0));
+    if (xp->fused_shared)
+        WSL_TRY(wsl_add_piece(l, wsl_hf_at(m, i, WSL_SH_DOWN), w2, rep, H, mir, 0, M, n * H, 0));
+    WSL_TRY(wsl_add_scale(l, m, w2));
+    if (!xp->fused_shared && m->shI) {
         /* A separate MLP, tensor-parallel over the whole tp group (not split by ep). */
         const char *sh = wsl_has_at(m, i, WSL_SH_EXPERT_GATE) ? "shared_expert" : "shared_experts";
         uint64_t sr = m->shI / T;
@@ -111,9 +113,11 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine
                               li, sh));
         WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_GATE), loc, 0, R * sr, 0, sr));
         WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_UP), loc, 0, R * sr, sr, sr));
+        WSL_TRY(wsl_add_scale(l, m, loc));
         WSL_TRY(wsl_add_local(l, &loc, g, 2, H, sr, "model.layers.%llu.mlp.%s.down_proj.weight", li,
                               sh));
         WSL_TRY(wsl_piece_cols(l, wsl_hf_at(m, i, WSL_SH_DOWN), loc, 0, R * sr, 0, sr));
+        WSL_TRY(wsl_add_scale(l, m, loc));
     }
     if (wsl_has_at(m, i, WSL_SH_EXPERT_GATE))
         WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(m, i, WSL_SH_EXPERT_GATE),
@@ -173,6 +177,45 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
     return WS_OK;
 }
 
+/* Block FP8: SGLang's Fp8LinearMethod._validate_block_quant_shapes and Fp8MoEMethod's checks:
+ * every output partition of a merged or column-parallel layer whole block_n rows, every input
+ * partition of a row-parallel layer whole block_k columns. */
+static ws_err check_fp8(ws_layout *l, const wsl_dense *m, const wsl_par *p,
+                        const expert_plan *xp) {
+    uint64_t T = (uint64_t)p->tp, bn = m->bn, bk = m->bk;
+    uint64_t q = m->nh / T * m->hd, kv = (m->nkv >= T ? m->nkv / T : 1) * m->hd;
+    struct {
+        const char *what;
+        uint64_t n, b;
+        bool check;
+    } rules[] = {
+        {"q rows per rank (qkv_proj)", q, bn, true},
+        {"k/v rows per rank (qkv_proj)", kv, bn, true},
+        {"o_proj columns per rank", q, bk, p->tp > 1},
+        {"gate/up rows per rank (gate_up_proj)", m->I / T, bn, true},
+        {"down_proj columns per rank", m->I / T, bk, p->tp > 1},
+        {"expert rows per moe-tp rank (w13)", m->moe ? m->mI / (uint64_t)xp->moe_tp : 0, bn,
+         m->moe},
+        {"expert columns per moe-tp rank (w2)", m->moe ? m->mI / (uint64_t)xp->moe_tp : 0, bk,
+         m->moe && xp->moe_tp > 1},
+        {"shared expert rows per rank", m->shI / T, bn, m->shI && !xp->fused_shared},
+        {"shared expert columns per rank", m->shI / T, bk,
+         m->shI && !xp->fused_shared && p->tp > 1},
+    };
+    bool dense = false;
+    for (uint64_t i = 0; i < m->L; i++)
+        dense |= !m->is_moe[i];
+    for (size_t k = 0; k < sizeof rules / sizeof rules[0]; k++) {
+        if (!rules[k].check || (k == 3 && !dense) || (k == 4 && !dense)) continue;
+        if (rules[k].n % rules[k].b)
+            return wsl_reject(l, "block FP8: %s = %llu is not divisible by the block size %llu "
+                                 "(weight_block_size; the engine refuses it)",
+                              rules[k].what, (unsigned long long)rules[k].n,
+                              (unsigned long long)rules[k].b);
+    }
+    return WS_OK;
+}
+
 static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, engine eng) {
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
@@ -199,6 +242,7 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
                           (unsigned long long)m.L);
     expert_plan xp;
     WSL_TRY(check_moe(l, &m, p, eng, &xp));
+    if (m.fp8) WSL_TRY(check_fp8(l, &m, p, &xp));
     WSL_TRY(wsl_set_ranks(l, (uint64_t)tp * (uint64_t)p->pp));
     wsl_set_moe_tp(l, xp.moe_tp);
     uint64_t dense_pieces = 3 * (m.qkv_bias ? 2 : 1) + 1 + m.o_bias + 2 * m.qk_norm + 2 + 1 + 2;
@@ -206,7 +250,7 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
     uint64_t total = 0;
     for (uint64_t i = 0; i < m.L; i++)
         total += m.is_moe[i] ? moe_pieces : dense_pieces;
-    WSL_TRY(wsl_expect(l, T * (total + 3 * (uint64_t)p->pp + 3)));
+    WSL_TRY(wsl_expect(l, T * (total * (m.fp8 ? 2 : 1) + 3 * (uint64_t)p->pp + 3)));
     WSL_TRY(wsl_dense_add_hf(l, &m));
 
     uint64_t hd = m.hd, H = m.H;
@@ -257,12 +301,14 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
                                            q_rows, kv_rows));
                     WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, v), loc, kv_rep, kvs * kv_rows,
                                            q_rows + kv_rows, kv_rows));
+                    if (!b) WSL_TRY(wsl_add_scale(l, &m, loc));
                 }
                 /* o_proj: row-parallel, columns [t*q_rows, (t+1)*q_rows); its bias replicated */
                 WSL_TRY(wsl_add_local(l, &loc, g, 2, H, q_rows,
                                       "model.layers.%llu.self_attn.o_proj.weight", li));
                 WSL_TRY(
                     wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, 0, R * q_rows, 0, q_rows));
+                WSL_TRY(wsl_add_scale(l, &m, loc));
                 if (m.o_bias)
                     WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_O_B),
                                                "model.layers.%llu.self_attn.o_proj.bias", li));
@@ -282,11 +328,13 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
                                            i_rows));
                     WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_UP), loc, 0, R * i_rows,
                                            i_rows, i_rows));
+                    WSL_TRY(wsl_add_scale(l, &m, loc));
                     /* down_proj: row-parallel */
                     WSL_TRY(wsl_add_local(l, &loc, g, 2, H, i_rows,
                                           "model.layers.%llu.mlp.down_proj.weight", li));
                     WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_DOWN), loc, 0, R * i_rows, 0,
                                            i_rows));
+                    WSL_TRY(wsl_add_scale(l, &m, loc));
                 }
                 WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_IN_NORM),
                                            "model.layers.%llu.input_layernorm.weight", li));

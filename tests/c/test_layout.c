@@ -1092,6 +1092,36 @@ static void test_moe_matrix(void) {
     ws_layout_free(l);
     CHECK(ws_layout_create_parallel("vllm", &c, p, &l, &e) == WS_ERR_LAYOUT);
     ws_parallel_free(p);
+    /* block FP8: scales follow their weights, split per segment at block granularity */
+    c = moe_cfg("qwen3_moe", 2, 8, 32);
+    c.head_dim = 16;
+    c.fp8_block_n = c.fp8_block_k = 16;
+    ws_err rc2;
+    for (int tp = 1; tp <= 4; tp *= 2)
+        for (int ep = 1; ep <= tp; ep *= 2) {
+            ws_layout *f = build_par("sglang", &c, tp, ep, 1, 0, &rc2);
+            bool whole = 32 / (tp / ep) % 16 == 0; /* expert rows per moe-tp rank */
+            CHECK((f != NULL) == whole);
+            if (!f) {
+                CHECK(rc2 == WS_ERR_LAYOUT);
+                continue;
+            }
+            check_invariants(f);
+            long h = ws_layout_find_hf(f, "model.layers.1.mlp.experts.3.up_proj.weight_scale_inv");
+            CHECK(h >= 0 && ws_layout_hf(f, (size_t)h)->shape[0] == 2 &&
+                  ws_layout_hf(f, (size_t)h)->shape[1] == 4);
+            long s = ws_layout_find_local(f, 0, "model.layers.0.mlp.experts.w13_weight_scale_inv");
+            CHECK(s >= 0 && ws_layout_local(f, (size_t)s)->ndim == 3);
+            ws_layout_free(f);
+        }
+    CHECK(!build_par("sglang", &c, 8, 1, 1, 0, &rc2) && rc2 == WS_ERR_LAYOUT); /* 4 rows / rank */
+    CHECK(ws_layout_create("megatron", &c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "FP8"));
+    CHECK(ws_canon_for_tensor("a.weight_scale_inv", WS_F32, WS_CANON_BF16) == WS_CANON_NATIVE);
+    CHECK(ws_canon_for_tensor("m.gate.e_score_correction_bias", WS_F32, WS_CANON_BF16) ==
+          WS_CANON_NATIVE);
+    CHECK(ws_canon_for_tensor("a.weight", WS_F32, WS_CANON_BF16) == WS_CANON_BF16);
+    CHECK(ws_canon_for_tensor("a.weight_scale_inv", WS_I32, WS_CANON_BF16) == WS_CANON_BF16);
+    CHECK(ws_canon_for_tensor(NULL, WS_F32, WS_CANON_BF16) == WS_CANON_BF16);
     /* MLA models are refused by name */
     snprintf(c.model_type, sizeof c.model_type, "deepseek_v3");
     CHECK(ws_layout_create("sglang", &c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "MLA"));

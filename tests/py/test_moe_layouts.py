@@ -111,6 +111,7 @@ def engine_experts(family, E, tp, ep, t, placement):
 
 def sglang_vllm_ranks(family, cfg, w, tp, ep, pp, placement="linear"):
     L, V = cfg["num_hidden_layers"], cfg["vocab_size"]
+    HD = cfg["head_dim"]
     nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     tied = cfg["tie_word_embeddings"]
     Vp = -(-V // 64) * 64
@@ -182,6 +183,7 @@ def sglang_vllm_ranks(family, cfg, w, tp, ep, pp, placement="linear"):
 
 def megatron_ranks(cfg, w, tp, ep, pp):
     L, V = cfg["num_hidden_layers"], cfg["vocab_size"]
+    HD = cfg["head_dim"]
     nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     Vp = -(-V // (128 * tp)) * (128 * tp)
     per_v = Vp // tp
