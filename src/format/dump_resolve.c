@@ -175,7 +175,7 @@ typedef struct fit {
 
 static fit measure(const ws_layout *l, const ws_dump *d) {
     fit f = {0};
-    int tp = ws_layout_tp(l);
+    int tp = ws_layout_rank_count(l); /* global ranks: tp x pp (x ep for megatron) */
     for (int rank = 0; rank < tp && rank < ws_dump_rank_count(d); rank++) {
         const ws_ckpt *c = ws_dump_rank(d, rank);
         for (size_t i = 0; c && i < ws_ckpt_count(c); i++) {
