@@ -490,6 +490,14 @@ typedef enum ws_status {
 /* "match", "mismatch", "missing", ... */
 WS_API const char *ws_status_name(ws_status s);
 
+/* Where an engine holds a part of a HF tensor: rows [row0, row1) of local tensor `local` on
+ * `rank` (rows of its 2-D view, see ws_piece). */
+typedef struct ws_holder {
+    const char *local;
+    int rank;
+    int64_t row0, row1;
+} ws_holder;
+
 /* One problem found. Strings live as long as the report. */
 typedef struct ws_finding {
     ws_status status;
@@ -498,13 +506,27 @@ typedef struct ws_finding {
     int rank;           /* -1 when not about one rank */
     int64_t row0, row1; /* rows [row0, row1) of the HF tensor, or -1 */
     const char *detail; /* one human-readable line */
+    /* The values the detail line speaks of, as fields (appended: code that leaves them out of
+     * a designated initialiser gets "absent"; every one is optional). */
+    const char *algorithm;      /* "sha256" / "fast": the digests below, or NULL */
+    const char *expected;       /* expected digest (hex), or NULL */
+    const char *found;          /* found digest (hex), or NULL */
+    int has_element;            /* 1: element, coords, the two values hold */
+    uint64_t element;           /* flat index (in the HF tensor) of the first differing element */
+    int ndim;                   /* its coordinates coords[0..ndim) */
+    uint64_t coords[WS_MAX_DIMS];
+    double expected_value, found_value; /* the element's canonical values on each side */
+    uint64_t differ;            /* elements that differ (0: not counted) */
+    size_t nholders;            /* the engine tensors that hold the HF tensor (replica 0) */
+    const ws_holder *holders;
 } ws_finding;
+
 
 typedef struct ws_report ws_report;
 
 WS_API ws_report *ws_report_new(void);
 WS_API void ws_report_free(ws_report *r);
-/* Copies the strings of f. */
+/* Copies the strings and holders of f. */
 WS_API ws_err ws_report_add(ws_report *r, const ws_finding *f);
 WS_API void ws_report_count_match(ws_report *r, uint64_t n);
 WS_API size_t ws_report_count(const ws_report *r);
@@ -512,8 +534,21 @@ WS_API const ws_finding *ws_report_at(const ws_report *r, size_t i);
 WS_API uint64_t ws_report_matched(const ws_report *r);
 /* 1 when the report holds no finding. */
 WS_API int ws_report_ok(const ws_report *r);
-/* {"ok":bool,"matched":n,"findings":[{status,tensor,local,rank,rows,detail}...]} */
+/* {"format":"weightsum-report","version":1,"ok":bool,"matched":n,"counts":{status:n},
+ *  "findings":[{status,tensor,local,rank,rows,detail, and the values present: algorithm,
+ *  expected,found, element:{index,coords,expected,found}, differ, held_by:[{local,rank,rows}],
+ *  ranks}]} (docs/json.md; fields are only ever added within a version). */
 WS_API ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err);
+/*
+ * The report as one self-contained HTML page (inline CSS; no script, nothing fetched): a grid
+ * of layers x kinds of tensor (q, k, v, o, gate, up, down, norms, embed, lm_head, experts,
+ * router where they exist), each cell (id "cell-L<layer>-<kind>", "cell-model-<kind>" outside
+ * the layers) coloured by the worst verdict of its tensors, the findings listed under it with
+ * engine tensor, rank and rows. expected (may be NULL) lists every tensor, so that matched
+ * cells show too; title heads the page (NULL: "weightsum report"). *out: free with free().
+ */
+WS_API ws_err ws_report_to_html(const ws_report *r, const ws_manifest *expected,
+                                const char *title, char **out, ws_error *err);
 
 /*
  * Compare an expected manifest (the trainer's) with an actual one (this side's): per tensor
