@@ -164,7 +164,8 @@ int cmd_verify(int argc, char **argv) {
     /* A JSON manifest names its policy; the line form takes --canonical (default bf16). */
     if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon);
     else if (canon_given && canon != ws_manifest_canon(expected)) {
-        rc = cli_failf("%s: manifest was made with --canonical %s", mpath,
+        rc = cli_failf("%s: manifest was made with --canonical %s: use --canonical %s (or leave "
+                       "it out)", mpath, ws_canon_name(ws_manifest_canon(expected)),
                        ws_canon_name(ws_manifest_canon(expected)));
         goto done;
     }

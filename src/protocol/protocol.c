@@ -346,8 +346,49 @@ static bool parse_digests(json_t *obj, const char *where, wsp_rank_expect *out, 
     return true;
 }
 
+/* "checksum" with no "algorithm": SGLang's own answer, hash and shape (protocol_sglang.c). */
+static void action_checksum_sglang(const ws_checker *c, json_t *root, reply *rp) {
+    json_t *skip = json_object_get(root, "skip_tensor_list"), *sel = json_object_get(root, "selector");
+    if (skip && !json_is_null(skip)) {
+        bool ok = json_is_array(skip);
+        size_t i;
+        json_t *s;
+        json_array_foreach(skip, i, s) ok = ok && json_is_string(s);
+        if (!ok) {
+            BAD(rp, "\"skip_tensor_list\" must be a list of strings");
+            return;
+        }
+    } else {
+        skip = NULL;
+    }
+    const char *selector = sel && !json_is_null(sel) ? json_string_value(sel) : "all";
+    if (!selector || (strcmp(selector, "all") && strcmp(selector, "target") && strcmp(selector, "draft"))) {
+        BAD(rp, "invalid selector %.40s; expected 'target', 'draft', or 'all'",
+            selector ? selector : "(not a string)");
+        return;
+    }
+    ws_error e;
+    ws_error_clear(&e);
+    ws_dump *d = NULL;
+    json_t *ans = NULL;
+    if (ws_dump_open(c->dir, &d, &e) != WS_OK) reply_trouble(rp, "cannot read the engine dump", &e);
+    else if (wsp_sglang_checksum(c, d, skip, strcmp(selector, "draft") == 0, &ans, &e) != WS_OK)
+        reply_trouble(rp, "cannot hash the engine's ranks", &e);
+    else {
+        json_decref(rp->root);
+        rp->root = ans;
+        rp->status = 200;
+    }
+    ws_dump_free(d);
+}
+
 static void action_checksum(const ws_checker *c, json_t *root, const request *q, reply *rp) {
     unsigned algos = WS_ALGO_SHA256;
+    json_t *al0 = json_object_get(root, "algorithm");
+    if (!al0 || json_is_null(al0)) {
+        action_checksum_sglang(c, root, rp);
+        return;
+    }
     json_t *al = json_object_get(root, "algorithm");
     if (al && !json_is_null(al)) {
         const char *s = json_string_value(al);
@@ -457,10 +498,6 @@ static void compare_ranks(const ws_checker *c, const request *q, reply *rp) {
         BAD(rp, "\"checksums\" is an empty list: there is nothing to compare");
         return;
     }
-    if (q->rank_offset >= n) {
-        BAD(rp, "\"rank_offset\" %zu is past the end of the %zu per-rank dicts", q->rank_offset, n);
-        return;
-    }
     wsp_rank_expect *ex = calloc(n, sizeof *ex);
     if (!ex) {
         reply_start(rp, 500, false, "out of memory");
@@ -486,11 +523,11 @@ static void compare_ranks(const ws_checker *c, const request *q, reply *rp) {
     if (!ok) { /* rp says why */
     } else if (!r) reply_start(rp, 500, false, "out of memory");
     else if (ws_dump_open(c->dir, &d, &e) != WS_OK) reply_trouble(rp, "cannot read the engine dump", &e);
-    else if (wsp_compare_ranks(c, d, q->canon, ex, n, q->rank_offset, r, &e) != WS_OK) reply_trouble(rp, "cannot compare the engine's ranks", &e);
+    else if (wsp_compare_ranks(c, d, q->canon, ex, n, r, &e) != WS_OK) reply_trouble(rp, "cannot compare the engine's ranks", &e);
     else {
         char what[160];
-        snprintf(what, sizeof what, "compare_checksum (per rank, ranks %zu..%zu of %zu dicts, %s tp=%d, %s)",
-                 q->rank_offset, q->rank_offset + (size_t)ws_layout_tp(c->l) - 1, n,
+        snprintf(what, sizeof what, "compare_checksum (per rank, %zu dicts for tp_rank 0..%d, "
+                 "rank_offset %zu, %s tp=%d, %s)", n, ws_layout_tp(c->l) - 1, q->rank_offset,
                  ws_layout_family(c->l), ws_layout_tp(c->l), ws_canon_name(q->canon));
         reply_report(rp, c, r, what, true);
     }
