@@ -76,25 +76,25 @@ ws_err ws_checker_create(const char *dir, const char *family, int tp, const char
     c->threads = threads;
     c->dir = wsi_strdup(dir);
     ws_err rc = c->dir ? WS_OK : wsi_fail(err, WS_ERR_NOMEM, dir, NULL, -1, "out of memory");
-    char fam[64] = "";
-    if (family) snprintf(fam, sizeof fam, "%s", family);
-    if (rc == WS_OK && (!family || tp == 0)) { /* what `weightsum shard` recorded in the dump */
-        ws_dump *d = NULL;
-        rc = ws_dump_open(dir, &d, err);
-        if (rc == WS_OK && !family && ws_dump_family(d))
-            snprintf(fam, sizeof fam, "%s", ws_dump_family(d));
-        if (rc == WS_OK && tp == 0) tp = ws_dump_tp(d) ? ws_dump_tp(d) : ws_dump_rank_count(d);
-        ws_dump_free(d);
-        if (rc == WS_OK && !fam[0])
-            rc = wsi_fail(err, WS_ERR_ARG, dir, NULL, -1,
-                          "no weightsum-layout.json here: name the layout family");
+    /* A dump already there: its layout as `weightsum verify` finds it, flags checked against
+     * weightsum-layout.json and the layout against the dump (a mistake is said at start-up,
+     * not as findings in every answer). Not there yet: the flags must say it all. */
+    ws_dump *d = NULL;
+    ws_error derr;
+    if (rc == WS_OK && ws_dump_open(dir, &d, &derr) == WS_OK) {
+        rc = ws_dump_layout_open(d, dir, family, tp, config, 0, &c->l, err);
+    } else if (rc == WS_OK && (!family || tp == 0)) {
+        if (err) *err = derr;
+        rc = derr.code;
+    } else if (rc == WS_OK) {
+        char path[4096];
+        if (config) snprintf(path, sizeof path, "%s", config);
+        else snprintf(path, sizeof path, "%s/config.json", dir);
+        ws_model_config cfg;
+        rc = ws_model_config_load(path, &cfg, err);
+        if (rc == WS_OK) rc = ws_layout_create(family, &cfg, tp, &c->l, err);
     }
-    char path[4096];
-    if (config) snprintf(path, sizeof path, "%s", config);
-    else snprintf(path, sizeof path, "%s/config.json", dir);
-    ws_model_config cfg;
-    if (rc == WS_OK) rc = ws_model_config_load(path, &cfg, err);
-    if (rc == WS_OK) rc = ws_layout_create(fam, &cfg, tp, &c->l, err);
+    ws_dump_free(d);
     const char *seed = key_seed ? key_seed : WS_FAST_DEFAULT_SEED;
     if (rc == WS_OK) rc = ws_fastkey_create(seed, strlen(seed), &c->key, err);
     if (rc == WS_OK) rc = index_ranks(c, err);
