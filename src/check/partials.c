@@ -38,7 +38,7 @@ static ws_err fingerprint(const ws_layout *l, uint8_t fp[WSI_FP_BYTES], ws_error
     }
     fp_str(h, "weightsum-plan-v1");
     fp_str(h, ws_layout_family(l));
-    fp_u64(h, (uint64_t)ws_layout_tp(l));
+    fp_u64(h, (uint64_t)ws_layout_rank_count(l));
     fp_u64(h, (uint64_t)ws_layout_zero_padding(l));
     size_t nh = ws_layout_hf_count(l), nl = ws_layout_local_count(l), np = ws_layout_piece_count(l);
     fp_u64(h, nh);
@@ -114,7 +114,7 @@ ws_err ws_plan_create(const ws_layout *l, ws_plan **out, ws_error *err) {
     p->nh = ws_layout_hf_count(l);
     p->nl = ws_layout_local_count(l);
     p->np = ws_layout_piece_count(l);
-    p->tp = ws_layout_tp(l);
+    p->tp = ws_layout_rank_count(l); /* global ranks: tp x pp (x ep) */
     ws_err rc = fingerprint(l, p->fp, err);
     if (rc == WS_OK) rc = wsi_plans_build(l, &p->plans, err);
     hole_acc acc = {0};
