@@ -146,7 +146,7 @@ static char *request_body(const char *path, long rank_offset, bool offset_given,
             cli_fail(&err);
             goto done;
         }
-        if (!ws_manifest_declares_canon(m)) ws_manifest_set_canon(m, canon);
+        if (!ws_manifest_declares_canon(m)) ws_manifest_set_canon(m, canon, NULL); /* canon: a parsed option */
         else if (canon_given && canon != ws_manifest_canon(m)) {
             cli_failf("%s: manifest was made with --canonical %s", path,
                       ws_canon_name(ws_manifest_canon(m)));

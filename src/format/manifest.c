@@ -55,7 +55,13 @@ unsigned ws_manifest_algos(const ws_manifest *m) { return m->algos; }
 const char *ws_manifest_key_id(const ws_manifest *m) { return m->key_id; }
 const char *ws_manifest_source(const ws_manifest *m) { return m->source; }
 int ws_manifest_declares_canon(const ws_manifest *m) { return m->canon_declared; }
-void ws_manifest_set_canon(ws_manifest *m, ws_canon c) { m->canon = c; }
+ws_err ws_manifest_set_canon(ws_manifest *m, ws_canon c, ws_error *err) {
+    if (!m) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL manifest");
+    if (c != WS_CANON_BF16 && c != WS_CANON_NATIVE)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "invalid canonical policy %d", (int)c);
+    m->canon = c;
+    return WS_OK;
+}
 
 /* Index of the first entry with name >= key. */
 static size_t lower_bound(const ws_manifest *m, const char *name) {
