@@ -614,6 +614,88 @@ WS_API ws_err ws_locate(const ws_side *a, const ws_side *b, const char *tensor, 
 
 
 /* ------------------------------------------------------------------------------------------ */
+/* Sources, plans and partials: checks that run where the weights live (docs/partials.md)      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Where a rank's local tensors' bytes live: a dump rank's files, caller-provided host buffers,
+ * or device memory. Every read goes through the source, so a file that shrinks while it is
+ * read is an error naming it (WS_ERR_IO), never a crash. */
+typedef struct ws_source ws_source;
+enum { WS_READ_DEFAULT = 0, WS_READ_PREAD = 1, WS_READ_MMAP = 2 };
+/* Rank `rank` of dump d (d must outlive the source), read by large sequential preads into
+ * reused buffers (WS_READ_PREAD, the default) or through the file mapping (WS_READ_MMAP, whose
+ * pages are let go once read). WS_ERR_NOTFOUND when the rank has no file. */
+WS_API ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out,
+                             ws_error *err);
+/* An empty source of caller-provided buffers (filled with ws_source_add / _add_device). */
+WS_API ws_err ws_source_host_create(ws_source **out, ws_error *err);
+/* A named local tensor in host memory (not copied: it must outlive the source). strides in
+ * elements (NULL: C-contiguous), any sign; a name given twice is WS_ERR_ARG. */
+WS_API ws_err ws_source_add(ws_source *s, const char *name, ws_dtype dtype, int ndim,
+                            const uint64_t *shape, const int64_t *strides, const void *data,
+                            ws_error *err);
+/* Same for device memory (a CUDA pointer; stream may be NULL): the CUDA backend is loaded on
+ * first use; WS_ERR_NOTFOUND with a clear message when libweightsum_cuda.so is absent. */
+WS_API ws_err ws_source_add_device(ws_source *s, const char *name, ws_dtype dtype, int ndim,
+                                   const uint64_t *shape, const int64_t *strides,
+                                   const void *ptr, void *stream, ws_error *err);
+WS_API void ws_source_free(ws_source *s);
+
+/* Plans: what a layout asks of each rank, built once per layout and reused for every check
+ * (l must outlive the plan). */
+typedef struct ws_plan ws_plan;
+WS_API ws_err ws_plan_create(const ws_layout *l, ws_plan **out, ws_error *err);
+WS_API void ws_plan_free(ws_plan *p);
+
+/* Partials: per piece its fast digest at the piece's global unit indices (a raw sum, not
+ * sealed), NaN/Inf counts, and the shape facts of the local tensor it came from; merged
+ * anywhere, judged once. */
+typedef struct ws_partials ws_partials;
+/* The partials of every piece rank `rank` holds, read from src (local tensors by the layout's
+ * local names; key must be given). Missing, ill-shaped and unexpected local tensors and
+ * non-zero padding rows are recorded for ws_partials_judge, not returned as errors. */
+WS_API ws_err ws_partials_compute(const ws_plan *p, int rank, const ws_source *src,
+                                  const ws_fastkey *key, ws_canon canon, ws_partials **out,
+                                  ws_error *err);
+/* A few bytes per piece in a fixed host-independent byte form (little-endian); free with
+ * ws_free. deserialize refuses anything malformed (WS_ERR_FORMAT), never trusting lengths. */
+WS_API ws_err ws_partials_serialize(const ws_partials *pa, void **buf, size_t *len,
+                                    ws_error *err);
+WS_API ws_err ws_partials_deserialize(const void *buf, size_t len, ws_partials **out,
+                                      ws_error *err);
+/* into += from: disjoint ranks of the same plan, canon and key (WS_ERR_ARG otherwise; a rank
+ * present in both is WS_ERR_ARG). */
+WS_API ws_err ws_partials_merge(ws_partials *into, const ws_partials *from, ws_error *err);
+/* Verdicts from merged partials against the trainer's manifest (fast digests under the same
+ * key): mismatch, coverage, replica (each replica piece against replica 0's), padding,
+ * missing (a rank without partials too), unexpected, shape, dtype; each finding names the HF
+ * tensor, engine tensor, rank and rows, appended to r. */
+WS_API ws_err ws_partials_judge(const ws_plan *p, const ws_partials *merged,
+                                const ws_manifest *expected, ws_report *r, ws_error *err);
+/* HF-level fast digests from merged partials (the Megatron-native trainer path): a manifest
+ * of every tensor that can be rebuilt; structural findings go to r (may be NULL). */
+WS_API ws_err ws_partials_manifest(const ws_plan *p, const ws_partials *merged,
+                                   const char *source, ws_manifest **out, ws_report *r,
+                                   ws_error *err);
+/* Ranks present (1 + highest) and whether rank r is in these partials. */
+WS_API int ws_partials_rank_count(const ws_partials *pa);
+WS_API int ws_partials_has_rank(const ws_partials *pa, int rank);
+WS_API void ws_partials_free(ws_partials *pa);
+
+/* Public incremental hasher: canonical SHA-256 (elements must arrive in canonical order,
+ * element_offset = elements fed so far, else WS_ERR_ARG) and the fast digest (elements placed
+ * at any global element offset, in any order). algos: WS_ALGO_*; key needed for the fast one.
+ * data is in dtype (cast on the way); final may be called once; stats may be NULL. */
+typedef struct ws_hasher ws_hasher;
+WS_API ws_err ws_hasher_create(ws_dtype dtype, ws_canon canon, unsigned algos,
+                               const ws_fastkey *key, ws_hasher **out, ws_error *err);
+WS_API ws_err ws_hasher_update(ws_hasher *h, uint64_t element_offset, const void *data,
+                               uint64_t n_elements, ws_error *err);
+WS_API ws_err ws_hasher_final(ws_hasher *h, ws_digest *out, ws_value_stats *stats,
+                              ws_error *err);
+WS_API void ws_hasher_free(ws_hasher *h);
+
+/* ------------------------------------------------------------------------------------------ */
 /* SGLang's tensor hash: the 64-bit values of /weights_checker's "checksum" (docs/http.md)      */
 /* ------------------------------------------------------------------------------------------ */
 

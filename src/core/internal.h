@@ -61,6 +61,15 @@ WSI_HIDDEN void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_val
 
 /* Let go of the resident pages of [p, p+n) of a checkpoint's file mapping (no-op otherwise). */
 WSI_HIDDEN void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n);
+/* The file holding tensor t of c: its open descriptor (-1 for a memory image), its mapping and
+ * the size the file had when it was opened. false when t is not c's. */
+typedef struct wsi_ckpt_file {
+    const char *path;
+    int fd;
+    const void *map;
+    size_t len;
+} wsi_ckpt_file;
+WSI_HIDDEN bool wsi_ckpt_file_of(const ws_ckpt *c, const ws_tensor *t, wsi_ckpt_file *out);
 
 /* ---- comparison helpers (compare.c) ---- */
 /* "[a, b, c]" */

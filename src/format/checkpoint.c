@@ -23,6 +23,7 @@ typedef struct mapped_file {
     void *map;      /* NULL for an empty mapping or a memory image */
     size_t len;
     bool owned_map; /* munmap on free */
+    int fd;         /* kept open for the file sources (pread, size checks); -1 for memory */
     wsi_st_header hdr;
 } mapped_file;
 
@@ -38,6 +39,7 @@ void ws_ckpt_free(ws_ckpt *c) {
     for (size_t i = 0; i < c->nfiles; i++) {
         mapped_file *f = &c->files[i];
         if (f->owned_map && f->map) munmap(f->map, f->len);
+        if (f->fd >= 0) close(f->fd);
         wsi_st_header_free(&f->hdr);
         free(f->path);
     }
@@ -66,6 +68,19 @@ void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+bool wsi_ckpt_file_of(const ws_ckpt *c, const ws_tensor *t, wsi_ckpt_file *out) {
+    for (size_t i = 0; c && i < c->nfiles; i++) {
+        const mapped_file *f = &c->files[i];
+        if (f->path != t->file) continue;
+        out->path = f->path;
+        out->fd = f->fd;
+        out->map = f->map;
+        out->len = f->len;
+        return true;
+    }
+    return false;
+}
+
 const char *ws_ckpt_metadata(const ws_ckpt *c) {
     return c && c->nfiles ? c->files[0].hdr.metadata : NULL;
 }
@@ -90,6 +105,7 @@ static ws_err map_file(const char *path, mapped_file *f, ws_error *err) {
     }
     f->len = (size_t)st.st_size;
     f->map = NULL;
+    f->fd = -1;
     if (f->len > 0) {
         f->map = mmap(NULL, f->len, PROT_READ, MAP_SHARED, fd, 0);
         if (f->map == MAP_FAILED) {
@@ -100,7 +116,7 @@ static ws_err map_file(const char *path, mapped_file *f, ws_error *err) {
         f->owned_map = true;
         madvise(f->map, f->len, MADV_SEQUENTIAL);
     }
-    close(fd);
+    f->fd = fd; /* closed by ws_ckpt_free */
     return WS_OK;
 }
 
@@ -147,6 +163,7 @@ ws_err ws_ckpt_open_files(const char *const *paths, size_t n, ws_ckpt **out, ws_
     ws_err rc = WS_OK;
     for (size_t i = 0; i < n && rc == WS_OK; i++) {
         mapped_file *f = &c->files[c->nfiles];
+        f->fd = -1;
         if (!(f->path = wsi_strdup(paths[i]))) {
             rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
             break;
@@ -174,6 +191,7 @@ ws_err ws_ckpt_from_memory(const void *buf, size_t len, const char *label, ws_ck
     }
     c->nfiles = 1;
     mapped_file *f = &c->files[0];
+    f->fd = -1;
     f->path = wsi_strdup(label ? label : "<memory>");
     f->map = (void *)buf; /* read only; not owned */
     f->len = len;

@@ -1,7 +1,8 @@
 """`pip install ./python` in a fresh virtual environment gives a package that imports on its own:
 the wheel carries libweightsum.so and the weightsum CLI (built by the project's CMake through
 scikit-build-core, fetched from PyPI as the build dependency), `python -m weightsum` and the
-`weightsum` console script run that CLI. The venv
+`weightsum` console script run that CLI, and weightsum.torch (torch optional) says what it
+needs when torch is absent. The venv
 sees nothing of this checkout: the test runs from an empty directory with WEIGHTSUM_LIB and
 WEIGHTSUM_BIN unset."""
 import hashlib
@@ -54,6 +55,10 @@ def test_imports_from_the_venv_with_its_own_library(venv):
     assert version == "0.1.0"
     pkg = os.path.dirname(init)
     assert os.path.exists(os.path.join(pkg, "py.typed"))
+    # torch is optional: without it weightsum.torch says what it needs
+    r = subprocess.run([py, "-c", "import weightsum.torch"], capture_output=True, text=True,
+                       env=env, cwd=str(cwd))
+    assert r.returncode != 0 and "weightsum.torch needs PyTorch" in r.stderr
 
 
 def test_python_m_weightsum_runs_the_packaged_cli(venv, ws_bin):

@@ -1,0 +1,74 @@
+/*
+ * Internal: plans and partials (ws_plan, ws_partials in weightsum.h). A plan is what a layout
+ * asks of every rank, computed once: the pieces per canonical tensor, the coverage holes, the
+ * replica-0 twin of every replica piece, the rows of every local tensor no piece covers. The
+ * partials of a rank are what it found: per piece a raw fast-digest sum and NaN/Inf counts,
+ * per local tensor its state and shape, and the engine tensors that map to nothing.
+ */
+#ifndef WS_PARTIALS_H
+#define WS_PARTIALS_H
+#include "pieces.h"
+
+#define WSI_FP_BYTES 16
+
+struct ws_plan {
+    const ws_layout *l;
+    wsi_plan *plans;          /* per HF tensor */
+    size_t nh, nl, np;
+    int tp;
+    uint8_t fp[WSI_FP_BYTES]; /* fingerprint of the layout: partials of another are refused */
+    wsi_hole *holes;          /* coverage problems, grouped by HF tensor */
+    size_t *hole0;            /* per HF tensor: first index into holes (nh + 1 entries) */
+    uint32_t *twin;           /* per piece: its replica-0 piece of the same rectangle, or
+                                 UINT32_MAX (replica 0 pieces: themselves) */
+    uint8_t **covered;        /* per local tensor: 1 per row some piece covers */
+};
+
+typedef enum wsi_local_state {
+    WSI_LOCAL_UNSEEN = 0,     /* its rank was not computed */
+    WSI_LOCAL_OK = 1,
+    WSI_LOCAL_MISSING = 2,
+    WSI_LOCAL_BAD_SHAPE = 3,
+} wsi_local_state;
+
+typedef struct wsi_piece_part {
+    uint8_t done;
+    ws_fast fast;             /* raw sum at the piece's global unit indices */
+    ws_value_stats stats;
+} wsi_piece_part;
+
+typedef struct wsi_local_fact {
+    uint8_t state;            /* wsi_local_state */
+    uint8_t dtype;            /* stored dtype (OK, BAD_SHAPE) */
+    uint8_t ndim;             /* shape found (BAD_SHAPE, OK) */
+    uint64_t shape[WS_MAX_DIMS];
+    uint64_t pad_bad, pad_first, pad0, pad1; /* padding rows: non-zero count, first, range */
+} wsi_local_fact;
+
+/* Something a rank holds that its layout does not expect, or two names of one tied tensor
+ * whose bytes differ. */
+typedef struct wsi_extra {
+    uint8_t status;           /* WS_UNEXPECTED / WS_REPLICA_MISMATCH */
+    int32_t rank;
+    uint32_t local;           /* REPLICA_MISMATCH: the local tensor */
+    char *name, *other;
+} wsi_extra;
+
+struct ws_partials {
+    uint8_t fp[WSI_FP_BYTES];
+    uint32_t np, nl, tp;
+    uint8_t canon;
+    char key_id[17];
+    uint8_t *ranks;           /* per rank: 1 when computed */
+    wsi_piece_part *pieces;
+    wsi_local_fact *locals;
+    wsi_extra *extras;
+    size_t nextras, cap_extras;
+};
+
+/* An empty set of partials shaped like p / like another set. */
+WSI_HIDDEN ws_err wsi_partials_alloc(uint32_t np, uint32_t nl, uint32_t tp, ws_partials **out,
+                                     ws_error *err);
+WSI_HIDDEN ws_err wsi_partials_add_extra(ws_partials *pa, ws_status s, int rank, uint32_t local,
+                                         const char *name, const char *other, ws_error *err);
+#endif

@@ -1,0 +1,189 @@
+/*
+ * File sources: a dump rank's safetensors files, read by large sequential preads into reused
+ * buffers (the default) or through the checkpoint's read-only mapping. This is the one place
+ * that sets page-cache policy (fadvise for preads, madvise to let mapped pages go once read).
+ *
+ * A file that shrinks while it is read (an engine re-saving its dump in place) must be an
+ * error naming it, never SIGBUS. preads simply come back short. The mapping is guarded by
+ * fstat: before a chunk of pages is touched, the file must still hold all of it; a file cut
+ * between that check and the touch can still fault, so pread, which has no such window, is
+ * the default, and the mapped reader keeps each checked chunk small (WSI_READ_CHUNK).
+ */
+#include "source.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out,
+                      ws_error *err) {
+    if (!d || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
+    *out = NULL;
+    if (read_mode == WS_READ_DEFAULT) read_mode = WS_READ_PREAD;
+    if (read_mode != WS_READ_PREAD && read_mode != WS_READ_MMAP)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "unknown read mode %d", read_mode);
+    const ws_ckpt *c = ws_dump_rank(d, rank);
+    if (!c)
+        return wsi_fail(err, WS_ERR_NOTFOUND, NULL, NULL, -1,
+                        "no model-rank-%d-part-*.safetensors file", rank);
+    ws_source *s = calloc(1, sizeof *s);
+    if (!s) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    s->rank = rank;
+    s->read_mode = read_mode;
+    s->cap = ws_ckpt_count(c) + 1;
+    s->t = calloc(s->cap, sizeof *s->t);
+    if (!s->t) {
+        free(s);
+        return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    }
+    for (size_t i = 0; i < ws_ckpt_count(c); i++) { /* a checkpoint lists its tensors by name */
+        const ws_tensor *t = ws_ckpt_tensor(c, i);
+        wsi_src_tensor *st = &s->t[s->n++];
+        wsi_ckpt_file f = {0};
+        wsi_ckpt_file_of(c, t, &f);
+        st->name = t->name;
+        st->dtype = t->dtype;
+        st->ndim = t->ndim;
+        memcpy(st->shape, t->shape, sizeof st->shape);
+        st->numel = t->numel;
+        st->kind = WSI_SRC_FILE;
+        st->data = t->data;
+        st->contiguous = true;
+        st->file = t->file;
+        st->fd = f.fd;
+        st->file_offset = t->file_offset;
+        st->map = t->data;
+        st->ckpt = c;
+    }
+    *out = s;
+    return WS_OK;
+}
+
+static ws_err shrank(const wsi_src_tensor *t, uint64_t size, uint64_t need, ws_error *err) {
+    return wsi_fail(err, WS_ERR_IO, t->file, t->name, (int64_t)need,
+                    "the file shrank to %llu bytes while being read (changed on disk? %llu "
+                    "needed)",
+                    (unsigned long long)size, (unsigned long long)need);
+}
+
+/* Read exactly n bytes at off into p. */
+static ws_err read_at(const wsi_src_tensor *t, uint64_t off, void *p, size_t n, ws_error *err) {
+    uint8_t *q = p;
+    while (n > 0) {
+        ssize_t k = pread(t->fd, q, n, (off_t)off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0)
+            return wsi_fail(err, WS_ERR_IO, t->file, t->name, (int64_t)off, "read failed: %s",
+                            strerror(errno));
+        if (k == 0) {
+            struct stat st;
+            uint64_t size = fstat(t->fd, &st) == 0 ? (uint64_t)st.st_size : off;
+            return shrank(t, size, off + n, err);
+        }
+        q += k;
+        off += (uint64_t)k;
+        n -= (size_t)k;
+    }
+    return WS_OK;
+}
+
+/* The mapping may be touched up to byte `end` of the file: it still holds that many bytes. */
+static ws_err check_size(const wsi_src_tensor *t, uint64_t end, ws_error *err) {
+    if (t->fd < 0) return WS_OK; /* a memory image cannot shrink */
+    struct stat st;
+    if (fstat(t->fd, &st) != 0)
+        return wsi_fail(err, WS_ERR_IO, t->file, t->name, -1, "fstat failed: %s",
+                        strerror(errno));
+    if ((uint64_t)st.st_size < end) return shrank(t, (uint64_t)st.st_size, end, err);
+    return WS_OK;
+}
+
+/* Mapped reads: chunks of at most WSI_READ_CHUNK bytes of file span, each size-checked before
+ * its pages are touched and let go of after. */
+static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
+                        uint64_t cols, uint64_t l_cols, wsi_rect_fn fn, void *ctx,
+                        ws_error *err) {
+    size_t es = ws_dtype_size(t->dtype);
+    ws_err rc = WS_OK;
+    if (cols == l_cols) {
+        uint64_t n = rows * cols, per = WSI_READ_CHUNK / es;
+        uint64_t first = row0 * l_cols;
+        for (uint64_t k = 0; k < n && rc == WS_OK; k += per) {
+            uint64_t m = n - k < per ? n - k : per;
+            uint64_t off = t->file_offset + (first + k) * es;
+            rc = check_size(t, off + m * es, err);
+            if (rc == WS_OK) rc = fn(ctx, k, t->map + (first + k) * es, m);
+            wsi_ckpt_release(t->ckpt, t->map + (first + k) * es, (size_t)(m * es));
+        }
+        return rc;
+    }
+    uint64_t rowbytes = l_cols * es;
+    uint64_t band = rowbytes >= WSI_READ_CHUNK ? 1 : WSI_READ_CHUNK / rowbytes;
+    for (uint64_t r = 0; r < rows && rc == WS_OK; r += band) {
+        uint64_t nr = rows - r < band ? rows - r : band;
+        uint64_t a = ((row0 + r) * l_cols + col0) * es;
+        uint64_t b = ((row0 + r + nr - 1) * l_cols + col0 + cols) * es;
+        rc = check_size(t, t->file_offset + b, err);
+        for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
+            rc = fn(ctx, (r + k) * cols, t->map + ((row0 + r + k) * l_cols + col0) * es, cols);
+        wsi_ckpt_release(t->ckpt, t->map + a, (size_t)(b - a));
+    }
+    return rc;
+}
+
+/* Reads into the buffer: a contiguous rectangle in chunks; a dim-1 shard a band of rows per
+ * read (the whole span, other ranks' columns included, when its own columns are a large part
+ * of each row or each row is short), else each row's columns by one read. */
+static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
+                         uint64_t cols, uint64_t l_cols, wsi_readbuf *buf, wsi_rect_fn fn,
+                         void *ctx, ws_error *err) {
+    size_t es = ws_dtype_size(t->dtype);
+    ws_err rc = wsi_readbuf_reserve(buf, WSI_READ_CHUNK, err);
+    if (rc != WS_OK) return rc;
+    uint64_t span0 = t->file_offset + (row0 * l_cols + col0) * es;
+    uint64_t span1 = t->file_offset + ((row0 + rows - 1) * l_cols + col0 + cols) * es;
+    posix_fadvise(t->fd, (off_t)span0, (off_t)(span1 - span0), POSIX_FADV_SEQUENTIAL);
+    uint64_t per = WSI_READ_CHUNK / es;
+    if (cols == l_cols) {
+        uint64_t n = rows * cols;
+        for (uint64_t k = 0; k < n && rc == WS_OK; k += per) {
+            uint64_t m = n - k < per ? n - k : per;
+            rc = read_at(t, span0 + k * es, buf->p, (size_t)(m * es), err);
+            if (rc == WS_OK) rc = fn(ctx, k, buf->p, m);
+        }
+        return rc;
+    }
+    uint64_t rowbytes = l_cols * es, segbytes = cols * es;
+    bool spans = rowbytes <= WSI_READ_CHUNK && (segbytes * 4 >= rowbytes || segbytes < (64u << 10));
+    if (spans) {
+        uint64_t band = WSI_READ_CHUNK / rowbytes;
+        for (uint64_t r = 0; r < rows && rc == WS_OK; r += band) {
+            uint64_t nr = rows - r < band ? rows - r : band;
+            uint64_t a = ((row0 + r) * l_cols + col0) * es;
+            uint64_t len = (nr - 1) * rowbytes + segbytes;
+            rc = read_at(t, t->file_offset + a, buf->p, (size_t)len, err);
+            for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
+                rc = fn(ctx, (r + k) * cols, buf->p + k * rowbytes, cols);
+        }
+        return rc;
+    }
+    for (uint64_t r = 0; r < rows && rc == WS_OK; r++)
+        for (uint64_t c = 0; c < cols && rc == WS_OK; c += per) {
+            uint64_t m = cols - c < per ? cols - c : per;
+            rc = read_at(t, t->file_offset + ((row0 + r) * l_cols + col0 + c) * es, buf->p,
+                         (size_t)(m * es), err);
+            if (rc == WS_OK) rc = fn(ctx, r * cols + c, buf->p, m);
+        }
+    return rc;
+}
+
+ws_err wsi_file_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row0, uint64_t col0,
+                     uint64_t rows, uint64_t cols, uint64_t l_cols, wsi_readbuf *buf,
+                     wsi_rect_fn fn, void *ctx, ws_error *err) {
+    if (s->read_mode == WS_READ_MMAP || t->fd < 0)
+        return mmap_rect(t, row0, col0, rows, cols, l_cols, fn, ctx, err);
+    return pread_rect(t, row0, col0, rows, cols, l_cols, buf, fn, ctx, err);
+}
