@@ -139,7 +139,14 @@ ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err) {
         }
         json_object_set_new(t, "nan", json_integer((json_int_t)e->stats.nan));
         json_object_set_new(t, "inf", json_integer((json_int_t)e->stats.inf));
-        json_object_set_new(tensors, e->name, t);
+        /* never a JSON form that silently lacks a tensor (jansson refuses non-UTF-8 keys) */
+        if (json_object_set_new(tensors, e->name, t) != 0) {
+            json_decref(tensors);
+            json_decref(root);
+            *out = NULL;
+            return wsi_fail(err, WS_ERR_FORMAT, m->source, e->name, -1,
+                            "tensor name is not valid UTF-8: no JSON form");
+        }
     }
     json_object_set_new(root, "tensors", tensors);
     *out = json_dumps(root, JSON_INDENT(1));
@@ -324,6 +331,13 @@ static ws_err parse_lines(const char *text, size_t len, const char *label, ws_ma
                           "line %ld: digest must be 64 (sha256) or 48 (fast) hex digits", lineno);
             break;
         }
+        json_t *utf8 = json_string(e.name); /* NULL unless valid UTF-8, as every safetensors name is */
+        if (!utf8) {
+            rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, (int64_t)start,
+                          "line %ld: tensor name is not valid UTF-8", lineno);
+            break;
+        }
+        json_decref(utf8);
         m->algos |= e.digest.algos;
         ws_err a = ws_manifest_add(m, &e);
         if (a == WS_ERR_ARG)

@@ -178,6 +178,24 @@ static void test_bad_arguments(void) {
     CHECK(ws_digest_from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015a", &d) == WS_ERR_FORMAT);
     CHECK(ws_digest_from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ag", &d) == WS_ERR_FORMAT);
     CHECK(ws_digest_from_hex(NULL, &d) == WS_ERR_ARG && d.algos == WS_ALGO_SHA256);
+
+    /* A tensor name that is not UTF-8 (no safetensors file can hold one) is refused in a line
+     * manifest, and a manifest holding one has no JSON form: its JSON used to lack the tensor
+     * silently (found by fuzz_manifest). */
+    const char bad[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  ok\n"
+                       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  w\xc6ight\n";
+    m = NULL;
+    CHECK(ws_manifest_parse(bad, sizeof bad - 1, "bad", &m, &err) == WS_ERR_FORMAT && m == NULL);
+    CHECK(strstr(err.what, "line 2") && strstr(err.what, "UTF-8"));
+    m = ws_manifest_new(WS_CANON_BF16, WS_ALGO_SHA256, NULL, "test");
+    ws_manifest_entry e = {.name = "w\xc6ight", .ndim = -1, .dtype = WS_DTYPE__COUNT,
+                           .canonical_dtype = WS_DTYPE__COUNT};
+    e.digest.algos = WS_ALGO_SHA256;
+    CHECK_OK(ws_manifest_add(m, &e));
+    char *text = (char *)"unset";
+    CHECK(ws_manifest_to_json(m, &text, &err) == WS_ERR_FORMAT && text == NULL);
+    CHECK(strstr(err.what, "UTF-8") && strcmp(err.tensor, "w\xc6ight") == 0);
+    ws_manifest_free(m);
 }
 
 int main(void) {
