@@ -34,6 +34,8 @@ typedef struct cli_progress {
 void cli_progress_init(cli_progress *p, int mode);
 void cli_progress_cb(void *user, uint64_t done, uint64_t total);
 void cli_progress_end(cli_progress *p);
+/* Wipe a drawn progress line (before an error line; cli_fail does it). */
+void cli_progress_wipe(void);
 
 /* Parse "-j N" style integers; false on junk. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);

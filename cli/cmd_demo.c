@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* A Qwen2-style model: GQA (4 heads, 2 kv heads), q/k/v biases, vocab not a multiple of 64. */
 static const char demo_config[] =
@@ -24,13 +25,14 @@ static const char demo_config[] =
     "}\n";
 
 static const char usage[] =
-    "usage: weightsum demo [--dir DIR]\n"
+    "usage: weightsum demo [--dir DIR] [--keep]\n"
     "\n"
     "The main job on a small built-in Qwen2-style model, offline: the trainer's manifest,\n"
     "a TP=2 SGLang layout of the weights (fused qkv_proj/gate_up_proj, padded vocab), verify\n"
     "(all match), then one bit flipped in the k slice of rank 1's qkv_proj and the report\n"
-    "that names k_proj, rank 1 and the element. Files go to DIR (default: a new directory\n"
-    "under /tmp). Exit 0 when every step behaved as expected.\n";
+    "that names k_proj, rank 1 and the element. Files go to DIR, and stay there (default:\n"
+    "a new directory under /tmp, removed at the end unless --keep). Exit 0 when every step\n"
+    "behaved as expected.\n";
 
 static char *path_in(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
@@ -68,20 +70,44 @@ static int copy_flipped(const char *src, const char *dst, uint64_t offset, int b
     return rc;
 }
 
+/* Remove what the demo wrote in dir (only those files), then dir itself. */
+static void remove_demo(const char *dir, const char *const *files, size_t nfiles) {
+    const char *dumps[] = {"sglang-tp2", "sglang-tp2-corrupted"};
+    const char *top[] = {"config.json", "model.safetensors", "manifest.json"};
+    char path[4096];
+    for (size_t d = 0; d < 2; d++) {
+        for (size_t i = 0; i < nfiles; i++) {
+            snprintf(path, sizeof path, "%s/%s/%s", dir, dumps[d], files[i]);
+            unlink(path);
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, dumps[d]);
+        rmdir(path);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, top[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int cmd_demo(int argc, char **argv) {
     static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
+                                         {"keep", no_argument, 0, 'k'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *dir = NULL;
+    bool keep = false;
     int ch;
     while ((ch = cli_getopt("demo", argc, argv, "h", opts)) != -1) {
         switch (ch) {
         case 'd': dir = optarg; break;
+        case 'k': keep = true; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default: return EXIT_TROUBLE; /* said by cli_getopt */
         }
     }
     char tmpl[] = "/tmp/weightsum-demo-XXXXXX";
+    bool own_dir = !dir; /* a directory of our own is removed at the end, unless --keep */
     if (!dir && !(dir = mkdtemp(tmpl))) return cli_failf("cannot create a demo directory");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return cli_failf("cannot create %s", dir);
     char *cfg_path = path_in(dir, "config.json"), *ckpt = path_in(dir, "model.safetensors"),
@@ -99,7 +125,7 @@ int cmd_demo(int argc, char **argv) {
            dir);
     if (ws_write_file_atomic(cfg_path, demo_config, strlen(demo_config), &err) != WS_OK ||
         ws_model_config_parse(demo_config, strlen(demo_config), "demo", &cfg, &err) != WS_OK ||
-        synth_checkpoint(&cfg, WS_F32, 1, ckpt, &err) != WS_OK) {
+        synth_checkpoint(&cfg, WS_F32, 1, ckpt, NULL, NULL, &err) != WS_OK) {
         rc = cli_fail(&err);
         goto done;
     }
@@ -151,6 +177,12 @@ int cmd_demo(int argc, char **argv) {
                             : "NOT caught");
 done:
     ws_ckpt_free(c);
+    if (own_dir && !keep) {
+        remove_demo(dir, files, sizeof files / sizeof files[0]);
+        printf("(the demo's files in %s are removed; --keep or --dir DIR keeps them)\n", dir);
+    } else {
+        printf("(the demo's files are in %s)\n", dir);
+    }
     free(cfg_path);
     free(ckpt);
     free(manifest);

@@ -6,13 +6,16 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: weightsum hash CKPT [-o FILE] [--json] [--canonical bf16|native]\n"
+    "usage: weightsum hash CKPT [-o FILE] [--json] [--tag] [--canonical bf16|native]\n"
     "                      [--algo sha256|fast|both] [--key SEED] [-j N] [--[no-]progress]\n"
     "                      [--layout L] [--tp N] [--config config.json]\n"
     "\n"
     "Digest every tensor of CKPT (a .safetensors file, a *.safetensors.index.json or a\n"
-    "directory) after the canonical cast. Prints 'DIGEST  NAME' lines like sha256sum, or\n"
-    "with --json the manifest; -o FILE writes the JSON manifest to FILE atomically.\n"
+    "directory) after the canonical cast. Prints 'DIGEST  NAME' lines like sha256sum (one\n"
+    "per digest: --algo both prints two per tensor), after a '# weightsum-manifest' comment\n"
+    "line recording the policy and the fast key; or with --json the manifest; -o FILE\n"
+    "writes the JSON manifest to FILE atomically.\n"
+    "  --tag           BSD-style lines: 'SHA256 (NAME) = DIGEST', 'FAST (NAME) = DIGEST'\n"
     "CKPT may be an engine dump (model-rank-R-part-P.safetensors): its HF tensors are\n"
     "digested from the shards without gathering; --layout/--tp/--config describe it when\n"
     "the directory does not (weightsum-layout.json, config.json).\n"
@@ -133,20 +136,21 @@ int cmd_hash(int argc, char **argv) {
         {"progress", no_argument, 0, 'P'}, {"no-progress", no_argument, 0, 'N'},
         {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
         {"config", required_argument, 0, 'C'}, {"force", no_argument, 0, 'f'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"tag", no_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     if (take_check_flag(&argc, argv)) {
         argv[0] = "verify";
         return cmd_verify(argc, argv);
     }
     cli_common cc = CLI_COMMON_INIT;
     const char *output = NULL;
-    bool json = false;
+    bool json = false, tag = false;
     unsigned algos = WS_ALGO_SHA256;
     int ch;
     while ((ch = cli_getopt("hash", argc, argv, "o:j:fh", opts)) != -1) {
         switch (ch) {
         case 'o': output = optarg; break;
         case 'J': json = cli_json_errors = true; break;
+        case 'T': tag = true; break;
         case 'a':
             if (!cli_parse_algo(optarg, &algos))
                 return cli_usage("hash", "--algo must be sha256, fast or both, not '%s'", optarg);
@@ -177,7 +181,8 @@ int cmd_hash(int argc, char **argv) {
         else if (output && ws_write_file_atomic(output, text, strlen(text), &err) != WS_OK)
             rc = cli_fail(&err);
         else if (json) fputs(text, stdout);
-    } else if (ws_manifest_to_lines(m, &text, &err) != WS_OK) {
+    } else if ((tag ? ws_manifest_to_bsd_lines(m, &text, &err)
+                    : ws_manifest_to_lines(m, &text, &err)) != WS_OK) {
         rc = cli_fail(&err);
     } else {
         fputs(text, stdout);

@@ -8,6 +8,7 @@
 
 static const char usage[] =
     "usage: weightsum synth CONFIG.json -o FILE.safetensors [--dtype f32|bf16] [--seed N]\n"
+    "                       [--[no-]progress]\n"
     "\n"
     "Write every HF tensor of the model that CONFIG.json describes (llama, mistral, qwen2,\n"
     "qwen3) with deterministic pseudo-random values. Tied lm_head is left out, as\n"
@@ -17,9 +18,12 @@ int cmd_synth(int argc, char **argv) {
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                          {"dtype", required_argument, 0, 'd'},
                                          {"seed", required_argument, 0, 's'},
+                                         {"progress", no_argument, 0, 'P'},
+                                         {"no-progress", no_argument, 0, 'N'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *out = NULL;
+    int progress = -1;
     ws_dtype dt = WS_F32;
     long seed = 1;
     int ch;
@@ -35,6 +39,8 @@ int cmd_synth(int argc, char **argv) {
             if (!cli_parse_int(optarg, 0, 1L << 62, &seed))
                 return cli_usage("synth", "--seed needs a non-negative integer, not '%s'", optarg);
             break;
+        case 'P': progress = 1; break;
+        case 'N': progress = 0; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default: return EXIT_TROUBLE; /* said by cli_getopt */
         }
@@ -45,6 +51,10 @@ int cmd_synth(int argc, char **argv) {
     ws_model_config cfg;
     ws_error err;
     if (ws_model_config_load(argv[optind], &cfg, &err) != WS_OK) return cli_fail(&err);
-    if (synth_checkpoint(&cfg, dt, (uint64_t)seed, out, &err) != WS_OK) return cli_fail(&err);
+    cli_progress prog;
+    cli_progress_init(&prog, progress);
+    ws_err rc = synth_checkpoint(&cfg, dt, (uint64_t)seed, out, cli_progress_cb, &prog, &err);
+    cli_progress_end(&prog);
+    if (rc != WS_OK) return cli_fail(&err);
     return EXIT_MATCH;
 }

@@ -7,9 +7,10 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: weightsum verify MANIFEST CKPT|DIR [--json] [--quiet] [--key SEED] [-j N]\n"
-    "                        [--canonical bf16|native] [--[no-]progress]\n"
-    "                        [--layout L] [--tp N] [--config F] [--locate REFERENCE]\n"
+    "usage: weightsum verify MANIFEST [CKPT|DIR] [--json] [-q|--status|-v] [--key SEED] [-j N]\n"
+    "                        [--canonical bf16|native] [--[no-]progress] [--ignore-missing]\n"
+    "                        [--layout L] [--tp N] [--config F] [--force] [--locate REFERENCE]\n"
+    "                        [--report FILE.html]\n"
     "\n"
     "Check CKPT against MANIFEST (JSON from 'weightsum hash -o', or sha256sum-style lines;\n"
     "'-' reads it from stdin). Prints one line per problem and a summary line.\n"
@@ -27,9 +28,27 @@ static const char usage[] =
     "                 file of a model against the whole manifest); at least one must match\n"
     "  --strict       an improperly formatted manifest line is an error (always so here)\n"
     "  --json         the report as JSON on stdout (docs/json.md); errors too\n"
+    "  --report FILE  also write the report as one self-contained HTML page: a grid of\n"
+    "                 layers x kinds of tensor coloured by verdict, the findings under it\n"
     "  --force        use --layout/--tp even where the dump's weightsum-layout.json differs\n"
     "With one argument, CKPT is the manifest's \"source\" (as 'sha256sum -c').\n"
     "Exit: 0 all match, 1 a mismatch/missing/unexpected tensor, 2 trouble.\n";
+
+/* --report FILE: the HTML page of r, written atomically; EXIT_TROUBLE when it cannot be. */
+static const char *report_html;
+static char report_title[1024];
+
+static int write_html(const ws_report *r, const ws_manifest *expected) {
+    if (!report_html) return EXIT_MATCH;
+    char *html = NULL;
+    ws_error err;
+    int rc = EXIT_MATCH;
+    if (ws_report_to_html(r, expected, report_title, &html, &err) != WS_OK ||
+        ws_write_file_atomic(report_html, html, strlen(html), &err) != WS_OK)
+        rc = cli_fail(&err);
+    free(html);
+    return rc;
+}
 
 static int verify_dump(const ws_manifest *expected, const char *dir, const cli_layout_opts *lo,
                        const char *locate, ws_canon canon, unsigned algos, const ws_fastkey *key,
@@ -50,7 +69,8 @@ static int verify_dump(const ws_manifest *expected, const char *dir, const cli_l
     else if (locate && ws_ckpt_open(locate, &ref, &err) != WS_OK) rc = cli_fail(&err);
     else if (ws_verify_dump(expected, l, d, &opt, ref, r, &err) != WS_OK) rc = cli_fail(&err);
     cli_progress_end(&prog);
-    if (rc == EXIT_MATCH) rc = cli_print_report(r, json, verb, dir, expected);
+    if (rc == EXIT_MATCH && (rc = write_html(r, expected)) == EXIT_MATCH)
+        rc = cli_print_report(r, json, verb, dir, expected);
     ws_report_free(r);
     ws_ckpt_free(ref);
     ws_layout_free(l);
@@ -91,9 +111,11 @@ int cmd_verify(int argc, char **argv) {
         {"canonical", required_argument, 0, 'c'}, {"progress", no_argument, 0, 'P'},
         {"no-progress", no_argument, 0, 'N'}, {"layout", required_argument, 0, 'L'},
         {"tp", required_argument, 0, 't'}, {"config", required_argument, 0, 'C'},
-        {"locate", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"locate", required_argument, 0, 'l'}, {"report", required_argument, 0, 'R'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
     const char *locate = NULL;
+    report_html = NULL;
     bool json = false, ignore_missing = false;
     cli_verbosity verb = CLI_NORMAL;
     int ch;
@@ -106,6 +128,7 @@ int cmd_verify(int argc, char **argv) {
         case 'I': ignore_missing = true; break;
         case 'T': break; /* a malformed manifest line is always an error (exit 2) */
         case 'l': locate = optarg; break;
+        case 'R': report_html = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default:
             if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
@@ -128,6 +151,8 @@ int cmd_verify(int argc, char **argv) {
         ws_manifest_free(expected);
         return cli_failf("%s: the manifest lists no tensors", mpath);
     }
+    snprintf(report_title, sizeof report_title, "weightsum verify %s %s", mpath,
+             cpath ? cpath : "");
     if (!cpath) {
         if (!source_of(expected, mpath, srcpath, sizeof srcpath)) {
             ws_manifest_free(expected);
@@ -138,7 +163,8 @@ int cmd_verify(int argc, char **argv) {
     /* A JSON manifest names its policy; the line form takes --canonical (default bf16). */
     if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon, NULL); /* canon: a parsed option */
     else if (canon_given && canon != ws_manifest_canon(expected)) {
-        rc = cli_failf("%s: manifest was made with --canonical %s", mpath,
+        rc = cli_failf("%s: manifest was made with --canonical %s: use --canonical %s (or leave "
+                       "it out)", mpath, ws_canon_name(ws_manifest_canon(expected)),
                        ws_canon_name(ws_manifest_canon(expected)));
         goto done;
     }
@@ -182,9 +208,12 @@ int cmd_verify(int argc, char **argv) {
         if (!k) rc = cli_failf("out of memory");
         else if (ws_report_matched(k) == 0)
             rc = cli_failf("%s: no tensor of %s was verified (--ignore-missing)", cpath, mpath);
-        else rc = cli_print_report(k, json, verb, cpath, actual);
+        else if ((rc = write_html(k, actual)) == EXIT_MATCH)
+            rc = cli_print_report(k, json, verb, cpath, actual);
         ws_report_free(k);
-    } else rc = cli_print_report(r, json, verb, cpath, expected);
+    } else if ((rc = write_html(r, expected)) == EXIT_MATCH) {
+        rc = cli_print_report(r, json, verb, cpath, expected);
+    }
     ws_report_free(r);
 done:
     ws_fastkey_free(key);

@@ -1,9 +1,17 @@
-/* A progress bar on stderr, only when asked or when stderr is a terminal; redrawn at most
- * ten times a second. */
+/* A progress line on stderr, only when asked or when stderr is a terminal: bytes done / total,
+ * rate and time left, redrawn at most ten times a second. The line is wiped before an error
+ * is printed (cli_fail), when the work ends, and on Ctrl-C / SIGTERM, so no half-drawn bar is
+ * left on the terminal. */
 #include "cli.h"
 
+#include <signal.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+static const char wipe[] = "\r\033[K";
+static volatile sig_atomic_t drawn; /* a line is on the terminal */
+static bool handlers_set;
 
 static double now(void) {
     struct timespec ts;
@@ -11,26 +19,75 @@ static double now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Ctrl-C / SIGTERM: wipe the line (write(2) is async-signal-safe), then die of the signal. */
+static void on_signal(int sig) {
+    if (drawn) {
+        ssize_t n = write(STDERR_FILENO, wipe, sizeof wipe - 1);
+        (void)n;
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void cli_progress_wipe(void) {
+    if (!drawn) return;
+    fputs(wipe, stderr);
+    fflush(stderr);
+    drawn = 0;
+}
+
 void cli_progress_init(cli_progress *p, int mode) {
     p->on = mode == 1 || (mode == -1 && isatty(STDERR_FILENO));
     p->start = now();
     p->last = 0;
+    if (p->on && !handlers_set) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        handlers_set = true;
+    }
+}
+
+/* 1.23 GB, 812 MB, 4.0 kB */
+static void bytes(char *out, size_t n, double b) {
+    const char *unit[] = {"B", "kB", "MB", "GB", "TB"};
+    int u = 0;
+    while (b >= 1000 && u < 4) {
+        b /= 1000;
+        u++;
+    }
+    if (u == 0) snprintf(out, n, "%.0f B", b);
+    else snprintf(out, n, "%.*f %s", b < 10 ? 2 : b < 100 ? 1 : 0, b, unit[u]);
 }
 
 void cli_progress_cb(void *user, uint64_t done, uint64_t total) {
     cli_progress *p = user;
-    if (!p->on) return;
+    if (!p || !p->on) return;
     double t = now();
     if (t - p->last < 0.1 && done < total) return;
     p->last = t;
-    double frac = total ? (double)done / (double)total : 1.0;
-    int w = 30, fill = (int)(frac * w);
-    double rate = (double)done / 1e9 / (t - p->start + 1e-9);
-    fprintf(stderr, "\r[");
-    for (int i = 0; i < w; i++) fputc(i < fill ? '#' : ' ', stderr);
-    fprintf(stderr, "] %5.1f%%  %.2f GB/s ", 100.0 * frac, rate);
+    double el = t - p->start, frac = total ? (double)done / (double)total : 1.0;
+    if (frac > 1) frac = 1;
+    double rate = el > 0 ? (double)done / el : 0;
+    char d[32], tot[32], r[32], eta[32] = "--:--";
+    bytes(d, sizeof d, (double)done);
+    bytes(tot, sizeof tot, (double)total);
+    bytes(r, sizeof r, rate);
+    if (rate > 0 && total >= done) {
+        double left = (double)(total - done) / rate;
+        unsigned s = left > 359999 ? 359999u : (unsigned)(left + 0.5);
+        if (s >= 3600) snprintf(eta, sizeof eta, "%u:%02u:%02u", s / 3600, s / 60 % 60, s % 60);
+        else snprintf(eta, sizeof eta, "%u:%02u", s / 60, s % 60);
+    }
+    int w = 24, fill = (int)(frac * w);
+    char bar[32];
+    for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+    bar[w] = 0;
+    fprintf(stderr, "\r[%s] %5.1f%%  %s / %s  %s/s  ETA %s\033[K", bar, 100.0 * frac, d, tot, r,
+            eta);
+    fflush(stderr);
+    drawn = 1;
 }
 
 void cli_progress_end(cli_progress *p) {
-    if (p->on) fprintf(stderr, "\r%60s\r", "");
+    if (p && p->on) cli_progress_wipe();
 }

@@ -36,7 +36,8 @@ static void fill(void *data, ws_dtype dt, uint64_t n, uint64_t seed, bool norm) 
 }
 
 ws_err synth_checkpoint(const ws_model_config *cfg, ws_dtype dt, uint64_t seed,
-                        const char *path, ws_error *err) {
+                        const char *path, void (*progress)(void *, uint64_t, uint64_t),
+                        void *progress_user, ws_error *err) {
     ws_layout *l = NULL;
     ws_err rc = ws_layout_create("hf", cfg, 1, &l, err);
     if (rc != WS_OK) return rc;
@@ -46,6 +47,14 @@ ws_err synth_checkpoint(const ws_model_config *cfg, ws_dtype dt, uint64_t seed,
         ws_layout_free(l);
         return WS_ERR_NOMEM;
     }
+    uint64_t total = 0, done = 0; /* bytes, for progress: made, then written (the last tenth) */
+    for (size_t i = 0; i < n; i++) {
+        const ws_hf_desc *h = ws_layout_hf(l, i);
+        uint64_t numel = 1;
+        for (int d = 0; d < h->ndim; d++) numel *= h->shape[d];
+        if (!h->tied_to) total += numel * ws_dtype_size(dt);
+    }
+    total += total / 10;
     for (size_t i = 0; i < n && rc == WS_OK; i++) {
         const ws_hf_desc *h = ws_layout_hf(l, i);
         if (h->tied_to) continue; /* save_pretrained drops tied weights too */
@@ -60,8 +69,11 @@ ws_err synth_checkpoint(const ws_model_config *cfg, ws_dtype dt, uint64_t seed,
         specs[k] = (ws_tensor_spec){.name = h->name, .dtype = dt, .ndim = h->ndim, .data = data};
         memcpy(specs[k].shape, h->shape, sizeof specs[k].shape);
         k++;
+        done += numel * ws_dtype_size(dt);
+        if (progress) progress(progress_user, done, total);
     }
     if (rc == WS_OK) rc = ws_safetensors_write(path, specs, k, "{\"format\":\"pt\"}", err);
+    if (rc == WS_OK && progress) progress(progress_user, total, total);
     for (size_t i = 0; i < k; i++) free((void *)specs[i].data);
     free(specs);
     ws_layout_free(l);

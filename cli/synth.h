@@ -5,7 +5,9 @@
 
 #include <stdbool.h>
 
-/* Write every HF tensor of cfg (tied lm_head left out) as dtype dt (F32 or BF16) to path. */
+/* Write every HF tensor of cfg (tied lm_head left out) as dtype dt (F32 or BF16) to path;
+ * progress (may be NULL) hears of the bytes made, then of the whole once written. */
 ws_err synth_checkpoint(const ws_model_config *cfg, ws_dtype dt, uint64_t seed,
-                        const char *path, ws_error *err);
+                        const char *path, void (*progress)(void *, uint64_t, uint64_t),
+                        void *progress_user, ws_error *err);
 #endif

@@ -32,6 +32,7 @@ static void json_error(const ws_error *err, const char *line) {
 int cli_fail(const ws_error *err) {
     char line[2048];
     ws_error_format(err, line, sizeof line);
+    cli_progress_wipe();
     fprintf(stderr, "weightsum: %s\n", line);
     if (cli_json_errors) json_error(err, line);
     return EXIT_TROUBLE;
@@ -40,6 +41,7 @@ int cli_fail(const ws_error *err) {
 static int vfail(const char *prefix, const char *fmt, va_list ap, const char *suffix) {
     char line[2048];
     vsnprintf(line, sizeof line, fmt, ap);
+    cli_progress_wipe();
     fprintf(stderr, "weightsum%s: %s%s\n", prefix, line, suffix);
     if (cli_json_errors) json_error(NULL, line);
     return EXIT_TROUBLE;

@@ -296,10 +296,18 @@ WS_API ws_err ws_manifest_set_canon(ws_manifest *m, ws_canon c, ws_error *err);
 
 /* JSON text (NUL-terminated; free with ws_free). */
 WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
-/* Lines "HEX  NAME\n" as sha256sum prints them (sha256 when present, else fast); free with
- * ws_free. */
+/* Lines "HEX  NAME\n" as sha256sum prints them, one per digest an entry holds (sha256 first),
+ * names holding a newline, CR or backslash escaped as coreutils does; the first line is the
+ * comment "# weightsum-manifest 2 canonical=P [key_id=K]" (version, policy, fast key).
+ * Free with ws_free. */
 WS_API ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err);
-/* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte). */
+/* The same as BSD-style lines (sha256sum --tag): "SHA256 (NAME) = HEX", "FAST (NAME) = HEX". */
+WS_API ws_err ws_manifest_to_bsd_lines(const ws_manifest *m, char **out, ws_error *err);
+/* Parse a manifest from JSON or from sha256sum-style lines (detected by the first byte): GNU
+ * or BSD lines, one or two spaces, escaped names, the header comment line. Refused
+ * (WS_ERR_FORMAT, one line): an unknown version; fast digests of a manifest older than
+ * version 2 (not bound to the shape); digests missing for a declared algorithm; sha256sum
+ * output over *.safetensors files (whole-file digests). */
 WS_API ws_err ws_manifest_parse(const char *text, size_t len, const char *label,
                                 ws_manifest **out, ws_error *err);
 WS_API ws_err ws_manifest_load(const char *path, ws_manifest **out, ws_error *err);
@@ -411,6 +419,14 @@ typedef enum ws_status {
 /* "match", "mismatch", "missing", ... */
 WS_API const char *ws_status_name(ws_status s);
 
+/* Where an engine holds a part of a HF tensor: rows [row0, row1) of local tensor `local` on
+ * `rank` (rows of its 2-D view, see ws_piece). */
+typedef struct ws_holder {
+    const char *local;
+    int rank;
+    int64_t row0, row1;
+} ws_holder;
+
 /* One problem found. Strings live as long as the report. */
 typedef struct ws_finding {
     ws_status status;
@@ -419,13 +435,27 @@ typedef struct ws_finding {
     int rank;           /* -1 when not about one rank */
     int64_t row0, row1; /* rows [row0, row1) of the HF tensor, or -1 */
     const char *detail; /* one human-readable line */
+    /* The values the detail line speaks of, as fields (appended: code that leaves them out of
+     * a designated initialiser gets "absent"; every one is optional). */
+    const char *algorithm;      /* "sha256" / "fast": the digests below, or NULL */
+    const char *expected;       /* expected digest (hex), or NULL */
+    const char *found;          /* found digest (hex), or NULL */
+    int has_element;            /* 1: element, coords, the two values hold */
+    uint64_t element;           /* flat index (in the HF tensor) of the first differing element */
+    int ndim;                   /* its coordinates coords[0..ndim) */
+    uint64_t coords[WS_MAX_DIMS];
+    double expected_value, found_value; /* the element's canonical values on each side */
+    uint64_t differ;            /* elements that differ (0: not counted) */
+    size_t nholders;            /* the engine tensors that hold the HF tensor (replica 0) */
+    const ws_holder *holders;
 } ws_finding;
+
 
 typedef struct ws_report ws_report;
 
 WS_API ws_report *ws_report_new(void);
 WS_API void ws_report_free(ws_report *r);
-/* Copies the strings of f. */
+/* Copies the strings and holders of f. */
 WS_API ws_err ws_report_add(ws_report *r, const ws_finding *f);
 /* Count n more tensors that matched (saturating). WS_ERR_ARG for a NULL report. */
 WS_API ws_err ws_report_count_match(ws_report *r, uint64_t n);
@@ -434,8 +464,21 @@ WS_API const ws_finding *ws_report_at(const ws_report *r, size_t i);
 WS_API uint64_t ws_report_matched(const ws_report *r);
 /* 1 when the report holds no finding. */
 WS_API int ws_report_ok(const ws_report *r);
-/* {"ok":bool,"matched":n,"findings":[{status,tensor,local,rank,rows,detail}...]} */
+/* {"format":"weightsum-report","version":1,"ok":bool,"matched":n,"counts":{status:n},
+ *  "findings":[{status,tensor,local,rank,rows,detail, and the values present: algorithm,
+ *  expected,found, element:{index,coords,expected,found}, differ, held_by:[{local,rank,rows}],
+ *  ranks}]} (docs/json.md; fields are only ever added within a version). */
 WS_API ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err);
+/*
+ * The report as one self-contained HTML page (inline CSS; no script, nothing fetched): a grid
+ * of layers x kinds of tensor (q, k, v, o, gate, up, down, norms, embed, lm_head, experts,
+ * router where they exist), each cell (id "cell-L<layer>-<kind>", "cell-model-<kind>" outside
+ * the layers) coloured by the worst verdict of its tensors, the findings listed under it with
+ * engine tensor, rank and rows. expected (may be NULL) lists every tensor, so that matched
+ * cells show too; title heads the page (NULL: "weightsum report"). *out: free with free().
+ */
+WS_API ws_err ws_report_to_html(const ws_report *r, const ws_manifest *expected,
+                                const char *title, char **out, ws_error *err);
 
 /*
  * Compare an expected manifest (the trainer's) with an actual one (this side's): per tensor
@@ -684,11 +727,14 @@ WS_API void ws_partials_free(ws_partials *pa);
 
 /* Public incremental hasher: canonical SHA-256 (elements must arrive in canonical order,
  * element_offset = elements fed so far, else WS_ERR_ARG) and the fast digest (elements placed
- * at any global element offset, in any order). algos: WS_ALGO_*; key needed for the fast one.
+ * at any global element offset, in any order) of the tensor of dtype and shape [ndim]: the
+ * digests ws_digest_buffer gives it (the fast one sealed with the shape; elements past the
+ * shape's count are WS_ERR_ARG). algos: WS_ALGO_*; key needed for the fast one.
  * data is in dtype (cast on the way); final may be called once; stats may be NULL. */
 typedef struct ws_hasher ws_hasher;
-WS_API ws_err ws_hasher_create(ws_dtype dtype, ws_canon canon, unsigned algos,
-                               const ws_fastkey *key, ws_hasher **out, ws_error *err);
+WS_API ws_err ws_hasher_create(ws_dtype dtype, int ndim, const uint64_t *shape, ws_canon canon,
+                               unsigned algos, const ws_fastkey *key, ws_hasher **out,
+                               ws_error *err);
 WS_API ws_err ws_hasher_update(ws_hasher *h, uint64_t element_offset, const void *data,
                                uint64_t n_elements, ws_error *err);
 WS_API ws_err ws_hasher_final(ws_hasher *h, ws_digest *out, ws_value_stats *stats,
@@ -733,14 +779,15 @@ WS_API const char *ws_sglang_kernel(void);
 /* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Digest numel elements of dtype t at data (C-contiguous, little-endian, any alignment) after
- * the canonical cast c: the digest ws_digest_tensor gives a tensor holding these bytes.
- * key may be NULL when algos lacks WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts.
- * WS_ERR_ARG for an invalid dtype, a NULL data with numel > 0 or a missing key; WS_ERR_LIMIT
- * when numel elements do not fit in memory's address range. */
-WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, uint64_t numel,
-                               unsigned algos, const ws_fastkey *key, ws_digest *out,
-                               ws_value_stats *stats, ws_error *err);
+/* Digest the tensor of dtype t and shape [ndim] at data (C-contiguous, little-endian, any
+ * alignment) after the canonical cast c: the digest ws_digest_tensor gives a tensor holding
+ * these bytes (the fast digest sealed with the shape). key may be NULL when algos lacks
+ * WS_ALGO_FAST; stats (may be NULL) gets NaN/Inf counts. WS_ERR_ARG for an invalid dtype or
+ * shape, a NULL data with elements or a missing key; WS_ERR_LIMIT when the elements do not
+ * fit in memory's address range. */
+WS_API ws_err ws_digest_buffer(ws_dtype t, ws_canon c, const void *data, int ndim,
+                               const uint64_t *shape, unsigned algos, const ws_fastkey *key,
+                               ws_digest *out, ws_value_stats *stats, ws_error *err);
 
 /* Largest request body ws_checker_handle accepts (a transport should refuse larger ones first,
  * HTTP 413), and the deepest nesting of arrays/objects a request may have. */

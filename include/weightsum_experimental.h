@@ -43,8 +43,9 @@ WS_API float ws_f8e5m2_to_f32(uint8_t v);
  * (element i, sub-unit s: j = i*units + s). ws_fast_accumulate adds to acc the contribution of
  * n_units units starting at global index unit_index; data holds them as bytes (unit_bytes = 1)
  * or little-endian u16 (unit_bytes = 2), any alignment. Contributions of disjoint runs add up
- * (ws_fast_add) to the digest of their union, in any order: a tensor's digest is the sum over
- * any split of it into runs. A fresh accumulator is all zeros.
+ * (ws_fast_add) to the digest of their union, in any order: a tensor's raw digest is the sum
+ * over any split of it into runs, its digest that sum sealed (ws_fast_seal). A fresh
+ * accumulator is all zeros.
  * WS_ERR_ARG (acc untouched) for a NULL key or acc, NULL data with n_units > 0, or unit_bytes
  * other than 1 or 2; WS_ERR_LIMIT when a unit's index would pass 2^64 - 1. n_units = 0 is a
  * no-op.
@@ -54,6 +55,13 @@ WS_API ws_err ws_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t uni
                                  ws_error *err);
 /* acc += part (mod p, lane by lane). WS_ERR_ARG (acc untouched) when either is NULL. */
 WS_API ws_err ws_fast_add(ws_fast *acc, const ws_fast *part, ws_error *err);
+/* Seal a tensor's fast digest: d holds the raw sum over all its units (the pieces added up);
+ * afterwards it is the tensor's digest, bound to its canonical dtype and shape, as every
+ * manifest, answer and ws_digest_* / ws_hasher records it (docs/fast-digest.md, "Sealing").
+ * Range digests stay raw. WS_ERR_ARG (d untouched) for NULL, an invalid dtype or ndim;
+ * WS_ERR_LIMIT for a shape whose units overflow 64 bits. */
+WS_API ws_err ws_fast_seal(const ws_fastkey *k, ws_fast *d, ws_dtype canonical_dtype, int ndim,
+                           const uint64_t *shape);
 /* 16-bit units per element of dtype t (1 for 1- and 2-byte dtypes, 2 for 4, 4 for 8); 0 for
  * an invalid dtype. */
 WS_API unsigned ws_dtype_units(ws_dtype t);

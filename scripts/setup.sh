@@ -21,4 +21,10 @@ if [ "${1:-}" = "--tests" ]; then
   # torch for the trainer/engine hooks' multi-process gloo tests (tests/py/test_torch_*.py);
   # PyPI's wheel (CPU use only here; about 80 s to install)
   python3 -c "import torch" 2>/dev/null || pipi torch
+  # headless Chromium renders verify --report's HTML page (tests/py/test_report_html.py)
+  if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+  fi
 fi

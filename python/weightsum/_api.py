@@ -59,12 +59,12 @@ _sigs: Dict[str, Tuple[Any, List[Any]]] = {
     "ws_dtype_size": (ctypes.c_size_t, [ctypes.c_int]),
     "ws_dtype_units": (ctypes.c_uint, [ctypes.c_int]),
     "ws_canonical_dtype": (ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
-    "ws_cast_to_canonical": (None, [ctypes.c_int, ctypes.c_int, _P, ctypes.c_size_t, _P,
-                                    ctypes.POINTER(Stats)]),
+    "ws_cast_to_canonical": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, _P, ctypes.c_size_t,
+                                            _P, ctypes.POINTER(Stats), _PE]),
     "ws_fastkey_id": (ctypes.c_char_p, [_P]),
-    "ws_fast_accumulate": (None, [_P, ctypes.POINTER(_Fast), _U64, _P, ctypes.c_size_t,
-                                  ctypes.c_int]),
-    "ws_fast_add": (None, [ctypes.POINTER(_Fast), ctypes.POINTER(_Fast)]),
+    "ws_fast_accumulate": (ctypes.c_int, [_P, ctypes.POINTER(_Fast), _U64, _P, ctypes.c_size_t,
+                                          ctypes.c_int, _PE]),
+    "ws_fast_add": (ctypes.c_int, [ctypes.POINTER(_Fast), ctypes.POINTER(_Fast), _PE]),
     "ws_fast_seal": (ctypes.c_int, [_P, ctypes.POINTER(_Fast), ctypes.c_int, ctypes.c_int,
                                     ctypes.POINTER(_U64)]),
     "ws_manifest_new": (_P, [ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p]),
@@ -182,23 +182,12 @@ def model_config(config: Any) -> ctypes.Array:
     return buf
 
 
-def take_text(p: "ctypes.c_void_p", free_with_ws_free: bool = False) -> str:
-    """A NUL-terminated string the library allocated, freed after reading."""
+def take_text(p: "ctypes.c_void_p") -> str:
+    """A NUL-terminated string the library allocated, released with ws_free after reading."""
     try:
         return ctypes.string_at(p.value).decode()
     finally:
-        if free_with_ws_free:
-            lib.ws_free(p)
-        else:
-            _libc_free(p)
-
-
-_libc = ctypes.CDLL(None)
-_libc.free.argtypes = [_P]
-
-
-def _libc_free(p: Any) -> None:
-    _libc.free(p)
+        lib.ws_free(p)
 
 
 def entries_of(m: Any) -> List[ManifestEntry]:

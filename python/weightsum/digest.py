@@ -36,8 +36,8 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "data_ptr")
 
 
-def _buffer(x: Any) -> Tuple[int, int, int, Any]:
-    """(dtype code, pointer, numel, keep-alive) of x's C-contiguous little-endian bytes."""
+def _buffer(x: Any) -> Tuple[int, int, Tuple[int, ...], Any]:
+    """(dtype code, pointer, shape, keep-alive) of x's C-contiguous little-endian bytes."""
     if _is_torch(x):
         t = x.detach()
         if t.device.type != "cpu":
@@ -46,7 +46,7 @@ def _buffer(x: Any) -> Tuple[int, int, int, Any]:
         name = _TORCH.get(str(t.dtype))
         if name is None:
             raise TypeError(f"unsupported torch dtype {t.dtype}")
-        return _dtype_code(name), t.data_ptr(), t.numel(), t
+        return _dtype_code(name), t.data_ptr(), tuple(t.shape), t
     import numpy as np
     a = np.asarray(x)
     name = _NUMPY.get(a.dtype.name)
@@ -55,16 +55,21 @@ def _buffer(x: Any) -> Tuple[int, int, int, Any]:
     if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
         a = a.astype(a.dtype.newbyteorder("<"))
     a = np.ascontiguousarray(a)
-    return _dtype_code(name), a.ctypes.data, a.size, a
+    return _dtype_code(name), a.ctypes.data, a.shape, a
 
 
 def _digest(x: Any, canonical: str, algos: int, key: Any) -> _Digest:
     if canonical not in CANON:
         raise ValueError("canonical must be 'bf16' or 'native'")
-    code, ptr, numel, keep = _buffer(x)
+    code, ptr, shape, keep = _buffer(x)
+    numel = 1
+    for n in shape:
+        numel *= n
+    # the shape is part of the digest: the fast one is sealed with it (docs/fast-digest.md)
+    dims = (ctypes.c_uint64 * max(len(shape), 1))(*shape)
     out, err = _Digest(), _Error()
-    rc = lib.ws_digest_buffer(code, CANON[canonical], ptr if numel else None, numel, algos, key,
-                              ctypes.byref(out), None, ctypes.byref(err))
+    rc = lib.ws_digest_buffer(code, CANON[canonical], ptr if numel else None, len(shape), dims,
+                              algos, key, ctypes.byref(out), None, ctypes.byref(err))
     del keep
     check(rc, err)
     return out

@@ -146,13 +146,14 @@ class _StreamHasher:
         if self._buf is None or len(self._buf) < need_bytes:
             self._buf = (ctypes.c_uint8 * need_bytes)()
         dst = ctypes.addressof(self._buf)
-        lib.ws_cast_to_canonical(self.code, self.canon, ptr, n, dst, ctypes.byref(self.stats))
+        call("ws_cast_to_canonical", self.code, self.canon, ptr, n, dst,
+             ctypes.byref(self.stats))
         if self.sha is not None:
             self.sha.update(memoryview(self._buf)[:need_bytes])
         if self.algos & ALGO_FAST:
             unit_bytes = 1 if self.csize == 1 else 2
-            lib.ws_fast_accumulate(self.key.h, ctypes.byref(self.fast), self.done * self.units,
-                                   dst, n * self.units, unit_bytes)
+            call("ws_fast_accumulate", self.key.h, ctypes.byref(self.fast),
+                 self.done * self.units, dst, n * self.units, unit_bytes)
         self.done += n
 
     def final(self) -> Tuple[_Digest, Stats]:
@@ -446,7 +447,7 @@ class _KeyId:
 
 @dataclass
 class Finding:
-    """One problem: status ("mismatch", "missing", "replica_mismatch", "padding_nonzero", ...),
+    """One problem: status ("mismatch", "missing", "replica_mismatch", "padding", ...),
     the HF tensor, the engine tensor, the rank and HF rows [r0, r1) when known."""
     status: str
     tensor: Optional[str]
@@ -851,12 +852,30 @@ class _ShaCheck:
         actual = self._actual(allres)
         r2 = _CReport()
         call("ws_compare_manifests", self.expected.h, actual.h, r2.h)
-        compared = _findings(r2.h)
+        compared = [self._name_holders(f) for f in _findings(r2.h)]
         fs = structure + compared
         rep = Report(not fs, fs, int(lib.ws_report_matched(r2.h)), rank=self.rank)
         rep.cost = Cost(bytes_moved=moved + moved2 + total_sent, bytes_sent=self.sent,
                         host_bytes=self.host_bytes, algo="sha256")
         return rep
+
+    def _name_holders(self, f: Finding) -> Finding:
+        """A digest verdict names the engine tensors and ranks that hold the HF tensor's
+        replica-0 pieces (the rank itself when only one does)."""
+        lay = self.lay
+        h = next((i for i, d in enumerate(lay.hf) if d[0] == f.tensor), None)
+        if h is None or f.local is not None:
+            return f
+        if lay.hf[h][2] is not None:  # tied: held where its target is
+            h = next((i for i, d in enumerate(lay.hf) if d[0] == lay.hf[h][2]), h)
+        held = [(lay.locals[p[1]][0], lay.locals[p[1]][1], p[8], p[8] + p[3])
+                for p in lay.pieces if p[0] == h and p[2] == 0]
+        if not held:
+            return f
+        ranks = sorted({x[1] for x in held})
+        where = "; ".join(f"{n} rows {a}..{b} on rank {r}" for n, r, a, b in held)
+        return Finding(f.status, f.tensor, held[0][0], ranks[0] if len(ranks) == 1 else None,
+                       f.rows, f"{f.detail}; held by {where}")
 
     def _plan(self, local_meta: Dict[int, Dict[str, Any]]) -> List[Any]:
         """Per canonical tensor that can be rebuilt: (hf index, dtype name, owner, its

@@ -1,5 +1,6 @@
 /* Manifest against manifest: the verdict per tensor. */
 #include "internal.h"
+#include "report_values.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -93,8 +94,16 @@ ws_err ws_compare_manifests(const ws_manifest *exp, const ws_manifest *act, ws_r
             continue;
         }
         ws_status s = wsi_compare_entry(e, a, same_key, detail, sizeof detail);
-        if (s == WS_MATCH) ws_report_count_match(r, 1);
-        else rc = wsi_report_add(r, s, e->name, NULL, -1, -1, -1, detail, err);
+        if (s == WS_MATCH) {
+            ws_report_count_match(r, 1);
+            continue;
+        }
+        ws_finding f = {.status = s, .tensor = e->name, .rank = -1, .row0 = -1, .row1 = -1,
+                        .detail = detail};
+        char he[65], ha[65];
+        if (s == WS_MISMATCH) wsi_finding_digests(&f, e, a, same_key, he, ha);
+        if (ws_report_add(r, &f) != WS_OK)
+            rc = wsi_fail(err, WS_ERR_NOMEM, NULL, e->name, -1, "out of memory");
     }
     for (size_t i = 0; i < ws_manifest_count(act) && rc == WS_OK; i++) {
         const ws_manifest_entry *a = ws_manifest_entry_at(act, i);

@@ -187,6 +187,9 @@ static void digest_one(void *arg, size_t i) {
             }
             ws_manifest_entry *en = &j->ents[h];
             if (rc == WS_OK) rc = wsi_sink_final(&sink, &en->digest, &e);
+            if (rc == WS_OK) /* pieces add up to the raw digest: seal with the HF shape */
+                rc = wsi_digest_seal(&en->digest, j->opt->key, sink.cdtype, hf->ndim, hf->shape,
+                                     hf->name, &e);
             en->stats = s.stats;
             en->name = (char *)hf->name;
             en->dtype = dtype;

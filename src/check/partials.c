@@ -1,7 +1,11 @@
 /*
  * Plans and the partials of one rank (ws_plan_create, ws_partials_compute): every byte read
  * through the rank's source, every piece's fast digest a raw sum at its global unit indices,
- * so the sums of all ranks, merged anywhere, add up to each canonical tensor's digest.
+ * so the sums of all ranks, merged anywhere, add up to each canonical tensor's digest. The
+ * piece at the canonical tensor's origin (row 0, column 0; in every replica, so replicas still
+ * compare equal) also carries the tensor's seal (docs/fast-digest.md, "Sealing"): the
+ * replica-0 pieces then add up to the sealed digest manifests hold, and whoever merges and
+ * judges needs no key.
  */
 #include "partials.h"
 
@@ -332,6 +336,17 @@ static bool same_shape(const wsi_src_tensor *t, const ws_local_desc *ld) {
            memcmp(t->shape, ld->shape, sizeof(uint64_t) * (size_t)ld->ndim) == 0;
 }
 
+/* Add the canonical tensor's seal to the partial of the piece at its origin (see above). */
+static ws_err seal_origin(const ws_layout *l, const ws_piece *pc, const ws_fastkey *key,
+                          ws_dtype cdt, ws_fast *fast, ws_error *err) {
+    if (pc->t_row0 != 0 || pc->t_col0 != 0) return WS_OK;
+    const ws_hf_desc *hf = ws_layout_hf(l, pc->hf);
+    ws_digest d = {.algos = WS_ALGO_FAST, .fast = *fast};
+    ws_err rc = wsi_digest_seal(&d, key, cdt, hf->ndim, hf->shape, hf->name, err);
+    if (rc == WS_OK) *fast = d.fast;
+    return rc;
+}
+
 /* Device pieces: their rectangles to the backend in one call. */
 static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *src,
                             const wsi_src_tensor **bound, int rank, const ws_fastkey *key,
@@ -371,6 +386,8 @@ static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *
     }
     if (rc == WS_OK) rc = src->dev->fast_rects(key, rects, n, canon, out, st, stream, err);
     for (size_t i = 0; i < n && rc == WS_OK; i++) {
+        rc = seal_origin(p->l, ws_layout_piece(p->l, which[i]), key,
+                         ws_canonical_dtype(rects[i].dtype, canon), &out[i], err);
         pa->pieces[which[i]].done = 1;
         pa->pieces[which[i]].fast = out[i];
         pa->pieces[which[i]].stats = st[i];
@@ -463,6 +480,7 @@ ws_err ws_partials_compute(const ws_plan *p, int rank, const ws_source *src,
                       .t_cols = pc->t_cols, .t0 = pc->t_row0 * pc->t_cols + pc->t_col0};
         rc = wsi_source_rect(src, t, pc->l_row0, pc->l_col0, pc->rows, pc->cols, pc->l_cols,
                              &buf, feed_rect, &c, err);
+        if (rc == WS_OK) rc = seal_origin(l, pc, key, sink.cdtype, &sink.fast, err);
         if (rc == WS_OK) {
             pa->pieces[i].done = 1;
             pa->pieces[i].fast = sink.fast;

@@ -5,6 +5,7 @@
  */
 #include "digest.h"
 #include "dump_resolve.h"
+#include "report_values.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,19 @@ static void holders(const wsi_dumpview *v, uint32_t h, char *buf, size_t n, cons
                                 i ? "; " : "", ld->name, (unsigned long long)pc->l_row0,
                                 (unsigned long long)(pc->l_row0 + pc->rows), ld->rank);
     }
+}
+
+/* The replica-0 pieces of HF tensor h as holders (the finding's held_by); at most max. */
+static size_t holder_list(const wsi_dumpview *v, uint32_t h, ws_holder *out, size_t max) {
+    const wsi_plan *p = &v->plans[h];
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_primary && n < max; i++) {
+        const ws_piece *pc = ws_layout_piece(v->l, p->primary[i]);
+        const ws_local_desc *ld = ws_layout_local(v->l, pc->local);
+        out[n++] = (ws_holder){.local = ld->name, .rank = ld->rank, .row0 = (int64_t)pc->l_row0,
+                               .row1 = (int64_t)(pc->l_row0 + pc->rows)};
+    }
+    return n;
 }
 
 typedef struct locate_ctx {
@@ -119,19 +133,25 @@ static void report_located(wsi_dumpview *v, uint32_t h, const locate_ctx *c) {
     char ts[160], ls[160];
     wsi_shape_str(hf->ndim, tco, ts, sizeof ts);
     wsi_shape_str(ld->ndim, lco, ls, sizeof ls);
-    wsi_dumpview_report(v, WS_MISMATCH, hf->name, ld->name, ld->rank,
-                        (int64_t)(c->d.first / c->cols), (int64_t)c->row1,
-                        "%llu of %llu elements differ; first at %llu %s: %.9g expected, %.9g "
-                        "found, element %s of %s on rank %d; max abs %.6g, max ulp %llu",
-                        (unsigned long long)c->d.differ, (unsigned long long)c->d.compared,
-                        (unsigned long long)c->d.first, ts, c->d.first_a, c->d.first_b, ls,
-                        ld->name, ld->rank, c->d.max_abs, (unsigned long long)c->d.max_ulp);
+    char detail[768];
+    snprintf(detail, sizeof detail,
+             "%llu of %llu elements differ; first at %llu %s: %.9g expected, %.9g "
+             "found, element %s of %s on rank %d; max abs %.6g, max ulp %llu",
+             (unsigned long long)c->d.differ, (unsigned long long)c->d.compared,
+             (unsigned long long)c->d.first, ts, c->d.first_a, c->d.first_b, ls, ld->name,
+             ld->rank, c->d.max_abs, (unsigned long long)c->d.max_ulp);
+    ws_finding f = {.status = WS_MISMATCH, .tensor = hf->name, .local = ld->name,
+                    .rank = ld->rank, .row0 = (int64_t)(c->d.first / c->cols),
+                    .row1 = (int64_t)c->row1, .detail = detail};
+    wsi_finding_element(&f, c->d.first, hf->ndim, hf->shape, c->d.first_a, c->d.first_b,
+                        c->d.differ);
+    wsi_dumpview_add(v, &f);
 }
 
 /* Locate a digest mismatch by exchanging range digests with the reference (ws_locate): the
  * reference plays the trainer's side, the dump the engine's. */
 static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const ws_hash_options *opt,
-                   const char *digest_detail) {
+                   const char *digest_detail, const ws_finding *base) {
     const ws_hf_desc *hf = ws_layout_hf(v->l, h);
     ws_fastkey *own = NULL;
     const ws_fastkey *key = opt->key;
@@ -173,15 +193,23 @@ static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const 
                 rank = ws_layout_local(v->l, pc->local)->rank;
             }
         }
-        wsi_dumpview_report(v, WS_MISMATCH, hf->name, local, rank, (int64_t)(loc.first / cols),
-                            (int64_t)(loc.first / cols + 1),
-                            "%s%llu %s; first at %llu %s: %.9g expected, %.9g found, "
-                            "%s (located by range digests: %llu rounds, %llu digests per side)",
-                            loc.more ? "at least " : "", (unsigned long long)loc.found,
-                            loc.found == 1 && !loc.more ? "element differs" : "elements differ",
-                            (unsigned long long)loc.first,
-                            cs, loc.value_a, loc.value_b, loc.where_b,
-                            (unsigned long long)loc.rounds, (unsigned long long)loc.digests);
+        char detail[768];
+        snprintf(detail, sizeof detail,
+                 "%s%llu %s; first at %llu %s: %.9g expected, %.9g found, "
+                 "%s (located by range digests: %llu rounds, %llu digests per side)",
+                 loc.more ? "at least " : "", (unsigned long long)loc.found,
+                 loc.found == 1 && !loc.more ? "element differs" : "elements differ",
+                 (unsigned long long)loc.first, cs, loc.value_a, loc.value_b, loc.where_b,
+                 (unsigned long long)loc.rounds, (unsigned long long)loc.digests);
+        ws_finding f = *base;
+        f.local = local;
+        f.rank = rank;
+        f.row0 = (int64_t)(loc.first / cols);
+        f.row1 = (int64_t)(loc.first / cols + 1);
+        f.detail = detail;
+        wsi_finding_element(&f, loc.first, hf->ndim, hf->shape, loc.value_a, loc.value_b,
+                            loc.more ? 0 : loc.found);
+        wsi_dumpview_add(v, &f);
     }
     ws_side_free(a);
     ws_side_free(b);
@@ -248,19 +276,28 @@ ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_
         const ws_manifest_entry *a = ws_manifest_find(actual, name);
         if (!a) continue; /* could not be rebuilt: already reported with its reason */
         ws_status s = wsi_compare_entry(e, a, same_key, detail, sizeof detail);
+        /* the finding's value fields: the digests, the holders */
+        ws_finding f = {.status = s, .tensor = e->name, .rank = -1, .row0 = -1, .row1 = -1};
+        char he[65], ha[65], line[1100];
+        ws_holder hs[64];
+        if (s == WS_MISMATCH) wsi_finding_digests(&f, e, a, same_key, he, ha);
         if (s == WS_MATCH) {
             ws_report_count_match(r, 1);
         } else if (hf->tied_to) {
-            wsi_dumpview_report(&v, s, e->name, NULL, -1, -1, -1,
-                                "the engine ties it to %s, which differs from the trainer's %s: %s",
-                                hf->tied_to, e->name, detail);
+            snprintf(line, sizeof line,
+                     "the engine ties it to %s, which differs from the trainer's %s: %s",
+                     hf->tied_to, e->name, detail);
+            f.detail = line;
+            wsi_dumpview_add(&v, &f);
         } else if (s == WS_MISMATCH && reference && ws_ckpt_find(reference, e->name)) {
-            locate(&v, (uint32_t)h, reference, opt, detail);
+            locate(&v, (uint32_t)h, reference, opt, detail, &f);
         } else {
-            const char *local;
-            int rank;
-            holders(&v, (uint32_t)h, held, sizeof held, &local, &rank);
-            wsi_dumpview_report(&v, s, e->name, local, rank, -1, -1, "%s; %s", detail, held);
+            holders(&v, (uint32_t)h, held, sizeof held, &f.local, &f.rank);
+            snprintf(line, sizeof line, "%s; %s", detail, held);
+            f.detail = line;
+            f.holders = hs;
+            f.nholders = holder_list(&v, (uint32_t)h, hs, sizeof hs / sizeof hs[0]);
+            wsi_dumpview_add(&v, &f);
         }
     }
     for (size_t i = 0; rc == WS_OK && i < ws_manifest_count(actual); i++) {

@@ -126,6 +126,8 @@ ws_err ws_digest_tensor(const ws_tensor *t, ws_canon c, unsigned algos, const ws
     if (rc != WS_OK) return rc;
     wsi_sink_feed(&s, t->dtype, c, 0, t->data, t->numel, stats);
     rc = wsi_sink_final(&s, out, err);
+    if (rc == WS_OK)
+        rc = wsi_digest_seal(out, key, s.cdtype, t->ndim, t->shape, t->name, err);
     wsi_sink_destroy(&s);
     return rc;
 }

@@ -27,4 +27,9 @@ WSI_HIDDEN void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint6
                               const void *src, uint64_t n, ws_value_stats *stats);
 /* Finish: SHA-256 (if any) and the fast digest into out. */
 WSI_HIDDEN ws_err wsi_sink_final(wsi_sink *s, ws_digest *out, ws_error *err);
+/* Seal the fast digest of dg (when it has one) with the tensor's canonical dtype and shape:
+ * every tensor-level fast digest is sealed, range digests stay raw (fast_seal.c). */
+WSI_HIDDEN ws_err wsi_digest_seal(ws_digest *dg, const ws_fastkey *k, ws_dtype canonical_dtype,
+                                  int ndim, const uint64_t *shape, const char *tensor,
+                                  ws_error *err);
 #endif

@@ -60,4 +60,14 @@ WSI_HIDDEN void wsi_fast_run_avx512vnni(const struct ws_fastkey *k, size_t off,
                                         uint64_t sums[WS_FAST_LANES]);
 #endif
 
+/* The seal block (fast_seal.c, docs/fast-digest.md "Sealing"): 16-bit units
+ *   tag, dtype code, ndim, then each dim as 4 units (least significant first),
+ * at block index M = ceil(units / B). The tag is nonzero, so every seal block is. */
+#define WSI_FAST_SEAL_TAG 0x5357u
+#define WSI_FAST_SEAL_MAX (3 + 4 * WS_MAX_DIMS)
+/* The seal's units as little-endian bytes into out, and its block index M; returns the number
+ * of units, or -1 for an invalid dtype or ndim or a shape whose units overflow. */
+WSI_HIDDEN int wsi_fast_seal_units(ws_dtype canonical_dtype, int ndim, const uint64_t *shape,
+                                   uint8_t out[WSI_FAST_SEAL_MAX * 2], uint64_t *block);
+
 #endif

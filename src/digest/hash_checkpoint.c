@@ -101,6 +101,9 @@ static ws_err collect(const job *j, const char *source, ws_manifest **out, ws_er
         e->canonical_dtype = ws_canonical_dtype(t->dtype, o->canon);
         e->ndim = t->ndim;
         memcpy(e->shape, t->shape, sizeof e->shape);
+        /* the parts add up to the raw digest; the tensor's digest is it sealed */
+        rc = wsi_digest_seal(&e->digest, o->key, e->canonical_dtype, t->ndim, t->shape, t->name, err);
+        if (rc != WS_OK) break;
         if (ws_manifest_add(m, e) != WS_OK)
             rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     }

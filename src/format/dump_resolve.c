@@ -20,6 +20,12 @@ void wsi_dumpview_report(wsi_dumpview *v, ws_status s, const char *tensor, const
     pthread_mutex_unlock(&v->lock);
 }
 
+void wsi_dumpview_add(wsi_dumpview *v, const ws_finding *f) {
+    pthread_mutex_lock(&v->lock);
+    ws_report_add(v->r, f);
+    pthread_mutex_unlock(&v->lock);
+}
+
 /* HF tensor that a local tensor holds (its first piece's), for naming findings. */
 static const char *hf_of_local(const ws_layout *l, size_t local) {
     for (size_t i = 0; i < ws_layout_piece_count(l); i++)
@@ -247,9 +253,12 @@ ws_err ws_dump_fits_layout(const ws_layout *l, const ws_dump *d, const ws_model_
     int tp = ws_layout_tp(l), nr = ws_dump_rank_count(d);
     const char *fam = ws_layout_family(l);
     fit f = measure(l, d);
-    if (!most(f.named, f.tensors)) {
-        size_t named = 0, tensors = 0;
-        const char *other = best_family(l, d, cfg, &named, &tensors);
+    size_t named = 0, tensors = 0;
+    const char *other = best_family(l, d, cfg, &named, &tensors);
+    /* another family names clearly more of the dump (a tenth of it) than this one */
+    size_t margin = f.tensors / 10 ? f.tensors / 10 : 1;
+    bool other_better = other && named * f.tensors > (f.named + margin) * tensors;
+    if (!most(f.named, f.tensors) || other_better) {
         if (other)
             return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
                             "the engine tensor names are not %s's (%zu of %zu known) but %s's "
@@ -261,13 +270,13 @@ ws_err ws_dump_fits_layout(const ws_layout *l, const ws_dump *d, const ws_model_
                         fam, f.named, f.tensors);
     }
     if (!most(f.shaped, f.named)) {
-        int other = fitting_tp(l, d, cfg);
-        if (other)
+        int fits = fitting_tp(l, d, cfg);
+        if (fits)
             return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
                             "%d rank file%s whose shapes fit %s tp=%d, not tp=%d (%zu of %zu "
                             "tensors of another shape): say --tp %d",
-                            nr, nr == 1 ? "" : "s", fam, other, tp, f.named - f.shaped, f.named,
-                            other);
+                            nr, nr == 1 ? "" : "s", fam, fits, tp, f.named - f.shaped, f.named,
+                            fits);
         char se[160] = "", sa[160] = "";
         if (f.bad) {
             wsi_shape_str(f.want->ndim, f.want->shape, se, sizeof se);
@@ -280,7 +289,9 @@ ws_err ws_dump_fits_layout(const ws_layout *l, const ws_dump *d, const ws_model_
     }
     if (nr > tp && (flags & WS_FIT_TP_GIVEN))
         return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
-                        "rank files 0..%d (%d ranks) but tp=%d: say --tp %d", nr - 1, nr, tp, nr);
+                        "rank files 0..%d (%d ranks) but tp=%d, which ranks 0..%d fit: files of "
+                        "rank %d..%d are not of this dump (remove them, or say the dump's tp)",
+                        nr - 1, nr, tp, tp - 1, tp, nr - 1);
     return WS_OK;
 }
 

@@ -26,6 +26,8 @@ WSI_HIDDEN void wsi_dumpview_close(wsi_dumpview *v);
 WSI_HIDDEN void wsi_dumpview_report(wsi_dumpview *v, ws_status s, const char *tensor,
                                     const char *local, int rank, int64_t row0, int64_t row1,
                                     const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+/* Thread-safe report append of a finding with its value fields (ws_finding). */
+WSI_HIDDEN void wsi_dumpview_add(wsi_dumpview *v, const ws_finding *f);
 /* Digest every canonical tensor the view can rebuild (hash_dump.c). */
 WSI_HIDDEN ws_err wsi_hash_dump_view(wsi_dumpview *v, const ws_hash_options *opt,
                                      const char *source, ws_manifest **out, ws_error *err);

@@ -1,7 +1,14 @@
 /*
  * Manifests: per HF tensor its shape, dtype, canonical dtype and digests, plus the algorithm,
  * the canonical policy, the key id and the tool version. Two text forms: JSON (complete) and
- * sha256sum-style "HEX  NAME" lines (digests only). Entries are kept sorted by name.
+ * sha256sum-style lines (digests only: GNU "HEX  NAME" or BSD "ALGO (NAME) = HEX", names
+ * escaped as coreutils does), headed by a comment line that records the manifest version, the
+ * canonical policy and the fast digest's key id. Entries are kept sorted by name.
+ *
+ * Version 2: fast digests are sealed with the tensor's canonical dtype and shape
+ * (docs/fast-digest.md, "Sealing"). Version 1 fast digests were not, so a version-1 manifest
+ * holding fast digests is refused (it could match a tensor of another shape), as is any
+ * version this tool does not know.
  */
 #include "internal.h"
 
@@ -10,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define WSI_MANIFEST_VERSION 2
+/* The comment line that heads line-form manifests; sha256sum-style checkers skip it. */
+#define LINES_HEADER "# weightsum-manifest"
 
 struct ws_manifest {
     ws_canon canon;
@@ -105,7 +116,7 @@ ws_err ws_manifest_add(ws_manifest *m, const ws_manifest_entry *e) {
 ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err) {
     json_t *root = json_object(), *algos = json_array(), *tensors = json_object();
     json_object_set_new(root, "format", json_string("weightsum-manifest"));
-    json_object_set_new(root, "version", json_integer(1));
+    json_object_set_new(root, "version", json_integer(WSI_MANIFEST_VERSION));
     json_object_set_new(root, "tool", json_string("weightsum " WS_VERSION_STRING));
     if (m->algos & WS_ALGO_SHA256) json_array_append_new(algos, json_string("sha256"));
     if (m->algos & WS_ALGO_FAST) json_array_append_new(algos, json_string("fast"));
@@ -165,21 +176,66 @@ ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err) {
     return WS_OK;
 }
 
-ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err) {
-    size_t cap = 1, len = 0;
-    for (size_t i = 0; i < m->count; i++) cap += strlen(m->entries[i].name) + 70;
+/* coreutils' rule: a name holding a newline, a carriage return or a backslash is written
+ * with those escaped (\n, \r, \\) and the line starts with a backslash. */
+static bool needs_escape(const char *name) { return strpbrk(name, "\n\r\\") != NULL; }
+
+static size_t put_name(char *buf, const char *name) {
+    size_t n = 0;
+    for (const char *c = name; *c; c++) {
+        if (*c == '\n' || *c == '\r' || *c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = *c == '\n' ? 'n' : *c == '\r' ? 'r' : '\\';
+        } else {
+            buf[n++] = *c;
+        }
+    }
+    return n;
+}
+
+/* One line per digest an entry holds (sha256 first), GNU or BSD form, after the header. */
+static ws_err to_lines(const ws_manifest *m, bool bsd, char **out, ws_error *err) {
+    size_t cap = 256;
+    for (size_t i = 0; i < m->count; i++) cap += 2 * (2 * strlen(m->entries[i].name) + 90);
     char *buf = malloc(cap);
     if (!buf) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    buf[0] = 0;
+    size_t len = (size_t)snprintf(buf, cap, LINES_HEADER " %d canonical=%s", WSI_MANIFEST_VERSION,
+                                  ws_canon_name(m->canon));
+    if (m->key_id && (m->algos & WS_ALGO_FAST))
+        len += (size_t)snprintf(buf + len, cap - len, " key_id=%.64s", m->key_id);
+    buf[len++] = '\n';
     for (size_t i = 0; i < m->count; i++) {
         const ws_manifest_entry *e = &m->entries[i];
-        char hex[65];
-        if (e->digest.algos & WS_ALGO_SHA256) ws_sha256_hex(e->digest.sha256, hex);
-        else ws_fast_hex(&e->digest.fast, hex);
-        len += (size_t)snprintf(buf + len, cap - len, "%s  %s\n", hex, e->name);
+        for (int a = 0; a < 2; a++) {
+            unsigned algo = a == 0 ? WS_ALGO_SHA256 : WS_ALGO_FAST;
+            if (!(e->digest.algos & algo)) continue;
+            char hex[65];
+            if (algo == WS_ALGO_SHA256) ws_sha256_hex(e->digest.sha256, hex);
+            else ws_fast_hex(&e->digest.fast, hex);
+            if (needs_escape(e->name)) buf[len++] = '\\';
+            if (bsd) {
+                len += (size_t)snprintf(buf + len, cap - len, "%s (",
+                                        algo == WS_ALGO_SHA256 ? "SHA256" : "FAST");
+                len += put_name(buf + len, e->name);
+                len += (size_t)snprintf(buf + len, cap - len, ") = %s\n", hex);
+            } else {
+                len += (size_t)snprintf(buf + len, cap - len, "%s  ", hex);
+                len += put_name(buf + len, e->name);
+                buf[len++] = '\n';
+            }
+        }
     }
+    buf[len] = 0;
     *out = buf;
     return WS_OK;
+}
+
+ws_err ws_manifest_to_lines(const ws_manifest *m, char **out, ws_error *err) {
+    return to_lines(m, false, out, err);
+}
+
+ws_err ws_manifest_to_bsd_lines(const ws_manifest *m, char **out, ws_error *err) {
+    return to_lines(m, true, out, err);
 }
 
 /* Parse a digest string: 64 hex digits are SHA-256, 48 the fast digest. */
@@ -211,6 +267,14 @@ static ws_err parse_json(const char *text, size_t len, const char *label, ws_man
                       canon);
         goto done;
     }
+    json_t *ver = json_object_get(root, "version");
+    /* no "version": the first manifests (version 1) */
+    json_int_t version = ver ? (json_is_integer(ver) ? json_integer_value(ver) : -1) : 1;
+    if (version != 1 && version != WSI_MANIFEST_VERSION) {
+        rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, -1,
+                      "unknown manifest \"version\" (this weightsum reads 1 and 2)");
+        goto done;
+    }
     unsigned algos = 0;
     json_t *al = json_object_get(root, "algorithms"), *v;
     size_t i;
@@ -223,12 +287,18 @@ static ws_err parse_json(const char *text, size_t len, const char *label, ws_man
             goto done;
         }
     }
+    if (al && (!json_is_array(al) || !algos)) {
+        rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, -1,
+                      "\"algorithms\" must be a non-empty list of \"sha256\", \"fast\"");
+        goto done;
+    }
     m = ws_manifest_new(c, algos, json_string_value(json_object_get(root, "key_id")),
                         json_string_value(json_object_get(root, "source")));
     if (!m) {
         rc = wsi_fail(err, WS_ERR_NOMEM, label, NULL, -1, "out of memory");
         goto done;
     }
+    m->algos = 0; /* what the entries hold, each the same set (checked below) */
     const char *name;
     json_t *t;
     json_object_foreach(tensors, name, t) {
@@ -276,17 +346,126 @@ static ws_err parse_json(const char *text, size_t len, const char *label, ws_man
         json_t *nan = json_object_get(t, "nan"), *inf = json_object_get(t, "inf");
         if (json_is_integer(nan)) e.stats.nan = (uint64_t)json_integer_value(nan);
         if (json_is_integer(inf)) e.stats.inf = (uint64_t)json_integer_value(inf);
+        if ((e.digest.algos & WS_ALGO_FAST) && version < 2) {
+            rc = wsi_fail(err, WS_ERR_FORMAT, label, name, -1,
+                          "a version-1 manifest's fast digests do not bind the shape (made by "
+                          "an older weightsum): re-run 'weightsum hash --algo fast'");
+            break;
+        }
+        if (algos && e.digest.algos != algos) {
+            rc = wsi_fail(err, WS_ERR_FORMAT, label, name, -1,
+                          "\"algorithms\" declares %s but this tensor has %s",
+                          algos == (WS_ALGO_SHA256 | WS_ALGO_FAST) ? "sha256 and fast"
+                          : algos == WS_ALGO_FAST ? "fast only" : "sha256 only",
+                          e.digest.algos == (WS_ALGO_SHA256 | WS_ALGO_FAST) ? "both"
+                          : e.digest.algos == WS_ALGO_FAST ? "only a fast digest"
+                                                           : "only a sha256 digest");
+            break;
+        }
         m->algos |= e.digest.algos;
         if (ws_manifest_add(m, &e) != WS_OK) {
             rc = wsi_fail(err, WS_ERR_NOMEM, label, name, -1, "out of memory");
             break;
         }
     }
+    for (size_t k = 0; rc == WS_OK && k < m->count; k++)
+        if (m->entries[k].digest.algos != m->algos)
+            rc = wsi_fail(err, WS_ERR_FORMAT, label, m->entries[k].name, -1,
+                          "has %s digest only, other tensors have both: a manifest holds the "
+                          "same digests for every tensor",
+                          m->entries[k].digest.algos == WS_ALGO_FAST ? "a fast" : "a sha256");
+    if (rc == WS_OK && !m->count) m->algos = algos ? algos : WS_ALGO_SHA256;
 done:
     json_decref(root);
     if (rc != WS_OK) ws_manifest_free(m);
     else *out = m;
     return rc;
+}
+
+/* Undo put_name in place; false for an unknown escape or a trailing backslash. */
+static bool unescape(char *name) {
+    char *w = name;
+    for (char *r = name; *r; r++) {
+        if (*r != '\\') {
+            *w++ = *r;
+            continue;
+        }
+        r++;
+        if (*r == 'n') *w++ = '\n';
+        else if (*r == 'r') *w++ = '\r';
+        else if (*r == '\\') *w++ = '\\';
+        else return false;
+    }
+    *w = 0;
+    return true;
+}
+
+/* The header comment "# weightsum-manifest V canonical=P key_id=K"; false (with why) when
+ * it names a version or policy this tool does not know. */
+static bool parse_header(ws_manifest *m, char *line, int *version, const char **why) {
+    char *save = NULL;
+    strtok_r(line, " ", &save); /* "#" */
+    strtok_r(NULL, " ", &save); /* "weightsum-manifest" */
+    const char *v = strtok_r(NULL, " ", &save);
+    char *end = NULL;
+    long ver = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || ver != WSI_MANIFEST_VERSION) {
+        *why = "unknown manifest version in the \"" LINES_HEADER "\" line (this weightsum "
+               "reads version 2)";
+        return false;
+    }
+    *version = (int)ver;
+    for (char *t; (t = strtok_r(NULL, " ", &save));) {
+        if (strncmp(t, "canonical=", 10) == 0) {
+            if (ws_canon_from_name(t + 10, &m->canon) != WS_OK) {
+                *why = "unknown canonical policy in the \"" LINES_HEADER "\" line";
+                return false;
+            }
+            m->canon_declared = true;
+        } else if (strncmp(t, "key_id=", 7) == 0) {
+            free(m->key_id);
+            m->key_id = wsi_strdup(t + 7);
+            if (!m->key_id) {
+                *why = "out of memory";
+                return false;
+            }
+        } /* other fields: from a later tool, ignored */
+    }
+    return true;
+}
+
+/* Split one digest line into its hex and name (in place): GNU "HEX  NAME", "HEX *NAME" or
+ * "HEX NAME" (one space, as coreutils accepts), or BSD "SHA256 (NAME) = HEX" /
+ * "FAST (NAME) = HEX"; a leading backslash marks an escaped name. *tag gets the BSD algorithm
+ * (0 for the GNU form). */
+static bool split_line(char *line, char **hex, char **name, unsigned *tag) {
+    bool escaped = line[0] == '\\';
+    if (escaped) line++;
+    *tag = 0;
+    if (strncmp(line, "SHA256 (", 8) == 0) *tag = WS_ALGO_SHA256;
+    else if (strncmp(line, "FAST (", 6) == 0) *tag = WS_ALGO_FAST;
+    if (*tag) {
+        char *open = strchr(line, '('), *close = NULL;
+        for (char *p = strstr(open, ") = "); p; p = strstr(p + 1, ") = ")) close = p;
+        if (!close || close == open + 1) return false;
+        *close = 0;
+        *name = open + 1;
+        *hex = close + 4;
+    } else {
+        char *sp = strchr(line, ' ');
+        if (!sp) return false;
+        *sp = 0;
+        *hex = line;
+        *name = sp + 1;
+        if (**name == ' ' || **name == '*') (*name)++; /* text / binary mode marker */
+        if (!**name) return false;
+    }
+    return !escaped || unescape(*name);
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
 static ws_err parse_lines(const char *text, size_t len, const char *label, ws_manifest **out,
@@ -296,7 +475,8 @@ static ws_err parse_lines(const char *text, size_t len, const char *label, ws_ma
     m->algos = 0;
     m->canon_declared = false;
     size_t pos = 0;
-    long lineno = 0;
+    long lineno = 0, fast_line = 0;
+    int version = 0; /* 0: no header line */
     char *line = malloc(len + 1);
     if (!line) {
         ws_manifest_free(m);
@@ -312,23 +492,42 @@ static ws_err parse_lines(const char *text, size_t len, const char *label, ws_ma
         memcpy(line, text + start, n);
         line[n] = 0;
         if (n && line[n - 1] == '\r') line[--n] = 0;
-        if (n == 0 || line[0] == '#') continue;
-        char *sep = strstr(line, "  ");
-        if (!sep && (sep = strstr(line, " *"))) { /* binary-mode marker of sha256sum */ }
-        if (!sep || sep[2] == 0) {
+        if (strlen(line) != n) {
             rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, (int64_t)start,
-                          "line %ld: expected \"HEX  NAME\"", lineno);
+                          "line %ld: holds a NUL byte", lineno);
             break;
         }
-        *sep = 0;
+        if (strncmp(line, LINES_HEADER " ", sizeof LINES_HEADER) == 0) {
+            const char *why = NULL;
+            if (lineno != 1 && version == 0 && m->count) why = "the \"" LINES_HEADER "\" line "
+                                                              "must come before the digests";
+            else if (version) why = "a second \"" LINES_HEADER "\" line";
+            if (why || !parse_header(m, line, &version, &why)) {
+                rc = wsi_fail(err, strcmp(why, "out of memory") ? WS_ERR_FORMAT : WS_ERR_NOMEM,
+                              label, NULL, (int64_t)start, "line %ld: %s", lineno, why);
+                break;
+            }
+            continue;
+        }
+        if (n == 0 || line[0] == '#') continue;
+        char *hex = NULL, *name = NULL;
+        unsigned tag = 0;
+        if (!split_line(line, &hex, &name, &tag)) {
+            rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, (int64_t)start,
+                          "line %ld: expected \"HEX  NAME\" or \"ALGO (NAME) = HEX\"", lineno);
+            break;
+        }
         ws_manifest_entry e;
         memset(&e, 0, sizeof e);
-        e.name = sep + 2;
+        e.name = name;
         e.ndim = -1;
         e.dtype = e.canonical_dtype = WS_DTYPE__COUNT;
-        if (parse_digest(line, &e.digest) != WS_OK) {
+        if (parse_digest(hex, &e.digest) != WS_OK || (tag && tag != e.digest.algos)) {
             rc = wsi_fail(err, WS_ERR_FORMAT, label, e.name, (int64_t)start,
-                          "line %ld: digest must be 64 (sha256) or 48 (fast) hex digits", lineno);
+                          tag ? "line %ld: a %s digest must be %s hex digits"
+                              : "line %ld: digest must be 64 (sha256) or 48 (fast) hex digits",
+                          lineno, tag == WS_ALGO_SHA256 ? "SHA256" : "FAST",
+                          tag == WS_ALGO_SHA256 ? "64" : "48");
             break;
         }
         json_t *utf8 = json_string(e.name); /* NULL unless valid UTF-8, as every safetensors name is */
@@ -338,17 +537,46 @@ static ws_err parse_lines(const char *text, size_t len, const char *label, ws_ma
             break;
         }
         json_decref(utf8);
-        m->algos |= e.digest.algos;
-        ws_err a = ws_manifest_add(m, &e);
-        if (a == WS_ERR_ARG)
+        if ((e.digest.algos & WS_ALGO_SHA256) && ends_with(name, ".safetensors")) {
             rc = wsi_fail(err, WS_ERR_FORMAT, label, e.name, (int64_t)start,
-                          "line %ld: tensor listed twice", lineno);
-        else if (a != WS_OK)
+                          "line %ld: these are whole-file digests (sha256sum of %s), not "
+                          "per-tensor digests: make the manifest with 'weightsum hash'",
+                          lineno, name);
+            break;
+        }
+        if ((e.digest.algos & WS_ALGO_FAST) && !fast_line) fast_line = lineno;
+        m->algos |= e.digest.algos;
+        /* the same tensor again is its other digest ('hash --algo both' prints both) */
+        size_t at = lower_bound(m, e.name);
+        if (at < m->count && strcmp(m->entries[at].name, e.name) == 0) {
+            ws_digest *have = &m->entries[at].digest;
+            if (have->algos & e.digest.algos) {
+                rc = wsi_fail(err, WS_ERR_FORMAT, label, e.name, (int64_t)start,
+                              "line %ld: tensor listed twice", lineno);
+                break;
+            }
+            if (e.digest.algos & WS_ALGO_SHA256) memcpy(have->sha256, e.digest.sha256, 32);
+            else have->fast = e.digest.fast;
+            have->algos |= e.digest.algos;
+            continue;
+        }
+        if (ws_manifest_add(m, &e) != WS_OK)
             rc = wsi_fail(err, WS_ERR_NOMEM, label, NULL, -1, "out of memory");
     }
     free(line);
     if (rc == WS_OK && m->count == 0) /* an empty or truncated file is no manifest */
         rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, 0, "no \"HEX  NAME\" lines: not a manifest");
+    if (rc == WS_OK && fast_line && version == 0)
+        rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, 0,
+                      "line %ld: fast digests without the \"" LINES_HEADER " 2\" line: made by "
+                      "an older weightsum, whose fast digests do not bind the shape; re-run "
+                      "'weightsum hash --algo fast'", fast_line);
+    for (size_t i = 0; rc == WS_OK && version && i < m->count; i++)
+        if (m->entries[i].digest.algos != m->algos)
+            rc = wsi_fail(err, WS_ERR_FORMAT, label, m->entries[i].name, -1,
+                          "has %s digest only, other tensors have both: a manifest holds the "
+                          "same digests for every tensor",
+                          m->entries[i].digest.algos == WS_ALGO_FAST ? "a fast" : "a sha256");
     if (rc != WS_OK) {
         ws_manifest_free(m);
         return rc;

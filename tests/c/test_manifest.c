@@ -41,7 +41,8 @@ static void test_roundtrip_and_compare(void) {
     ws_manifest *b = NULL, *c = NULL;
     CHECK_OK(ws_manifest_parse(json, strlen(json), "j", &b, &err));
     CHECK_OK(ws_manifest_parse(lines, strlen(lines), "l", &c, &err));
-    CHECK(ws_manifest_declares_canon(b) && !ws_manifest_declares_canon(c));
+    /* the line form records its policy in its header line */
+    CHECK(ws_manifest_declares_canon(b) && ws_manifest_declares_canon(c));
     CHECK(ws_manifest_count(b) == 3 && ws_manifest_count(c) == 3);
     CHECK(ws_manifest_find(b, "m.w")->shape[0] == 3);
     CHECK(ws_manifest_find(c, "m.w")->ndim == -1);
@@ -98,7 +99,7 @@ static void test_parse_errors(void) {
         "\"0000000000000000000000000000000000000000000000000000000000000000\"}}}",
         "{ not json",
         "abcd  name\n",
-        "0000000000000000000000000000000000000000000000000000000000000000 one-space\n",
+        "0000000000000000000000000000000000000000000000000000000000000000 \n",
         "0000000000000000000000000000000000000000000000000000000000000000  x\n"
         "0000000000000000000000000000000000000000000000000000000000000000  x\n",
     };
@@ -109,6 +110,128 @@ static void test_parse_errors(void) {
         if (rc == WS_OK) fprintf(stderr, "accepted bad manifest %zu\n", i);
         CHECK(rc != WS_OK && m == NULL);
     }
+}
+
+#define Z64 "0000000000000000000000000000000000000000000000000000000000000000"
+#define Z48 "000000000000000000000000000000000000000000000000"
+#define F48 "0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static ws_err parse(const char *text, ws_manifest **m, ws_error *err) {
+    *m = NULL;
+    return ws_manifest_parse(text, strlen(text), "t", m, err);
+}
+
+/* Refused with one line whose text names the reason. */
+static void refused(const char *text, const char *why) {
+    ws_manifest *m = NULL;
+    ws_error err;
+    memset(&err, 0, sizeof err);
+    ws_err rc = parse(text, &m, &err);
+    CHECK(rc == WS_ERR_FORMAT && m == NULL && strstr(err.what, why));
+    if (rc == WS_OK || !strstr(err.what, why))
+        fprintf(stderr, "manifest %.60s...: %s (wanted \"%s\")\n", text, err.what, why);
+    ws_manifest_free(m);
+}
+
+/* Line conventions of checksum tools: header line (version, policy, key), GNU and BSD forms,
+ * both digests, escaped names, one space; refusals of what would mislead. */
+static void test_line_conventions(void) {
+    ws_manifest *a = ws_manifest_new(WS_CANON_NATIVE, WS_ALGO_SHA256 | WS_ALGO_FAST,
+                                     "355a469159f36be0", "a");
+    const char *names[] = {"plain.w", "new\nline", "back\\slash", "cr\rname", "sp ace", "x) = y"};
+    for (size_t i = 0; i < 6; i++) {
+        ws_manifest_entry e = entry(names[i], (uint8_t)(i + 1), 2);
+        e.digest.algos = WS_ALGO_SHA256 | WS_ALGO_FAST;
+        e.digest.fast.lane[0] = i + 7;
+        e.digest.fast.lane[2] = 99;
+        CHECK_OK(ws_manifest_add(a, &e));
+    }
+    ws_error err;
+    for (int bsd = 0; bsd < 2; bsd++) {
+        char *text = NULL;
+        CHECK_OK(bsd ? ws_manifest_to_bsd_lines(a, &text, &err)
+                     : ws_manifest_to_lines(a, &text, &err));
+        if (!text) continue;
+        CHECK(!strncmp(text, "# weightsum-manifest 2 canonical=native key_id=355a469159f36be0\n",
+                       64));
+        CHECK(strstr(text, bsd ? "\\SHA256 (new\\nline) = " : "  new\\nline\n"));
+        CHECK(strstr(text, bsd ? "\\FAST (back\\\\slash) = " : "  back\\\\slash\n"));
+        CHECK(strstr(text, bsd ? "\nSHA256 (plain.w) = " : "  plain.w\n"));
+        size_t nl = 0;
+        for (const char *c = text; *c; c++) nl += *c == '\n';
+        CHECK(nl == 1 + 2 * 6); /* header, then both digests of every tensor */
+        ws_manifest *b = NULL;
+        CHECK_OK(parse(text, &b, &err));
+        if (!b) {
+            fprintf(stderr, "%s\n", err.what);
+            free(text);
+            continue;
+        }
+        CHECK(ws_manifest_count(b) == 6 && ws_manifest_canon(b) == WS_CANON_NATIVE &&
+              ws_manifest_declares_canon(b));
+        CHECK(ws_manifest_key_id(b) && !strcmp(ws_manifest_key_id(b), "355a469159f36be0"));
+        CHECK(ws_manifest_algos(b) == (WS_ALGO_SHA256 | WS_ALGO_FAST));
+        for (size_t i = 0; i < 6; i++) {
+            const ws_manifest_entry *x = ws_manifest_find(a, names[i]), *y = ws_manifest_find(b, names[i]);
+            CHECK(y && y->digest.algos == x->digest.algos &&
+                  !memcmp(y->digest.sha256, x->digest.sha256, 32) &&
+                  !memcmp(&y->digest.fast, &x->digest.fast, sizeof x->digest.fast));
+        }
+        ws_manifest_free(b);
+        free(text);
+    }
+    ws_manifest_free(a);
+
+    ws_manifest *m = NULL;
+    /* coreutils' forms: one space, binary marker, escaped name, comments */
+    CHECK_OK(parse("# made by hand\n" Z64 " one\n" Z64 " *two\n\\" Z64 "  th\\\\ree\n", &m, &err));
+    CHECK(m && ws_manifest_find(m, "one") && ws_manifest_find(m, "two") &&
+          ws_manifest_find(m, "th\\ree") && !ws_manifest_declares_canon(m));
+    ws_manifest_free(m);
+    CHECK_OK(parse("SHA256 (a (b)) = " Z64 "\n", &m, &err));
+    CHECK(m && ws_manifest_find(m, "a (b)"));
+    ws_manifest_free(m);
+
+    /* whole-file digests, as plain sha256sum prints them over a checkpoint */
+    refused(Z64 "  model-00001-of-00002.safetensors\n" Z64 "  model-00002-of-00002.safetensors\n",
+            "whole-file digests");
+    refused("SHA256 (model.safetensors) = " Z64 "\n", "whole-file digests");
+    /* fast digests from before the seal (no header line), unknown versions */
+    refused(Z48 "  a.w\n", "older weightsum");
+    refused("FAST (a.w) = " F48 "\n", "older weightsum");
+    refused("# weightsum-manifest 3 canonical=bf16\n" Z64 "  a.w\n", "unknown manifest version");
+    refused("# weightsum-manifest 2 canonical=fp4\n" Z64 "  a.w\n", "unknown canonical");
+    refused(Z64 "  a.w\n# weightsum-manifest 2 canonical=bf16\n", "before the digests");
+    refused("SHA256 (a.w) = " Z48 "\n", "SHA256 digest must be 64");
+    refused("\\" Z64 "  bad\\qescape\n", "expected");
+    refused("# weightsum-manifest 2\n" Z64 "  a.w\n" Z64 "  a.w\n", "listed twice");
+    refused("# weightsum-manifest 2\n" Z64 "  a.w\n" F48 "  a.w\n" Z64 "  b.w\n", "same digests");
+    CHECK_OK(parse("# weightsum-manifest 2 canonical=bf16 key_id=x\n" F48 "  a.w\n", &m, &err));
+    CHECK(m && ws_manifest_declares_canon(m) && !strcmp(ws_manifest_key_id(m), "x"));
+    ws_manifest_free(m);
+
+    /* JSON: versions, algorithms declared but not held */
+    refused("{\"format\":\"weightsum-manifest\",\"version\":3,\"tensors\":{}}",
+            "unknown manifest \"version\"");
+    refused("{\"format\":\"weightsum-manifest\",\"version\":\"2\",\"tensors\":{}}",
+            "unknown manifest \"version\"");
+    refused("{\"format\":\"weightsum-manifest\",\"version\":1,\"algorithms\":[\"fast\"],"
+            "\"tensors\":{\"a\":{\"fast\":\"" F48 "\"}}}", "version-1");
+    refused("{\"format\":\"weightsum-manifest\",\"version\":2,\"algorithms\":[\"sha256\",\"fast\"],"
+            "\"tensors\":{\"a\":{\"fast\":\"" F48 "\"}}}", "declares sha256 and fast");
+    refused("{\"format\":\"weightsum-manifest\",\"version\":2,"
+            "\"tensors\":{\"a\":{\"fast\":\"" F48 "\"},\"b\":{\"sha256\":\"" Z64 "\"}}}",
+            "same digests");
+    refused("{\"format\":\"weightsum-manifest\",\"version\":2,\"algorithms\":[],\"tensors\":{}}",
+            "non-empty list");
+    CHECK_OK(parse("{\"format\":\"weightsum-manifest\",\"version\":1,\"algorithms\":[\"sha256\"],"
+                   "\"tensors\":{\"a\":{\"sha256\":\"" Z64 "\"}}}", &m, &err));
+    CHECK(m && ws_manifest_algos(m) == WS_ALGO_SHA256);
+    ws_manifest_free(m);
+    CHECK_OK(parse("{\"format\":\"weightsum-manifest\",\"version\":2,"
+                   "\"tensors\":{\"a\":{\"fast\":\"" F48 "\"}}}", &m, &err));
+    CHECK(m && ws_manifest_algos(m) == WS_ALGO_FAST);
+    ws_manifest_free(m);
 }
 
 static void test_diff(void) {
@@ -202,6 +325,7 @@ int main(void) {
     test_bad_arguments();
     test_roundtrip_and_compare();
     test_parse_errors();
+    test_line_conventions();
     test_diff();
     return check_report("test_manifest");
 }

@@ -439,10 +439,11 @@ static void test_hasher(void) {
     for (int canon = 0; canon < 2; canon++) {
         ws_digest want, got;
         ws_value_stats st;
-        CHECK_OK(ws_digest_buffer(WS_F32, (ws_canon)canon, v, N, WS_ALGO_SHA256 | WS_ALGO_FAST,
-                                  key, &want, NULL, NULL));
+        uint64_t shape[2] = {N, 1};
+        CHECK_OK(ws_digest_buffer(WS_F32, (ws_canon)canon, v, 2, shape,
+                                  WS_ALGO_SHA256 | WS_ALGO_FAST, key, &want, NULL, NULL));
         ws_hasher *h = NULL;
-        CHECK_OK(ws_hasher_create(WS_F32, (ws_canon)canon, WS_ALGO_SHA256 | WS_ALGO_FAST, key, &h, NULL));
+        CHECK_OK(ws_hasher_create(WS_F32, 2, shape, (ws_canon)canon, WS_ALGO_SHA256 | WS_ALGO_FAST, key, &h, NULL));
         for (uint64_t at = 0; at < N; at += 1000)
             CHECK_OK(ws_hasher_update(h, at, v + at, at + 1000 <= N ? 1000 : N - at, NULL));
         CHECK_OK(ws_hasher_final(h, &got, &st, NULL));
@@ -452,21 +453,35 @@ static void test_hasher(void) {
         CHECK(ws_hasher_final(h, &got, NULL, NULL) == WS_ERR_ARG);
         ws_hasher_free(h);
         /* fast digest: pieces in any order */
-        CHECK_OK(ws_hasher_create(WS_F32, (ws_canon)canon, WS_ALGO_FAST, key, &h, NULL));
+        CHECK_OK(ws_hasher_create(WS_F32, 2, shape, (ws_canon)canon, WS_ALGO_FAST, key, &h, NULL));
         CHECK_OK(ws_hasher_update(h, 5000, v + 5000, N - 5000, NULL));
         CHECK_OK(ws_hasher_update(h, 0, v, 5000, NULL));
         CHECK_OK(ws_hasher_final(h, &got, NULL, NULL));
         CHECK(memcmp(&got.fast, &want.fast, sizeof got.fast) == 0);
         ws_hasher_free(h);
         /* SHA-256 refuses elements out of order */
-        CHECK_OK(ws_hasher_create(WS_F32, (ws_canon)canon, WS_ALGO_SHA256, NULL, &h, NULL));
+        CHECK_OK(ws_hasher_create(WS_F32, 2, shape, (ws_canon)canon, WS_ALGO_SHA256, NULL, &h, NULL));
         CHECK(ws_hasher_update(h, 5, v + 5, 10, NULL) == WS_ERR_ARG);
         ws_hasher_free(h);
     }
     ws_hasher *h = NULL;
-    CHECK(ws_hasher_create(WS_F32, WS_CANON_BF16, WS_ALGO_FAST, NULL, &h, NULL) == WS_ERR_ARG);
-    CHECK(ws_hasher_create(WS_DTYPE__COUNT, WS_CANON_BF16, WS_ALGO_SHA256, NULL, &h, NULL) == WS_ERR_ARG);
-    CHECK(ws_hasher_create(WS_F32, WS_CANON_BF16, 0, NULL, &h, NULL) == WS_ERR_ARG);
+    uint64_t one[1] = {N}, big[2] = {UINT64_MAX, 2};
+    CHECK(ws_hasher_create(WS_F32, 1, one, WS_CANON_BF16, WS_ALGO_FAST, NULL, &h, NULL) == WS_ERR_ARG);
+    CHECK(ws_hasher_create(WS_DTYPE__COUNT, 1, one, WS_CANON_BF16, WS_ALGO_SHA256, NULL, &h, NULL) == WS_ERR_ARG);
+    CHECK(ws_hasher_create(WS_F32, 1, one, WS_CANON_BF16, 0, NULL, &h, NULL) == WS_ERR_ARG);
+    CHECK(ws_hasher_create(WS_F32, 1, NULL, WS_CANON_BF16, WS_ALGO_SHA256, NULL, &h, NULL) == WS_ERR_ARG);
+    CHECK(ws_hasher_create(WS_F32, 2, big, WS_CANON_BF16, WS_ALGO_SHA256, NULL, &h, NULL) == WS_ERR_LIMIT);
+    /* the shape is part of the fast digest, and bounds what may be fed */
+    ws_digest flat, tall;
+    for (int k = 0; k < 2; k++) {
+        uint64_t s2[2] = {N, 1};
+        CHECK_OK(ws_hasher_create(WS_F32, k ? 2 : 1, k ? s2 : one, WS_CANON_BF16, WS_ALGO_FAST, key, &h, NULL));
+        CHECK(ws_hasher_update(h, 1, v, N, NULL) == WS_ERR_ARG);
+        CHECK_OK(ws_hasher_update(h, 0, v, N, NULL));
+        CHECK_OK(ws_hasher_final(h, k ? &tall : &flat, NULL, NULL));
+        ws_hasher_free(h);
+    }
+    CHECK(memcmp(&flat.fast, &tall.fast, sizeof flat.fast) != 0);
     free(v);
     ws_fastkey_free(key);
 }

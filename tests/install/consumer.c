@@ -19,8 +19,9 @@ int main(void) {
     }
     ws_error err;
     ws_digest d;
-    if (ws_digest_buffer(WS_U8, WS_CANON_NATIVE, "abc", 3, WS_ALGO_SHA256, NULL, &d, NULL,
-                         &err) != WS_OK) {
+    uint64_t shape[1] = {3};
+    if (ws_digest_buffer(WS_U8, WS_CANON_NATIVE, "abc", 1, shape, WS_ALGO_SHA256, NULL, &d,
+                         NULL, &err) != WS_OK) {
         char line[1024];
         ws_error_format(&err, line, sizeof line);
         fprintf(stderr, "%s\n", line);

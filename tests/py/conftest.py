@@ -24,9 +24,12 @@ def run(ws_bin):
 
 
 def parse_lines(text):
-    """{name: digest} from sha256sum-style output."""
+    """{name: digest} from sha256sum-style output (the '# weightsum-manifest' header and other
+    comment lines skipped)."""
     out = {}
     for line in text.splitlines():
+        if line.startswith("#"):
+            continue
         digest, name = line.split("  ", 1)
         out[name] = digest
     return out

@@ -12,6 +12,11 @@ Units of a vector come from a recipe, so the C tests can rebuild them:
 
 and unit i sits at global unit index start + i.
 
+Tensor vectors ("tensors") are sealed digests (docs/fast-digest.md, "Sealing"): the units of
+a tensor of canonical dtype DT and shape S (recipe units, from index 0), plus the seal block
+    tag 0x5357, code(DT), len(S), then each dim as 4 16-bit units, least significant first,
+at block index M = ceil(units / B).
+
     python3 tests/py/gen_fast_vectors.py            # rewrite tests/vectors/fast_digest.json
     python3 tests/py/gen_fast_vectors.py --check    # exit 1 if the file differs
 """
@@ -94,6 +99,70 @@ def fast_digest(K, y, units, start):
     return "".join("%016x" % v for v in lanes)
 
 
+# Seal codes of canonical dtypes (part of the format) and their 16-bit units per element.
+SEAL_TAG = 0x5357
+SEAL_CODE = {"BOOL": 1, "U8": 2, "I8": 3, "I16": 4, "U16": 5, "I32": 6, "U32": 7, "I64": 8,
+             "U64": 9, "F16": 10, "BF16": 11, "F32": 12, "F64": 13, "F8_E4M3": 14,
+             "F8_E5M2": 15}
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "I32": 4, "U32": 4, "I64": 8,
+               "U64": 8, "F16": 2, "BF16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def seal_units(dtype, shape):
+    """(seal block's units, its block index M) for a tensor of this canonical dtype/shape."""
+    units = [SEAL_TAG, SEAL_CODE[dtype], len(shape)]
+    for d in shape:
+        units += [(d >> (16 * q)) & 0xFFFF for q in range(4)]
+    numel = 1
+    for d in shape:
+        numel *= d
+    n_units = numel * max(DTYPE_BYTES[dtype] // 2, 1)
+    return units, -(-n_units // B)
+
+
+def sealed_digest(K, y, units, dtype, shape):
+    """The tensor's digest: its units from index 0 and the seal block, in one polynomial."""
+    seal, m = seal_units(dtype, shape)
+    lanes = []
+    for l in range(LANES):
+        inner = {}
+        for j, u in enumerate(units):
+            inner[j // B] = inner.get(j // B, 0) + K[l][j % B] * u
+        assert m not in inner or inner[m] == 0
+        inner[m] = sum(K[l][i] * u for i, u in enumerate(seal))
+        lanes.append(sum(pow(y[l], b, P) * (s % P) for b, s in inner.items()) % P)
+    return "".join("%016x" % v for v in lanes)
+
+
+def tensor_cases():
+    """(seed, recipe, canonical dtype, shape): the same data under other shapes and lengths
+    (reshaped, zero-extended), empty tensors, scalars, byte-unit and wide dtypes."""
+    return [
+        (DEFAULT_SEED, R_KNUTH, "BF16", [100, 64]),
+        (DEFAULT_SEED, R_KNUTH, "BF16", [50, 128]),
+        (DEFAULT_SEED, R_KNUTH, "BF16", [6400]),
+        (DEFAULT_SEED, R_KNUTH, "BF16", [64]),
+        (DEFAULT_SEED, R_KNUTH, "BF16", [1024]),
+        (DEFAULT_SEED, R_KNUTH, "BF16", [1025]),
+        (DEFAULT_SEED, R_ZERO, "BF16", [64]),
+        (DEFAULT_SEED, R_ZERO, "BF16", [128]),
+        (DEFAULT_SEED, R_ZERO, "BF16", [0]),
+        (DEFAULT_SEED, R_ZERO, "BF16", [0, 7]),
+        (DEFAULT_SEED, R_ZERO, "BF16", []),
+        (DEFAULT_SEED, R_KNUTH, "F16", [100, 64]),
+        (DEFAULT_SEED, R_KNUTH, "I16", [100, 64]),
+        (DEFAULT_SEED, R_HIGH, "F32", [3, 5, 7]),
+        (DEFAULT_SEED, R_HIGH, "F64", [2, 513]),
+        (DEFAULT_SEED, R_HIGH, "U8", [2049]),
+        (DEFAULT_SEED, R_HIGH, "F8_E4M3", [33, 31]),
+        (DEFAULT_SEED, R_HIGH, "BOOL", [5]),
+        (DEFAULT_SEED, R_ONES, "BF16", [1, 1, 1, 1, 1, 1, 1, 1]),
+        (DEFAULT_SEED, R_KNUTH, "BF16", [70000, 1]),
+        (SEED2, R_KNUTH, "BF16", [100, 64]),
+        (SEED2, R_HIGH, "I64", [4, 300]),
+    ]
+
+
 R_KNUTH = {"mult": 2654435761, "add": 0, "shift": 0}
 R_HIGH = {"mult": 2654435761, "add": 12345, "shift": 16}
 R_ONES = {"mult": 0, "add": 0xFFFFFFFF, "shift": 0}
@@ -132,6 +201,10 @@ def build():
                   "unit i has global unit index start + i",
         "keys": [],
         "vectors": [],
+        "tensor_recipe": "a tensor's canonical bytes are its units u_0, u_1, ... from the "
+                         "recipe (little-endian, 1 byte per unit for 1-byte dtypes, else 2), "
+                         "its digest sealed with (canonical_dtype, shape)",
+        "tensors": [],
     }
     for seed, recipe, n, ub, start in cases():
         if seed not in keys:
@@ -154,6 +227,21 @@ def build():
             "unit_bytes": ub,
             "start": start,
             "expected": fast_digest(K, y, units, start),
+        })
+    for seed, recipe, dtype, shape in tensor_cases():
+        K, y = keys[seed]
+        ub = 1 if DTYPE_BYTES[dtype] == 1 else 2
+        numel = 1
+        for d in shape:
+            numel *= d
+        n = numel * max(DTYPE_BYTES[dtype] // 2, 1)
+        doc["tensors"].append({
+            "seed": seed.hex(),
+            "recipe": dict(recipe),
+            "recipe_text": recipe_text(recipe, ub),
+            "canonical_dtype": dtype,
+            "shape": shape,
+            "expected": sealed_digest(K, y, recipe_units(recipe, n, ub), dtype, shape),
         })
     return json.dumps(doc, indent=2) + "\n"
 

@@ -101,10 +101,12 @@ def test_missing_unexpected_shape(tmp_path, run):
 def test_line_manifest_from_stdin_and_sha256sum_shape(tmp_path, run):
     _, p = model(tmp_path)
     lines = run("hash", p).stdout
-    assert all(len(l.split("  ")[0]) == 64 for l in lines.splitlines())
+    head, *body = lines.splitlines(keepends=True)
+    assert head == "# weightsum-manifest 2 canonical=bf16\n"
+    assert all(len(l.split("  ")[0]) == 64 for l in body)
     r = run("verify", "-", p, stdin=lines)
     assert r.returncode == 0, r.stderr
-    r = run("verify", "-", p, stdin=lines.replace(lines[:4], "0000", 1))
+    r = run("verify", "-", p, stdin=head + "0000" + "".join(body)[4:])
     assert r.returncode == 1
 
 

@@ -17,7 +17,7 @@ def test_invariance_every_family_and_tp(tmp_path, run, name):
     ckpt, _ = make_model(run, tmp_path, CONFIGS[name])
     want = run("hash", ckpt, "--algo", "fast")
     assert want.returncode == 0
-    assert all(len(l.split("  ")[0]) == 48 for l in want.stdout.splitlines())
+    assert all(len(d) == 48 for d in parse_lines(want.stdout).values())
     n = 0
     for family in ("sglang", "vllm", "megatron", "transformers"):
         for tp in (1, 2, 4, 8):

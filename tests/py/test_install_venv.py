@@ -68,7 +68,9 @@ def test_python_m_weightsum_runs_the_packaged_cli(venv, ws_bin):
     r = subprocess.run([py, "-m", "weightsum", "hash", "--canonical", "native", path],
                        capture_output=True, text=True, env=env, cwd=str(cwd))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [hashlib.sha256(data).hexdigest(), "w"]
+    head, line = r.stdout.splitlines()  # the '# weightsum-manifest' header, then the digest
+    assert head.startswith("# weightsum-manifest 2 canonical=native")
+    assert line.split() == [hashlib.sha256(data).hexdigest(), "w"]
     # the console script is the same CLI; a bad argument is trouble (2), as for the C binary
     script = str(prefix / "bin" / "weightsum")
     r2 = subprocess.run([script, "hash", "--canonical", "native", path], capture_output=True,

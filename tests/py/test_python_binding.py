@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import ROOT
+from conftest import ROOT, parse_lines
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import weightsum  # noqa: E402  (finds $WEIGHTSUM_LIB, else ROOT/build/libweightsum.so)
@@ -68,7 +68,7 @@ def test_checker_handle(dump, ws_bin):
         assert st == 200 and ans["tp"] == 4 and len(ans["ranks"]) == 4
         # the same answer as the CLI's hash of the dump
         r = subprocess.run([ws_bin, "hash", str(d)], capture_output=True, text=True)
-        assert {ln.split("  ")[1]: ln.split("  ")[0] for ln in r.stdout.splitlines()} == \
+        assert parse_lines(r.stdout) == \
             {k: v for k, v in ans["checksums"].items() if k in digests}
         # per-rank dicts back in
         st, ans = c.handle({"action": "compare_checksum",
@@ -141,7 +141,7 @@ def test_fast_digest_equals_the_cli(tmp_path, run):
     for extra, key in (([], None), (["--key", "s3cret"], "s3cret")):
         r = run("hash", tmp_path / "x.safetensors", "--algo", "fast", *extra)
         assert r.returncode == 0, r.stderr
-        cli = {ln.split("  ")[1]: ln.split("  ")[0] for ln in r.stdout.splitlines()}
+        cli = parse_lines(r.stdout)
         assert weightsum.fast_tensor(a, key=key) == cli["a"]
         assert weightsum.fast_tensor(b, key=key) == cli["b"]
     assert weightsum.fast_tensor(a) != weightsum.fast_tensor(a, "native")

@@ -1,0 +1,43 @@
+# bash completion for weightsum (installed as share/bash-completion/completions/weightsum)
+_weightsum() {
+    local cur prev cmd
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD-1]}
+    cmd=${COMP_WORDS[1]}
+    local cmds="hash verify diff shard synth serve push demo help version"
+    if [ "$COMP_CWORD" -eq 1 ]; then
+        COMPREPLY=($(compgen -W "$cmds -V --version --help" -- "$cur"))
+        return
+    fi
+    case $prev in
+        --layout) COMPREPLY=($(compgen -W "sglang vllm megatron transformers hf" -- "$cur")); return ;;
+        --algo) COMPREPLY=($(compgen -W "sha256 fast both" -- "$cur")); return ;;
+        --canonical) COMPREPLY=($(compgen -W "bf16 native" -- "$cur")); return ;;
+        --dtype) COMPREPLY=($(compgen -W "f32 bf16" -- "$cur")); return ;;
+        --tp) COMPREPLY=($(compgen -W "1 2 4 8 16" -- "$cur")); return ;;
+        --key|--seed|-j|--jobs|--port|--host|--timeout|--rank-offset) return ;;
+        --config|--locate|--report|-o|--output|--dir)
+            COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
+    local common="--help --progress --no-progress -j --jobs"
+    local dump="--layout --tp --config --force"
+    local opts
+    case $cmd in
+        hash) opts="-o --output --json --canonical --algo --key -c --check $dump $common" ;;
+        verify) opts="--json -q --quiet --status -v --verbose --ignore-missing --strict --key
+                      --canonical --locate --report $dump $common" ;;
+        diff) opts="--json -q --quiet --status $dump $common" ;;
+        shard) opts="--layout --tp --config -o --output --force --progress --no-progress --help" ;;
+        synth) opts="-o --output --dtype --seed --progress --no-progress --help" ;;
+        serve) opts="--layout --tp --config --host --port --key --canonical -j --help" ;;
+        push) opts="--rank-offset --timeout --json --canonical --algo --help" ;;
+        demo) opts="--dir --keep --help" ;;
+        help) COMPREPLY=($(compgen -W "$cmds" -- "$cur")); return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}
+complete -o filenames -F _weightsum weightsum
