@@ -2,6 +2,7 @@
  * streaming form in 1 MiB pieces, SGLang's CPU path (SHA-256), and memcpy of the same buffer
  * for scale. GB = 1e9 bytes; times are the thread's CPU time. Run by bench/bench_sglang.sh. */
 #include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -103,4 +103,10 @@ int cmd_synth(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_push(int argc, char **argv);
+int cmd_expect(int argc, char **argv);
+
+/* The expectation of an engine that loaded the HF checkpoint ckpt under layout lo (--config or
+ * the config.json beside ckpt): EXIT_MATCH, or EXIT_TROUBLE said on stderr. */
+int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engine,
+                     ws_sglang_path path, int threads, ws_expect **out);
 #endif

@@ -10,14 +10,25 @@
 static const char usage[] =
     "usage: weightsum push URL... MANIFEST [--rank-offset N] [--timeout S] [--json]\n"
     "                      [--canonical bf16|native] [--algo sha256|fast]\n"
+    "       weightsum push URL... EXPECTED [--skip S]... [--selector target|draft|all]\n"
+    "       weightsum push URL... CKPT --layout L --tp N [--config F] [--engine E] [--device D]\n"
     "\n"
+    "With EXPECTED (a file of `weightsum expect`) or CKPT and its layout: POST\n"
+    "{\"action\": \"checksum\"} to every engine (SGLang's /weights_checker, vLLM's\n"
+    "/weight_checker) and compare each rank's answer, matched by tp_rank, with what that rank\n"
+    "must hold: one line per engine tensor that differs, is missing or extra, naming the rank\n"
+    "and the HF tensors and rows it holds. --skip (skip_tensor_list) and --selector are passed\n"
+    "through; an engine error (success false, unsupported action) is trouble (exit 2).\n"
+    "\n"
+    "With MANIFEST:\n"
     "POST {\"action\": \"compare_checksum\", \"checksums\": ...} to every engine URL at once\n"
     "and report what each says: one line per problem, prefixed by the URL, then a summary.\n"
     "A URL with no path gets /weights_checker. MANIFEST ('-' = stdin) is a weightsum\n"
     "manifest (JSON or sha256sum lines: full HF tensors), or a JSON list of per-rank\n"
     "{engine name: digest} dicts (or a saved \"checksum\" answer holding \"ranks\"), which\n"
-    "engine rank r reads at index rank_offset + r.\n"
-    "  --rank-offset N   first index of this engine's ranks in a per-rank list (default 0)\n"
+    "engine rank r reads at index r (its tp_rank).\n"
+    "  --rank-offset N   the NCCL rank base of the weight-update group, passed through as\n"
+    "                    \"rank_offset\" (it does not shift the list)\n"
     "  --timeout S       give up on an engine after S seconds (default 600)\n"
     "  --canonical P     policy of a line-form manifest or per-rank list (default bf16)\n"
     "  --algo A          digests to send when the manifest has both (default sha256)\n"
@@ -70,8 +81,8 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg) {
     return k;
 }
 
-/* "http://host:port" -> "http://host:port/weights_checker"; NULL for a non-HTTP URL. */
-static char *endpoint(const char *url) {
+/* "http://host:port" -> "http://host:port" + route; NULL for a non-HTTP URL. */
+static char *endpoint(const char *url, const char *route) {
     const char *rest = strncmp(url, "http://", 7) == 0    ? url + 7
                        : strncmp(url, "https://", 8) == 0 ? url + 8
                                                           : NULL;
@@ -81,7 +92,7 @@ static char *endpoint(const char *url) {
     size_t n = strlen(url) + 32;
     char *u = malloc(n);
     if (!u) return NULL;
-    if (bare) snprintf(u, n, "%.*s/weights_checker", (int)(slash ? slash - url : (long)strlen(url)), url);
+    if (bare) snprintf(u, n, "%.*s%s", (int)(slash ? slash - url : (long)strlen(url)), url, route);
     else snprintf(u, n, "%s", url);
     return u;
 }
@@ -253,11 +264,80 @@ static int judge(target *t, json_t *ans, bool json_out) {
     return EXIT_MISMATCH;
 }
 
+/* Judge one engine's checksum answer against the expectation: EXIT_MATCH, EXIT_MISMATCH
+ * (findings on stdout) or EXIT_TROUBLE (said on stderr, the engine's message in it). */
+static int judge_expect(target *t, const ws_expect *e, const char *const *skip, size_t nskip,
+                        bool json_out) {
+    if (t->code != CURLE_OK)
+        return cli_failf("%s: %s", t->url,
+                         t->overflow ? "answer larger than 256 MiB"
+                         : t->errbuf[0] ? t->errbuf
+                                        : curl_easy_strerror(t->code));
+    ws_report *r = ws_report_new();
+    ws_error err;
+    ws_error_clear(&err);
+    if (!r) return cli_failf("out of memory");
+    ws_err rc = ws_expect_judge(e, t->buf ? t->buf : "", t->len, (int)t->status, skip, nskip, r, &err);
+    if (rc != WS_OK) {
+        ws_report_free(r);
+        return cli_failf("%s: %s", t->url, err.what);
+    }
+    if (!json_out) {
+        for (size_t i = 0; i < ws_report_count(r); i++) {
+            printf("%s: ", t->url);
+            cli_print_finding(stdout, ws_report_at(r, i));
+        }
+        uint64_t counts[WS_STATUS__COUNT] = {0};
+        for (size_t i = 0; i < ws_report_count(r); i++) counts[ws_report_at(r, i)->status]++;
+        printf("%s: %llu matched", t->url, (unsigned long long)ws_report_matched(r));
+        for (int s = 1; s < WS_STATUS__COUNT; s++)
+            if (counts[s]) printf(", %llu %s", (unsigned long long)counts[s], ws_status_name((ws_status)s));
+        printf(" -> %s\n", ws_report_ok(r) ? "OK" : "FAILED");
+    }
+    int code = ws_report_ok(r) ? EXIT_MATCH : EXIT_MISMATCH;
+    ws_report_free(r);
+    return code;
+}
+
+/* The expectation in path, or NULL when path holds something else (a manifest; standard
+ * input is always a manifest: it can be read only once). */
+static ws_expect *load_expect(const char *path, bool *trouble) {
+    if (strcmp(path, "-") == 0) return NULL;
+    size_t len = 0;
+    char *text = NULL;
+    ws_error rerr;
+    if (wsi_read_file(path, true, (size_t)1 << 31, "an expectation", &text, &len, &rerr) != WS_OK) {
+        cli_fail(&rerr);
+        *trouble = true;
+        return NULL;
+    }
+    ws_expect *e = NULL;
+    if (text && strstr(text, "\"weightsum-expect\"")) {
+        ws_error err;
+        if (ws_expect_parse(text, len, path, &e, &err) != WS_OK) {
+            cli_fail(&err);
+            *trouble = true;
+        }
+    }
+    free(text);
+    return e;
+}
+
 int cmd_push(int argc, char **argv) {
     static const struct option opts[] = {
         {"rank-offset", required_argument, 0, 'r'}, {"timeout", required_argument, 0, 'T'},
         {"json", no_argument, 0, 'J'}, {"canonical", required_argument, 0, 'c'},
-        {"algo", required_argument, 0, 'a'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"algo", required_argument, 0, 'a'}, {"help", no_argument, 0, 'h'},
+        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
+        {"config", required_argument, 0, 'C'}, {"jobs", required_argument, 0, 'j'},
+        {"engine", required_argument, 0, 'E'}, {"device", required_argument, 0, 'D'},
+        {"skip", required_argument, 0, 'S'}, {"selector", required_argument, 0, 's'},
+        {0, 0, 0, 0}};
+    cli_common co = CLI_COMMON_INIT;
+    ws_engine engine = WS_ENGINE_SGLANG;
+    ws_sglang_path path_kind = WS_SGLANG_CUDA;
+    const char *skip[64], *selector = NULL;
+    size_t nskip = 0;
     long rank_offset = 0, timeout = 600;
     bool offset_given = false, json_out = false, canon_given = false;
     ws_canon canon = WS_CANON_BF16;
@@ -286,7 +366,22 @@ int cmd_push(int argc, char **argv) {
             else return cli_failf("--algo must be sha256 or fast, not '%s'", optarg);
             break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
-        default: fputs(usage, stderr); return EXIT_TROUBLE;
+        case 'E':
+            if (ws_engine_from_name(optarg, &engine) != WS_OK)
+                return cli_failf("--engine must be sglang or vllm, not '%s'", optarg);
+            break;
+        case 'D':
+            if (strcmp(optarg, "cuda") == 0) path_kind = WS_SGLANG_CUDA;
+            else if (strcmp(optarg, "cpu") == 0) path_kind = WS_SGLANG_CPU;
+            else return cli_failf("--device must be cuda or cpu, not '%s'", optarg);
+            break;
+        case 'S':
+            if (nskip == 64) return cli_failf("at most 64 --skip");
+            skip[nskip++] = optarg;
+            break;
+        case 's': selector = optarg; break;
+        default:
+            if (!cli_common_or_usage(ch, optarg, &co, usage)) return EXIT_TROUBLE;
         }
     }
     if (argc - optind < 2) {
@@ -295,20 +390,42 @@ int cmd_push(int argc, char **argv) {
     }
     size_t n = (size_t)(argc - optind - 1);
     const char *path = argv[argc - 1];
+    /* checksum mode: an expectation file, or the checkpoint and its layout (one step) */
+    ws_expect *expect = NULL;
+    bool trouble = false;
+    if (co.lo.family) {
+        if (cli_expect_build(path, &co.lo, engine, path_kind, (int)co.threads, &expect) != EXIT_MATCH)
+            return EXIT_TROUBLE;
+    } else {
+        expect = load_expect(path, &trouble);
+        if (trouble) return EXIT_TROUBLE;
+    }
     target *ts = calloc(n, sizeof *ts);
-    if (!ts) return cli_failf("out of memory");
+    if (!ts) {
+        ws_expect_free(expect);
+        return cli_failf("out of memory");
+    }
     int rc = EXIT_MATCH;
+    const char *route = expect ? ws_expect_route(expect) : "/weights_checker";
     for (size_t i = 0; i < n && rc == EXIT_MATCH; i++)
-        if (!(ts[i].url = endpoint(argv[optind + (int)i])))
+        if (!(ts[i].url = endpoint(argv[optind + (int)i], route)))
             rc = cli_failf("'%s' is not an http:// or https:// URL", argv[optind + (int)i]);
-    char *body = rc == EXIT_MATCH
-                     ? request_body(path, rank_offset, offset_given, canon, canon_given, algo)
-                     : NULL;
+    char *body = NULL;
+    if (rc == EXIT_MATCH && expect) {
+        ws_error err;
+        char *b = NULL;
+        if (ws_expect_request(expect, skip, nskip, selector, &b, &err) != WS_OK) rc = cli_fail(&err);
+        else body = strdup(b);
+        ws_free(b);
+    } else if (rc == EXIT_MATCH) {
+        body = request_body(path, rank_offset, offset_given, canon, canon_given, algo);
+    }
     if (!body) rc = EXIT_TROUBLE;
     if (rc != EXIT_MATCH) {
         for (size_t i = 0; i < n; i++) free(ts[i].url);
         free(ts);
         free(body);
+        ws_expect_free(expect);
         return rc;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -359,7 +476,7 @@ int cmd_push(int argc, char **argv) {
         }
         json_error_t je;
         json_t *ans = t->code == CURLE_OK && t->buf ? json_loadb(t->buf, t->len, 0, &je) : NULL;
-        int r = judge(t, ans, json_out);
+        int r = expect ? judge_expect(t, expect, skip, nskip, json_out) : judge(t, ans, json_out);
         if (r > rc) rc = r; /* trouble outranks a mismatch, which outranks a match */
         if (all)
             json_array_append_new(
@@ -385,6 +502,7 @@ int cmd_push(int argc, char **argv) {
     curl_global_cleanup();
     free(ts);
     free(body);
+    ws_expect_free(expect);
     return rc;
 }
 #endif

@@ -14,6 +14,7 @@ static const char usage[] =
     "  synth     write a synthetic checkpoint for a model config (tests, benchmarks)\n"
     "  serve     answer POST /weights_checker for an engine dump (HTTP)\n"
     "  push      send a manifest to engines' /weights_checker, as a trainer after a sync\n"
+    "  expect    predict every engine rank's \"checksum\" answer from the trainer's checkpoint\n"
     "  version   print the version (also -V, --version)\n"
     "  help CMD  the help of CMD (as CMD --help)\n"
     "\n"
@@ -24,7 +25,7 @@ static const struct {
     int (*fn)(int, char **);
 } cmds[] = {{"hash", cmd_hash},   {"verify", cmd_verify}, {"diff", cmd_diff},
             {"demo", cmd_demo},   {"synth", cmd_synth},   {"shard", cmd_shard},
-            {"serve", cmd_serve}, {"push", cmd_push}};
+            {"serve", cmd_serve}, {"push", cmd_push},     {"expect", cmd_expect}};
 
 static int (*find_cmd(const char *name))(int, char **) {
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

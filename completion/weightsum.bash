@@ -23,7 +23,7 @@ _weightsum() {
     local dump="--layout --tp --config --force"
     local opts
     case $cmd in
-        hash) opts="-o --output --json --canonical --algo --key -c --check $dump $common" ;;
+        hash) opts="-o --output --json --tag --canonical --algo --key -c --check $dump $common" ;;
         verify) opts="--json -q --quiet --status -v --verbose --ignore-missing --strict --key
                       --canonical --locate --report $dump $common" ;;
         diff) opts="--json -q --quiet --status $dump $common" ;;

@@ -78,8 +78,10 @@ def shard_like_engine(hf: Dict[str, torch.Tensor], config: dict, tp_rank: int,
 class StandinModel(torch.nn.Module):
     """Holds one rank's local parameters under the engine's names."""
 
-    def __init__(self, params: Dict[str, torch.Tensor]) -> None:
+    def __init__(self, params: Dict[str, torch.Tensor], config: dict, tp_rank: int,
+                 tp: int) -> None:
         super().__init__()
+        self.config, self.tp_rank, self.tp = config, tp_rank, tp
         self._names = list(params)
         for i, (name, t) in enumerate(params.items()):
             self.register_parameter(f"p{i}", torch.nn.Parameter(t, requires_grad=False))
@@ -88,11 +90,44 @@ class StandinModel(torch.nn.Module):
         for i, name in enumerate(self._names):
             yield name, getattr(self, f"p{i}")
 
-    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]], hf_config: dict,
-                     tp_rank: int, tp: int) -> None:
-        """What an engine's load_weights does with a full set of HF tensors."""
-        local = shard_like_engine(dict(weights), hf_config, tp_rank, tp)
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None:
+        """What an engine's load_weights does with full HF tensors (fused partners, q/k/v and
+        gate/up, in the same call)."""
+        local = shard_like_engine(dict(weights), self.config, self.tp_rank, self.tp)
         own = dict(self.named_parameters())
         with torch.no_grad():
             for name, t in local.items():
                 own[name].copy_(t)
+
+
+class StandinSGLangEngine:
+    """SGLang's Engine.update_weights_from_tensor as one TP rank's scheduler runs it: a
+    load_format listed in custom_weight_loader is imported and called as fn(model, tensors)
+    (one instance per TP rank process; the real Engine fans the call out to every rank)."""
+
+    def __init__(self, model: StandinModel, custom_weight_loader: Iterable[str]) -> None:
+        self.model = model
+        self.custom_weight_loader = list(custom_weight_loader)
+
+    def update_weights_from_tensor(self, named_tensors, load_format=None):
+        import importlib
+        if load_format not in self.custom_weight_loader:
+            raise NotImplementedError(f"Unknown load_format={load_format}")
+        mod, fn = load_format.rsplit(".", 1)
+        try:
+            getattr(importlib.import_module(mod), fn)(self.model, list(named_tensors))
+        except Exception as e:  # SGLang answers the request with success=False
+            return False, f"{type(e).__name__}: {e}"
+        return True, "Success"
+
+
+class StandinVLLMWorker:
+    """What a vLLM worker offers its extension: self.model_runner.model and .model_config."""
+
+    class _Runner:
+        def __init__(self, model, hf_config):
+            self.model = model
+            self.model_config = type("ModelConfig", (), {"hf_config": hf_config})()
+
+    def __init__(self, model: StandinModel, hf_config: dict) -> None:
+        self.model_runner = StandinVLLMWorker._Runner(model, hf_config)

@@ -70,6 +70,7 @@ typedef enum ws_err {
     WS_ERR_LIMIT = 11,    /* a size limit was exceeded (header size, body size, dims) */
     WS_ERR_THREAD = 12,   /* a thread could not be started */
     WS_ERR_SHAPE = 13,    /* shapes disagree */
+    WS_ERR_REMOTE = 14,   /* an engine answered with an error (its message in ws_error.what) */
     WS_ERR__COUNT
 } ws_err;
 
@@ -770,10 +771,7 @@ WS_API void ws_sglang_hasher_free(ws_sglang_hasher *h);
 /* SGLang's text form of a value: 16 lowercase hex digits ("%016x"); parse accepts either case. */
 WS_API void ws_sglang_hex(uint64_t v, char out[17]);
 WS_API ws_err ws_sglang_from_hex(const char *hex, uint64_t *out);
-/* Force the per-word kernel ("scalar", "avx2", "avx512") or "auto" (the best this CPU runs):
- * tests and benchmarks. WS_ERR_NOTFOUND when this CPU lacks it. */
-WS_API ws_err ws_sglang_set_kernel(const char *name);
-WS_API const char *ws_sglang_kernel(void);
+/* (The kernel forcing hook, ws_sglang_set_kernel, is in weightsum_experimental.h.) */
 
 /* ------------------------------------------------------------------------------------------ */
 /* The weights_checker protocol: an engine's check, transport-free (docs/http.md)              */
@@ -832,6 +830,68 @@ WS_API const char *ws_checker_key_id(const ws_checker *c);
  */
 WS_API ws_err ws_checker_handle(ws_checker *c, const char *body, size_t len,
                                 char **response_json, int *http_status);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checking an unmodified engine: predict every rank's "checksum" answer (docs/http.md)        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The engine dialect: SGLang's POST /weights_checker {"action": "checksum"} (per rank,
+ * SGLang's tensor hash of every local tensor), or vLLM's proposed POST /weight_checker
+ * (RFC #52689, PR #51350: {"checksums": {"<tp_rank>:<name>": SHA-256 of the local shard}}). */
+typedef enum ws_engine { WS_ENGINE_SGLANG = 0, WS_ENGINE_VLLM = 1 } ws_engine;
+WS_API const char *ws_engine_name(ws_engine e);               /* "sglang" / "vllm" */
+WS_API ws_err ws_engine_from_name(const char *name, ws_engine *out);
+
+/* What every rank of an engine must answer. */
+typedef struct ws_expect ws_expect;
+
+/*
+ * Predict the answer from the trainer's HF tensors (tensors[i].name/dtype/ndim/shape/numel/
+ * nbytes/data; C-contiguous host memory, not copied, used only during the call) laid out by l:
+ * each rank's local tensors as the engine holds them (fused, zero-padded, replicated, in the
+ * HF tensors' dtype) hashed as the engine hashes them (path: where SGLang holds the weights;
+ * ignored for vLLM), never built beyond a chunk. source names the tensors in the result.
+ * threads <= 0: all cores. WS_ERR_NOTFOUND / WS_ERR_SHAPE / WS_ERR_DTYPE name the tensor when
+ * the tensors do not fit the layout.
+ */
+WS_API ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n,
+                               ws_engine engine, ws_sglang_path path, const char *source,
+                               int threads, ws_expect **out, ws_error *err);
+/* The same from a checkpoint's tensors. */
+WS_API ws_err ws_expect_checkpoint(const ws_layout *l, const ws_ckpt *c, ws_engine engine,
+                                   ws_sglang_path path, const char *source, int threads,
+                                   ws_expect **out, ws_error *err);
+/* The expectation as JSON text (the engine's own answer shape plus weightsum's fields:
+ * format, engine, hash, layout, tp, source, holds); free with ws_free. */
+WS_API ws_err ws_expect_to_json(const ws_expect *e, char **out, ws_error *err);
+/* Read an expectation written by ws_expect_to_json (WS_ERR_JSON / WS_ERR_FORMAT naming label). */
+WS_API ws_err ws_expect_parse(const char *json, size_t len, const char *label, ws_expect **out,
+                              ws_error *err);
+WS_API void ws_expect_free(ws_expect *e);
+WS_API ws_engine ws_expect_engine(const ws_expect *e);
+WS_API int ws_expect_tp(const ws_expect *e);
+/* The route the engine answers on ("/weights_checker" for SGLang, "/weight_checker" vLLM). */
+WS_API const char *ws_expect_route(const ws_expect *e);
+
+/* The request body that asks the engine for its checksums (free with ws_free): for SGLang
+ * {"action": "checksum"} plus "skip_tensor_list" (substrings, may be NULL/0) and "selector"
+ * ("target", "draft", "all"; NULL: leave it out) passed through. */
+WS_API ws_err ws_expect_request(const ws_expect *e, const char *const *skip, size_t nskip,
+                                const char *selector, char **body, ws_error *err);
+
+/*
+ * Judge an engine's answer (JSON text of len bytes, its HTTP status) against e, rank by rank:
+ * ranks are matched by parallelism_info.tp_rank (one dict, or a list of role dicts), in any
+ * order; names prefixed by a draft role ("draft.") belong to the draft model and are not
+ * judged. Into r: a mismatch, a missing or extra tensor, a missing rank, a tp_size that
+ * disagrees; each names the engine tensor, the rank, and the HF tensors and rows it holds.
+ * Names containing one of skip (the skip_tensor_list sent) are not expected. WS_ERR_REMOTE
+ * (the engine's message in err) when the engine answered an error (success false, an
+ * unsupported action, an HTTP error) or something that is no checksum answer.
+ */
+WS_API ws_err ws_expect_judge(const ws_expect *e, const char *answer, size_t len,
+                              int http_status, const char *const *skip, size_t nskip,
+                              ws_report *r, ws_error *err);
 
 #ifdef __cplusplus
 }

@@ -71,6 +71,12 @@ WS_API unsigned ws_dtype_units(ws_dtype t);
 WS_API ws_err ws_fast_set_kernel(const char *name);
 /* Name of the kernel in use (never NULL). */
 WS_API const char *ws_fast_kernel(void);
+/* SGLang's tensor hash (ws_sglang_hash): force the per-word kernel ("scalar", "avx2",
+ * "avx512") or "auto" (the best this CPU has, chosen once at first use); process-wide.
+ * WS_ERR_ARG for an unknown name, WS_ERR_NOTFOUND if this CPU lacks it. */
+WS_API ws_err ws_sglang_set_kernel(const char *name);
+/* Name of the SGLang-hash kernel in use (never NULL). */
+WS_API const char *ws_sglang_kernel(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The pieces of a layout (docs/layouts.md)                                                    */

@@ -64,3 +64,169 @@ class Checker:
             self.close()
         except Exception:
             pass
+
+
+# ---- the trainer's side of "checksum": predict every engine rank's answer, judge one ---------
+
+class _Tensor(ctypes.Structure):  # ws_tensor
+    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("shape", ctypes.c_uint64 * 8), ("numel", ctypes.c_uint64),
+                ("nbytes", ctypes.c_uint64), ("data", ctypes.c_void_p),
+                ("file", ctypes.c_char_p), ("file_offset", ctypes.c_uint64)]
+
+
+_PP = ctypes.POINTER(_P)
+_PE = ctypes.POINTER(_Error)
+for _name, _res, _args in [
+        ("ws_model_config_parse", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _P, _PE]),
+        ("ws_layout_create", ctypes.c_int, [ctypes.c_char_p, _P, ctypes.c_int, _PP, _PE]),
+        ("ws_layout_free", None, [_P]),
+        ("ws_dtype_size", ctypes.c_size_t, [ctypes.c_int]),
+        ("ws_expect_create", ctypes.c_int, [_P, ctypes.POINTER(_Tensor), ctypes.c_size_t, ctypes.c_int,
+                                            ctypes.c_int, ctypes.c_char_p, ctypes.c_int, _PP, _PE]),
+        ("ws_expect_to_json", ctypes.c_int, [_P, _PP, _PE]),
+        ("ws_expect_parse", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _PP, _PE]),
+        ("ws_expect_free", None, [_P]),
+        ("ws_expect_request", ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t,
+                                             ctypes.c_char_p, _PP, _PE]),
+        ("ws_expect_judge", ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
+                                           ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t, _P, _PE]),
+        ("ws_report_new", _P, []),
+        ("ws_report_free", None, [_P]),
+        ("ws_report_to_json", ctypes.c_int, [_P, _PP, _PE]),
+        ("ws_sglang_hash", ctypes.c_int, [ctypes.c_int, _P, ctypes.c_uint64,
+                                          ctypes.POINTER(ctypes.c_uint64), _PE])]:
+    _f = getattr(lib, _name)
+    _f.restype, _f.argtypes = _res, _args
+
+_ENGINES = {"sglang": 0, "vllm": 1}
+_DEVICES = {"cuda": 0, "cpu": 1}
+
+
+def _take_text(p):
+    try:
+        return ctypes.string_at(p.value).decode()
+    finally:
+        lib.ws_free(p)
+
+
+def _host(x):
+    """(dtype code, pointer, shape, numel, keep-alive) of x's C-contiguous bytes."""
+    from .digest import _buffer
+    code, ptr, shape, keep = _buffer(x)
+    if isinstance(shape, int):  # an older _buffer gave the element count
+        shape = tuple(getattr(keep, "shape"))
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    return code, ptr, tuple(int(n) for n in shape), numel, keep
+
+
+def sglang_tensor_hash(x, device="cuda"):
+    """SGLang's tensor_hash of a tensor (numpy or torch), as its /weights_checker writes it
+    (16 hex digits): device "cuda" is gpu_tensor_hash, "cpu" the first 8 bytes of SHA-256."""
+    _, ptr, _, numel, keep = _host(x)
+    nbytes = keep.nbytes if hasattr(keep, "nbytes") else keep.numel() * keep.element_size()
+    out, err = ctypes.c_uint64(), _Error()
+    check(lib.ws_sglang_hash(_DEVICES[device], ptr if nbytes else None, nbytes, ctypes.byref(out),
+                             ctypes.byref(err)), err)
+    del keep
+    return f"{out.value:016x}"
+
+
+def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=0,
+           source="memory"):
+    """What every rank of an engine that loaded `tensors` must answer to {"action": "checksum"}.
+
+    tensors: {HF name: numpy array or torch CPU tensor} (the trainer's weights); layout: the
+    engine's family ("sglang", "vllm", ...); tp: its tensor-parallel size; config: the model's
+    config.json (a path or a dict). engine "sglang" predicts SGLang's answer (device: where it
+    holds the weights, "cuda" or "cpu"), "vllm" the proposed vLLM one. Returns the expectation
+    as a dict (the JSON `weightsum expect` writes; judge() takes it).
+    """
+    if engine not in _ENGINES or device not in _DEVICES:
+        raise ValueError("engine must be sglang or vllm, device cuda or cpu")
+    if isinstance(config, dict):
+        text = json.dumps(config).encode()
+    else:
+        with open(config, "rb") as f:
+            text = f.read()
+    cfg = ctypes.create_string_buffer(1 << 16)  # a ws_model_config (far smaller)
+    err = _Error()
+    check(lib.ws_model_config_parse(text, len(text), b"config", cfg, ctypes.byref(err)), err)
+    lay = _P()
+    check(lib.ws_layout_create(encode(layout), cfg, int(tp), ctypes.byref(lay), ctypes.byref(err)), err)
+    keep, arr = [], (_Tensor * max(1, len(tensors)))()
+    try:
+        for i, (name, x) in enumerate(tensors.items()):
+            code, ptr, shape, numel, k = _host(x)
+            if len(shape) > 8:
+                raise ValueError(f"{name}: more than 8 dimensions")
+            keep += [k, name.encode()]
+            t = arr[i]
+            t.name, t.dtype, t.ndim, t.numel = keep[-1], code, len(shape), numel
+            for j, s in enumerate(shape):
+                t.shape[j] = s
+            t.nbytes = numel * lib.ws_dtype_size(code)
+            t.data = ptr if numel else None
+        e = _P()
+        check(lib.ws_expect_create(lay, arr, len(tensors), _ENGINES[engine], _DEVICES[device],
+                                   encode(source), int(threads), ctypes.byref(e), ctypes.byref(err)), err)
+        try:
+            text_p = _P()
+            check(lib.ws_expect_to_json(e, ctypes.byref(text_p), ctypes.byref(err)), err)
+            return json.loads(_take_text(text_p))
+        finally:
+            lib.ws_expect_free(e)
+    finally:
+        lib.ws_layout_free(lay)
+        del keep
+
+
+def _expect_handle(expected):
+    text = (expected if isinstance(expected, (str, bytes)) else json.dumps(expected))
+    text = text.encode() if isinstance(text, str) else text
+    e, err = _P(), _Error()
+    check(lib.ws_expect_parse(text, len(text), b"expectation", ctypes.byref(e), ctypes.byref(err)), err)
+    return e
+
+
+def _strings(items):
+    items = [s.encode() for s in items]
+    return (ctypes.c_char_p * max(1, len(items)))(*items), len(items)
+
+
+def checksum_request(expected, skip=(), selector=None):
+    """The request body (a dict) that asks the engine for what `expected` predicts."""
+    e = _expect_handle(expected)
+    try:
+        arr, n = _strings(skip)
+        body, err = _P(), _Error()
+        check(lib.ws_expect_request(e, arr, n, encode(selector), ctypes.byref(body), ctypes.byref(err)), err)
+        return json.loads(_take_text(body))
+    finally:
+        lib.ws_expect_free(e)
+
+
+def judge(expected, answer, http_status=200, skip=()):
+    """Judge an engine's answer (dict, str or bytes) to the checksum request against `expected`
+    (from expect(), or a `weightsum expect` file's text): {"ok", "matched", "findings": [{status,
+    tensor, local, rank, rows, detail}]}. Raises WeightsumError (code WS_ERR_REMOTE, the
+    engine's message) when the engine answered an error instead of its checksums."""
+    e = _expect_handle(expected)
+    rep = lib.ws_report_new()
+    try:
+        if isinstance(answer, dict):
+            answer = json.dumps(answer)
+        if isinstance(answer, str):
+            answer = answer.encode()
+        arr, n = _strings(skip)
+        err = _Error()
+        check(lib.ws_expect_judge(e, answer, len(answer), int(http_status), arr, n, rep,
+                                  ctypes.byref(err)), err)
+        text = _P()
+        check(lib.ws_report_to_json(rep, ctypes.byref(text), ctypes.byref(err)), err)
+        return json.loads(_take_text(text))
+    finally:
+        lib.ws_report_free(rep)
+        lib.ws_expect_free(e)

@@ -21,6 +21,7 @@ static const char *const err_names[WS_ERR__COUNT] = {
     [WS_ERR_LIMIT] = "WS_ERR_LIMIT",
     [WS_ERR_THREAD] = "WS_ERR_THREAD",
     [WS_ERR_SHAPE] = "WS_ERR_SHAPE",
+    [WS_ERR_REMOTE] = "WS_ERR_REMOTE",
 };
 
 const char *ws_version(void) { return WS_VERSION_STRING; }

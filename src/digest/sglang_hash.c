@@ -8,6 +8,7 @@
  * engine's local tensor are. A byte given twice is an error, not a silently different hash.
  */
 #include "sglang_hash.h"
+#include "weightsum_experimental.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>

@@ -318,6 +318,18 @@ ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family
                            const char *config, unsigned flags, ws_layout **out, ws_error *err) {
     if (!d || !dir || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
+    if (family) { /* an unknown family is a bad argument first of all (as ws_layout_create) */
+        bool known = false;
+        for (const char *const *f = ws_layout_families(); *f; f++) known |= strcmp(*f, family) == 0;
+        if (!known) {
+            char names[256] = "";
+            for (const char *const *f = ws_layout_families(); *f; f++)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                         names[0] ? ", " : "", *f);
+            return wsi_fail(err, WS_ERR_ARG, dir, NULL, -1,
+                            "unknown layout family '%.64s' (known: %s)", family, names);
+        }
+    }
     ws_err rc = check_flags(d, dir, family, tp, flags, err);
     if (rc != WS_OK) return rc;
     unsigned fit_flags = flags & WS_LAYOUT_FORCE;

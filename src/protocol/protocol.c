@@ -76,25 +76,25 @@ ws_err ws_checker_create(const char *dir, const char *family, int tp, const char
     c->threads = threads;
     c->dir = wsi_strdup(dir);
     ws_err rc = c->dir ? WS_OK : wsi_fail(err, WS_ERR_NOMEM, dir, NULL, -1, "out of memory");
-    char fam[64] = "";
-    if (family) snprintf(fam, sizeof fam, "%s", family);
-    if (rc == WS_OK && (!family || tp == 0)) { /* what `weightsum shard` recorded in the dump */
-        ws_dump *d = NULL;
-        rc = ws_dump_open(dir, &d, err);
-        if (rc == WS_OK && !family && ws_dump_family(d))
-            snprintf(fam, sizeof fam, "%s", ws_dump_family(d));
-        if (rc == WS_OK && tp == 0) tp = ws_dump_tp(d) ? ws_dump_tp(d) : ws_dump_rank_count(d);
-        ws_dump_free(d);
-        if (rc == WS_OK && !fam[0])
-            rc = wsi_fail(err, WS_ERR_ARG, dir, NULL, -1,
-                          "no weightsum-layout.json here: name the layout family");
+    /* A dump already there: its layout as `weightsum verify` finds it, flags checked against
+     * weightsum-layout.json and the layout against the dump (a mistake is said at start-up,
+     * not as findings in every answer). Not there yet: the flags must say it all. */
+    ws_dump *d = NULL;
+    ws_error derr;
+    if (rc == WS_OK && ws_dump_open(dir, &d, &derr) == WS_OK) {
+        rc = ws_dump_layout_open(d, dir, family, tp, config, 0, &c->l, err);
+    } else if (rc == WS_OK && (!family || tp == 0)) {
+        if (err) *err = derr;
+        rc = derr.code;
+    } else if (rc == WS_OK) {
+        char path[4096];
+        if (config) snprintf(path, sizeof path, "%s", config);
+        else snprintf(path, sizeof path, "%s/config.json", dir);
+        ws_model_config cfg;
+        rc = ws_model_config_load(path, &cfg, err);
+        if (rc == WS_OK) rc = ws_layout_create(family, &cfg, tp, &c->l, err);
     }
-    char path[4096];
-    if (config) snprintf(path, sizeof path, "%s", config);
-    else snprintf(path, sizeof path, "%s/config.json", dir);
-    ws_model_config cfg;
-    if (rc == WS_OK) rc = ws_model_config_load(path, &cfg, err);
-    if (rc == WS_OK) rc = ws_layout_create(fam, &cfg, tp, &c->l, err);
+    ws_dump_free(d);
     const char *seed = key_seed ? key_seed : WS_FAST_DEFAULT_SEED;
     if (rc == WS_OK) rc = ws_fastkey_create(seed, strlen(seed), &c->key, err);
     if (rc == WS_OK) rc = index_ranks(c, err);
@@ -346,8 +346,49 @@ static bool parse_digests(json_t *obj, const char *where, wsp_rank_expect *out, 
     return true;
 }
 
+/* "checksum" with no "algorithm": SGLang's own answer, hash and shape (protocol_sglang.c). */
+static void action_checksum_sglang(const ws_checker *c, json_t *root, reply *rp) {
+    json_t *skip = json_object_get(root, "skip_tensor_list"), *sel = json_object_get(root, "selector");
+    if (skip && !json_is_null(skip)) {
+        bool ok = json_is_array(skip);
+        size_t i;
+        json_t *s;
+        json_array_foreach(skip, i, s) ok = ok && json_is_string(s);
+        if (!ok) {
+            BAD(rp, "\"skip_tensor_list\" must be a list of strings");
+            return;
+        }
+    } else {
+        skip = NULL;
+    }
+    const char *selector = sel && !json_is_null(sel) ? json_string_value(sel) : "all";
+    if (!selector || (strcmp(selector, "all") && strcmp(selector, "target") && strcmp(selector, "draft"))) {
+        BAD(rp, "invalid selector %.40s; expected 'target', 'draft', or 'all'",
+            selector ? selector : "(not a string)");
+        return;
+    }
+    ws_error e;
+    ws_error_clear(&e);
+    ws_dump *d = NULL;
+    json_t *ans = NULL;
+    if (ws_dump_open(c->dir, &d, &e) != WS_OK) reply_trouble(rp, "cannot read the engine dump", &e);
+    else if (wsp_sglang_checksum(c, d, skip, strcmp(selector, "draft") == 0, &ans, &e) != WS_OK)
+        reply_trouble(rp, "cannot hash the engine's ranks", &e);
+    else {
+        json_decref(rp->root);
+        rp->root = ans;
+        rp->status = 200;
+    }
+    ws_dump_free(d);
+}
+
 static void action_checksum(const ws_checker *c, json_t *root, const request *q, reply *rp) {
     unsigned algos = WS_ALGO_SHA256;
+    json_t *al0 = json_object_get(root, "algorithm");
+    if (!al0 || json_is_null(al0)) {
+        action_checksum_sglang(c, root, rp);
+        return;
+    }
     json_t *al = json_object_get(root, "algorithm");
     if (al && !json_is_null(al)) {
         const char *s = json_string_value(al);
@@ -457,10 +498,6 @@ static void compare_ranks(const ws_checker *c, const request *q, reply *rp) {
         BAD(rp, "\"checksums\" is an empty list: there is nothing to compare");
         return;
     }
-    if (q->rank_offset >= n) {
-        BAD(rp, "\"rank_offset\" %zu is past the end of the %zu per-rank dicts", q->rank_offset, n);
-        return;
-    }
     wsp_rank_expect *ex = calloc(n, sizeof *ex);
     if (!ex) {
         reply_start(rp, 500, false, "out of memory");
@@ -486,11 +523,11 @@ static void compare_ranks(const ws_checker *c, const request *q, reply *rp) {
     if (!ok) { /* rp says why */
     } else if (!r) reply_start(rp, 500, false, "out of memory");
     else if (ws_dump_open(c->dir, &d, &e) != WS_OK) reply_trouble(rp, "cannot read the engine dump", &e);
-    else if (wsp_compare_ranks(c, d, q->canon, ex, n, q->rank_offset, r, &e) != WS_OK) reply_trouble(rp, "cannot compare the engine's ranks", &e);
+    else if (wsp_compare_ranks(c, d, q->canon, ex, n, r, &e) != WS_OK) reply_trouble(rp, "cannot compare the engine's ranks", &e);
     else {
         char what[160];
-        snprintf(what, sizeof what, "compare_checksum (per rank, ranks %zu..%zu of %zu dicts, %s tp=%d, %s)",
-                 q->rank_offset, q->rank_offset + (size_t)ws_layout_tp(c->l) - 1, n,
+        snprintf(what, sizeof what, "compare_checksum (per rank, %zu dicts for tp_rank 0..%d, "
+                 "rank_offset %zu, %s tp=%d, %s)", n, ws_layout_tp(c->l) - 1, q->rank_offset,
                  ws_layout_family(c->l), ws_layout_tp(c->l), ws_canon_name(q->canon));
         reply_report(rp, c, r, what, true);
     }

@@ -29,6 +29,17 @@ typedef struct wsp_rank_expect {
     size_t n;
 } wsp_rank_expect;
 
+/* SHA-256 over name || value for every entry of {name: hex string}, in name order: SGLang's
+ * per_gpu_checksum (weight_checker.overall_checksum). false when out of memory. */
+WSI_HIDDEN bool wsp_per_gpu_checksum(json_t *sums, char out[65]);
+
+/* SGLang's skip rule: a non-persistent buffer name, or one containing an entry of skip_list
+ * (a JSON array of strings, may be NULL). */
+WSI_HIDDEN bool wsp_sglang_skips(const char *name, json_t *skip_list);
+/* SGLang's own "checksum" answer for the dump (protocol_sglang.c): the whole response object. */
+WSI_HIDDEN ws_err wsp_sglang_checksum(const ws_checker *c, const ws_dump *d, json_t *skip_list,
+                                      bool draft_only, json_t **out, ws_error *err);
+
 /* Parse a digest: 64 hex digits are SHA-256, 48 the fast digest. false for anything else. */
 WSI_HIDDEN bool wsp_parse_hex(const char *hex, ws_digest *d);
 
@@ -37,11 +48,12 @@ WSI_HIDDEN bool wsp_parse_hex(const char *hex, ws_digest *d);
 WSI_HIDDEN ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon,
                                      unsigned algos, json_t **out, ws_error *err);
 
-/* Compare per-rank expectations: rank r of the layout reads exp[rank_offset + r] (n of them).
+/* Compare per-rank expectations: rank r of the layout reads exp[r] (n of them; a request's
+ * rank_offset is the NCCL rank base of the weight-update group, never an index).
  * Into r: a rank with no expectation, a missing rank file, a listed tensor the rank does not
  * hold (missing), a digest that differs (mismatch), a tensor the rank holds but the request
  * does not list (unexpected), a rank file beyond the layout's tp (unexpected). */
 WSI_HIDDEN ws_err wsp_compare_ranks(const ws_checker *c, const ws_dump *d, ws_canon canon,
-                                    const wsp_rank_expect *exp, size_t n, size_t rank_offset,
-                                    ws_report *r, ws_error *err);
+                                    const wsp_rank_expect *exp, size_t n, ws_report *r,
+                                    ws_error *err);
 #endif

@@ -88,7 +88,7 @@ static int cmp_str(const void *a, const void *b) {
 
 /* SHA-256 over name || hex for every entry of an object, in name order (as SGLang's
  * per_gpu_checksum). */
-static bool per_gpu_checksum(json_t *sums, char out[65]) {
+bool wsp_per_gpu_checksum(json_t *sums, char out[65]) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
     const char **keys = NULL;
@@ -146,7 +146,7 @@ ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon,
                                  "dp_rank", 0, "dp_size", 1, "pp_rank", 0, "pp_size", 1, "rank",
                                  r, "size", tp);
         json_t *o = json_object();
-        if (!per_gpu_checksum(sums, hex)) rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
+        if (!wsp_per_gpu_checksum(sums, hex)) rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
         json_object_set_new(o, "checksums", sums);
         if (fast) json_object_set_new(o, "fast_checksums", fast);
         json_object_set_new(o, "per_gpu_checksum", json_string(hex));
@@ -186,25 +186,24 @@ static ws_err add(ws_report *r, ws_status s, const char *tensor, const char *loc
 }
 
 ws_err wsp_compare_ranks(const ws_checker *c, const ws_dump *d, ws_canon canon,
-                         const wsp_rank_expect *exp, size_t n, size_t rank_offset, ws_report *r,
-                         ws_error *err) {
+                         const wsp_rank_expect *exp, size_t n, ws_report *r, ws_error *err) {
     int tp = ws_layout_tp(c->l);
     ws_err rc = WS_OK;
     size_t total = 0;
     for (int k = 0; k < tp; k++)
-        if (rank_offset + (size_t)k < n) total += exp[rank_offset + (size_t)k].n;
+        if ((size_t)k < n) total += exp[k].n;
     item *items = calloc(total + 1, sizeof *items);
     if (!items) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     size_t m = 0;
     /* Resolve every listed name to the tensor its rank holds; say what cannot be. */
     for (int k = 0; rc == WS_OK && k < tp; k++) {
-        size_t idx = rank_offset + (size_t)k;
+        size_t idx = (size_t)k; /* the list is indexed by tp_rank (rank_offset is no index) */
         const ws_ckpt *ck = ws_dump_rank(d, k);
         if (idx >= n) {
             rc = add(r, WS_MISSING, "", NULL, k, err,
-                     "the request holds no checksums for rank %d (it would be element %zu of a "
-                     "list of %zu, rank_offset %zu)",
-                     k, idx, n, rank_offset);
+                     "the request holds no checksums for rank %d (a list of %zu per-rank dicts, "
+                     "indexed by tp_rank)",
+                     k, n);
             continue;
         }
         if (!ck) {
@@ -255,7 +254,7 @@ ws_err wsp_compare_ranks(const ws_checker *c, const ws_dump *d, ws_canon canon,
                      a == WS_ALGO_SHA256 ? "sha256" : "fast digest", he, hg, k,
                      ws_dtype_name(it->t->dtype), ws_canon_name(canon));
         }
-        for (size_t i = 0; rc == WS_OK && ck && rank_offset + (size_t)k < n && i < ws_ckpt_count(ck); i++)
+        for (size_t i = 0; rc == WS_OK && ck && (size_t)k < n && i < ws_ckpt_count(ck); i++)
             if (!seen[i])
                 rc = add(r, WS_UNEXPECTED, ws_ckpt_tensor(ck, i)->name, ws_ckpt_tensor(ck, i)->name,
                          k, err, "rank %d holds it but the request lists no digest for it", k);

@@ -174,7 +174,7 @@ static bool names(json_t *r, const char *list, const char *tensor, int rank) {
 
 static void test_checksum(void) {
     int st;
-    json_t *r = ask("{\"action\": \"checksum\"}", &st);
+    json_t *r = ask("{\"action\": \"checksum\", \"algorithm\": \"sha256\"}", &st);
     CHECK(st == 200);
     json_t *sums = json_object_get(r, "checksums");
     CHECK(json_object_size(sums) == ws_manifest_count(man_sha));
@@ -257,7 +257,7 @@ static void test_compare_full(void) {
 
 static void test_compare_ranks(void) {
     int st;
-    json_t *ck = ask("{\"action\": \"checksum\"}", &st);
+    json_t *ck = ask("{\"action\": \"checksum\", \"algorithm\": \"sha256\"}", &st);
     json_t *list = json_array(), *shifted = json_array();
     json_array_append_new(shifted, json_object());
     for (size_t k = 0; k < 2; k++) {
@@ -268,15 +268,22 @@ static void test_compare_ranks(void) {
     json_t *r = ask_json(compare_req(json_incref(list)), &st);
     CHECK(st == 200 && json_integer_value(json_object_get(r, "matched")) > 20);
     json_decref(r);
-    json_t *req = compare_req(json_incref(shifted));
+    /* rank_offset is the NCCL rank base of the weight-update group: accepted, never a shift of
+     * the list, which is indexed by tp_rank (issue 8 item 6) */
+    json_t *req = compare_req(json_incref(list));
     json_object_set_new(req, "rank_offset", json_integer(1));
     r = ask_json(req, &st);
     CHECK(st == 200);
     json_decref(r);
-    /* rank 1 reads element 2 of a list of 2: a rank with no expectation is never a match */
-    req = compare_req(json_incref(list));
+    req = compare_req(json_incref(shifted)); /* rank 0 reads the empty dict, rank 1 rank 0's */
     json_object_set_new(req, "rank_offset", json_integer(1));
     r = ask_json(req, &st);
+    CHECK(st == 400 && names(r, "unexpected", NULL, 0) && names(r, "mismatched", NULL, 1));
+    json_decref(r);
+    /* a list shorter than tp: rank 1 has no expectation, which is never a match */
+    json_t *one = json_array();
+    json_array_append(one, json_array_get(list, 0));
+    r = ask_json(compare_req(one), &st);
     CHECK(st == 400 && names(r, "missing", NULL, 1));
     json_decref(r);
     /* the rank-local alias of a tied tensor, a missing name, a forgotten one, a wrong digest */
@@ -344,7 +351,6 @@ static void test_malformed(void) {
     BAD("{\"action\": \"compare_checksum\", \"checksums\": [{}], \"rank_offset\": 0.5}", "rank_offset");
     BAD("{\"action\": \"compare_checksum\", \"checksums\": [{}], \"rank_offset\": true}", "rank_offset");
     BAD("{\"action\": \"compare_checksum\", \"checksums\": [{}], \"rank_offset\": 99999999999}", "rank_offset");
-    BAD("{\"action\": \"compare_checksum\", \"checksums\": [{}], \"rank_offset\": 1}", "past the end");
     /* client text cut mid-character in a message stays valid JSON (not a 500) */
     char mb[1200];
     size_t m = (size_t)snprintf(mb, sizeof mb, "{\"action\": \"x");
@@ -460,7 +466,7 @@ static void corrupt(int rank, const char *name, uint64_t at) {
 static void test_corrupted(void) {
     int st;
     /* per-rank references taken before the damage, as a trainer would hold them */
-    json_t *ck = ask("{\"action\": \"checksum\"}", &st);
+    json_t *ck = ask("{\"action\": \"checksum\", \"algorithm\": \"sha256\"}", &st);
     json_t *per_rank = json_array();
     for (size_t k = 0; k < 2; k++)
         json_array_append(per_rank, json_object_get(json_array_get(json_object_get(ck, "ranks"), k), "checksums"));
@@ -486,7 +492,7 @@ static void test_corrupted(void) {
     r = ask_json(compare_req(digests_of(man_sha)), &st);
     CHECK(st == 400 && names(r, "replica_mismatch", "model.layers.0.input_layernorm.weight", 1));
     json_decref(r);
-    r = ask("{\"action\": \"checksum\"}", &st); /* the engine's state is inconsistent */
+    r = ask("{\"action\": \"checksum\", \"algorithm\": \"sha256\"}", &st); /* the engine's state is inconsistent */
     CHECK(st == 400 && names(r, "replica_mismatch", "model.layers.0.input_layernorm.weight", 1));
     CHECK(json_object_size(json_object_get(r, "checksums")) == ws_manifest_count(man_sha));
     json_decref(r);
@@ -585,12 +591,104 @@ static void test_create_and_buffers(void) {
     ws_ckpt_free(ck);
 }
 
+/* ---- SGLang's own checksum, predicted by expect, judged ------------------------------------ */
+
+static void test_sglang_checksum_and_expect(void) {
+    int st;
+    json_t *r = ask("{\"action\": \"checksum\"}", &st);
+    CHECK(st == 200 && json_is_true(json_object_get(r, "success")));
+    CHECK(strcmp(json_string_value(json_object_get(r, "message")), "Success.") == 0);
+    json_t *ranks = json_object_get(r, "ranks");
+    CHECK(json_array_size(ranks) == 2);
+    CHECK(json_string_length(json_object_get(r, "per_engine_checksum")) == 64);
+    /* every value is SGLang's hash of the rank file's tensor */
+    ws_dump *d = NULL;
+    ws_error err;
+    CHECK_OK(ws_dump_open(dump, &d, &err));
+    size_t checked = 0;
+    for (int k = 0; d && k < 2; k++) {
+        json_t *rk = json_array_get(ranks, (size_t)k), *pi = json_object_get(rk, "parallelism_info");
+        CHECK(json_is_array(pi) && json_integer_value(json_object_get(json_array_get(pi, 0), "tp_rank")) == k);
+        CHECK(strcmp(json_string_value(json_object_get(json_array_get(pi, 0), "role")), "target") == 0);
+        const ws_ckpt *ck = ws_dump_rank(d, k);
+        for (size_t i = 0; i < ws_ckpt_count(ck); i++) {
+            const ws_tensor *t = ws_ckpt_tensor(ck, i);
+            uint64_t v;
+            char hex[17];
+            CHECK_OK(ws_sglang_hash(WS_SGLANG_CUDA, t->data, t->nbytes, &v, &err));
+            ws_sglang_hex(v, hex);
+            const char *got = json_string_value(json_object_get(json_object_get(rk, "checksums"), t->name));
+            CHECK(got && strcmp(got, hex) == 0);
+            checked++;
+        }
+    }
+    CHECK(checked > 30);
+    json_decref(r);
+    r = ask("{\"action\": \"checksum\", \"skip_tensor_list\": [\"mlp\"], \"selector\": \"target\"}", &st);
+    CHECK(st == 200);
+    CHECK(!json_object_get(json_object_get(json_array_get(json_object_get(r, "ranks"), 0), "checksums"),
+                           "model.layers.0.mlp.down_proj.weight"));
+    json_decref(r);
+    r = ask("{\"action\": \"checksum\", \"selector\": \"draft\"}", &st);
+    CHECK(st == 200 && !json_object_get(r, "ranks"));
+    json_decref(r);
+    r = ask("{\"action\": \"checksum\", \"selector\": \"drafts\"}", &st);
+    CHECK(st == 400);
+    json_decref(r);
+    /* expect from the HF checkpoint (F32: the dump keeps F32) predicts the answer exactly */
+    ws_ckpt *c = NULL;
+    ws_model_config cfg;
+    ws_layout *l = NULL;
+    ws_expect *e = NULL;
+    CHECK_OK(ws_model_config_parse(config_json, strlen(config_json), "config", &cfg, &err));
+    CHECK_OK(ws_layout_create("sglang", &cfg, 2, &l, &err));
+    CHECK_OK(ws_ckpt_open(ckpt_path, &c, &err));
+    CHECK_OK(ws_expect_checkpoint(l, c, WS_ENGINE_SGLANG, WS_SGLANG_CUDA, "ckpt", 2, &e, &err));
+    char *body = NULL, *resp = NULL;
+    CHECK_OK(ws_expect_request(e, NULL, 0, NULL, &body, &err));
+    CHECK(body && strcmp(body, "{\"action\":\"checksum\"}") == 0);
+    CHECK_OK(ws_checker_handle(checker, body, strlen(body), &resp, &st));
+    ws_report *rep = ws_report_new();
+    CHECK_OK(ws_expect_judge(e, resp, strlen(resp), st, NULL, 0, rep, &err));
+    CHECK(ws_report_ok(rep) && ws_report_matched(rep) == checked);
+    ws_report_free(rep);
+    /* a saved expectation reads back and judges the same */
+    char *text = NULL;
+    ws_expect *e2 = NULL;
+    CHECK_OK(ws_expect_to_json(e, &text, &err));
+    CHECK_OK(ws_expect_parse(text, strlen(text), "saved", &e2, &err));
+    rep = ws_report_new();
+    CHECK_OK(ws_expect_judge(e2, resp, strlen(resp), st, NULL, 0, rep, &err));
+    CHECK(ws_report_ok(rep) && ws_report_matched(rep) == checked);
+    ws_report_free(rep);
+    /* an engine error is trouble with its message, never a pass or a mismatch */
+    rep = ws_report_new();
+    const char *bad = "{\"success\": false, \"message\": \"Unsupported action='checksum'\"}";
+    CHECK(ws_expect_judge(e, bad, strlen(bad), 400, NULL, 0, rep, &err) == WS_ERR_REMOTE);
+    CHECK(strstr(err.what, "Unsupported action") != NULL);
+    CHECK(ws_expect_judge(e, "<html>", 6, 502, NULL, 0, rep, &err) == WS_ERR_REMOTE);
+    CHECK(ws_expect_judge(e, "{\"success\": true}", 17, 200, NULL, 0, rep, &err) == WS_ERR_REMOTE);
+    CHECK(ws_report_count(rep) == 0);
+    ws_report_free(rep);
+    ws_expect_free(e2);
+    CHECK(ws_expect_parse("{}", 2, "x", &e2, &err) == WS_ERR_FORMAT && e2 == NULL);
+    CHECK(ws_expect_parse("{", 1, "x", &e2, &err) == WS_ERR_JSON && e2 == NULL);
+    ws_free(text);
+    ws_free(body);
+    ws_free(resp);
+    ws_expect_free(e);
+    ws_ckpt_free(c);
+    ws_layout_free(l);
+    ws_dump_free(d);
+}
+
 int main(void) {
     make_model();
     ws_error err;
     CHECK_OK(ws_checker_create(dump, "sglang", 2, cfg_path, WS_CANON_BF16, NULL, 2, &checker, &err));
     if (checker) {
         test_checksum();
+        test_sglang_checksum_and_expect();
         test_compare_full();
         test_compare_ranks();
         test_malformed();

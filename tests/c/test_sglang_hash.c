@@ -4,6 +4,7 @@
 #include "check.h"
 #include "sglang_hash.h"
 #include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <inttypes.h>
 #include <stdlib.h>

@@ -150,7 +150,7 @@ def test_handshake_tp2(model, ws_bin, run, tmp_path):
         r = run("push", s.base, man)
         assert r.returncode == 0, r.stdout + r.stderr
         assert r.stdout == f"{s.url}: 27 matched -> OK\n"
-        st, ans = post(s.port, {"action": "checksum"})
+        st, ans = post(s.port, {"action": "checksum", "algorithm": "sha256"})
         assert st == 200 and ans["success"] is True, ans
         assert ans["tp"] == 2 and ans["family"] == "sglang" and ans["canonical"] == "bf16"
         assert ans["checksums"] == trainer_digests(man)
@@ -177,7 +177,7 @@ def test_handshake_tp2(model, ws_bin, run, tmp_path):
 def test_corrupted_dump_named_by_tensor_and_rank(dump_copy, ws_bin, run, tmp_path):
     man, dump = dump_copy
     with Server(ws_bin, dump) as s:
-        st, ans = post(s.port, {"action": "checksum"})
+        st, ans = post(s.port, {"action": "checksum", "algorithm": "sha256"})
         ref = tmp_path / "ranks.json"  # per-rank references taken before the damage
         ref.write_text(json.dumps([x["checksums"] for x in ans["ranks"]]))
         assert run("push", s.base, man).returncode == 0

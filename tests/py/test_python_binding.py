@@ -64,7 +64,7 @@ def test_checker_handle(dump, ws_bin):
                      json.dumps({"action": "compare_checksum", "checksums": digests}).encode()):
             st, ans = c.handle(body)
             assert st == 200 and ans["success"] is True and ans["matched"] == len(digests), ans
-        st, ans = c.handle({"action": "checksum"})
+        st, ans = c.handle({"action": "checksum", "algorithm": "sha256"})
         assert st == 200 and ans["tp"] == 4 and len(ans["ranks"]) == 4
         # the same answer as the CLI's hash of the dump
         r = subprocess.run([ws_bin, "hash", str(d)], capture_output=True, text=True)

@@ -112,6 +112,7 @@ def two(tmp_path_factory, ws_bin):
                "id": "sglang-fast-tied-clean"})
     sc.append({"kind": "megatron_manifest", "id": "megatron-manifest", "megatron_dir": meg})
     sc.append({"kind": "merge_over", "id": "merge-over"})
+    sc.append({"kind": "recipes", "id": "recipes"})
     return spawn(tmp, 2, sc)
 
 
@@ -189,3 +190,17 @@ def test_four_ranks(four, algo):
     check_found(four[f"{algo}-flip"], "mismatch", K, 2)
     check_found(four[f"{algo}-padding"], "padding", "model.embed_tokens.weight", 3)
     check_clean(four["vllm-fast-clean"], 4)
+
+
+def test_integration_recipes_with_engine_standins(two):
+    """docs/integration.md: the Miles-style loop through SGLang's custom weight loaders, and
+    vLLM's worker extension, on stand-ins of the engines' objects."""
+    for r in two["recipes"]:
+        assert r["sglang_ok"] is True and r["sglang_matched"] > 0
+        ok, msg = r["sglang_bad"]
+        assert ok is False  # enforce: the update request fails, carrying the report
+        assert "model.layers.1.mlp.up_proj.weight" in msg and "rank 1" in msg
+        bad = r["vllm_bad"]
+        assert bad["ok"] is False
+        assert any(f["tensor"] == "model.layers.1.mlp.up_proj.weight" for f in bad["findings"])
+        assert r["vllm_ok"]["ok"] is True and r["vllm_ok"]["findings"] == []

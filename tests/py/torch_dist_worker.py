@@ -87,6 +87,45 @@ def engine_locals(sc, rank, world, hf):
     return local
 
 
+def recipes(rank, world, cfg, hf):
+    """The integration recipes of docs/integration.md, run against stand-ins of the engines:
+    a Miles-style sync through SGLang's custom weight loaders, and vLLM's worker extension."""
+    import miles_loop
+    import sglang_weightsum
+    from standin_engine import (StandinModel, StandinSGLangEngine, StandinVLLMWorker,
+                                shard_like_engine)
+    from vllm_weightsum import WeightsumExtension
+    out = {}
+    shapes = shard_like_engine(hf, cfg, rank, world)
+    model = StandinModel({k: torch.zeros_like(v) for k, v in shapes.items()}, cfg, rank, world)
+    engine = StandinSGLangEngine(model, ["sglang_weightsum.load_weights",
+                                         "sglang_weightsum.check"])
+    layers = {}
+    for name, t in hf.items():
+        key = name.split(".")[2] if name.startswith("model.layers.") else "other"
+        layers.setdefault(key, []).append((name, t))
+    m = miles_loop.sync_and_check(engine, layers.values())
+    out["sglang_ok"] = sglang_weightsum.last_report.ok
+    out["sglang_matched"] = sglang_weightsum.last_report.matched
+    # a loader bug on rank 1: the next update lands gate where up belongs
+    gu = dict(model.named_parameters())["model.layers.1.mlp.gate_up_proj.weight"]
+    if rank == 1:
+        with torch.no_grad():
+            half = gu.shape[0] // 2
+            gu[half:] = gu[:half].clone()
+    ok, msg = engine.update_weights_from_tensor([sglang_weightsum.manifest_tensor(m)],
+                                                load_format="sglang_weightsum.check")
+    out["sglang_bad"] = [ok, msg]
+    # vLLM: the worker extension through a stand-in worker (the same model, still broken)
+    Worker = type("Worker", (StandinVLLMWorker, WeightsumExtension), {})
+    w = Worker(model, cfg)
+    out["vllm_bad"] = w.weightsum_verify(m.to_json())
+    with torch.no_grad():
+        gu.copy_(shard_like_engine(hf, cfg, rank, world)["model.layers.1.mlp.gate_up_proj.weight"])
+    out["vllm_ok"] = w.weightsum_verify(m.to_json())
+    return out
+
+
 def run(rank, world, init_file, out_dir, scenarios):
     dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank,
                             world_size=world)
@@ -119,6 +158,8 @@ def run(rank, world, init_file, out_dir, scenarios):
             res["megatron"] = mm.to_dict()["tensors"]
             res["reference"] = ref.to_dict()["tensors"]
             res["bytes_moved"] = mm.bytes_moved
+        elif sc["kind"] == "recipes":
+            res.update(recipes(rank, world, cfg, hf))
         elif sc["kind"] == "merge_over":
             names = sorted(hf)
             part = wt.Manifest(algo="both", source=f"pp{rank}")
