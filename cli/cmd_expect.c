@@ -78,7 +78,7 @@ int cmd_expect(int argc, char **argv) {
     ws_engine engine = WS_ENGINE_SGLANG;
     ws_sglang_path path = WS_SGLANG_CUDA;
     int ch;
-    while ((ch = getopt_long(argc, argv, "o:j:h", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("expect", argc, argv, "o:j:h", opts)) != -1) {
         switch (ch) {
         case 'o': outpath = optarg; break;
         case OPT_ENGINE:
@@ -95,10 +95,8 @@ int cmd_expect(int argc, char **argv) {
             if (!cli_common_or_usage(ch, optarg, &co, usage)) return EXIT_TROUBLE;
         }
     }
-    if (argc - optind != 1) {
-        fputs(usage, stderr);
-        return EXIT_TROUBLE;
-    }
+    if (argc - optind != 1)
+        return cli_usage("expect", "one checkpoint, not %d arguments", argc - optind);
     ws_expect *e = NULL;
     int rc = cli_expect_build(argv[optind], &co.lo, engine, path, (int)co.threads, &e);
     if (rc != EXIT_MATCH) return rc;

@@ -343,7 +343,7 @@ int cmd_push(int argc, char **argv) {
     ws_canon canon = WS_CANON_BF16;
     unsigned algo = WS_ALGO_SHA256;
     int ch;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("push", argc, argv, "h", opts)) != -1) {
         switch (ch) {
         case 'r':
             if (!cli_parse_int(optarg, 0, 1L << 20, &rank_offset))
@@ -384,10 +384,8 @@ int cmd_push(int argc, char **argv) {
             if (!cli_common_or_usage(ch, optarg, &co, usage)) return EXIT_TROUBLE;
         }
     }
-    if (argc - optind < 2) {
-        fputs(usage, stderr);
-        return EXIT_TROUBLE;
-    }
+    if (argc - optind < 2)
+        return cli_usage("push", "an engine URL and a manifest, not %d arguments", argc - optind);
     size_t n = (size_t)(argc - optind - 1);
     const char *path = argv[argc - 1];
     /* checksum mode: an expectation file, or the checkpoint and its layout (one step) */

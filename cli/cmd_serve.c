@@ -216,7 +216,7 @@ int cmd_serve(int argc, char **argv) {
     long max_body = (long)WS_CHECKER_MAX_BODY;
     bool verbose = false;
     int ch;
-    while ((ch = getopt_long(argc, argv, "j:vh", opts, NULL)) != -1) {
+    while ((ch = cli_getopt("serve", argc, argv, "j:vh", opts)) != -1) {
         switch (ch) {
         case 'H': host = optarg; break;
         case 'p':
@@ -240,10 +240,8 @@ int cmd_serve(int argc, char **argv) {
             if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
-    if (optind + 1 != argc) {
-        fputs(usage, stderr);
-        return EXIT_TROUBLE;
-    }
+    if (optind + 1 != argc)
+        return cli_usage("serve", "one dump directory, not %d arguments", argc - optind);
     const char *dir = argv[optind];
     ws_error err;
     /* the idle timeout drops a stalled client; a body that trickles in a byte at a time is

@@ -253,12 +253,14 @@ class Manifest:
     "both"; canonical: "bf16" or "native"; key: the fast digest's seed (default: the public
     one); host_copy: allow CUDA tensors to be streamed through host memory in bounded chunks
     (chunk_bytes) when no zero-copy device path exists; without it such a tensor is refused.
+    keep_tensors: keep references to the added tensors for expect().
     A name added twice is an error (a converter yielding a tensor twice is a bug worth seeing).
     """
 
     def __init__(self, algo: str = "sha256", canonical: str = "bf16",
                  key: Union[str, bytes, None] = None, source: str = "trainer",
-                 host_copy: bool = False, chunk_bytes: int = _CHUNK) -> None:
+                 host_copy: bool = False, chunk_bytes: int = _CHUNK,
+                 keep_tensors: bool = False) -> None:
         if algo not in _ALGOS:
             raise ValueError("algo must be 'sha256', 'fast' or 'both'")
         if canonical not in CANON:
@@ -272,6 +274,8 @@ class Manifest:
                                                  encode(source)))
         self.seconds = 0.0      # time spent in add()
         self.host_bytes = 0     # bytes of CUDA tensors streamed through host memory
+        # keep_tensors: references to the added tensors, for expect() (no copy)
+        self._kept: Optional[Dict[str, torch.Tensor]] = {} if keep_tensors else None
 
     @property
     def key_id(self) -> Optional[str]:
@@ -306,6 +310,8 @@ class Manifest:
             self.host_bytes += _stream_device_tensor(t, h, self.chunk_bytes)
             d, st = h.final()
         self._add_entry(name, code, shape, d, st)
+        if self._kept is not None:
+            self._kept[name] = t
         self.seconds += time.perf_counter() - t0
 
     def add_all(self, named: Iterable[Tuple[str, "torch.Tensor"]]) -> None:
@@ -363,6 +369,7 @@ class Manifest:
         kid = lib.ws_manifest_key_id(cm.h)
         m._key = _KeyId(kid.decode()) if kid else None
         m.host_copy, m.chunk_bytes, m.seconds, m.host_bytes = False, _CHUNK, 0.0, 0
+        m._kept = None
         return m
 
     @classmethod
@@ -419,14 +426,32 @@ class Manifest:
         dist.all_gather_object(texts, self.to_json(), group=group)
         return Manifest.merge(texts)
 
-    def expect(self, *args: Any, **kwargs: Any) -> Any:
-        """The engines' answers to expect in each dialect (weightsum.expect, issue 10)."""
-        try:
-            from . import expect as _expect  # the engine-dialects module
-        except ImportError as e:
-            raise NotImplementedError("weightsum.expect (the engine dialects) is not in this "
-                                      "build of the package") from e
-        return _expect.expect(*args, **kwargs)
+    def expect(self, layout: str, tp: int, config: Any, engine: str = "sglang",
+               device: str = "cuda",
+               tensors: Optional[Mapping[str, "torch.Tensor"]] = None) -> Dict[str, Any]:
+        """What every rank of an engine (layout, tp, config) that loaded these tensors must
+        answer to its own "checksum" request (weightsum.expect, the engine dialects: engine
+        "sglang" or "vllm"; device: where SGLang holds them, which picks its hash). From the
+        tensors this manifest digested (kept with Manifest(keep_tensors=True)) or `tensors`;
+        device tensors only with host_copy=True (their bytes are read from host memory)."""
+        from .checker import expect as _expect
+        src = dict(tensors) if tensors is not None else self._kept
+        if src is None:
+            raise ValueError("expect needs the tensors: Manifest(keep_tensors=True), or pass "
+                             "tensors=")
+        host = {}
+        for name, t in src.items():
+            t = t.detach()
+            if t.device.type != "cpu":
+                if not self.host_copy:
+                    raise WeightsumError("WS_ERR_NOTFOUND", f"tensor '{name}' is on {t.device}:"
+                                         " expect reads host memory; Manifest(host_copy=True) "
+                                         "allows the copy")
+                self.host_bytes += t.numel() * t.element_size()
+                t = t.cpu()
+            host[name] = t
+        return _expect(host, layout, tp, config, engine=engine, device=device,
+                       source=self.source)
 
 
 class _KeyId:
@@ -748,10 +773,16 @@ class EngineCheck:
 
     def verify(self, manifest: Any, named_params: Union[Mapping[str, "torch.Tensor"],
                                                         Iterable[Tuple[str, "torch.Tensor"]]],
-               mode: Optional[str] = None) -> Optional[Report]:
+               mode: Optional[str] = None, expected: Optional[Dict[str, Any]] = None
+               ) -> Optional[Report]:
         """Check this rank's local parameters, with every other rank of the group doing the
         same at the same time, against the trainer's manifest; every rank returns the same
-        report. A collective call: every rank of the group must call it."""
+        report. A collective call: every rank of the group must call it.
+
+        expected (optional): the engine-dialect answers Manifest.expect gave for this layout;
+        every rank then also computes its own SGLang-style checksum answer (one 64-bit hash
+        per local tensor, a few bytes each through one all-gather) and the findings of a
+        differing answer name the exact rank and engine tensor."""
         mode = _mode(mode or self.mode)
         if mode == "off":
             return None
@@ -760,6 +791,11 @@ class EngineCheck:
                      else named_params)
         try:
             rep = self._verify(_load_manifest(manifest), named)
+            if expected is not None:
+                extra, moved = self._judge_answers(expected, named)
+                rep.findings.extend(extra)
+                rep.ok = rep.ok and not extra
+                rep.cost.bytes_moved += moved
         except WeightsumError as e:
             if mode == "log":
                 log.error("weightsum: check could not run on rank %d: %s", self.tp_rank, e)
@@ -778,6 +814,43 @@ class EngineCheck:
             else:
                 raise WeightsCheckFailed(rep)
         return rep
+
+    def _judge_answers(self, expected: Dict[str, Any],
+                       named: List[Tuple[str, "torch.Tensor"]]) -> Tuple[List[Finding], int]:
+        """This rank's SGLang checksum answer, everyone's gathered, judged against the
+        expected answers (weightsum.judge): findings that name rank and engine tensor."""
+        from .checker import judge, sglang_tensor_hash
+        kind = "cuda" if expected.get("hash") == "gpu_tensor_hash" else "cpu"
+        mine: Dict[str, str] = {}
+        err = None
+        try:
+            for name, t in named:
+                t = t.detach()
+                if t.device.type != "cpu":
+                    raise WeightsumError("WS_ERR_NOTFOUND", f"tensor '{name}' is on "
+                                         f"{t.device}: the checksum answer is computed from "
+                                         "host memory in this build")
+                mine[name] = sglang_tensor_hash(t.contiguous(), device=kind)
+        except Exception as e:  # carried through the exchange, raised on every rank
+            err = f"{type(e).__name__}: {e}"
+        got, moved = _all_gather_bytes(pickle.dumps((self.tp_rank, mine, err)), self.group)
+        parts = sorted((pickle.loads(g) for g in got), key=lambda p: p[0])
+        errors = [p for p in parts if p[2]]
+        if errors:
+            raise WeightsumError("WS_ERR_ARG", "; ".join(f"rank {p[0]}: {p[2]}"
+                                                         for p in errors))
+        infos = []
+        for r, sums, _ in parts:
+            info = {"role": "target", "tp_rank": r, "tp_size": self.tp_size, "dp_rank": 0,
+                    "dp_size": 1, "pp_rank": 0, "pp_size": 1, "rank": r,
+                    "size": self.tp_size}
+            infos.append({"checksums": sums, "parallelism_info": [info]})
+        answer = {"success": True, "message": "Success.", "ranks": infos}
+        out = judge(expected, answer)
+        return [Finding(f.get("status", "mismatch"), f.get("tensor"), f.get("local"),
+                        f.get("rank"), tuple(f["rows"]) if f.get("rows") else None,
+                        "checksum answer: " + f.get("detail", ""))
+                for f in out.get("findings", [])], moved
 
     def _verify(self, expected: _CManifest, named: List[Tuple[str, "torch.Tensor"]]) -> Report:
         algos = lib.ws_manifest_algos(expected.h)

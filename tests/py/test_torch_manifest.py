@@ -172,3 +172,36 @@ def test_loaded_manifest_round_trips(tmp_path):
     assert back.to_dict() == m.to_dict()
     assert back.key_id == m.key_id != wt.Manifest(algo="fast").key_id
     assert json.loads(back.to_json())["tensors"].keys() == tensors().keys()
+
+
+def test_expect_from_the_same_tensors():
+    """Manifest.expect gives weightsum.expect's answers (the engine dialects) from the tensors
+    the manifest digested; a device tensor needs host_copy."""
+    cfg = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 96,
+           "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "vocab_size": 100, "tie_word_embeddings": True}
+    sys.path.insert(0, os.path.join(ROOT, "tests", "py"))
+    import torch_dist_worker as W
+    hf = W.hf_state(cfg)
+    m = wt.Manifest(algo="fast", keep_tensors=True)
+    m.add_all(hf.items())
+    for engine, device in (("sglang", "cuda"), ("sglang", "cpu"), ("vllm", "cuda")):
+        got = m.expect("sglang", 2, cfg, engine=engine, device=device)
+        ref = weightsum.expect(hf, "sglang", 2, cfg, engine=engine, device=device,
+                               source="trainer")
+        assert got == ref
+    # a changed element changes the answer of the rank that holds it, and only that one
+    bad = dict(hf)
+    bad["model.layers.0.mlp.down_proj.weight"] = bad["model.layers.0.mlp.down_proj.weight"].clone()
+    bad["model.layers.0.mlp.down_proj.weight"][0, 60] += 1  # column 60: rank 1 of 2
+    other = wt.Manifest(algo="fast").expect("sglang", 2, cfg, tensors=bad)["ranks"]
+    good = m.expect("sglang", 2, cfg)["ranks"]
+    down = "model.layers.0.mlp.down_proj.weight"
+    assert other[0]["checksums"] == good[0]["checksums"]
+    assert other[1]["checksums"][down] != good[1]["checksums"][down]
+    assert {k: v for k, v in other[1]["checksums"].items() if k != down} == \
+        {k: v for k, v in good[1]["checksums"].items() if k != down}
+    with pytest.raises(ValueError, match="keep_tensors"):
+        wt.Manifest().expect("sglang", 2, cfg)
+    with pytest.raises(weightsum.WeightsumError, match="host_copy"):
+        wt.Manifest().expect("sglang", 2, cfg, tensors={"x": torch.empty(2, device="meta")})
