@@ -831,6 +831,17 @@ WS_API const char *ws_checker_key_id(const ws_checker *c);
 WS_API ws_err ws_checker_handle(ws_checker *c, const char *body, size_t len,
                                 char **response_json, int *http_status);
 
+/* The client half of compare_checksum: the request body (JSON, free with ws_free) for what a
+ * trainer holds, text of len bytes named label: a weightsum manifest or sha256sum lines (full HF
+ * tensors; canon applies to lines, and must agree with a manifest's own when canon_given;
+ * algo WS_ALGO_SHA256 or WS_ALGO_FAST picks one when it holds both), a JSON list of per-rank
+ * {engine name: digest} dicts indexed by tp_rank, or a saved "checksum" answer with "ranks".
+ * rank_offset is passed through (always for a list, else when offset_given): the NCCL rank base
+ * of the weight-update group, never an index. Errors name label. */
+WS_API ws_err ws_compare_request(const char *text, size_t len, const char *label, ws_canon canon,
+                                 int canon_given, unsigned algo, long rank_offset,
+                                 int offset_given, char **body, ws_error *err);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Tensors in place: host or CUDA memory, any strides (docs/cuda.md)                            */
 /* ------------------------------------------------------------------------------------------ */
