@@ -6,7 +6,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--config F]\n"
+    "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
     "                        [--force] [--[no-]progress]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"
@@ -78,7 +78,7 @@ static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *l
 int cmd_diff(int argc, char **argv) {
     static const struct option opts[] = {
         {"json", no_argument, 0, 'J'},          {"quiet", no_argument, 0, 'q'},
-        {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'},
+        {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'C'},  {"force", no_argument, 0, 'f'},
         {"status", no_argument, 0, 'S'},        {"progress", no_argument, 0, 'P'},
         {"no-progress", no_argument, 0, 'N'},   {"help", no_argument, 0, 'h'},
