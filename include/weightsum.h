@@ -694,6 +694,14 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
                            ws_canon canon, ws_report *r, ws_error *err);
 
+/* Element-level diff of two checkpoints (`weightsum diff A B`): per tensor of a, match, or a
+ * mismatch naming how many elements differ, the first (flat index, coordinates, both values),
+ * max abs and max ULP difference; shape / dtype findings; tensors only in a (missing) or only
+ * in b (unexpected). Native bits when dtypes agree, canonical bf16 values otherwise. progress
+ * (may be NULL) gets bytes of a done. */
+WS_API ws_err ws_diff_checkpoints(const ws_ckpt *a, const ws_ckpt *b, ws_progress_fn progress,
+                                  void *progress_user, ws_report *r, ws_error *err);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Localisation by region digests (docs/fast-digest.md, "Localisation")                        */
 /* ------------------------------------------------------------------------------------------ */
