@@ -40,6 +40,8 @@ def venv(tmp_path_factory):
     env = {k: v for k, v in os.environ.items()
            if k not in ("WEIGHTSUM_LIB", "WEIGHTSUM_BIN", "PYTHONPATH")}
     env["CMAKE_BUILD_PARALLEL_LEVEL"] = "2"
+    # packaging is under test, not the CUDA backend (tests/py/test_cuda_lib.py): no nvcc pass
+    env["SKBUILD_CMAKE_ARGS"] = "-DWS_CUDA=OFF"
     subprocess.run([sys.executable, "-m", "venv", str(d / "env")], check=True, env=env)
     py = str(d / "env" / "bin" / "python")
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
