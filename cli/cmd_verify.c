@@ -162,7 +162,7 @@ int cmd_verify(int argc, char **argv) {
         cpath = srcpath;
     }
     /* A JSON manifest names its policy; the line form takes --canonical (default bf16). */
-    if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon);
+    if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon, NULL); /* canon: a parsed option */
     else if (canon_given && canon != ws_manifest_canon(expected)) {
         rc = cli_failf("%s: manifest was made with --canonical %s: use --canonical %s (or leave "
                        "it out)", mpath, ws_canon_name(ws_manifest_canon(expected)),

@@ -292,7 +292,8 @@ WS_API const char *ws_manifest_source(const ws_manifest *m);
 /* 0 for a manifest parsed from sha256sum-style lines, which name no canonical policy; such a
  * manifest takes one with ws_manifest_set_canon (the default is bf16). */
 WS_API int ws_manifest_declares_canon(const ws_manifest *m);
-WS_API void ws_manifest_set_canon(ws_manifest *m, ws_canon c);
+/* WS_ERR_ARG for a NULL manifest or an invalid policy (the manifest untouched). */
+WS_API ws_err ws_manifest_set_canon(ws_manifest *m, ws_canon c, ws_error *err);
 
 /* JSON text (NUL-terminated; free with ws_free). */
 WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
@@ -537,7 +538,8 @@ WS_API ws_report *ws_report_new(void);
 WS_API void ws_report_free(ws_report *r);
 /* Copies the strings and holders of f. */
 WS_API ws_err ws_report_add(ws_report *r, const ws_finding *f);
-WS_API void ws_report_count_match(ws_report *r, uint64_t n);
+/* Count n more tensors that matched (saturating). WS_ERR_ARG for a NULL report. */
+WS_API ws_err ws_report_count_match(ws_report *r, uint64_t n);
 WS_API size_t ws_report_count(const ws_report *r);
 WS_API const ws_finding *ws_report_at(const ws_report *r, size_t i);
 WS_API uint64_t ws_report_matched(const ws_report *r);

@@ -67,8 +67,12 @@ ws_err ws_compare_request(const char *text, size_t len, const char *label, ws_ca
     } else {
         ws_manifest *m = NULL;
         if ((rc = ws_manifest_parse(text, len, path, &m, err)) != WS_OK) goto done;
-        if (!ws_manifest_declares_canon(m)) ws_manifest_set_canon(m, canon);
-        else if (canon_given && canon != ws_manifest_canon(m)) {
+        if (!ws_manifest_declares_canon(m)) {
+            if ((rc = ws_manifest_set_canon(m, canon, err)) != WS_OK) {
+                ws_manifest_free(m);
+                goto done;
+            }
+        } else if (canon_given && canon != ws_manifest_canon(m)) {
             rc = wsi_fail(err, WS_ERR_ARG, path, NULL, -1, "manifest was made with --canonical %s",
                           ws_canon_name(ws_manifest_canon(m)));
             ws_manifest_free(m);
