@@ -424,7 +424,8 @@ static bool scale_dim(uint64_t t0, uint64_t n, uint64_t N, uint64_t l0, uint64_t
 
 ws_err wsl_add_scale(ws_layout *l, const wsl_dense *m, uint32_t w) {
     if (!m->fp8) return WS_OK;
-    const ws_local_desc *d = &l->loc[w];
+    /* a copy: adding the scale tensor may move l->loc (ASan caught the stale pointer) */
+    const ws_local_desc dw = l->loc[w], *d = &dw;
     uint64_t bn = m->bn, bk = m->bk;
     uint32_t s;
     if (d->ndim == 3)
