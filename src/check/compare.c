@@ -29,27 +29,32 @@ ws_status wsi_compare_entry(const ws_manifest_entry *e, const ws_manifest_entry 
                  ws_dtype_name(e->canonical_dtype), ws_dtype_name(a->canonical_dtype));
         return WS_DTYPE_DIFFERS;
     }
-    bool compared = false;
+    /* Every digest both sides hold is compared: a manifest whose sha256 is right and whose
+     * fast digest is wrong (or the reverse) contradicts itself, and that is a finding too. */
+    unsigned both = e->digest.algos & a->digest.algos;
+    if (!same_key) both &= ~(unsigned)WS_ALGO_FAST;
+    bool sha_bad = (both & WS_ALGO_SHA256) && memcmp(e->digest.sha256, a->digest.sha256, 32);
+    bool fast_bad = (both & WS_ALGO_FAST) &&
+                    memcmp(&e->digest.fast, &a->digest.fast, sizeof e->digest.fast);
     char he[65], ha[65];
-    if (e->digest.algos & a->digest.algos & WS_ALGO_SHA256) {
-        compared = true;
-        if (memcmp(e->digest.sha256, a->digest.sha256, 32) != 0) {
-            ws_sha256_hex(e->digest.sha256, he);
-            ws_sha256_hex(a->digest.sha256, ha);
-            snprintf(detail, n, "sha256 %s expected, %s found", he, ha);
-            return WS_MISMATCH;
-        }
+    if (sha_bad) {
+        ws_sha256_hex(e->digest.sha256, he);
+        ws_sha256_hex(a->digest.sha256, ha);
+        snprintf(detail, n, "sha256 %s expected, %s found%s", he, ha,
+                 (both & WS_ALGO_FAST) && !fast_bad
+                     ? " (the fast digest matches: the expected digests disagree)"
+                     : "");
+        return WS_MISMATCH;
     }
-    if ((e->digest.algos & a->digest.algos & WS_ALGO_FAST) && same_key) {
-        compared = true;
-        if (memcmp(&e->digest.fast, &a->digest.fast, sizeof e->digest.fast) != 0) {
-            ws_fast_hex(&e->digest.fast, he);
-            ws_fast_hex(&a->digest.fast, ha);
-            snprintf(detail, n, "fast digest %s expected, %s found", he, ha);
-            return WS_MISMATCH;
-        }
+    if (fast_bad) {
+        ws_fast_hex(&e->digest.fast, he);
+        ws_fast_hex(&a->digest.fast, ha);
+        snprintf(detail, n, "fast digest %s expected, %s found%s", he, ha,
+                 both & WS_ALGO_SHA256 ? " (the sha256 matches: the expected digests disagree)"
+                                       : "");
+        return WS_MISMATCH;
     }
-    if (!compared) {
+    if (!both) {
         snprintf(detail, n, "no digest algorithm (and key) in common between the two sides");
         return WS_NOT_COMPARABLE;
     }
