@@ -26,7 +26,9 @@ static const char usage[] =
     "  -o FILE         write the JSON manifest to FILE ('-': stdout); with --json also stdout\n"
     "  -c, --check     verify instead: 'hash -c MANIFEST [CKPT]' is 'verify MANIFEST [CKPT]'\n"
     "  --force         use --layout/--tp even where the dump's weightsum-layout.json differs\n"
-    "Exit: 0 done, 2 trouble. NaN/Inf counts are reported on stderr.\n";
+    "Exit: 0 done; 1 an engine dump with a finding (a stale replica, non-zero padding, a\n"
+    "missing or unexpected tensor: one line each on stderr, the digests still printed);\n"
+    "2 trouble. NaN/Inf counts are reported on stderr.\n";
 
 /* Digests of an engine dump, HF-named; structural problems printed on stderr (exit 1). */
 static int hash_dump(const char *path, const cli_layout_opts *lo, ws_hash_options *opt,

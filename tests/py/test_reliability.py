@@ -78,3 +78,30 @@ def test_declared_algorithms_without_their_digests_and_unknown_version(tmp_path,
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "unknown manifest \"version\"" in lines[0], \
         r.stderr
+
+
+# ---- item 10: hash's exit code 1 is in its help, its man page and the README ----------------
+
+def test_hash_exit_1_on_a_stale_replica_is_documented(tmp_path, run):
+    """Plants: rank 1's copy of the replicated model.norm.weight goes stale in an SGLang TP=2
+    dump. hash prints every digest, names the stale replica and rank on stderr, exits 1; and
+    its --help, docs/weightsum.1 and the README each say what exit 1 means for hash."""
+    from test_layouts import flip1, mutate
+    from conftest import ROOT
+    ckpt, _ = make_model(run, tmp_path, config("qwen2", 2))
+    dump = tmp_path / "dump"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "-o", dump).returncode == 0
+    mutate(dump, 1, lambda t: flip1(t, "model.norm.weight", 5))
+    r = run("hash", dump)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "model.norm.weight: replica_mismatch [model.norm.weight on rank 1]" in r.stderr, \
+        r.stderr
+    assert len(r.stdout.splitlines()) == 1 + 27  # the header line, then every digest
+    help_exit = run("hash", "--help").stdout.split("Exit:", 1)[1]
+    assert "1 an engine dump with a finding (a stale replica" in help_exit, help_exit
+    man = open(os.path.join(ROOT, "docs", "weightsum.1")).read()
+    hash_part = man.split(".B hash \\fICKPT\\fR", 1)[1].split(".B verify \\fIMANIFEST", 1)[0]
+    assert "1 when an engine dump has a finding (a stale replica" in hash_part
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    row = [l for l in readme.splitlines() if l.startswith("| `weightsum hash CKPT")][0]
+    assert "Exit 1 when a dump has a finding (a stale replica" in row
