@@ -102,13 +102,18 @@ static bool replica_detail(void *arg, uint32_t copy, uint32_t twin, char *detail
     snprintf(detail, n,
              "replica %u differs from replica 0 (%s on rank %d): %llu of %llu elements; first at "
              "row %llu, column %llu of %s: %.9g (replica 0) vs %.9g",
-             cp->replica, od->name, od->rank, (unsigned long long)d.differ,
+             cp->replica, wsi_dumpcheck_local_name(c, op->local), od->rank, (unsigned long long)d.differ,
              (unsigned long long)d.compared, (unsigned long long)fr, (unsigned long long)fc,
              hf->name, d.first_a, d.first_b);
     return true;
 }
 
 /* ---- binding ------------------------------------------------------------------------- */
+
+const char *wsi_dumpcheck_local_name(const wsi_dumpcheck *c, uint32_t local) {
+    const wsi_src_tensor *t = c->bound ? c->bound[local] : NULL;
+    return t ? t->name : ws_layout_local(c->l, local)->name;
+}
 
 void wsi_dumpcheck_close(wsi_dumpcheck *c) {
     if (c->plan)

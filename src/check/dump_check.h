@@ -43,6 +43,9 @@ WSI_HIDDEN ws_err wsi_dumpcheck_manifest(wsi_dumpcheck *c, const char *source,
 WSI_HIDDEN ws_err wsi_dumpcheck_read(const wsi_dumpcheck *c, uint32_t local, uint64_t l_at,
                                      uint64_t n, wsi_readbuf *buf, wsi_rect_fn fn, void *ctx,
                                      ws_error *err);
+/* The name under which the dump holds local tensor `local`: the one read (a tied embedding
+ * may be saved as lm_head.weight only), else the layout's. */
+WSI_HIDDEN const char *wsi_dumpcheck_local_name(const wsi_dumpcheck *c, uint32_t local);
 /* Thread-safe report append of a finding with its value fields. */
 WSI_HIDDEN void wsi_dumpcheck_add(wsi_dumpcheck *c, const ws_finding *f);
 /* Thread-safe report append. */

@@ -181,7 +181,8 @@ ws_err ws_side_element(const ws_side *s, const char *tensor, uint64_t i, double 
         *value = ws_element_as_double(ws_canonical_dtype(t->dtype, s->canon), canon, 0);
         wsi_unravel(li, ld->ndim, ld->shape, co);
         wsi_shape_str(ld->ndim, co, cs, sizeof cs);
-        if (where) snprintf(where, where_size, "element %s of %s on rank %d", cs, ld->name, ld->rank);
+        if (where) /* the name the bytes were read under (a tied embedding: lm_head.weight) */
+            snprintf(where, where_size, "element %s of %s on rank %d", cs, t->name, ld->rank);
         return WS_OK;
     }
     return wsi_fail(err, WS_ERR_COVERAGE, NULL, tensor, -1, "no piece holds element %llu", (unsigned long long)i);

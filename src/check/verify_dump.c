@@ -21,8 +21,9 @@ static void holders(const wsi_dumpcheck *v, uint32_t h, char *buf, size_t n, con
     for (size_t i = 0; i < p->n_primary && len < n; i++) {
         const ws_piece *pc = ws_layout_piece(v->l, p->primary[i]);
         const ws_local_desc *ld = ws_layout_local(v->l, pc->local);
+        const char *name = wsi_dumpcheck_local_name(v, pc->local);
         if (i == 0) {
-            *local = ld->name;
+            *local = name;
             *rank = ld->rank;
         } else if (*rank != ld->rank) {
             *rank = -1;
@@ -32,7 +33,7 @@ static void holders(const wsi_dumpcheck *v, uint32_t h, char *buf, size_t n, con
             break;
         }
         len += (size_t)snprintf(buf + len, n - len, "%s%s rows %llu..%llu on rank %d",
-                                i ? "; " : "", ld->name, (unsigned long long)pc->l_row0,
+                                i ? "; " : "", name, (unsigned long long)pc->l_row0,
                                 (unsigned long long)(pc->l_row0 + pc->rows), ld->rank);
     }
 }
@@ -44,7 +45,7 @@ static size_t holder_list(const wsi_dumpcheck *v, uint32_t h, ws_holder *out, si
     for (size_t i = 0; i < p->n_primary && n < max; i++) {
         const ws_piece *pc = ws_layout_piece(v->l, p->primary[i]);
         const ws_local_desc *ld = ws_layout_local(v->l, pc->local);
-        out[n++] = (ws_holder){.local = ld->name, .rank = ld->rank, .row0 = (int64_t)pc->l_row0,
+        out[n++] = (ws_holder){.local = wsi_dumpcheck_local_name(v, pc->local), .rank = ld->rank, .row0 = (int64_t)pc->l_row0,
                                .row1 = (int64_t)(pc->l_row0 + pc->rows)};
     }
     return n;
@@ -160,9 +161,11 @@ static void report_located(wsi_dumpcheck *v, uint32_t h, const locate_ctx *c) {
              "%llu of %llu elements differ; first at %llu %s: %.9g expected, %.9g "
              "found, element %s of %s on rank %d; max abs %.6g, max ulp %llu",
              (unsigned long long)c->d.differ, (unsigned long long)c->d.compared,
-             (unsigned long long)c->d.first, ts, c->d.first_a, c->d.first_b, ls, ld->name,
-             ld->rank, c->d.max_abs, (unsigned long long)c->d.max_ulp);
-    ws_finding f = {.status = WS_MISMATCH, .tensor = hf->name, .local = ld->name,
+             (unsigned long long)c->d.first, ts, c->d.first_a, c->d.first_b, ls,
+             wsi_dumpcheck_local_name(v, pc->local), ld->rank, c->d.max_abs,
+             (unsigned long long)c->d.max_ulp);
+    ws_finding f = {.status = WS_MISMATCH, .tensor = hf->name,
+                    .local = wsi_dumpcheck_local_name(v, pc->local),
                     .rank = ld->rank, .row0 = (int64_t)(c->d.first / c->cols),
                     .row1 = (int64_t)c->row1, .detail = detail};
     wsi_finding_element(&f, c->d.first, hf->ndim, hf->shape, c->d.first_a, c->d.first_b,
@@ -231,7 +234,7 @@ static void locate(wsi_dumpcheck *v, uint32_t h, const ws_ckpt *reference,
             uint64_t row = loc.first / cols, col = loc.first % cols;
             if (row >= pc->t_row0 && row < pc->t_row0 + pc->rows && col >= pc->t_col0 &&
                 col < pc->t_col0 + pc->cols) {
-                local = ws_layout_local(v->l, pc->local)->name;
+                local = wsi_dumpcheck_local_name(v, pc->local);
                 rank = ws_layout_local(v->l, pc->local)->rank;
             }
         }

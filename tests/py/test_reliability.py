@@ -105,3 +105,90 @@ def test_hash_exit_1_on_a_stale_replica_is_documented(tmp_path, run):
     readme = open(os.path.join(ROOT, "README.md")).read()
     row = [l for l in readme.splitlines() if l.startswith("| `weightsum hash CKPT")][0]
     assert "Exit 1 when a dump has a finding (a stale replica" in row
+
+
+# ---- item 9: name the tensor that was read ---------------------------------------------------
+
+def tied_dump(run, d):
+    """A tied Qwen2 (vocab 1000) and its SGLang TP=2 dump; returns ckpt, manifest, dump."""
+    ckpt, man = make_model(run, d, config("qwen2", 2, tied=True))
+    dump = d / "dump"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "-o", dump).returncode == 0
+    return ckpt, man, dump
+
+
+def rewrite(dump, rank, fn):
+    from safetensors.numpy import load_file, save_file
+    p = dump / f"model-rank-{rank}-part-0.safetensors"
+    t = load_file(str(p))
+    fn(t)
+    save_file(t, str(p))
+
+
+@pytest.mark.parametrize("algo", ["sha256", "fast"])
+def test_tied_model_names_the_tensor_read(tmp_path, run, algo):
+    """Plants: a tied model's dump that holds the embedding as lm_head.weight only (as an
+    engine's state_dict may), one element of rank 1's copy flipped. The mismatch line must name
+    lm_head.weight (the tensor read) as the holder, and its digest as "found" must be the
+    digest of exactly those bytes (rebuilt here by numpy and hashed as a plain checkpoint)."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    ckpt, man, dump = tied_dump(run, tmp_path)
+    if algo == "fast":
+        man = tmp_path / "fast.json"
+        assert run("hash", ckpt, "--algo", "fast", "-o", man).returncode == 0
+    emb = "model.embed_tokens.weight"
+
+    def as_lm_head(t, flip=False):
+        a = t.pop(emb).copy()
+        if flip:
+            a.view(np.uint32)[3, 5] ^= np.uint32(1 << 30)
+        t["lm_head.weight"] = a
+    rewrite(dump, 0, as_lm_head)
+    rewrite(dump, 1, lambda t: as_lm_head(t, True))
+    rows = [load_file(str(dump / f"model-rank-{r}-part-0.safetensors"))["lm_head.weight"]
+            for r in (0, 1)]
+    whole = np.concatenate([rows[0], rows[1]])[:1000]  # the vocab padding cut off
+    save_file({emb: whole}, str(tmp_path / "read.safetensors"))
+    h = run("hash", tmp_path / "read.safetensors", "--algo", algo)
+    found = [l.split("  ")[0] for l in h.stdout.splitlines() if l.endswith("  " + emb)][0]
+    r = run("verify", man, dump)
+    assert r.returncode == 1, r.stdout + r.stderr
+    line = r.stdout.splitlines()[0]
+    assert line.startswith(f"{emb}: mismatch [lm_head.weight"), line
+    assert f", {found} found" in line, (line, found)
+    assert "held by lm_head.weight rows 0..512 on rank 0; lm_head.weight rows 0..488 on rank 1" \
+        in line, line
+    assert emb + " rows" not in line, line
+    f = json.loads(run("verify", man, dump, "--json").stdout)["findings"]
+    assert len(f) == 1 and f[0]["tensor"] == emb and f[0]["local"] == "lm_head.weight", f
+    assert f[0]["found"] == found
+    assert {x["local"] for x in f[0]["held_by"]} == {"lm_head.weight"}, f[0]
+    # --locate and diff name it too, with its rank and element
+    r = run("verify", man, dump, "--locate", ckpt)
+    assert "[lm_head.weight on rank 1]" in r.stdout and "element [3, 5] of lm_head.weight on " \
+        "rank 1" in r.stdout, r.stdout
+    r = run("diff", ckpt, dump)
+    assert r.returncode == 1 and "[lm_head.weight on rank 1]" in r.stdout and \
+        "element [3, 5] of lm_head.weight on rank 1" in r.stdout, r.stdout
+
+
+def test_tied_model_both_names_lm_head_stale(tmp_path, run):
+    """Plants: the dump holds both model.embed_tokens.weight and lm_head.weight (one tied
+    tensor under two names), only lm_head's copy on rank 1 corrupted. The finding names
+    lm_head.weight on rank 1 (the name whose bytes differ), never the embedding's bytes."""
+    import numpy as np
+    ckpt, man, dump = tied_dump(run, tmp_path)
+    emb = "model.embed_tokens.weight"
+    for rank in (0, 1):
+        def add(t, rank=rank):
+            t["lm_head.weight"] = t[emb].copy()
+            if rank == 1:
+                t["lm_head.weight"].view(np.uint32)[3, 5] ^= np.uint32(1 << 30)
+        rewrite(dump, rank, add)
+    for args in (("verify", man, dump), ("diff", ckpt, dump)):
+        r = run(*args)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"{emb}: replica_mismatch [lm_head.weight on rank 1]" in r.stdout, r.stdout
+        assert "'lm_head.weight' and 'model.embed_tokens.weight' are one tied tensor but " \
+            "differ" in r.stdout
