@@ -54,6 +54,8 @@ typedef enum cli_verbosity {
 } cli_verbosity;
 /* Print r: JSON (--json), or a line per finding and a summary as v says; expected (may be
  * NULL) names the tensors for the OK lines of CLI_VERBOSE. Returns the exit code. */
+/* The report's warnings on stderr, one "weightsum: warning: WHAT: ..." line each. */
+void cli_print_warnings(const ws_report *r, const char *what);
 int cli_print_report(const ws_report *r, bool json, cli_verbosity v, const char *what,
                      const ws_manifest *expected);
 

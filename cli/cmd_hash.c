@@ -42,6 +42,7 @@ static int hash_dump(const char *path, const cli_layout_opts *lo, ws_hash_option
     else if ((rc = cli_open_layout(lo, path, d, &l)) == EXIT_MATCH &&
              ws_hash_dump(l, d, opt, path, out, r, &err) != WS_OK)
         rc = cli_fail(&err);
+    if (rc == EXIT_MATCH) cli_print_warnings(r, path);
     for (size_t i = 0; rc == EXIT_MATCH && i < ws_report_count(r); i++) {
         fprintf(stderr, "weightsum: %s: ", path);
         cli_print_finding(stderr, ws_report_at(r, i));

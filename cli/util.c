@@ -170,8 +170,14 @@ static bool has_finding(const ws_report *r, const char *name) {
     return false;
 }
 
+void cli_print_warnings(const ws_report *r, const char *what) {
+    for (size_t i = 0; i < ws_report_warning_count(r); i++)
+        fprintf(stderr, "weightsum: warning: %s: %s\n", what, ws_report_warning_at(r, i)->detail);
+}
+
 int cli_print_report(const ws_report *r, bool json, cli_verbosity v, const char *what,
                      const ws_manifest *expected) {
+    if (v >= CLI_QUIET) cli_print_warnings(r, what); /* stderr, with --json too */
     if (json) {
         char *text = NULL;
         ws_error err;

@@ -545,10 +545,24 @@ WS_API const ws_finding *ws_report_at(const ws_report *r, size_t i);
 WS_API uint64_t ws_report_matched(const ws_report *r);
 /* 1 when the report holds no finding. */
 WS_API int ws_report_ok(const ws_report *r);
+/* A caveat about a check that is no finding (the verdict and exit code stay as they are):
+ * kind names the class ("ignored_rank_files", "low_bits_unchecked"), detail is one line,
+ * names the files or tensors it is about (count of them: nnames). */
+typedef struct ws_warning {
+    const char *kind;
+    const char *detail;
+    size_t nnames;
+    const char *const *names;
+} ws_warning;
+/* Copies w; WS_ERR_ARG for a NULL argument or a warning without kind or detail. */
+WS_API ws_err ws_report_warn(ws_report *r, const ws_warning *w);
+WS_API size_t ws_report_warning_count(const ws_report *r);
+WS_API const ws_warning *ws_report_warning_at(const ws_report *r, size_t i);
 /* {"format":"weightsum-report","version":1,"ok":bool,"matched":n,"counts":{status:n},
  *  "findings":[{status,tensor,local,rank,rows,detail, and the values present: algorithm,
  *  expected,found, element:{index,coords,expected,found}, differ, held_by:[{local,rank,rows}],
- *  ranks}]} (docs/json.md; fields are only ever added within a version). */
+ *  ranks}], and when there are any "warnings":[{kind,detail,count,names}]} (docs/json.md;
+ *  fields are only ever added within a version). */
 WS_API ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err);
 /*
  * The report as one self-contained HTML page (inline CSS; no script, nothing fetched): a grid
@@ -607,7 +621,8 @@ WS_API ws_err ws_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_t *
  * vLLM and SGLang; weightsum writes Megatron ranks the same way), engine tensor names. */
 typedef struct ws_dump ws_dump;
 
-/* 1 when dir holds at least one model-rank-*-part-*.safetensors file. */
+/* 1 when dir holds at least one model-rank-{rank}-part-*.safetensors file, or a file that
+ * only looks like one (ws_dump_ignored; ws_dump_open then says why it holds no rank file). */
 WS_API int ws_dump_detect(const char *dir);
 /* Open every rank file (each validated as a checkpoint). A rank with no file is allowed here
  * (ws_dump_rank gives NULL) so that verify can name it. */
@@ -622,6 +637,11 @@ WS_API int ws_dump_tp(const ws_dump *d);
 /* weightsum-layout.json's "ep" / "pp", or 0 when it names none. */
 WS_API int ws_dump_ep(const ws_dump *d);
 WS_API int ws_dump_pp(const ws_dump *d);
+/* Files of the directory that look like rank files (they start "model-rank-") but that
+ * vLLM's and SGLang's loaders, globbing model-rank-{rank}-part-*.safetensors, never load
+ * ("model-rank-00-part-0.safetensors"): not read; sorted; i in [0, count). */
+WS_API size_t ws_dump_ignored_count(const ws_dump *d);
+WS_API const char *ws_dump_ignored(const ws_dump *d, size_t i);
 
 /* Flags of ws_dump_layout_open / ws_dump_fits_layout. */
 #define WS_LAYOUT_FORCE 1u /* family / tp given win over a disagreeing weightsum-layout.json */

@@ -128,6 +128,36 @@ void wsi_dumpcheck_close(wsi_dumpcheck *c) {
     memset(c, 0, sizeof *c);
 }
 
+/* Files that look like rank files but that the engines never load: a warning naming them. */
+static ws_err warn_ignored(const ws_dump *d, ws_report *r, ws_error *err) {
+    size_t n = ws_dump_ignored_count(d);
+    const char **names = calloc(n, sizeof *names);
+    if (!names) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    char line[1024];
+    size_t len = (size_t)snprintf(line, sizeof line,
+                                  "%zu %s like %s but vLLM and SGLang would never load %s "
+                                  "(their loaders glob model-rank-{rank}-part-*.safetensors, the "
+                                  "rank without leading zeros), so neither does this check:",
+                                  n, n == 1 ? "file looks" : "files look",
+                                  n == 1 ? "a rank file" : "rank files", n == 1 ? "it" : "them");
+    for (size_t i = 0; i < n; i++) {
+        names[i] = ws_dump_ignored(d, i);
+        if (len < sizeof line) {
+            if (i == 4 && n > 5) {
+                len += (size_t)snprintf(line + len, sizeof line - len, " and %zu more", n - 4);
+                len = sizeof line;
+            } else {
+                len += (size_t)snprintf(line + len, sizeof line - len, "%s %s", i ? "," : "",
+                                        names[i]);
+            }
+        }
+    }
+    ws_warning w = {.kind = "ignored_rank_files", .detail = line, .nnames = n, .names = names};
+    ws_err rc = ws_report_warn(r, &w);
+    free(names);
+    return rc == WS_OK ? WS_OK : wsi_fail(err, rc, NULL, NULL, -1, "out of memory");
+}
+
 ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d,
                           const ws_hash_options *opt, ws_report *r, ws_error *err) {
     memset(c, 0, sizeof *c);
@@ -149,6 +179,7 @@ ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d
         c->key = c->own_key;
     }
     if (rc == WS_OK) rc = ws_plan_create(l, &c->plan, err);
+    if (rc == WS_OK && r && ws_dump_ignored_count(d)) rc = warn_ignored(d, r, err);
     if (rc != WS_OK) return rc;
     int tp = c->plan->tp;
     c->src = calloc((size_t)tp + 1, sizeof *c->src);

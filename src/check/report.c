@@ -10,6 +10,8 @@ struct ws_report {
     ws_finding *items;
     size_t count, cap;
     uint64_t matched;
+    ws_warning *warn;
+    size_t nwarn;
 };
 
 static const char *const status_names[WS_STATUS__COUNT] = {
@@ -34,9 +36,18 @@ static void finding_free(ws_finding *f) {
     free((ws_holder *)f->holders);
 }
 
+static void warning_free(ws_warning *w) {
+    free((char *)w->kind);
+    free((char *)w->detail);
+    for (size_t k = 0; w->names && k < w->nnames; k++) free((char *)w->names[k]);
+    free((char **)w->names);
+}
+
 void ws_report_free(ws_report *r) {
     if (!r) return;
     for (size_t i = 0; i < r->count; i++) finding_free(&r->items[i]);
+    for (size_t i = 0; i < r->nwarn; i++) warning_free(&r->warn[i]);
+    free(r->warn);
     free(r->items);
     free(r);
 }
@@ -81,6 +92,31 @@ ws_err ws_report_add(ws_report *r, const ws_finding *f) {
     }
     r->items[r->count++] = c;
     return WS_OK;
+}
+
+ws_err ws_report_warn(ws_report *r, const ws_warning *w) {
+    if (!r || !w || !w->kind || !w->detail || (w->nnames && !w->names)) return WS_ERR_ARG;
+    ws_warning *g = realloc(r->warn, (r->nwarn + 1) * sizeof *g);
+    if (!g) return WS_ERR_NOMEM;
+    r->warn = g;
+    ws_warning c = {.kind = wsi_strdup(w->kind), .detail = wsi_strdup(w->detail)};
+    const char **names = w->nnames ? calloc(w->nnames, sizeof *names) : NULL;
+    bool ok = c.kind && c.detail && (!w->nnames || names);
+    c.names = names;
+    for (size_t k = 0; ok && k < w->nnames; k++) {
+        ok = copy_str(&names[k], w->names[k] ? w->names[k] : "");
+        c.nnames = k + 1;
+    }
+    if (!ok) {
+        warning_free(&c);
+        return WS_ERR_NOMEM;
+    }
+    r->warn[r->nwarn++] = c;
+    return WS_OK;
+}
+size_t ws_report_warning_count(const ws_report *r) { return r ? r->nwarn : 0; }
+const ws_warning *ws_report_warning_at(const ws_report *r, size_t i) {
+    return r && i < r->nwarn ? &r->warn[i] : NULL;
 }
 
 ws_err ws_report_count_match(ws_report *r, uint64_t n) {
@@ -153,6 +189,19 @@ ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err) {
         if (n[s]) json_object_set_new(counts, ws_status_name((ws_status)s), json_integer((json_int_t)n[s]));
     json_object_set_new(root, "counts", counts);
     json_object_set_new(root, "findings", arr);
+    if (r->nwarn) { /* only when there are any: reports without keep their exact form */
+        json_t *wa = json_array();
+        for (size_t i = 0; i < r->nwarn; i++) {
+            const ws_warning *w = &r->warn[i];
+            json_t *names = json_array();
+            for (size_t k = 0; k < w->nnames; k++)
+                json_array_append_new(names, json_string(w->names[k]));
+            json_array_append_new(wa, json_pack("{s:s, s:s, s:I, s:o}", "kind", w->kind,
+                                                "detail", w->detail, "count",
+                                                (json_int_t)w->nnames, "names", names));
+        }
+        json_object_set_new(root, "warnings", wa);
+    }
     *out = json_dumps(root, JSON_INDENT(1));
     json_decref(root);
     return *out ? WS_OK : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");

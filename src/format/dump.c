@@ -9,9 +9,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #define MAX_RANKS 4096
@@ -19,16 +21,43 @@
 struct ws_dump {
     int nranks;
     ws_ckpt **ranks; /* NULL where a rank has no file */
+    char **ignored;  /* names that look like rank files but that the engines never load */
+    size_t nignored;
     char family[32];
     int tp;          /* from weightsum-layout.json, 0 when absent */
     int ep, pp;      /* from weightsum-layout.json ("ep", "pp"), 0 when absent */
 };
 
-/* "model-rank-R-part-P.safetensors" -> R, P; false for other names. */
-static bool parse_name(const char *s, long *rank, long *part) {
-    int n = 0;
-    if (sscanf(s, "model-rank-%ld-part-%ld.safetensors%n", rank, part, &n) != 2) return false;
-    return s[n] == 0 && *rank >= 0 && *part >= 0;
+/* A rank file exactly as vLLM's and SGLang's ShardedStateLoader find rank r's files:
+ * glob("model-rank-{r}-part-*.safetensors") with r formatted by Python ("%d": no sign, no
+ * leading zero), '*' any run of characters, the empty one too. So "model-rank-00-part-0" is
+ * no rank file and "model-rank-0-part-x" one of rank 0, part "x". *part points into s. */
+static bool parse_name(const char *s, long *rank, const char **part, size_t *part_len) {
+    static const char head[] = "model-rank-", mid[] = "-part-", tail[] = ".safetensors";
+    if (strncmp(s, head, sizeof head - 1) != 0) return false;
+    const char *p = s + sizeof head - 1, *q = p;
+    while (*q >= '0' && *q <= '9') q++;
+    size_t digits = (size_t)(q - p);
+    if (digits == 0 || (digits > 1 && p[0] == '0')) return false;
+    if (strncmp(q, mid, sizeof mid - 1) != 0) return false;
+    const char *pt = q + sizeof mid - 1;
+    size_t rest = strlen(pt);
+    if (rest < sizeof tail - 1 || strcmp(pt + rest - (sizeof tail - 1), tail) != 0) return false;
+    /* a rank this long is above any limit: keep it so, without overflow */
+    *rank = digits > 9 ? LONG_MAX : strtol(p, NULL, 10);
+    *part = pt;
+    *part_len = rest - (sizeof tail - 1);
+    return true;
+}
+
+/* A name a person (or a script) meant as a rank file, that the engines' glob never matches:
+ * it starts like one, in any case ("model-rank-00-part-0.safetensors", "model-rank-1.safetensors",
+ * "model-rank-0-part-0.safetensors.tmp"). */
+static bool looks_like_rank_file(const char *s) {
+    long r;
+    const char *pt;
+    size_t pl;
+    return strncasecmp(s, "model-rank-", 11) == 0 && !parse_name(s, &r, &pt, &pl);
 }
 
 int ws_dump_detect(const char *dir) {
@@ -36,8 +65,13 @@ int ws_dump_detect(const char *dir) {
     if (!d) return 0;
     struct dirent *de;
     int found = 0;
-    long r, p;
-    while (!found && (de = readdir(d))) found = parse_name(de->d_name, &r, &p);
+    long r;
+    const char *pt;
+    size_t pl;
+    /* a look-alike counts: opening the directory as a dump then says what the engines would
+     * not load, where hashing it as a plain checkpoint would check what no engine holds */
+    while (!found && (de = readdir(d)))
+        found = parse_name(de->d_name, &r, &pt, &pl) || looks_like_rank_file(de->d_name);
     closedir(d);
     return found;
 }
@@ -45,6 +79,8 @@ int ws_dump_detect(const char *dir) {
 void ws_dump_free(ws_dump *d) {
     if (!d) return;
     for (int r = 0; r < d->nranks; r++) ws_ckpt_free(d->ranks[r]);
+    for (size_t i = 0; i < d->nignored; i++) free(d->ignored[i]);
+    free(d->ignored);
     free(d->ranks);
     free(d);
 }
@@ -57,16 +93,56 @@ const char *ws_dump_family(const ws_dump *d) { return d && d->family[0] ? d->fam
 int ws_dump_tp(const ws_dump *d) { return d ? d->tp : 0; }
 int ws_dump_ep(const ws_dump *d) { return d ? d->ep : 0; }
 int ws_dump_pp(const ws_dump *d) { return d ? d->pp : 0; }
+size_t ws_dump_ignored_count(const ws_dump *d) { return d ? d->nignored : 0; }
+const char *ws_dump_ignored(const ws_dump *d, size_t i) {
+    return d && i < d->nignored ? d->ignored[i] : NULL;
+}
 
 typedef struct entry {
-    long rank, part;
+    long rank;
+    const char *part; /* into path */
+    size_t part_len;
     char *path;
 } entry;
 
+static bool all_digits(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return false;
+    return n > 0;
+}
+
+/* By rank, then part: numbers in numeric order first, then other parts by bytes. */
 static int cmp_entry(const void *a, const void *b) {
     const entry *x = a, *y = b;
     if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
-    return x->part < y->part ? -1 : x->part > y->part;
+    bool nx = all_digits(x->part, x->part_len), ny = all_digits(y->part, y->part_len);
+    if (nx != ny) return nx ? -1 : 1;
+    if (nx) { /* "007" and "7" both: their value, then their spelling */
+        const char *px = x->part, *py = y->part;
+        size_t lx = x->part_len, ly = y->part_len;
+        while (lx > 1 && *px == '0') px++, lx--;
+        while (ly > 1 && *py == '0') py++, ly--;
+        if (lx != ly) return lx < ly ? -1 : 1;
+        int c = memcmp(px, py, lx);
+        if (c) return c;
+    }
+    size_t m = x->part_len < y->part_len ? x->part_len : y->part_len;
+    int c = memcmp(x->part, y->part, m);
+    return c ? c : (x->part_len > y->part_len) - (x->part_len < y->part_len);
+}
+
+static ws_err note_ignored(ws_dump *d, const char *dir, const char *name, ws_error *err) {
+    char **g = realloc(d->ignored, (d->nignored + 1) * sizeof *g);
+    if (!g) return wsi_fail(err, WS_ERR_NOMEM, dir, NULL, -1, "out of memory");
+    d->ignored = g;
+    if (!(g[d->nignored] = wsi_strdup(name)))
+        return wsi_fail(err, WS_ERR_NOMEM, dir, NULL, -1, "out of memory");
+    d->nignored++;
+    return WS_OK;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static ws_err read_hint(ws_dump *d, const char *dir, ws_error *err) {
@@ -112,9 +188,16 @@ ws_err ws_dump_open(const char *dir, ws_dump **out, ws_error *err) {
     size_t n = 0, cap = 0;
     ws_err rc = WS_OK;
     struct dirent *de;
+    ws_dump lookalikes = {0}; /* names the engines would ignore, kept for the warning */
     while ((de = readdir(dh)) && rc == WS_OK) {
-        long r, p;
-        if (!parse_name(de->d_name, &r, &p)) continue;
+        long r;
+        const char *pt;
+        size_t pl;
+        if (!parse_name(de->d_name, &r, &pt, &pl)) {
+            if (looks_like_rank_file(de->d_name))
+                rc = note_ignored(&lookalikes, dir, de->d_name, err);
+            continue;
+        }
         if (r >= MAX_RANKS) {
             rc = wsi_fail(err, WS_ERR_LIMIT, dir, NULL, -1, "%s: rank above %d", de->d_name,
                           MAX_RANKS - 1);
@@ -137,14 +220,21 @@ ws_err ws_dump_open(const char *dir, ws_dump **out, ws_error *err) {
         }
         snprintf(ents[n].path, len, "%s/%s", dir, de->d_name);
         ents[n].rank = r;
-        ents[n].part = p;
+        ents[n].part = ents[n].path + strlen(dir) + 1 + (size_t)(pt - de->d_name);
+        ents[n].part_len = pl;
         n++;
     }
     closedir(dh);
     ws_dump *d = NULL;
     if (rc == WS_OK && n == 0)
-        rc = wsi_fail(err, WS_ERR_NOTFOUND, dir, NULL, -1,
-                      "no model-rank-{rank}-part-{part}.safetensors files");
+        rc = lookalikes.nignored
+                 ? wsi_fail(err, WS_ERR_NOTFOUND, dir, NULL, -1,
+                            "no rank file as the engines find them (model-rank-{rank}-part-*"
+                            ".safetensors, the rank without leading zeros): %s%s looks like "
+                            "one but would never be loaded", lookalikes.ignored[0],
+                            lookalikes.nignored > 1 ? " (and others)" : "")
+                 : wsi_fail(err, WS_ERR_NOTFOUND, dir, NULL, -1,
+                            "no model-rank-{rank}-part-{part}.safetensors files");
     if (rc == WS_OK) {
         qsort(ents, n, sizeof *ents, cmp_entry);
         d = calloc(1, sizeof *d);
@@ -153,6 +243,13 @@ ws_err ws_dump_open(const char *dir, ws_dump **out, ws_error *err) {
             d->ranks = calloc((size_t)d->nranks, sizeof *d->ranks);
         }
         if (!d || !d->ranks) rc = wsi_fail(err, WS_ERR_NOMEM, dir, NULL, -1, "out of memory");
+        if (rc == WS_OK) { /* readdir's order is the file system's: sort for stable output */
+            qsort(lookalikes.ignored, lookalikes.nignored, sizeof *lookalikes.ignored, cmp_str);
+            d->ignored = lookalikes.ignored;
+            d->nignored = lookalikes.nignored;
+            lookalikes.ignored = NULL;
+            lookalikes.nignored = 0;
+        }
     }
     for (size_t i = 0; i < n && rc == WS_OK;) {
         size_t j = i;
@@ -170,6 +267,8 @@ ws_err ws_dump_open(const char *dir, ws_dump **out, ws_error *err) {
     if (rc == WS_OK) rc = read_hint(d, dir, err);
     for (size_t i = 0; i < n; i++) free(ents[i].path);
     free(ents);
+    for (size_t i = 0; i < lookalikes.nignored; i++) free(lookalikes.ignored[i]);
+    free(lookalikes.ignored);
     if (rc != WS_OK) {
         ws_dump_free(d);
         return rc;

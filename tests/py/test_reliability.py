@@ -192,3 +192,52 @@ def test_tied_model_both_names_lm_head_stale(tmp_path, run):
         assert f"{emb}: replica_mismatch [lm_head.weight on rank 1]" in r.stdout, r.stdout
         assert "'lm_head.weight' and 'model.embed_tokens.weight' are one tied tensor but " \
             "differ" in r.stdout
+
+
+# ---- item 8: rank files as the engines find them ---------------------------------------------
+
+def test_rank_files_as_the_engines_glob_them(tmp_path, run):
+    """vLLM's and SGLang's ShardedStateLoader load rank r from
+    glob("model-rank-{r}-part-*.safetensors"), r without leading zeros. Plants: (1) rank 1's
+    file renamed model-rank-1-part-x.safetensors (the engine loads it: must verify OK);
+    (2) rank 0's file renamed model-rank-00-part-0.safetensors (the engine never loads it:
+    rank 0 is missing, exit 1, and the file is named in a warning, on stderr and in JSON);
+    (3) only look-alikes: exit 2 in one line naming one."""
+    import shutil
+    ckpt, man = make_model(run, tmp_path, config("qwen2", 2))
+    dump = tmp_path / "dump"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "-o", dump).returncode == 0
+    r0, r1 = dump / "model-rank-0-part-0.safetensors", dump / "model-rank-1-part-0.safetensors"
+    os.rename(r1, dump / "model-rank-1-part-x.safetensors")
+    os.rename(r0, dump / "model-rank-0-part-.safetensors")  # '*' matches the empty part too
+    for args in (("verify", man, dump), ("hash", dump), ("diff", ckpt, dump)):
+        r = run(*args)
+        assert r.returncode == 0, (args, r.stdout + r.stderr)
+        assert "warning" not in r.stderr
+    os.rename(dump / "model-rank-0-part-.safetensors", dump / "model-rank-00-part-0.safetensors")
+    shutil.copy(dump / "model-rank-1-part-x.safetensors", dump / "Model-Rank-1-part-0.safetensors")
+    want = ("2 files look like rank files but vLLM and SGLang would never load them (their "
+            "loaders glob model-rank-{rank}-part-*.safetensors, the rank without leading zeros), "
+            "so neither does this check: Model-Rank-1-part-0.safetensors, "
+            "model-rank-00-part-0.safetensors")
+    for args in (("verify", man, dump), ("hash", dump), ("diff", ckpt, dump)):
+        r = run(*args)
+        assert r.returncode == 1, (args, r.stdout + r.stderr)
+        what = "diff" if args[0] == "diff" else dump  # diff's summary names itself
+        assert f"weightsum: warning: {what}: {want}\n" in r.stderr, r.stderr
+        assert "rank 0" in r.stdout + r.stderr and "missing" in r.stdout + r.stderr, \
+            r.stdout + r.stderr
+    j = run("verify", man, dump, "--json")
+    assert j.returncode == 1
+    doc = json.loads(j.stdout)
+    assert doc["warnings"] == [{"kind": "ignored_rank_files", "detail": want, "count": 2,
+                                "names": ["Model-Rank-1-part-0.safetensors",
+                                          "model-rank-00-part-0.safetensors"]}], doc
+    assert any(f["status"] == "missing" and f.get("rank") == 0 for f in doc["findings"]), doc
+    only = tmp_path / "only"
+    only.mkdir()
+    shutil.copy(dump / "model-rank-00-part-0.safetensors", only)
+    r = run("hash", only)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "model-rank-00-part-0.safetensors looks like one but would never be loaded" in lines[0]
