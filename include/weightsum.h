@@ -830,6 +830,48 @@ WS_API ws_err ws_checker_handle(ws_checker *c, const char *body, size_t len,
                                 char **response_json, int *http_status);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Tensors in place: host or CUDA memory, any strides (docs/cuda.md)                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A tensor where it lies: element (i0, ..., ik) at data + sum(i_d * strides[d]) * dtype size.
+ * strides in elements (NULL: C-contiguous; negative strides are refused); device -1 for host
+ * memory, >= 0 for memory of that CUDA device (read through libweightsum_cuda.so, loaded on
+ * first use; WS_ERR_NOTFOUND naming what was tried when it is absent). */
+typedef struct ws_view {
+    const char *name; /* for messages; may be NULL */
+    ws_dtype dtype;
+    int ndim;         /* 0 .. WS_MAX_DIMS */
+    const uint64_t *shape;
+    const int64_t *strides;
+    const void *data;
+    int device;
+} ws_view;
+
+/* Digests (algos) of n tensors' canonical bytes in C order, as ws_digest_buffer gives for the
+ * contiguous copy, without copying: CUDA tensors' fast digests in one launch, their SHA-256
+ * through pinned staging on `threads` CPU threads (<= 0: all cores); host tensors read in
+ * place. stream: the cudaStream_t the data is ready on (NULL: the legacy default stream).
+ * out[i], stats[i] (stats may be NULL) for v[i]. */
+WS_API ws_err ws_digest_views(const ws_view *v, size_t n, ws_canon c, unsigned algos,
+                              const ws_fastkey *key, void *stream, int threads, ws_digest *out,
+                              ws_value_stats *stats, ws_error *err);
+/* SGLang's gpu_tensor_hash (ws_sglang_hash, WS_SGLANG_CUDA) of n tensors' bytes in C order,
+ * without copying; CUDA tensors in one launch. */
+WS_API ws_err ws_sglang_hash_views(const ws_view *v, size_t n, void *stream, uint64_t *out,
+                                   ws_error *err);
+/* The values SGLang's gpu_tensor_hash gives for rank `rank`'s local tensors of layout l, from
+ * the HF tensors alone (hf[i] is HF tensor i of the layout, C-contiguous, on one CUDA device or
+ * all on the host; unused ones may have NULL data), without building the shards: the local
+ * tensors hold engine_dtype (HF floats cast to it canonically when it is BF16), padding zero.
+ * out[k] for the rank's k-th local tensor in ws_layout_local order; n_out must be their count. */
+WS_API ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf,
+                                     size_t n_hf, ws_dtype engine_dtype, void *stream,
+                                     uint64_t *out, size_t n_out, ws_error *err);
+/* Bytes the CUDA backend holds between calls (staging buffers, descriptors); 0, 0 when it was
+ * never loaded. */
+WS_API ws_err ws_device_memory(uint64_t *device_bytes, uint64_t *host_bytes, ws_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Checking an unmodified engine: predict every rank's "checksum" answer (docs/http.md)        */
 /* ------------------------------------------------------------------------------------------ */
 

@@ -12,6 +12,7 @@ install(PROGRAMS $<TARGET_FILE:weightsum_cli> DESTINATION weightsum/bin COMPONEN
 # The CUDA backend (cuda/), when this build has one: loaded by the library on first use of a
 # device buffer, from beside libweightsum.so.
 if(TARGET weightsum_cuda)
+  add_dependencies(python_wheel weightsum_cuda)
   install(FILES $<TARGET_FILE:weightsum_cuda> DESTINATION weightsum RENAME libweightsum_cuda.so
           COMPONENT python)
 endif()

@@ -3,7 +3,8 @@
 sha256_tensor(x) equals
 hashlib.sha256(t.to(torch.bfloat16).contiguous().view(torch.uint8).numpy()).hexdigest()
 for floating x (canonical "bf16"; "native" hashes the stored bytes), computed by the library's
-own cast and digest. Torch tensors on another device are copied to the CPU first.
+own cast and digest. Torch tensors (CUDA ones included) and numpy arrays are read in place,
+whatever their strides (weightsum.cuda).
 """
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ def _buffer(x: Any) -> Tuple[int, int, Tuple[int, ...], Any]:
 def _digest(x: Any, canonical: str, algos: int, key: Any) -> _Digest:
     if canonical not in CANON:
         raise ValueError("canonical must be 'bf16' or 'native'")
+    if _is_torch(x) or type(x).__module__.split(".")[0] == "numpy":
+        from .cuda import digest_one  # in place: CUDA/CPU tensors, numpy arrays, any strides
+        return digest_one(x, canonical, algos, key)
     code, ptr, shape, keep = _buffer(x)
     numel = 1
     for n in shape:

@@ -50,7 +50,7 @@ def test_progress_line_and_wipe(tmp_path, ws_bin):
     ckpt = tmp_path / "big.safetensors"
     big_checkpoint(ckpt, 64)
     rc, out, term = run_on_pty([ws_bin, "hash", str(ckpt), "-j", "1"])
-    assert rc == 0 and len([l for l in out.splitlines() if not l.startswith("#")]) == 8
+    assert rc == 0 and len([l for l in out.splitlines() if not l.startswith('#')]) == 8
     assert "ETA" in term and "/s" in term and "MB" in term and "%" in term, repr(term)
     assert term.endswith(WIPE), repr(term[-200:])
     # not a terminal: no progress at all

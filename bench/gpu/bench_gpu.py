@@ -1,0 +1,179 @@
+"""GPU benchmark of the CUDA backend (issue 11), run on one H200:
+Qwen2.5-3B-shaped tensors (434, bf16, then fp32), timed in one run against the Miles checker's
+method (copy each tensor to the CPU, hashlib) and SGLang's own gpu_tensor_hash (per tensor).
+
+  PYTHONPATH=python:tests/gpu WEIGHTSUM_LIB=build/libweightsum.so python3 bench/gpu/bench_gpu.py
+
+Every timed answer is also checked: SHA-256 against hashlib, the SGLang batch against SGLang's
+per-tensor calls, the predicted TP=2 answers against SGLang's hash of the real shards.
+Times: median of repeated runs after a warm-up (CUDA synchronised; wall clock)."""
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import weightsum
+from gpu_common import QWEN25_3B, Layout, sglang_gpu_tensor_hash
+from weightsum.cuda import Batch, device_memory
+
+OUT = os.environ.get("OUT", ".")
+rows = []
+log = open(os.path.join(OUT, "bench_gpu.log"), "w")
+
+
+def say(*a):
+    s = " ".join(str(x) for x in a)
+    print(s, flush=True)
+    log.write(s + "\n")
+    log.flush()
+
+
+def timeit(fn, reps, warm=1):
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        r = fn()
+        torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), min(ts), r
+
+
+def row(what, seconds, note=""):
+    rows.append((what, seconds, note))
+    say(f"{what:<62} {seconds * 1e3:11.3f} ms  {note}")
+
+
+def main():
+    dev = torch.cuda.get_device_name()
+    say(f"device: {dev}; torch {torch.__version__}; CPUs {os.cpu_count()}")
+    lay = Layout(QWEN25_3B, "sglang", 2)
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(11)
+    free_start = torch.cuda.mem_get_info()[0]
+    hf_names, hf = [], []
+    for name, shape, tied in lay.hf_shapes():
+        hf_names.append(name)
+        if tied:  # tied: no tensor of its own (lm_head -> embed); placeholder, never read
+            hf.append(None)
+            continue
+        hf.append((torch.randn(shape, device="cuda", generator=gen) * 0.02).to(torch.bfloat16))
+    for i, t in enumerate(hf):
+        if t is None:
+            hf[i] = hf[hf_names.index(lay.hf[i].tied_to.decode())]
+    tensors = {n: t for n, t, d in zip(hf_names, hf, lay.hf) if not d.tied_to}
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    say(f"tensors: {len(tensors)}, {nbytes / 1e9:.3f} GB bf16")
+    torch.cuda.synchronize()
+    free_tensors = torch.cuda.mem_get_info()[0]
+    sgl = sglang_gpu_tensor_hash()
+    names = list(tensors)
+    tl = [tensors[n] for n in names]
+
+    # --- fast digest of every tensor: one launch ---
+    med, mn, fast = timeit(lambda: weightsum.fast_tensors(tl), 20, 3)
+    row("fast digest, all tensors (bf16), one batch call", med,
+        f"min {mn * 1e3:.3f} ms; {nbytes / med / 1e12:.2f} TB/s")
+    med, mn, _ = timeit(lambda: Batch(tl), 20, 3)
+    row("  of which: packing 434 tensors' descriptors in Python", med, f"min {mn * 1e3:.3f} ms")
+    bt = Batch(tl)
+    med, mn, fast_b = timeit(lambda: weightsum.fast_tensors(bt), 50, 5)
+    row("fast digest, all tensors (bf16), descriptors packed once", med,
+        f"min {mn * 1e3:.3f} ms; {nbytes / med / 1e12:.2f} TB/s")
+    assert fast_b == fast
+    for i in (0, 1, len(tl) - 1):  # spot check against the CPU path
+        assert fast[i] == weightsum.fast_tensor(tl[i].cpu()), names[i]
+
+    # --- SHA-256 of every tensor ---
+    med, mn, sha = timeit(lambda: weightsum.sha256_tensors(tl), 3, 1)
+    row("SHA-256, all tensors (bf16): GPU staging + CPU threads", med,
+        f"min {mn * 1e3:.1f} ms; {nbytes / med / 1e9:.1f} GB/s")
+
+    # --- the Miles checker's method: copy to the CPU, hashlib ---
+    def miles():
+        return [hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy()).hexdigest()
+                for t in tl]
+    t0 = time.perf_counter()
+    want = miles()
+    row("Miles checker's method (t.cpu(), hashlib), all tensors", time.perf_counter() - t0,
+        "one run")
+    assert sha == want, "SHA-256 differs from hashlib"
+    say("  SHA-256 of all 434 equal to hashlib's")
+
+    # --- SGLang's hash of an engine rank's local tensors ---
+    local = lay.build_local(0, hf)
+    ll = list(local.values())
+    lbytes = sum(t.numel() * 2 for t in ll)
+    torch.cuda.synchronize()
+    med_s, mn_s, theirs = timeit(lambda: [sgl(t) for t in ll], 5, 1)
+    row(f"SGLang gpu_tensor_hash per tensor, rank 0 of TP=2 ({len(ll)} tensors)", med_s,
+        f"{lbytes / 1e9:.2f} GB")
+    med_o, mn_o, ours = timeit(lambda: weightsum.sglang_hash_tensors(ll), 20, 3)
+    row("weightsum sglang_hash_tensors, same tensors, one launch", med_o,
+        f"{med_s / med_o:.1f}x faster; {lbytes / med_o / 1e12:.2f} TB/s")
+    lb = Batch(ll)
+    med_p, mn_p, ours_p = timeit(lambda: weightsum.sglang_hash_tensors(lb), 20, 3)
+    row("weightsum sglang_hash_tensors, descriptors packed once", med_p,
+        f"{med_s / med_p:.1f}x faster; {lbytes / med_p / 1e12:.2f} TB/s")
+    assert ours == theirs == ours_p, "SGLang hash differs from SGLang's kernel"
+    say("  equal to SGLang's own kernel on every local tensor")
+
+    # --- expected SGLang answers of both TP=2 ranks from the HF tensors ---
+    def both():
+        return lay.expect(0, hf), lay.expect(1, hf)
+    med, mn, (e0, e1) = timeit(both, 20, 3)
+    row("expected SGLang answers, both TP=2 ranks, from HF tensors", med, f"min {mn * 1e3:.3f} ms")
+    hb = Batch(hf)
+    med, mn, (p0, p1) = timeit(lambda: (lay.expect(0, hb), lay.expect(1, hb)), 20, 3)
+    row("expected SGLang answers, both ranks, HF descriptors packed once", med,
+        f"min {mn * 1e3:.3f} ms")
+    assert (p0, p1) == (e0, e1)
+    assert e0 == theirs, "rank 0 prediction differs"
+    local1 = lay.build_local(1, hf)
+    assert e1 == [sgl(t) for t in local1.values()], "rank 1 prediction differs"
+    say("  both ranks' predictions equal SGLang's hash of the real shards")
+    del local, local1, ll, lb
+    torch.cuda.synchronize()
+    dmem, hmem = device_memory()
+    say(f"backend memory after the bf16 runs: device {dmem / 2**20:.1f} MiB, pinned host {hmem / 2**20:.1f} MiB")
+
+    # --- fp32 tensors: cast on the GPU ---
+    t32 = [t.float() for t in tl]
+    b32 = sum(t.numel() * 4 for t in t32)
+    b32b = Batch(t32)
+    med, mn, f32fast = timeit(lambda: weightsum.fast_tensors(b32b), 10, 2)
+    row("fast digest, all tensors as fp32 (cast to bf16 on the GPU)", med,
+        f"{b32 / med / 1e12:.2f} TB/s of fp32")
+    assert f32fast == fast, "fp32 -> bf16 canonical digests differ from the bf16 tensors'"
+    med, mn, f32sha = timeit(lambda: weightsum.sha256_tensors(t32), 3, 1)
+    row("SHA-256, all tensors as fp32 (cast on the GPU)", med, f"min {mn * 1e3:.1f} ms")
+    assert f32sha == sha
+    t0 = time.perf_counter()
+    _ = [hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy()).hexdigest()
+         for t in t32[:50]]
+    row("Miles checker's method on the first 50 fp32 tensors (native bytes)",
+        time.perf_counter() - t0, "one run, for scale")
+    del t32, b32b
+    torch.cuda.synchronize()
+    dmem, hmem = device_memory()
+    free_end = torch.cuda.mem_get_info()[0]
+    say(f"GPU memory beyond the tensors: backend holds {dmem / 2**20:.1f} MiB device, "
+        f"{hmem / 2**20:.1f} MiB pinned host; free memory before the tensors {free_start / 2**30:.2f} GiB, "
+        f"after allocating them {free_tensors / 2**30:.2f} GiB, at the end {free_end / 2**30:.2f} GiB "
+        f"(torch caches freed blocks; the backend's own is the figure above)")
+    with open(os.path.join(OUT, "bench_gpu.json"), "w") as f:
+        json.dump({"device": dev, "rows": rows, "backend_device_bytes": dmem,
+                   "backend_host_bytes": hmem}, f, indent=1)
+    say("\nSUMMARY")
+    for w, s, n in rows:
+        say(f"{w:<62} {s * 1e3:11.3f} ms  {n}")
+
+
+if __name__ == "__main__":
+    main()

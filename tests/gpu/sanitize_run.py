@@ -1,0 +1,26 @@
+"""Each kernel once on small odd inputs, for compute-sanitizer (memcheck, racecheck)."""
+import torch
+
+import weightsum
+from gpu_common import SMALL, Layout
+
+g = torch.Generator(device="cuda")
+g.manual_seed(5)
+ts = []
+for dt in (torch.uint8, torch.bfloat16, torch.float32, torch.float64, torch.float8_e4m3fn,
+           torch.int64):
+    for n in (1, 7, 1025, 9001):
+        b = torch.randint(0, 256, (n * torch.empty((), dtype=dt).element_size(),),
+                          dtype=torch.uint8, device="cuda", generator=g)
+        ts.append(b.view(dt))
+ts.append(ts[7][3:])
+ts.append(torch.randn(33, 65, device="cuda", generator=g)[:, 1::2])
+ts.append(torch.randn(9, 7, 5, device="cuda", generator=g).permute(2, 1, 0))
+print(weightsum.digest_tensors(ts, "bf16")[:2])
+print(weightsum.digest_tensors(ts, "native", threads=3)[:2])
+print(weightsum.sglang_hash_tensors(ts)[:4])
+lay = Layout(SMALL, "sglang", 2)
+hf = [torch.randn(s, device="cuda", generator=g) for _, s, _ in lay.hf_shapes()]
+print(lay.expect(0, hf)[:3], lay.expect(1, [t.to(torch.bfloat16) for t in hf])[:3])
+torch.cuda.synchronize()
+print("sanitize_run done")
