@@ -6,7 +6,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--config F]\n"
+    "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
     "                        [--force] [--[no-]progress]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"
@@ -38,22 +38,6 @@ void cli_print_diff(FILE *f, const char *name, const ws_diff *d, int ndim, const
             d->max_abs, (unsigned long long)d->max_ulp);
 }
 
-static void add(ws_report *r, ws_status s, const char *name, const char *detail) {
-    ws_finding f = {.status = s, .tensor = name, .rank = -1, .row0 = -1, .row1 = -1,
-                    .detail = detail};
-    ws_report_add(r, &f);
-}
-
-/* A mismatch with its values as fields: the first differing element, both values, the count. */
-static void add_diff(ws_report *r, const ws_tensor *t, const ws_diff *d, const char *detail) {
-    ws_finding f = {.status = WS_MISMATCH, .tensor = t->name, .rank = -1, .row0 = -1,
-                    .row1 = -1, .detail = detail, .has_element = 1, .element = d->first,
-                    .ndim = t->ndim, .expected_value = d->first_a, .found_value = d->first_b,
-                    .differ = d->differ};
-    if (ws_unravel(d->first, t->ndim, t->shape, f.coords, NULL) != WS_OK) f.ndim = 0;
-    ws_report_add(r, &f);
-}
-
 /* A checkpoint against an engine dump of it. */
 static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *lo, bool json,
                      cli_verbosity verb) {
@@ -78,7 +62,7 @@ static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *l
 int cmd_diff(int argc, char **argv) {
     static const struct option opts[] = {
         {"json", no_argument, 0, 'J'},          {"quiet", no_argument, 0, 'q'},
-        {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'},
+        {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'C'},  {"force", no_argument, 0, 'f'},
         {"status", no_argument, 0, 'S'},        {"progress", no_argument, 0, 'P'},
         {"no-progress", no_argument, 0, 'N'},   {"help", no_argument, 0, 'h'},
@@ -111,48 +95,12 @@ int cmd_diff(int argc, char **argv) {
         return cli_fail(&err);
     }
     ws_report *r = ws_report_new();
-    char detail[1024];
     int rc = EXIT_MATCH;
     cli_progress prog;
     cli_progress_init(&prog, cc.progress);
-    uint64_t total = 0, done = 0;
-    for (size_t i = 0; i < ws_ckpt_count(a); i++) total += ws_ckpt_tensor(a, i)->nbytes;
-    for (size_t i = 0; i < ws_ckpt_count(a) && rc == EXIT_MATCH; i++) {
-        const ws_tensor *ta = ws_ckpt_tensor(a, i), *tb = ws_ckpt_find(b, ta->name);
-        cli_progress_cb(&prog, done, total);
-        done += ta->nbytes;
-        if (!tb) {
-            add(r, WS_MISSING, ta->name, "only in A");
-            continue;
-        }
-        ws_diff d;
-        ws_err e = ws_diff_tensors(ta, tb, &d, &err);
-        if (e == WS_ERR_SHAPE || e == WS_ERR_DTYPE) {
-            add(r, e == WS_ERR_SHAPE ? WS_SHAPE_DIFFERS : WS_DTYPE_DIFFERS, ta->name, err.what);
-            continue;
-        }
-        if (e != WS_OK) {
-            rc = cli_fail(&err);
-            break;
-        }
-        if (d.differ == 0) {
-            ws_report_count_match(r, 1);
-            continue;
-        }
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *mf = open_memstream(&buf, &len);
-        cli_print_diff(mf, ta->name, &d, ta->ndim, ta->shape);
-        fclose(mf);
-        buf[len ? len - 1 : 0] = 0; /* drop newline */
-        snprintf(detail, sizeof detail, "%s", buf + strlen(ta->name) + 2);
-        free(buf);
-        add_diff(r, ta, &d, detail);
-    }
+    if (!r) rc = cli_failf("out of memory");
+    else if (ws_diff_checkpoints(a, b, cli_progress_cb, &prog, r, &err) != WS_OK) rc = cli_fail(&err);
     cli_progress_end(&prog);
-    for (size_t i = 0; i < ws_ckpt_count(b); i++)
-        if (!ws_ckpt_find(a, ws_ckpt_tensor(b, i)->name))
-            add(r, WS_UNEXPECTED, ws_ckpt_tensor(b, i)->name, "only in B");
     if (rc == EXIT_MATCH) rc = cli_print_report(r, json, verb, "diff", NULL);
     ws_report_free(r);
     ws_ckpt_free(a);

@@ -8,7 +8,7 @@
 static const char usage[] =
     "usage: weightsum hash CKPT [-o FILE] [--json] [--tag] [--canonical bf16|native]\n"
     "                      [--algo sha256|fast|both] [--key SEED] [-j N] [--[no-]progress]\n"
-    "                      [--layout L] [--tp N] [--config config.json]\n"
+    "                      [--layout L] [--tp N] [--ep N] [--pp N] [--config config.json]\n"
     "\n"
     "Digest every tensor of CKPT (a .safetensors file, a *.safetensors.index.json or a\n"
     "directory) after the canonical cast. Prints 'DIGEST  NAME' lines like sha256sum (one\n"
@@ -134,7 +134,7 @@ int cmd_hash(int argc, char **argv) {
         {"canonical", required_argument, 0, 'c'}, {"algo", required_argument, 0, 'a'},
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"progress", no_argument, 0, 'P'}, {"no-progress", no_argument, 0, 'N'},
-        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
+        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'C'}, {"force", no_argument, 0, 'f'},
         {"tag", no_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     if (take_check_flag(&argc, argv)) {

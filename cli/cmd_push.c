@@ -97,99 +97,24 @@ static char *endpoint(const char *url, const char *route) {
     return u;
 }
 
-/* The checksums of a per-rank list (a JSON array of objects, or a saved checksum answer
- * {"ranks": [{"checksums": {...}}, ...]}); NULL when text is neither. */
-static json_t *per_rank_list(const char *text, size_t len, const char *path, bool *trouble) {
-    size_t i = 0;
-    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) i++;
-    if (i == len || (text[i] != '[' && text[i] != '{')) return NULL;
-    json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return NULL; /* the manifest parser will say what is wrong */
-    json_t *list = NULL;
-    if (json_is_array(root)) {
-        list = json_incref(root);
-    } else if (json_is_array(json_object_get(root, "ranks"))) {
-        json_t *ranks = json_object_get(root, "ranks"), *r;
-        size_t k;
-        list = json_array();
-        json_array_foreach(ranks, k, r) {
-            json_t *c = json_object_get(r, "checksums");
-            if (!json_is_object(c)) {
-                cli_failf("%s: ranks[%zu] has no \"checksums\" object", path, k);
-                *trouble = true;
-                break;
-            }
-            json_array_append(list, c);
-        }
-    }
-    json_decref(root);
-    if (*trouble) {
-        json_decref(list);
-        return NULL;
-    }
-    return list;
-}
-
-/* Build the request body from the manifest file. */
+/* Build the request body from the manifest file (the library builds it: ws_compare_request). */
 static char *request_body(const char *path, long rank_offset, bool offset_given, ws_canon canon,
                           bool canon_given, unsigned algo) {
     size_t len = 0;
-    char *text = NULL;
-    ws_error rerr;
-    if (wsi_read_file(path, true, (size_t)1 << 31, "a manifest", &text, &len, &rerr) != WS_OK) {
-        cli_fail(&rerr);
+    char *text = NULL, *body = NULL, *out = NULL;
+    ws_error err;
+    if (wsi_read_file(path, true, (size_t)1 << 31, "a manifest", &text, &len, &err) != WS_OK) {
+        cli_fail(&err);
         return NULL;
     }
-    bool trouble = false;
-    json_t *req = json_object(), *list = per_rank_list(text, len, path, &trouble);
-    char *body = NULL;
-    json_object_set_new(req, "action", json_string("compare_checksum"));
-    if (trouble) goto done;
-    if (list) {
-        json_object_set_new(req, "checksums", list);
-        json_object_set_new(req, "rank_offset", json_integer(rank_offset));
-        json_object_set_new(req, "canonical", json_string(ws_canon_name(canon)));
-    } else {
-        ws_manifest *m = NULL;
-        ws_error err;
-        if (ws_manifest_parse(text, len, path, &m, &err) != WS_OK) {
-            cli_fail(&err);
-            goto done;
-        }
-        if (!ws_manifest_declares_canon(m)) ws_manifest_set_canon(m, canon);
-        else if (canon_given && canon != ws_manifest_canon(m)) {
-            cli_failf("%s: manifest was made with --canonical %s", path,
-                      ws_canon_name(ws_manifest_canon(m)));
-            ws_manifest_free(m);
-            goto done;
-        }
-        json_t *sums = json_object();
-        bool fast_used = false;
-        for (size_t i = 0; i < ws_manifest_count(m); i++) {
-            const ws_manifest_entry *e = ws_manifest_entry_at(m, i);
-            char hex[65];
-            bool fast = (e->digest.algos & WS_ALGO_FAST) &&
-                        (algo == WS_ALGO_FAST || !(e->digest.algos & WS_ALGO_SHA256));
-            if (!fast && !(e->digest.algos & WS_ALGO_SHA256)) continue;
-            if (fast) ws_fast_hex(&e->digest.fast, hex);
-            else ws_sha256_hex(e->digest.sha256, hex);
-            fast_used |= fast;
-            json_object_set_new(sums, e->name, json_string(hex));
-        }
-        json_object_set_new(req, "checksums", sums);
-        json_object_set_new(req, "canonical", json_string(ws_canon_name(ws_manifest_canon(m))));
-        if (offset_given) json_object_set_new(req, "rank_offset", json_integer(rank_offset));
-        if (fast_used && ws_manifest_key_id(m))
-            json_object_set_new(req, "key_id", json_string(ws_manifest_key_id(m)));
-        ws_manifest_free(m);
-    }
-    body = json_dumps(req, JSON_COMPACT);
-    if (!body) cli_failf("out of memory");
-done:
-    json_decref(req);
+    if (ws_compare_request(text, len, path, canon, canon_given, algo, rank_offset, offset_given,
+                           &body, &err) != WS_OK)
+        cli_fail(&err);
+    else if (!(out = strdup(body)))
+        cli_failf("out of memory");
+    ws_free(body);
     free(text);
-    return body;
+    return out;
 }
 
 /* "TENSOR: STATUS [LOCAL on rank R]: DETAIL" for one item of a check list. */

@@ -13,6 +13,7 @@
 
 static const char usage[] =
     "usage: weightsum shard CKPT --layout sglang|vllm|megatron|transformers|hf --tp N -o DIR\n"
+    "                       [--ep N] [--pp N] (MoE expert parallelism, pipeline stages)\n"
     "                       [--config config.json] [--force] [--[no-]progress]\n"
     "\n"
     "Write what each tensor-parallel rank holds after loading CKPT: DIR/model-rank-R-part-0\n"
@@ -59,12 +60,13 @@ static int remove_stale_ranks(const char *dir, long tp) {
 
 int cmd_shard(int argc, char **argv) {
     static const struct option opts[] = {
-        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
+        {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'c'}, {"output", required_argument, 0, 'o'},
         {"force", no_argument, 0, 'f'},        {"progress", no_argument, 0, 'P'},
         {"no-progress", no_argument, 0, 'N'},  {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *family = NULL, *config = NULL, *out = NULL;
     long tp = 0;
+    cli_layout_opts par = {0};
     bool force = false;
     int progress = -1;
     int ch;
@@ -76,6 +78,10 @@ int cmd_shard(int argc, char **argv) {
                 return cli_usage("shard", "--tp needs a rank count from 1 to 4096, not '%s'", optarg);
             break;
         case 'f': force = true; break;
+        case CLI_OPT_EP:
+        case CLI_OPT_PP:
+            if (cli_parse_par(ch, optarg, &par) < 0) return EXIT_TROUBLE;
+            break;
         case 'P': progress = 1; break;
         case 'N': progress = 0; break;
         case 'c': config = optarg; break;
@@ -105,8 +111,8 @@ int cmd_shard(int argc, char **argv) {
     ws_layout *l = NULL;
     ws_ckpt *c = NULL;
     int rc = EXIT_MATCH;
-    if (ws_layout_create(family, &cfg, (int)tp, &l, &err) != WS_OK ||
-        ws_ckpt_open(ckpt_path, &c, &err) != WS_OK) {
+    if ((rc = cli_make_layout(family, &cfg, tp, par.ep, par.pp, &l)) != EXIT_MATCH) goto done;
+    if (ws_ckpt_open(ckpt_path, &c, &err) != WS_OK) {
         rc = cli_fail(&err);
         goto done;
     }
@@ -135,7 +141,7 @@ int cmd_shard(int argc, char **argv) {
         rc = cli_fail(&err);
         goto done;
     }
-    if (force && n > 0 && (rc = remove_stale_ranks(out, tp)) != EXIT_MATCH) goto done;
+    if (force && n > 0 && (rc = remove_stale_ranks(out, ws_layout_rank_count(l))) != EXIT_MATCH) goto done;
     /* the engine's directory carries the model config too */
     FILE *f = fopen(cfg_path, "rb");
     char *text = NULL;

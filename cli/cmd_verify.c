@@ -9,7 +9,8 @@
 static const char usage[] =
     "usage: weightsum verify MANIFEST [CKPT|DIR] [--json] [-q|--status|-v] [--key SEED] [-j N]\n"
     "                        [--canonical bf16|native] [--[no-]progress] [--ignore-missing]\n"
-    "                        [--layout L] [--tp N] [--config F] [--force] [--locate REFERENCE]\n"
+    "                        [--layout L] [--tp N] [--ep N] [--pp N] [--config F] [--force]\n"
+    "                        [--locate REFERENCE]\n"
     "                        [--report FILE.html]\n"
     "\n"
     "Check CKPT against MANIFEST (JSON from 'weightsum hash -o', or sha256sum-style lines;\n"
@@ -110,7 +111,7 @@ int cmd_verify(int argc, char **argv) {
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"canonical", required_argument, 0, 'c'}, {"progress", no_argument, 0, 'P'},
         {"no-progress", no_argument, 0, 'N'}, {"layout", required_argument, 0, 'L'},
-        {"tp", required_argument, 0, 't'}, {"config", required_argument, 0, 'C'},
+        {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS, {"config", required_argument, 0, 'C'},
         {"locate", required_argument, 0, 'l'}, {"report", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
@@ -161,7 +162,7 @@ int cmd_verify(int argc, char **argv) {
         cpath = srcpath;
     }
     /* A JSON manifest names its policy; the line form takes --canonical (default bf16). */
-    if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon);
+    if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon, NULL); /* canon: a parsed option */
     else if (canon_given && canon != ws_manifest_canon(expected)) {
         rc = cli_failf("%s: manifest was made with --canonical %s: use --canonical %s (or leave "
                        "it out)", mpath, ws_canon_name(ws_manifest_canon(expected)),

@@ -14,7 +14,7 @@ _weightsum() {
         --algo) COMPREPLY=($(compgen -W "sha256 fast both" -- "$cur")); return ;;
         --canonical) COMPREPLY=($(compgen -W "bf16 native" -- "$cur")); return ;;
         --dtype) COMPREPLY=($(compgen -W "f32 bf16" -- "$cur")); return ;;
-        --tp) COMPREPLY=($(compgen -W "1 2 4 8 16" -- "$cur")); return ;;
+        --tp|--ep|--pp) COMPREPLY=($(compgen -W "1 2 4 8 16" -- "$cur")); return ;;
         --key|--seed|-j|--jobs|--port|--host|--timeout|--rank-offset) return ;;
         --config|--locate|--report|-o|--output|--dir)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -23,11 +23,11 @@ _weightsum() {
     local dump="--layout --tp --config --force"
     local opts
     case $cmd in
-        hash) opts="-o --output --json --tag --canonical --algo --key -c --check $dump $common" ;;
+        hash) opts="-o --output --json --tag --canonical --algo --key -c --check --ep --pp $dump $common" ;;
         verify) opts="--json -q --quiet --status -v --verbose --ignore-missing --strict --key
-                      --canonical --locate --report $dump $common" ;;
-        diff) opts="--json -q --quiet --status $dump $common" ;;
-        shard) opts="--layout --tp --config -o --output --force --progress --no-progress --help" ;;
+                      --canonical --locate --report --ep --pp $dump $common" ;;
+        diff) opts="--json -q --quiet --status --ep --pp $dump $common" ;;
+        shard) opts="--layout --tp --ep --pp --config -o --output --force --progress --no-progress --help" ;;
         synth) opts="-o --output --dtype --seed --progress --no-progress --help" ;;
         serve) opts="--layout --tp --config --host --port --key --canonical -j --help" ;;
         push) opts="--rank-offset --timeout --json --canonical --algo --help" ;;

@@ -1,7 +1,7 @@
 /* Replay driver: feeds every file named on the command line (or found in the directories
- * named) to a fuzz target, so saved inputs run as ordinary tests without a fuzzer. Build a
- * real fuzzer instead with: clang -fsanitize=fuzzer,address -Iinclude fuzz/fuzz_X.c
- * build/libweightsum.a -ljansson -lcrypto -lpthread -lm */
+ * named) to a fuzz target, so saved inputs run as ordinary tests without a fuzzer (ctest's
+ * fuzz_*_replay). A target's LLVMFuzzerInitialize, when it has one, runs first, as libFuzzer
+ * runs it. Real fuzzers: fuzz/run.sh (clang, -fsanitize=fuzzer,address,undefined). */
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 static int run_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -43,6 +44,7 @@ static int walk(const char *path) {
 }
 
 int main(int argc, char **argv) {
+    if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
     int n = 0;
     for (int i = 1; i < argc; i++) n += walk(argv[i]);
     printf("replayed %d inputs\n", n);

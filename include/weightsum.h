@@ -292,7 +292,8 @@ WS_API const char *ws_manifest_source(const ws_manifest *m);
 /* 0 for a manifest parsed from sha256sum-style lines, which name no canonical policy; such a
  * manifest takes one with ws_manifest_set_canon (the default is bf16). */
 WS_API int ws_manifest_declares_canon(const ws_manifest *m);
-WS_API void ws_manifest_set_canon(ws_manifest *m, ws_canon c);
+/* WS_ERR_ARG for a NULL manifest or an invalid policy (the manifest untouched). */
+WS_API ws_err ws_manifest_set_canon(ws_manifest *m, ws_canon c, ws_error *err);
 
 /* JSON text (NUL-terminated; free with ws_free). */
 WS_API ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err);
@@ -348,7 +349,19 @@ typedef struct ws_model_config {
     int tie_word_embeddings;
     int attention_bias;           /* q/k/v biases (qwen2 always; else config.attention_bias);
                                      o_proj has a bias too when set, except for qwen2 */
-    int qk_norm;                  /* q_norm / k_norm per layer (qwen3) */
+    int qk_norm;                  /* q_norm / k_norm per layer (qwen3; glm4_moe use_qk_norm) */
+    /* Mixture of experts (docs/layouts.md, "MoE models"); all 0 for a dense model. */
+    uint64_t num_experts;         /* routed experts: num_experts / n_routed_experts */
+    uint64_t moe_intermediate_size;
+    uint64_t shared_expert_intermediate_size; /* qwen2_moe: one gated shared expert */
+    uint64_t n_shared_experts;    /* glm4_moe: shared experts fused into one MLP */
+    uint64_t first_k_dense_replace; /* glm4_moe: layers [0, k) are dense */
+    uint64_t decoder_sparse_step; /* qwen*_moe: layer i is MoE when (i + 1) % step == 0 */
+    uint32_t mlp_only_layers[64]; /* qwen*_moe: layers kept dense */
+    uint32_t n_mlp_only_layers;
+    int router_bias;              /* glm4_moe: mlp.gate.e_score_correction_bias [E] */
+    /* Block FP8 (quantization_config: quant_method "fp8", weight_block_size [bn, bk]); 0 = none */
+    uint32_t fp8_block_n, fp8_block_k;
 } ws_model_config;
 
 /* Parse a HF config.json held in memory / in a file. Missing required keys are WS_ERR_JSON. */
@@ -376,12 +389,55 @@ typedef struct ws_layout ws_layout;
 
 /* Families: "hf", "sglang", "vllm", "megatron", "transformers" (HF transformers' own tp_plan
  * shards). tp >= 1. WS_ERR_LAYOUT when the family cannot
- * shard this config over tp ranks (heads not divisible, ...), naming the reason. */
+ * shard this config over tp ranks (heads not divisible, ...), naming the reason.
+ * The tp-only form of ws_layout_create_parallel (ep = pp = 1). */
 WS_API ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp,
                                ws_layout **out, ws_error *err);
+
+/*
+ * A parallel configuration: sizes and engine options a layout is built for. Opaque, so it can
+ * grow; every key starts at its default (sizes 1, options 0). docs/layouts.md says what each
+ * family makes of each key and how global ranks are numbered.
+ */
+typedef struct ws_parallel ws_parallel;
+typedef enum ws_par_key {
+    WS_PAR_TP = 0,          /* tensor-parallel size (attention and dense layers) */
+    WS_PAR_EP,              /* expert-parallel size (sglang: divides tp; vllm: 1 or tp;
+                               megatron: the data-parallel size that EP is carved from) */
+    WS_PAR_PP,              /* pipeline stages */
+    WS_PAR_MOE_TP,          /* read-only: expert tensor-parallel size the family derives */
+    WS_PAR_EXPERT_PLACEMENT,/* vllm: WS_EXPERTS_LINEAR (default) or WS_EXPERTS_ROUND_ROBIN */
+    WS_PAR_W13_UP_FIRST,    /* 1: w13 = [up ; gate] (SGLang load_up_proj_weight_first backends) */
+    WS_PAR_FUSED_SHARED,    /* sglang: shared experts fused as extra expert slots (1) */
+    WS_PAR_MEGATRON_SEQUENTIAL, /* megatron: SequentialMLP names (local_experts.{e}) */
+    WS_PAR__COUNT
+} ws_par_key;
+enum { WS_EXPERTS_LINEAR = 0, WS_EXPERTS_ROUND_ROBIN = 1 };
+
+/* A new configuration with every key at its default. */
+WS_API ws_err ws_parallel_create(ws_parallel **out, ws_error *err);
+WS_API void ws_parallel_free(ws_parallel *p);
+/* Set one key; WS_ERR_ARG for an unknown or read-only key or a value out of range (sizes
+ * 1..4096, flags 0/1, placement one of the WS_EXPERTS_* values). */
+WS_API ws_err ws_parallel_set(ws_parallel *p, ws_par_key key, long value, ws_error *err);
+/* A key's value; -1 for a NULL p or an unknown key. */
+WS_API long ws_parallel_get(const ws_parallel *p, ws_par_key key);
+/* Build a layout for a parallel configuration (NULL: tp = ep = pp = 1). Same contract as
+ * ws_layout_create; WS_ERR_LAYOUT for sizes the family cannot use, naming the reason. */
+WS_API ws_err ws_layout_create_parallel(const char *family, const ws_model_config *cfg,
+                                        const ws_parallel *par, ws_layout **out,
+                                        ws_error *err);
 WS_API void ws_layout_free(ws_layout *l);
 WS_API const char *ws_layout_family(const ws_layout *l);
 WS_API int ws_layout_tp(const ws_layout *l);
+/* The layout's sizes (WS_PAR_TP, _EP, _PP, _MOE_TP) or options; -1 for NULL or a bad key. */
+WS_API long ws_layout_parallel(const ws_layout *l, ws_par_key key);
+/* Global ranks: tp * pp for sglang/vllm, tp * ep * pp for megatron, tp otherwise. Ranks are
+ * 0 .. count-1 and name the dump's model-rank-R files. */
+WS_API int ws_layout_rank_count(const ws_layout *l);
+/* Coordinate of a global rank along WS_PAR_TP, _EP, _PP or _MOE_TP (tp_rank, ep_rank, pp_rank,
+ * moe_tp_rank); -1 for a bad rank or key. */
+WS_API int ws_layout_rank_coord(const ws_layout *l, int rank, ws_par_key key);
 /* 1 when this family's engine zeroes the padding rows no piece covers (sglang, vllm: verify
  * then reports non-zero padding); 0 for megatron, whose padded vocab rows are trained weights. */
 WS_API int ws_layout_zero_padding(const ws_layout *l);
@@ -397,6 +453,31 @@ WS_API long ws_layout_find_hf(const ws_layout *l, const char *name);
 WS_API long ws_layout_find_local(const ws_layout *l, int rank, const char *name);
 /* Family names, NULL-terminated. */
 WS_API const char *const *ws_layout_families(void);
+
+/*
+ * The per-tensor canonical policy: `policy`, except for tensors whose exact values matter and
+ * that no engine casts — block-FP8 scales (`*weight_scale_inv`, `*weight_scale`,
+ * `*input_scale`) and fp32 router buffers (`*e_score_correction_bias`, `*expert_bias`) — which
+ * are hashed native (a bf16 cast would let two different fp32 scales hash equal). Meant for
+ * every place that picks a tensor's canonical dtype; see docs/layouts.md for what uses it yet.
+ */
+WS_API ws_canon ws_canon_for_tensor(const char *name, ws_dtype dtype, ws_canon policy);
+
+/*
+ * Dequantise rows [row0, row0 + nrows) of a block-FP8 weight as SGLang's block_quant_dequant
+ * (the dequantisation its weight checker hashes): element (i, j) of the rows x cols e4m3 matrix
+ * q becomes bf16(f32(q[i][j]) * s[i / block_n][j / block_k]): the product rounded once in fp32,
+ * then to bf16 as ws_f32_to_bf16 (round to nearest even; NaN -> 0x7FC0, the canonical NaN:
+ * PyTorch's own NaN pattern differs by device and release, docs/canonical.md).
+ * s is fp32 [s_rows, s_cols], row-major. block_n = block_k = 0: infer both as SGLang does,
+ * cols / s_cols (WS_ERR_SHAPE when it does not divide). Writes nrows * cols bf16 to out;
+ * stats (may be NULL) counts NaN / Inf products. WS_ERR_SHAPE when s does not cover q.
+ */
+WS_API ws_err ws_fp8_block_dequant_bf16(const uint8_t *q, const float *s, uint64_t rows,
+                                        uint64_t cols, uint64_t s_rows, uint64_t s_cols,
+                                        uint32_t block_n, uint32_t block_k, uint64_t row0,
+                                        uint64_t nrows, uint16_t *out, ws_value_stats *stats,
+                                        ws_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Comparison reports                                                                          */
@@ -457,7 +538,8 @@ WS_API ws_report *ws_report_new(void);
 WS_API void ws_report_free(ws_report *r);
 /* Copies the strings and holders of f. */
 WS_API ws_err ws_report_add(ws_report *r, const ws_finding *f);
-WS_API void ws_report_count_match(ws_report *r, uint64_t n);
+/* Count n more tensors that matched (saturating). WS_ERR_ARG for a NULL report. */
+WS_API ws_err ws_report_count_match(ws_report *r, uint64_t n);
 WS_API size_t ws_report_count(const ws_report *r);
 WS_API const ws_finding *ws_report_at(const ws_report *r, size_t i);
 WS_API uint64_t ws_report_matched(const ws_report *r);
@@ -537,6 +619,9 @@ WS_API const ws_ckpt *ws_dump_rank(const ws_dump *d, int rank);
 /* The layout recorded in DIR/weightsum-layout.json by `weightsum shard`, or NULL / 0. */
 WS_API const char *ws_dump_family(const ws_dump *d);
 WS_API int ws_dump_tp(const ws_dump *d);
+/* weightsum-layout.json's "ep" / "pp", or 0 when it names none. */
+WS_API int ws_dump_ep(const ws_dump *d);
+WS_API int ws_dump_pp(const ws_dump *d);
 
 /* Flags of ws_dump_layout_open / ws_dump_fits_layout. */
 #define WS_LAYOUT_FORCE 1u /* family / tp given win over a disagreeing weightsum-layout.json */
@@ -552,6 +637,11 @@ WS_API int ws_dump_tp(const ws_dump *d);
 WS_API ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family, int tp,
                                   const char *config, unsigned flags, ws_layout **out,
                                   ws_error *err);
+/* The same for a parallel configuration: ep, pp 0 take weightsum-layout.json's (else 1); a tp
+ * of 0 without that file is the rank files' count / pp (/ ep for megatron). */
+WS_API ws_err ws_dump_layout_open_parallel(const ws_dump *d, const char *dir, const char *family,
+                                           int tp, int ep, int pp, const char *config,
+                                           unsigned flags, ws_layout **out, ws_error *err);
 /*
  * WS_OK when layout l (made from cfg) can describe dump d; else WS_ERR_LAYOUT naming the
  * mistake and what fits: most engine tensor names of another family ("say --layout megatron"),
@@ -603,6 +693,14 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
  * canonical policy. */
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
                            ws_canon canon, ws_report *r, ws_error *err);
+
+/* Element-level diff of two checkpoints (`weightsum diff A B`): per tensor of a, match, or a
+ * mismatch naming how many elements differ, the first (flat index, coordinates, both values),
+ * max abs and max ULP difference; shape / dtype findings; tensors only in a (missing) or only
+ * in b (unexpected). Native bits when dtypes agree, canonical bf16 values otherwise. progress
+ * (may be NULL) gets bytes of a done. */
+WS_API ws_err ws_diff_checkpoints(const ws_ckpt *a, const ws_ckpt *b, ws_progress_fn progress,
+                                  void *progress_user, ws_report *r, ws_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Localisation by region digests (docs/fast-digest.md, "Localisation")                        */
@@ -828,6 +926,17 @@ WS_API const char *ws_checker_key_id(const ws_checker *c);
  */
 WS_API ws_err ws_checker_handle(ws_checker *c, const char *body, size_t len,
                                 char **response_json, int *http_status);
+
+/* The client half of compare_checksum: the request body (JSON, free with ws_free) for what a
+ * trainer holds, text of len bytes named label: a weightsum manifest or sha256sum lines (full HF
+ * tensors; canon applies to lines, and must agree with a manifest's own when canon_given;
+ * algo WS_ALGO_SHA256 or WS_ALGO_FAST picks one when it holds both), a JSON list of per-rank
+ * {engine name: digest} dicts indexed by tp_rank, or a saved "checksum" answer with "ranks".
+ * rank_offset is passed through (always for a list, else when offset_given): the NCCL rank base
+ * of the weight-update group, never an index. Errors name label. */
+WS_API ws_err ws_compare_request(const char *text, size_t len, const char *label, ws_canon canon,
+                                 int canon_given, unsigned algo, long rank_offset,
+                                 int offset_given, char **body, ws_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Tensors in place: host or CUDA memory, any strides (docs/cuda.md)                            */

@@ -13,6 +13,8 @@
 #include "source.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +38,7 @@ static ws_err fingerprint(const ws_layout *l, uint8_t fp[WSI_FP_BYTES], ws_error
     }
     fp_str(h, "weightsum-plan-v1");
     fp_str(h, ws_layout_family(l));
-    fp_u64(h, (uint64_t)ws_layout_tp(l));
+    fp_u64(h, (uint64_t)ws_layout_rank_count(l));
     fp_u64(h, (uint64_t)ws_layout_zero_padding(l));
     size_t nh = ws_layout_hf_count(l), nl = ws_layout_local_count(l), np = ws_layout_piece_count(l);
     fp_u64(h, nh);
@@ -112,7 +114,7 @@ ws_err ws_plan_create(const ws_layout *l, ws_plan **out, ws_error *err) {
     p->nh = ws_layout_hf_count(l);
     p->nl = ws_layout_local_count(l);
     p->np = ws_layout_piece_count(l);
-    p->tp = ws_layout_tp(l);
+    p->tp = ws_layout_rank_count(l); /* global ranks: tp x pp (x ep) */
     ws_err rc = fingerprint(l, p->fp, err);
     if (rc == WS_OK) rc = wsi_plans_build(l, &p->plans, err);
     hole_acc acc = {0};
@@ -399,9 +401,93 @@ static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *
     return rc;
 }
 
+/* One piece's partial: its rectangle read through the source into a fast-digest sink. */
+static ws_err piece_partial(const ws_layout *l, const ws_piece *pc, const ws_source *src,
+                            const wsi_src_tensor *t,
+                            const ws_fastkey *key, ws_canon canon, wsi_readbuf *buf,
+                            wsi_piece_part *out, ws_error *err) {
+    wsi_sink sink;
+    ws_err rc = wsi_sink_init(&sink, WS_ALGO_FAST, ws_canonical_dtype(t->dtype, canon), key, err);
+    if (rc != WS_OK) return rc;
+    feed_ctx c = {.sink = &sink, .dtype = t->dtype, .canon = canon, .cols = pc->cols,
+                  .t_cols = pc->t_cols, .t0 = pc->t_row0 * pc->t_cols + pc->t_col0};
+    rc = wsi_source_rect(src, t, pc->l_row0, pc->l_col0, pc->rows, pc->cols, pc->l_cols, buf,
+                         feed_rect, &c, err);
+    if (rc == WS_OK) rc = seal_origin(l, pc, key, sink.cdtype, &sink.fast, err);
+    if (rc == WS_OK) {
+        out->done = 1;
+        out->fast = sink.fast;
+        out->stats = c.stats;
+    }
+    wsi_sink_destroy(&sink);
+    return rc;
+}
+
+/* Host and file pieces (and padding scans) spread over threads, largest first. */
+typedef struct par {
+    const ws_plan *p;
+    ws_partials *pa;
+    const ws_source *src;
+    const wsi_src_tensor **bound;
+    const ws_fastkey *key;
+    ws_canon canon;
+    uint32_t *items;          /* piece index, or UINT32_MAX - local for a padding scan */
+    pthread_mutex_t lock;
+    ws_err rc;
+    ws_error err;
+} par;
+
+static void par_item(void *arg, size_t i) {
+    par *w = arg;
+    pthread_mutex_lock(&w->lock);
+    bool stop = w->rc != WS_OK;
+    pthread_mutex_unlock(&w->lock);
+    if (stop) return;
+    wsi_readbuf buf = {0};
+    ws_error e;
+    ws_err rc;
+    uint32_t it = w->items[i];
+    if (it < w->p->np) {
+        const ws_piece *pc = ws_layout_piece(w->p->l, it);
+        wsi_piece_part part = {0};
+        rc = piece_partial(w->p->l, pc, w->src, w->bound[pc->local], w->key, w->canon, &buf, &part, &e);
+        w->pa->pieces[it] = part; /* each item writes its own slot */
+    } else {
+        uint32_t li = UINT32_MAX - it;
+        rc = check_padding(w->p, w->pa, li, w->src, w->bound[li], &buf, &e);
+    }
+    wsi_readbuf_free(&buf);
+    if (rc != WS_OK) {
+        pthread_mutex_lock(&w->lock);
+        if (w->rc == WS_OK) {
+            w->rc = rc;
+            w->err = e;
+        }
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+static const ws_layout *sort_l; /* qsort context, guarded by sort_lock */
+static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t item_size(uint32_t it) {
+    if (it >= ws_layout_piece_count(sort_l)) return 0; /* padding scans: small, last */
+    const ws_piece *pc = ws_layout_piece(sort_l, it);
+    return pc->rows * pc->cols;
+}
+static int cmp_items(const void *a, const void *b) {
+    uint64_t x = item_size(*(const uint32_t *)a), y = item_size(*(const uint32_t *)b);
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
 ws_err ws_partials_compute(const ws_plan *p, int rank, const ws_source *src,
                            const ws_fastkey *key, ws_canon canon, ws_partials **out,
                            ws_error *err) {
+    return wsi_partials_compute_ex(p, rank, src, key, canon, NULL, out, err);
+}
+
+ws_err wsi_partials_compute_ex(const ws_plan *p, int rank, const ws_source *src,
+                               const ws_fastkey *key, ws_canon canon, const wsi_compute_opts *o,
+                               ws_partials **out, ws_error *err) {
     if (!p || !src || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!key) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "partials need a fast-digest key");
@@ -439,18 +525,18 @@ ws_err ws_partials_compute(const ws_plan *p, int rank, const ws_source *src,
             wsi_local_fact *f = &pa->locals[li];
             if (bound[li] || f->state == WSI_LOCAL_BAD_SHAPE) {
                 /* an alias beside its tensor: both names must hold the same bytes */
-                const wsi_src_tensor *o = bound[li];
-                bool same = o && o->dtype == t->dtype && o->numel == t->numel &&
+                const wsi_src_tensor *ot = bound[li];
+                bool same = ot && ot->dtype == t->dtype && ot->numel == t->numel &&
                             same_shape(t, ld);
                 if (same) {
                     ws_fast a, b;
-                    rc = native_digest(src, o, key, &buf, &a, err);
+                    rc = native_digest(src, ot, key, &buf, &a, err);
                     if (rc == WS_OK) rc = native_digest(src, t, key, &buf, &b, err);
                     same = rc == WS_OK && memcmp(&a, &b, sizeof a) == 0;
                 }
                 if (rc == WS_OK && !same)
                     rc = wsi_partials_add_extra(pa, WS_REPLICA_MISMATCH, rank, (uint32_t)li,
-                                                t->name, o ? o->name : ld->name, err);
+                                                t->name, ot ? ot->name : ld->name, err);
                 continue;
             }
             f->dtype = (uint8_t)t->dtype;
@@ -466,30 +552,38 @@ ws_err ws_partials_compute(const ws_plan *p, int rank, const ws_source *src,
     for (size_t li = 0; li < p->nl && rc == WS_OK; li++)
         if (ws_layout_local(l, li)->rank == rank && pa->locals[li].state == WSI_LOCAL_UNSEEN)
             pa->locals[li].state = WSI_LOCAL_MISSING;
-    /* Every piece this rank holds: host and file pieces read here, device ones in one call. */
+    /* Every piece this rank holds: device ones in one call, host and file ones (and the
+     * padding scans) spread over threads. */
+    const uint8_t *want = o ? o->want : NULL;
     if (rc == WS_OK) rc = device_pieces(p, pa, src, bound, rank, key, canon, err);
+    uint32_t *items = rc == WS_OK ? malloc((p->np + p->nl + 1) * sizeof *items) : NULL;
+    size_t n = 0;
+    if (rc == WS_OK && !items) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     for (size_t i = 0; i < p->np && rc == WS_OK; i++) {
         const ws_piece *pc = ws_layout_piece(l, i);
         const wsi_src_tensor *t = bound[pc->local];
-        if (!t || t->kind == WSI_SRC_DEVICE || ws_layout_local(l, pc->local)->rank != rank)
-            continue;
-        wsi_sink sink;
-        rc = wsi_sink_init(&sink, WS_ALGO_FAST, ws_canonical_dtype(t->dtype, canon), key, err);
-        if (rc != WS_OK) break;
-        feed_ctx c = {.sink = &sink, .dtype = t->dtype, .canon = canon, .cols = pc->cols,
-                      .t_cols = pc->t_cols, .t0 = pc->t_row0 * pc->t_cols + pc->t_col0};
-        rc = wsi_source_rect(src, t, pc->l_row0, pc->l_col0, pc->rows, pc->cols, pc->l_cols,
-                             &buf, feed_rect, &c, err);
-        if (rc == WS_OK) rc = seal_origin(l, pc, key, sink.cdtype, &sink.fast, err);
-        if (rc == WS_OK) {
-            pa->pieces[i].done = 1;
-            pa->pieces[i].fast = sink.fast;
-            pa->pieces[i].stats = c.stats;
-        }
-        wsi_sink_destroy(&sink);
+        if (t && t->kind != WSI_SRC_DEVICE && (!want || want[i])) items[n++] = (uint32_t)i;
     }
     for (size_t li = 0; li < p->nl && rc == WS_OK && ws_layout_zero_padding(l); li++)
-        if (bound[li] && p->covered[li]) rc = check_padding(p, pa, (uint32_t)li, src, bound[li], &buf, err);
+        if (bound[li] && p->covered[li]) items[n++] = UINT32_MAX - (uint32_t)li;
+    if (rc == WS_OK) {
+        pthread_mutex_lock(&sort_lock);
+        sort_l = l;
+        qsort(items, n, sizeof *items, cmp_items);
+        pthread_mutex_unlock(&sort_lock);
+        par w = {.p = p, .pa = pa, .src = src, .bound = bound, .key = key, .canon = canon,
+                 .items = items, .rc = WS_OK};
+        pthread_mutex_init(&w.lock, NULL);
+        wsi_parallel_for(n, o ? o->threads : 1, par_item, &w);
+        pthread_mutex_destroy(&w.lock);
+        if (w.rc != WS_OK) {
+            rc = w.rc;
+            if (err) *err = w.err;
+        }
+    }
+    free(items);
+    for (size_t li = 0; rc == WS_OK && o && o->bound && li < p->nl; li++)
+        if (bound[li]) o->bound[li] = bound[li];
     wsi_readbuf_free(&buf);
     free(bound);
     if (rc != WS_OK) {

@@ -66,6 +66,34 @@ struct ws_partials {
     size_t nextras, cap_extras;
 };
 
+/* ws_partials_compute with more control (the dump checks use it): want (per piece, NULL: all)
+ * says which pieces to digest; pieces are spread over `threads` threads; bound (nl entries,
+ * may be NULL) receives the source tensor bound to each local tensor of the rank. */
+typedef struct wsi_compute_opts {
+    const uint8_t *want;
+    int threads;
+    const struct wsi_src_tensor **bound;
+} wsi_compute_opts;
+WSI_HIDDEN ws_err wsi_partials_compute_ex(const ws_plan *p, int rank, const ws_source *src,
+                                          const ws_fastkey *key, ws_canon canon,
+                                          const wsi_compute_opts *o, ws_partials **out,
+                                          ws_error *err);
+
+/* Structural and replica findings into r and the manifest of every tensor that can be
+ * rebuilt. digests false: entries carry no digest (pieces were not all digested; SHA-256 is
+ * added by the caller). replica_detail (may be NULL) words a replica finding from the bytes:
+ * it fills detail and rows and returns true, or false to keep the digest-level words. */
+typedef bool (*wsi_replica_detail_fn)(void *ctx, uint32_t copy, uint32_t twin, char *detail,
+                                      size_t n, int64_t *row0, int64_t *row1);
+typedef struct wsi_build_opts {
+    bool digests;
+    wsi_replica_detail_fn replica_detail;
+    void *ctx;
+} wsi_build_opts;
+WSI_HIDDEN ws_err wsi_partials_build(const ws_plan *p, const ws_partials *pa, const char *source,
+                                     ws_report *r, const wsi_build_opts *o, ws_manifest **out,
+                                     ws_error *err);
+
 /* An empty set of partials shaped like p / like another set. */
 WSI_HIDDEN ws_err wsi_partials_alloc(uint32_t np, uint32_t nl, uint32_t tp, ws_partials **out,
                                      ws_error *err);

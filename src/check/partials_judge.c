@@ -12,6 +12,7 @@
 #include <string.h>
 
 typedef struct judge {
+    const wsi_build_opts *o;
     const ws_plan *p;
     const ws_partials *pa;
     ws_report *r;
@@ -110,7 +111,7 @@ static void check_copies(judge *j, size_t h) {
         const ws_local_desc *cd = ws_layout_local(l, c->local), *od = ws_layout_local(l, o->local);
         const wsi_local_fact *fc = &j->pa->locals[c->local], *fo = &j->pa->locals[o->local];
         if (fc->state != WSI_LOCAL_OK || fo->state != WSI_LOCAL_OK) {
-            if (fo->state == WSI_LOCAL_OK && fc->state != WSI_LOCAL_UNSEEN)
+            if (fo->state == WSI_LOCAL_OK)
                 say(j, WS_MISSING, hf->name, cd->name, cd->rank, (int64_t)c->t_row0,
                     (int64_t)(c->t_row0 + c->rows),
                     "replica %u cannot be checked: engine tensor %s", c->replica,
@@ -127,7 +128,13 @@ static void check_copies(judge *j, size_t h) {
         }
         const wsi_piece_part *pc = &j->pa->pieces[ci], *po = &j->pa->pieces[oi];
         if (!pc->done || !po->done) continue;
-        if (memcmp(&pc->fast, &po->fast, sizeof pc->fast) != 0)
+        if (memcmp(&pc->fast, &po->fast, sizeof pc->fast) == 0) continue;
+        char detail[600];
+        int64_t r0 = (int64_t)c->t_row0, r1 = (int64_t)(c->t_row0 + c->rows);
+        if (j->o && j->o->replica_detail &&
+            j->o->replica_detail(j->o->ctx, ci, oi, detail, sizeof detail, &r0, &r1))
+            say(j, WS_REPLICA_MISMATCH, hf->name, cd->name, cd->rank, r0, r1, "%s", detail);
+        else
             say(j, WS_REPLICA_MISMATCH, hf->name, cd->name, cd->rank, (int64_t)c->t_row0,
                 (int64_t)(c->t_row0 + c->rows),
                 "replica %u differs from replica 0 (%s on rank %d): rows %llu..%llu of %s "
@@ -174,13 +181,14 @@ static bool rebuild(judge *j, size_t h, ws_manifest_entry *en) {
             return false;
         }
         const wsi_piece_part *pp = &j->pa->pieces[pl->primary[k]];
+        if (j->o && !j->o->digests) continue;
         if (!pp->done) return false; /* (cannot happen for a local that is OK) */
         ws_fast_add(&en->digest.fast, &pp->fast, NULL);
         en->stats.nan += pp->stats.nan;
         en->stats.inf += pp->stats.inf;
     }
     en->name = (char *)hf->name;
-    en->digest.algos = WS_ALGO_FAST;
+    en->digest.algos = j->o && !j->o->digests ? 0 : WS_ALGO_FAST;
     en->dtype = dtype;
     en->canonical_dtype = ws_canonical_dtype(dtype, canon);
     en->ndim = hf->ndim;
@@ -189,12 +197,13 @@ static bool rebuild(judge *j, size_t h, ws_manifest_entry *en) {
 }
 
 /* Structural and replica findings into j, and the manifest of what can be rebuilt. */
-static ws_err build(const ws_plan *p, const ws_partials *pa, const char *source, ws_report *r,
-                    ws_manifest **out, ws_error *err) {
+ws_err wsi_partials_build(const ws_plan *p, const ws_partials *pa, const char *source,
+                          ws_report *r, const wsi_build_opts *o, ws_manifest **out,
+                          ws_error *err) {
     *out = NULL;
     ws_err rc = check_same_plan(p, pa, err);
     if (rc != WS_OK) return rc;
-    judge j = {.p = p, .pa = pa, .r = r, .rc = WS_OK, .err = err};
+    judge j = {.o = o, .p = p, .pa = pa, .r = r, .rc = WS_OK, .err = err};
     ws_manifest *m = ws_manifest_new((ws_canon)pa->canon, WS_ALGO_FAST, pa->key_id, source);
     if (!m) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     structural(&j);
@@ -216,7 +225,7 @@ static ws_err build(const ws_plan *p, const ws_partials *pa, const char *source,
 ws_err ws_partials_manifest(const ws_plan *p, const ws_partials *merged, const char *source,
                             ws_manifest **out, ws_report *r, ws_error *err) {
     if (!p || !merged || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
-    return build(p, merged, source ? source : "partials", r, out, err);
+    return wsi_partials_build(p, merged, source ? source : "partials", r, NULL, out, err);
 }
 
 ws_err ws_partials_judge(const ws_plan *p, const ws_partials *merged,
@@ -227,7 +236,7 @@ ws_err ws_partials_judge(const ws_plan *p, const ws_partials *merged,
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
                         "partials are judged on fast digests; the manifest holds none");
     ws_manifest *actual = NULL;
-    ws_err rc = build(p, merged, "partials", r, &actual, err);
+    ws_err rc = wsi_partials_build(p, merged, "partials", r, NULL, &actual, err);
     bool same_key = true;
     if (rc == WS_OK) rc = wsi_check_comparable(expected, actual, &same_key, err);
     if (rc == WS_OK && !same_key)

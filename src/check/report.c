@@ -83,8 +83,10 @@ ws_err ws_report_add(ws_report *r, const ws_finding *f) {
     return WS_OK;
 }
 
-void ws_report_count_match(ws_report *r, uint64_t n) {
-    if (r) r->matched += n;
+ws_err ws_report_count_match(ws_report *r, uint64_t n) {
+    if (!r) return WS_ERR_ARG;
+    r->matched = n > UINT64_MAX - r->matched ? UINT64_MAX : r->matched + n;
+    return WS_OK;
 }
 size_t ws_report_count(const ws_report *r) { return r ? r->count : 0; }
 const ws_finding *ws_report_at(const ws_report *r, size_t i) {

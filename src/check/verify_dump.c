@@ -4,7 +4,7 @@
  * ranks that hold the tensor and, given the reference checkpoint, the first differing element.
  */
 #include "digest.h"
-#include "dump_resolve.h"
+#include "dump_check.h"
 #include "report_values.h"
 
 #include <stdio.h>
@@ -12,9 +12,9 @@
 #include <string.h>
 
 /* "held by X rows a..b on rank r; ..." for the replica-0 pieces of HF tensor h. */
-static void holders(const wsi_dumpview *v, uint32_t h, char *buf, size_t n, const char **local,
+static void holders(const wsi_dumpcheck *v, uint32_t h, char *buf, size_t n, const char **local,
                     int *rank) {
-    const wsi_plan *p = &v->plans[h];
+    const wsi_plan *p = &v->plan->plans[h];
     size_t len = (size_t)snprintf(buf, n, "held by ");
     *local = NULL;
     *rank = -1;
@@ -38,8 +38,8 @@ static void holders(const wsi_dumpview *v, uint32_t h, char *buf, size_t n, cons
 }
 
 /* The replica-0 pieces of HF tensor h as holders (the finding's held_by); at most max. */
-static size_t holder_list(const wsi_dumpview *v, uint32_t h, ws_holder *out, size_t max) {
-    const wsi_plan *p = &v->plans[h];
+static size_t holder_list(const wsi_dumpcheck *v, uint32_t h, ws_holder *out, size_t max) {
+    const wsi_plan *p = &v->plan->plans[h];
     size_t n = 0;
     for (size_t i = 0; i < p->n_primary && n < max; i++) {
         const ws_piece *pc = ws_layout_piece(v->l, p->primary[i]);
@@ -51,51 +51,70 @@ static size_t holder_list(const wsi_dumpview *v, uint32_t h, ws_holder *out, siz
 }
 
 typedef struct locate_ctx {
-    const wsi_dumpview *v;
+    const wsi_dumpcheck *v;
     const ws_tensor *ref;
     ws_canon canon;
     ws_dtype cdt;
     uint64_t cols;
     uint8_t *ba, *bb;
+    wsi_readbuf buf;
+    ws_error err;
     ws_diff d;
     uint64_t first_piece, first_local_at, row0, row1;
 } locate_ctx;
 
-static ws_err locate_run(void *arg, const wsi_run *run) {
-    locate_ctx *c = arg;
-    const ws_tensor *t = c->v->loc[run->local];
-    size_t sl = ws_dtype_size(t->dtype), sr = ws_dtype_size(c->ref->dtype);
-    const uint8_t *pl = wsi_run_data(c->v, run);
-    const uint8_t *pr = (const uint8_t *)c->ref->data + run->t_at * sr;
-    for (uint64_t k = 0; k < run->n; k += WSI_CHUNK_ELEMS) {
-        uint64_t n = run->n - k < WSI_CHUNK_ELEMS ? run->n - k : WSI_CHUNK_ELEMS;
-        wsi_cast_to_canonical(c->ref->dtype, c->canon, pr + k * sr, n, c->ba, NULL);
-        wsi_cast_to_canonical(t->dtype, c->canon, pl + k * sl, n, c->bb, NULL);
+typedef struct chunk_ctx {
+    locate_ctx *c;
+    const wsi_run *run;
+    ws_dtype dtype;
+} chunk_ctx;
+
+/* n elements of a run, read from the dump, against the reference's at the same place. */
+static ws_err locate_chunk(void *arg, uint64_t at, const void *data, uint64_t n_all) {
+    chunk_ctx *x = arg;
+    locate_ctx *c = x->c;
+    const wsi_run *run = x->run;
+    size_t sl = ws_dtype_size(x->dtype), sr = ws_dtype_size(c->ref->dtype);
+    const uint8_t *pl = data;
+    for (uint64_t k = 0; k < n_all; k += WSI_CHUNK_ELEMS) {
+        uint64_t n = n_all - k < WSI_CHUNK_ELEMS ? n_all - k : WSI_CHUNK_ELEMS;
+        uint64_t t_at = run->t_at + at + k;
+        wsi_cast_to_canonical(c->ref->dtype, c->canon, (const uint8_t *)c->ref->data + t_at * sr,
+                             n, c->ba, NULL);
+        wsi_cast_to_canonical(x->dtype, c->canon, pl + k * sl, n, c->bb, NULL);
         uint64_t before = c->d.differ, first = c->d.first;
-        wsi_diff_update(&c->d, c->cdt, run->t_at + k, c->ba, c->bb, n);
+        wsi_diff_update(&c->d, c->cdt, t_at, c->ba, c->bb, n);
         if (c->d.differ == before) continue;
         if (c->d.first != first) {
             c->first_piece = run->piece;
             c->first_local_at = run->l_at + (c->d.first - run->t_at);
         }
-        uint64_t r0 = (run->t_at + k) / c->cols, r1 = (run->t_at + k + n - 1) / c->cols + 1;
+        uint64_t r0 = t_at / c->cols, r1 = (t_at + n - 1) / c->cols + 1;
         if (before == 0 || r0 < c->row0) c->row0 = r0;
         if (r1 > c->row1) c->row1 = r1;
     }
     return WS_OK;
 }
 
+static ws_err locate_run(void *arg, const wsi_run *run) {
+    locate_ctx *c = arg;
+    chunk_ctx x = {c, run, c->v->bound[run->local]->dtype};
+    return wsi_dumpcheck_read(c->v, run->local, run->l_at, run->n, &c->buf, locate_chunk, &x,
+                              &c->err);
+}
+
 /* Compare T, rebuilt from the dump's pieces, with the reference tensor element by element.
  * Returns false (with why) when they cannot be compared. */
-static bool compare_with_reference(wsi_dumpview *v, uint32_t h, const ws_tensor *ref,
-                                   ws_canon canon, locate_ctx *c, const char **why) {
+static ws_err compare_with_reference(wsi_dumpcheck *v, uint32_t h, const ws_tensor *ref,
+                                     ws_canon canon, locate_ctx *c, const char **why,
+                                     ws_error *err) {
     const ws_hf_desc *hf = ws_layout_hf(v->l, h);
-    const wsi_plan *p = &v->plans[h];
+    const wsi_plan *p = &v->plan->plans[h];
     memset(c, 0, sizeof *c);
     ws_diff_init(&c->d);
     if (ref->ndim != hf->ndim || memcmp(ref->shape, hf->shape, sizeof(uint64_t) * (size_t)hf->ndim)) {
         *why = "the reference tensor has another shape";
-        return false;
+        return WS_OK;
     }
     c->v = v;
     c->ref = ref;
@@ -103,27 +122,30 @@ static bool compare_with_reference(wsi_dumpview *v, uint32_t h, const ws_tensor 
     c->cols = p->cols ? p->cols : 1;
     c->cdt = ws_canonical_dtype(ref->dtype, canon);
     for (size_t i = 0; i < p->n_primary; i++) {
-        const ws_tensor *t = v->loc[ws_layout_piece(v->l, p->primary[i])->local];
+        const wsi_src_tensor *t = v->bound[ws_layout_piece(v->l, p->primary[i])->local];
         if (!t) {
             *why = "an engine tensor holding it is missing";
-            return false;
+            return WS_OK;
         }
         if (ws_canonical_dtype(t->dtype, canon) != c->cdt) {
             *why = "the reference's dtype cannot be compared element by element";
-            return false;
+            return WS_OK;
         }
     }
     c->ba = malloc((size_t)WSI_CHUNK_ELEMS * 8);
     c->bb = malloc((size_t)WSI_CHUNK_ELEMS * 8);
-    bool ok = c->ba && c->bb && wsi_sweep(v->l, p, 0, p->rows, locate_run, c, NULL) == WS_OK;
+    ws_err rc = c->ba && c->bb ? wsi_sweep(v->l, p, 0, p->rows, locate_run, c, NULL)
+                               : WS_ERR_NOMEM;
     free(c->ba);
     free(c->bb);
-    if (!ok) *why = "out of memory";
-    return ok;
+    wsi_readbuf_free(&c->buf);
+    if (rc == WS_ERR_NOMEM) return wsi_fail(err, rc, NULL, hf->name, -1, "out of memory");
+    if (rc != WS_OK && err) *err = c->err;
+    return rc;
 }
 
 /* Report the differences found by compare_with_reference as one finding. */
-static void report_located(wsi_dumpview *v, uint32_t h, const locate_ctx *c) {
+static void report_located(wsi_dumpcheck *v, uint32_t h, const locate_ctx *c) {
     const ws_hf_desc *hf = ws_layout_hf(v->l, h);
     const ws_piece *pc = ws_layout_piece(v->l, (size_t)c->first_piece);
     const ws_local_desc *ld = ws_layout_local(v->l, pc->local);
@@ -145,41 +167,61 @@ static void report_located(wsi_dumpview *v, uint32_t h, const locate_ctx *c) {
                     .row1 = (int64_t)c->row1, .detail = detail};
     wsi_finding_element(&f, c->d.first, hf->ndim, hf->shape, c->d.first_a, c->d.first_b,
                         c->d.differ);
-    wsi_dumpview_add(v, &f);
+    wsi_dumpcheck_add(v, &f);
+}
+
+/* The two sides of range-digest localisation, bound once per verify (not per mismatch). */
+typedef struct sides {
+    ws_fastkey *own;
+    ws_side *a, *b;
+    ws_err rc;
+    ws_error e;
+    bool tried;
+} sides;
+
+static void sides_free(sides *s) {
+    ws_side_free(s->a);
+    ws_side_free(s->b);
+    ws_fastkey_free(s->own);
 }
 
 /* Locate a digest mismatch by exchanging range digests with the reference (ws_locate): the
  * reference plays the trainer's side, the dump the engine's. */
-static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const ws_hash_options *opt,
-                   const char *digest_detail, const ws_finding *base) {
+static void locate(wsi_dumpcheck *v, uint32_t h, const ws_ckpt *reference,
+                   const ws_hash_options *opt, const char *digest_detail,
+                   const ws_finding *base, sides *sd) {
     const ws_hf_desc *hf = ws_layout_hf(v->l, h);
-    ws_fastkey *own = NULL;
-    const ws_fastkey *key = opt->key;
-    ws_side *a = NULL, *b = NULL;
     ws_location loc;
     ws_error e;
-    ws_err rc = WS_OK;
-    if (!key) {
-        rc = ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED), &own, &e);
-        key = own;
+    if (!sd->tried) {
+        sd->tried = true;
+        const ws_fastkey *key = opt->key;
+        sd->rc = WS_OK;
+        if (!key) {
+            sd->rc = ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED),
+                                       &sd->own, &sd->e);
+            key = sd->own;
+        }
+        if (sd->rc == WS_OK) sd->rc = ws_side_checkpoint(reference, opt->canon, key, &sd->a, &sd->e);
+        if (sd->rc == WS_OK) sd->rc = ws_side_dump(v->l, v->d, opt->canon, key, &sd->b, &sd->e);
     }
-    if (rc == WS_OK) rc = ws_side_checkpoint(reference, opt->canon, key, &a, &e);
-    if (rc == WS_OK) rc = ws_side_dump(v->l, v->d, opt->canon, key, &b, &e);
-    if (rc == WS_OK) rc = ws_locate(a, b, hf->name, 16, 64, &loc, &e);
+    ws_err rc = sd->rc;
+    if (rc != WS_OK) e = sd->e;
+    else rc = ws_locate(sd->a, sd->b, hf->name, 16, 64, &loc, &e);
     if (rc != WS_OK) {
-        wsi_dumpview_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1, "%s; cannot locate: %s",
-                            digest_detail, e.what);
+        wsi_dumpcheck_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1, "%s; cannot locate: %s",
+                             digest_detail, e.what);
     } else if (loc.found == 0) {
-        wsi_dumpview_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1,
-                            "%s; but every element equals the reference's (is the reference the "
-                            "trainer's checkpoint?)",
-                            digest_detail);
+        wsi_dumpcheck_report(v, WS_MISMATCH, hf->name, NULL, -1, -1, -1,
+                             "%s; but every element equals the reference's (is the reference "
+                             "the trainer's checkpoint?)",
+                             digest_detail);
     } else {
         uint64_t co[WS_MAX_DIMS];
         char cs[160];
         wsi_unravel(loc.first, hf->ndim, hf->shape, co);
         wsi_shape_str(hf->ndim, co, cs, sizeof cs);
-        const wsi_plan *p = &v->plans[h];
+        const wsi_plan *p = &v->plan->plans[h];
         uint64_t cols = p->cols ? p->cols : 1;
         /* the holder of the first element, for the finding's fields */
         const char *local = NULL;
@@ -209,17 +251,17 @@ static void locate(wsi_dumpview *v, uint32_t h, const ws_ckpt *reference, const 
         f.detail = detail;
         wsi_finding_element(&f, loc.first, hf->ndim, hf->shape, loc.value_a, loc.value_b,
                             loc.more ? 0 : loc.found);
-        wsi_dumpview_add(v, &f);
+        wsi_dumpcheck_add(v, &f);
     }
-    ws_side_free(a);
-    ws_side_free(b);
-    ws_fastkey_free(own);
 }
 
 ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws_canon canon,
                     ws_report *r, ws_error *err) {
-    wsi_dumpview v;
-    ws_err rc = wsi_dumpview_open(&v, l, d, r, err);
+    if (!ref || !l || !d || !r) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
+    /* the dump bound once: structural findings and every replica against replica 0 */
+    wsi_dumpcheck v;
+    ws_hash_options opt = {.canon = canon, .algos = WS_ALGO_SHA256, .threads = 0};
+    ws_err rc = wsi_dumpcheck_open(&v, l, d, &opt, r, err);
     for (size_t h = 0; rc == WS_OK && h < ws_layout_hf_count(l); h++) {
         const ws_hf_desc *hf = ws_layout_hf(l, h);
         const ws_tensor *t = ws_ckpt_find(ref, hf->name);
@@ -229,24 +271,26 @@ ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws
             src = (uint32_t)ws_layout_find_hf(l, hf->tied_to);
         }
         if (!t) {
-            wsi_dumpview_report(&v, WS_UNEXPECTED, hf->name, NULL, -1, -1, -1,
+            wsi_dumpcheck_report(&v, WS_UNEXPECTED, hf->name, NULL, -1, -1, -1,
                                 "only in the engine dump");
             continue;
         }
         locate_ctx c;
         const char *why = NULL;
-        if (!compare_with_reference(&v, src, t, canon, &c, &why))
-            wsi_dumpview_report(&v, WS_NOT_COMPARABLE, hf->name, NULL, -1, -1, -1, "%s", why);
+        rc = compare_with_reference(&v, src, t, canon, &c, &why, err);
+        if (rc != WS_OK) break;
+        if (why)
+            wsi_dumpcheck_report(&v, WS_NOT_COMPARABLE, hf->name, NULL, -1, -1, -1, "%s", why);
         else if (c.d.differ) report_located(&v, src, &c);
         else ws_report_count_match(r, 1);
     }
     for (size_t i = 0; rc == WS_OK && i < ws_ckpt_count(ref); i++) {
         const char *name = ws_ckpt_tensor(ref, i)->name;
         if (ws_layout_find_hf(l, name) < 0)
-            wsi_dumpview_report(&v, WS_MISSING, name, NULL, -1, -1, -1,
+            wsi_dumpcheck_report(&v, WS_MISSING, name, NULL, -1, -1, -1,
                                 "only in the checkpoint: the layout holds no such tensor");
     }
-    wsi_dumpview_close(&v);
+    wsi_dumpcheck_close(&v);
     return rc;
 }
 
@@ -255,10 +299,11 @@ ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_
                       ws_error *err) {
     if (!expected || !l || !d || !opt || !r)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
-    wsi_dumpview v;
+    wsi_dumpcheck v;
     ws_manifest *actual = NULL;
-    ws_err rc = wsi_dumpview_open(&v, l, d, r, err);
-    if (rc == WS_OK) rc = wsi_hash_dump_view(&v, opt, "dump", &actual, err);
+    sides sd = {0};
+    ws_err rc = wsi_dumpcheck_open(&v, l, d, opt, r, err);
+    if (rc == WS_OK) rc = wsi_dumpcheck_manifest(&v, "dump", &actual, err);
     bool same_key = true;
     if (rc == WS_OK) rc = wsi_check_comparable(expected, actual, &same_key, err);
     char detail[512], held[512];
@@ -266,7 +311,7 @@ ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_
         const ws_manifest_entry *e = ws_manifest_entry_at(expected, i);
         long h = ws_layout_find_hf(l, e->name);
         if (h < 0) {
-            wsi_dumpview_report(&v, WS_MISSING, e->name, NULL, -1, -1, -1,
+            wsi_dumpcheck_report(&v, WS_MISSING, e->name, NULL, -1, -1, -1,
                                 "the %s layout of this config holds no such tensor",
                                 ws_layout_family(l));
             continue;
@@ -288,25 +333,26 @@ ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_
                      "the engine ties it to %s, which differs from the trainer's %s: %s",
                      hf->tied_to, e->name, detail);
             f.detail = line;
-            wsi_dumpview_add(&v, &f);
+            wsi_dumpcheck_add(&v, &f);
         } else if (s == WS_MISMATCH && reference && ws_ckpt_find(reference, e->name)) {
-            locate(&v, (uint32_t)h, reference, opt, detail, &f);
+            locate(&v, (uint32_t)h, reference, opt, detail, &f, &sd);
         } else {
             holders(&v, (uint32_t)h, held, sizeof held, &f.local, &f.rank);
             snprintf(line, sizeof line, "%s; %s", detail, held);
             f.detail = line;
             f.holders = hs;
             f.nholders = holder_list(&v, (uint32_t)h, hs, sizeof hs / sizeof hs[0]);
-            wsi_dumpview_add(&v, &f);
+            wsi_dumpcheck_add(&v, &f);
         }
     }
     for (size_t i = 0; rc == WS_OK && i < ws_manifest_count(actual); i++) {
         const ws_manifest_entry *a = ws_manifest_entry_at(actual, i);
         if (!ws_manifest_find(expected, a->name))
-            wsi_dumpview_report(&v, WS_UNEXPECTED, a->name, NULL, -1, -1, -1,
+            wsi_dumpcheck_report(&v, WS_UNEXPECTED, a->name, NULL, -1, -1, -1,
                                 "the engine holds it but the trainer's manifest does not list it");
     }
     ws_manifest_free(actual);
-    wsi_dumpview_close(&v);
+    sides_free(&sd);
+    wsi_dumpcheck_close(&v);
     return rc;
 }

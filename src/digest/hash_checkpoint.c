@@ -4,6 +4,7 @@
  * partials add up. Items go largest first so the longest tensor starts at once.
  */
 #include "digest.h"
+#include "source.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ typedef struct part {
 
 typedef struct job {
     const ws_ckpt *ckpt;
+    ws_source *src;       /* every byte read through it: a file cut while read is an error */
     const ws_hash_options *opt;
     item *items;
     size_t nitems;
@@ -39,6 +41,20 @@ static int cmp_item_size(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+typedef struct feed_slice {
+    wsi_sink *sink;
+    ws_dtype dtype;
+    ws_canon canon;
+    uint64_t at;
+    ws_value_stats *stats;
+} feed_slice;
+
+static ws_err feed_at(void *arg, uint64_t at, const void *data, uint64_t n) {
+    feed_slice *f = arg;
+    wsi_sink_feed(f->sink, f->dtype, f->canon, f->at + at, data, n, f->stats);
+    return WS_OK;
+}
+
 static void digest_item(void *arg, size_t i) {
     job *j = arg;
     const item *it = &j->items[i];
@@ -47,16 +63,16 @@ static void digest_item(void *arg, size_t i) {
     ws_error e;
     ws_err rc = wsi_sink_init(&s, j->opt->algos, ws_canonical_dtype(t->dtype, j->opt->canon),
                               j->opt->key, &e);
+    const wsi_src_tensor *st = wsi_source_find(j->src, t->name);
+    wsi_readbuf buf = {0};
     if (rc == WS_OK) {
         size_t esz = ws_dtype_size(t->dtype);
-        s.release = j->ckpt; /* resident memory stays bounded by the work in flight */
         /* feed in slices so progress moves inside a large tensor */
-        for (uint64_t at = it->begin; at < it->end;) {
+        for (uint64_t at = it->begin; at < it->end && rc == WS_OK;) {
             uint64_t n = it->end - at < RANGE_ELEMS / 4 ? it->end - at : RANGE_ELEMS / 4;
-            wsi_sink_feed(&s, t->dtype, j->opt->canon, at, (const uint8_t *)t->data + at * esz, n,
-                          &j->parts[i].stats);
+            feed_slice f = {&s, t->dtype, j->opt->canon, at, &j->parts[i].stats};
+            rc = wsi_source_rect(j->src, st, 0, at, 1, n, st->numel, &buf, feed_at, &f, &e);
             at += n;
-            wsi_ckpt_release(j->ckpt, (const uint8_t *)t->data + (at - n) * esz, n * esz);
             if (j->opt->progress) {
                 pthread_mutex_lock(&j->lock);
                 j->done += n * esz;
@@ -64,8 +80,9 @@ static void digest_item(void *arg, size_t i) {
                 pthread_mutex_unlock(&j->lock);
             }
         }
-        rc = wsi_sink_final(&s, &j->parts[i].digest, &e);
+        if (rc == WS_OK) rc = wsi_sink_final(&s, &j->parts[i].digest, &e);
     }
+    wsi_readbuf_free(&buf);
     wsi_sink_destroy(&s);
     if (rc != WS_OK) {
         pthread_mutex_lock(&j->lock);
@@ -144,6 +161,7 @@ ws_err ws_hash_checkpoint(const ws_ckpt *c, const ws_hash_options *opt, const ch
             b = e;
         } while (b < t->numel);
     }
+    if (rc == WS_OK) rc = wsi_source_ckpt(c, WS_READ_DEFAULT, &j.src, err);
     if (rc == WS_OK) {
         qsort(j.items, j.nitems, sizeof *j.items, cmp_item_size);
         pthread_mutex_init(&j.lock, NULL);
@@ -155,6 +173,7 @@ ws_err ws_hash_checkpoint(const ws_ckpt *c, const ws_hash_options *opt, const ch
         }
     }
     if (rc == WS_OK) rc = collect(&j, source, out, err);
+    ws_source_free(j.src);
     free(j.items);
     free(j.parts);
     return rc;

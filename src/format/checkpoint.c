@@ -96,12 +96,18 @@ const ws_tensor *ws_ckpt_find(const ws_ckpt *c, const char *name) {
 }
 
 static ws_err map_file(const char *path, mapped_file *f, ws_error *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO without it blocks until a writer appears (forever, under
+     * serve); it changes nothing for a regular file, and anything else is refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return wsi_fail(err, WS_ERR_IO, path, NULL, -1, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return wsi_fail(err, WS_ERR_IO, path, NULL, -1, "not a regular file");
+        return wsi_fail(err, WS_ERR_IO, path, NULL, -1,
+                        "not a regular file (%s): refused without reading it",
+                        S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) ? "a device"
+                        : S_ISDIR(st.st_mode) ? "a directory" : S_ISSOCK(st.st_mode) ? "a socket"
+                                                                : "not a plain file");
     }
     f->len = (size_t)st.st_size;
     f->map = NULL;

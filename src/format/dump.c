@@ -1,7 +1,7 @@
 /*
  * Engine dumps in the sharded_state format that vLLM and SGLang save and load: one or more
  * model-rank-{rank}-part-{part}.safetensors files per rank, engine tensor names, each rank's
- * final local tensors. weightsum adds weightsum-layout.json ({"family", "tp"}) and config.json
+ * final local tensors. weightsum adds weightsum-layout.json ({"family", "tp"}, and "ep", "pp" when above 1) and config.json
  * when it writes one (weightsum shard), so verify can find the layout by itself.
  */
 #include "internal.h"
@@ -21,6 +21,7 @@ struct ws_dump {
     ws_ckpt **ranks; /* NULL where a rank has no file */
     char family[32];
     int tp;          /* from weightsum-layout.json, 0 when absent */
+    int ep, pp;      /* from weightsum-layout.json ("ep", "pp"), 0 when absent */
 };
 
 /* "model-rank-R-part-P.safetensors" -> R, P; false for other names. */
@@ -54,6 +55,8 @@ const ws_ckpt *ws_dump_rank(const ws_dump *d, int rank) {
 }
 const char *ws_dump_family(const ws_dump *d) { return d && d->family[0] ? d->family : NULL; }
 int ws_dump_tp(const ws_dump *d) { return d ? d->tp : 0; }
+int ws_dump_ep(const ws_dump *d) { return d ? d->ep : 0; }
+int ws_dump_pp(const ws_dump *d) { return d ? d->pp : 0; }
 
 typedef struct entry {
     long rank, part;
@@ -83,6 +86,19 @@ static ws_err read_hint(ws_dump *d, const char *dir, ws_error *err) {
     else {
         snprintf(d->family, sizeof d->family, "%s", fam);
         d->tp = (int)json_integer_value(tp);
+        /* optional "ep" / "pp" (written when either is above 1) */
+        static const char *const keys[2] = {"ep", "pp"};
+        int *dst[2] = {&d->ep, &d->pp};
+        for (int k = 0; k < 2 && rc == WS_OK; k++) {
+            json_t *v = json_object_get(j, keys[k]);
+            if (!v) continue;
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > MAX_RANKS)
+                rc = wsi_fail(err, WS_ERR_FORMAT, path, NULL, -1,
+                              "\"%s\" must be an integer from 1 to %d", keys[k], MAX_RANKS);
+            else
+                *dst[k] = (int)json_integer_value(v);
+        }
     }
     json_decref(j);
     return rc;

@@ -76,7 +76,7 @@ ws_err wsi_dumpview_open(wsi_dumpview *v, const ws_layout *l, const ws_dump *d, 
     if (!v->loc || !v->why_missing) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     ws_err rc = wsi_plans_build(l, &v->plans, err);
     if (rc != WS_OK) return rc;
-    int tp = ws_layout_tp(l);
+    int tp = ws_layout_rank_count(l); /* global ranks: tp x pp (x ep for megatron) */
     for (int rank = 0; rank < tp; rank++)
         if (!ws_dump_rank(d, rank))
             wsi_dumpview_report(v, WS_MISSING, "", NULL, rank, -1, -1,
@@ -181,7 +181,7 @@ typedef struct fit {
 
 static fit measure(const ws_layout *l, const ws_dump *d) {
     fit f = {0};
-    int tp = ws_layout_tp(l);
+    int tp = ws_layout_rank_count(l); /* global ranks: tp x pp (x ep for megatron) */
     for (int rank = 0; rank < tp && rank < ws_dump_rank_count(d); rank++) {
         const ws_ckpt *c = ws_dump_rank(d, rank);
         for (size_t i = 0; c && i < ws_ckpt_count(c); i++) {
@@ -287,11 +287,30 @@ ws_err ws_dump_fits_layout(const ws_layout *l, const ws_dump *d, const ws_model_
                         "this one is %s, the config makes %s at %s tp=%d): say --config",
                         f.named - f.shaped, f.named, sa, se, fam, tp);
     }
-    if (nr > tp && (flags & WS_FIT_TP_GIVEN))
+    if (nr > ws_layout_rank_count(l) && (flags & WS_FIT_TP_GIVEN))
         return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
                         "rank files 0..%d (%d ranks) but tp=%d, which ranks 0..%d fit: files of "
                         "rank %d..%d are not of this dump (remove them, or say the dump's tp)",
                         nr - 1, nr, tp, tp - 1, tp, nr - 1);
+    return WS_OK;
+}
+
+/* weightsum-layout.json's ep / pp against the flags (0: not given), as check_flags. */
+static ws_err check_par_flags(const ws_dump *d, const char *dir, int ep, int pp, unsigned flags,
+                              ws_error *err) {
+    if (flags & WS_LAYOUT_FORCE) return WS_OK;
+    int re = ws_dump_ep(d) ? ws_dump_ep(d) : 1, rp = ws_dump_pp(d) ? ws_dump_pp(d) : 1;
+    if (!ws_dump_family(d)) return WS_OK; /* no weightsum-layout.json */
+    if (ep && ep != re)
+        return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
+                        "weightsum-layout.json says ep %d, not --ep %d (drop the flag, or --force "
+                        "to use it)",
+                        re, ep);
+    if (pp && pp != rp)
+        return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
+                        "weightsum-layout.json says pp %d, not --pp %d (drop the flag, or --force "
+                        "to use it)",
+                        rp, pp);
     return WS_OK;
 }
 
@@ -316,6 +335,12 @@ static ws_err check_flags(const ws_dump *d, const char *dir, const char *family,
 
 ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family, int tp,
                            const char *config, unsigned flags, ws_layout **out, ws_error *err) {
+    return ws_dump_layout_open_parallel(d, dir, family, tp, 0, 0, config, flags, out, err);
+}
+
+ws_err ws_dump_layout_open_parallel(const ws_dump *d, const char *dir, const char *family, int tp,
+                                    int ep, int pp, const char *config, unsigned flags,
+                                    ws_layout **out, ws_error *err) {
     if (!d || !dir || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (family) { /* an unknown family is a bad argument first of all (as ws_layout_create) */
@@ -331,16 +356,21 @@ ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family
         }
     }
     ws_err rc = check_flags(d, dir, family, tp, flags, err);
+    if (rc == WS_OK) rc = check_par_flags(d, dir, ep, pp, flags, err);
     if (rc != WS_OK) return rc;
     unsigned fit_flags = flags & WS_LAYOUT_FORCE;
     if (tp) fit_flags |= WS_FIT_TP_GIVEN;
     if (!family) family = ws_dump_family(d);
     if (!tp) tp = ws_dump_tp(d);
+    if (!ep) ep = ws_dump_ep(d) ? ws_dump_ep(d) : 1;
+    if (!pp) pp = ws_dump_pp(d) ? ws_dump_pp(d) : 1;
     if (!family)
         return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
                         "no weightsum-layout.json here: say --layout sglang|vllm|megatron|"
                         "transformers|hf");
-    if (!tp) tp = ws_dump_rank_count(d);
+    /* one file per global rank: tp x pp of them (x ep for megatron, whose ep is data-parallel) */
+    if (!tp) tp = ws_dump_rank_count(d) / (pp * (strcmp(family, "megatron") == 0 ? ep : 1));
+    if (tp < 1) tp = 1;
     char path[4096];
     if (config) snprintf(path, sizeof path, "%s", config);
     else snprintf(path, sizeof path, "%s/config.json", dir);
@@ -351,7 +381,14 @@ ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family
         return rc;
     }
     ws_layout *l = NULL;
-    if ((rc = ws_layout_create(family, &cfg, tp, &l, err)) != WS_OK) return rc;
+    ws_parallel *par = NULL;
+    if ((rc = ws_parallel_create(&par, err)) == WS_OK &&
+        (rc = ws_parallel_set(par, WS_PAR_TP, tp, err)) == WS_OK &&
+        (rc = ws_parallel_set(par, WS_PAR_EP, ep, err)) == WS_OK &&
+        (rc = ws_parallel_set(par, WS_PAR_PP, pp, err)) == WS_OK)
+        rc = ws_layout_create_parallel(family, &cfg, par, &l, err);
+    ws_parallel_free(par);
+    if (rc != WS_OK) return rc;
     if ((rc = ws_dump_fits_layout(l, d, &cfg, dir, fit_flags, err)) != WS_OK) {
         ws_layout_free(l);
         return rc;

@@ -28,9 +28,6 @@ WSI_HIDDEN void wsi_dumpview_report(wsi_dumpview *v, ws_status s, const char *te
                                     const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 /* Thread-safe report append of a finding with its value fields (ws_finding). */
 WSI_HIDDEN void wsi_dumpview_add(wsi_dumpview *v, const ws_finding *f);
-/* Digest every canonical tensor the view can rebuild (hash_dump.c). */
-WSI_HIDDEN ws_err wsi_hash_dump_view(wsi_dumpview *v, const ws_hash_options *opt,
-                                     const char *source, ws_manifest **out, ws_error *err);
 /* Element pointer of a run's local data. */
 static inline const uint8_t *wsi_run_data(const wsi_dumpview *v, const wsi_run *run) {
     const ws_tensor *t = v->loc[run->local];

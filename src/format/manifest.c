@@ -66,7 +66,13 @@ unsigned ws_manifest_algos(const ws_manifest *m) { return m->algos; }
 const char *ws_manifest_key_id(const ws_manifest *m) { return m->key_id; }
 const char *ws_manifest_source(const ws_manifest *m) { return m->source; }
 int ws_manifest_declares_canon(const ws_manifest *m) { return m->canon_declared; }
-void ws_manifest_set_canon(ws_manifest *m, ws_canon c) { m->canon = c; }
+ws_err ws_manifest_set_canon(ws_manifest *m, ws_canon c, ws_error *err) {
+    if (!m) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL manifest");
+    if (c != WS_CANON_BF16 && c != WS_CANON_NATIVE)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "invalid canonical policy %d", (int)c);
+    m->canon = c;
+    return WS_OK;
+}
 
 /* Index of the first entry with name >= key. */
 static size_t lower_bound(const ws_manifest *m, const char *name) {
@@ -144,7 +150,14 @@ ws_err ws_manifest_to_json(const ws_manifest *m, char **out, ws_error *err) {
         }
         json_object_set_new(t, "nan", json_integer((json_int_t)e->stats.nan));
         json_object_set_new(t, "inf", json_integer((json_int_t)e->stats.inf));
-        json_object_set_new(tensors, e->name, t);
+        /* never a JSON form that silently lacks a tensor (jansson refuses non-UTF-8 keys) */
+        if (json_object_set_new(tensors, e->name, t) != 0) {
+            json_decref(tensors);
+            json_decref(root);
+            *out = NULL;
+            return wsi_fail(err, WS_ERR_FORMAT, m->source, e->name, -1,
+                            "tensor name is not valid UTF-8: no JSON form");
+        }
     }
     json_object_set_new(root, "tensors", tensors);
     *out = json_dumps(root, JSON_INDENT(1));
@@ -517,6 +530,13 @@ static ws_err parse_lines(const char *text, size_t len, const char *label, ws_ma
                           tag == WS_ALGO_SHA256 ? "64" : "48");
             break;
         }
+        json_t *utf8 = json_string(e.name); /* NULL unless valid UTF-8, as every safetensors name is */
+        if (!utf8) {
+            rc = wsi_fail(err, WS_ERR_FORMAT, label, NULL, (int64_t)start,
+                          "line %ld: tensor name is not valid UTF-8", lineno);
+            break;
+        }
+        json_decref(utf8);
         if ((e.digest.algos & WS_ALGO_SHA256) && ends_with(name, ".safetensors")) {
             rc = wsi_fail(err, WS_ERR_FORMAT, label, e.name, (int64_t)start,
                           "line %ld: these are whole-file digests (sha256sum of %s), not "

@@ -1,6 +1,7 @@
 /*
  * Model config: the few numbers of a HF config.json that a layout needs (docs/layouts.md).
- * Defaults follow transformers' LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config.
+ * Defaults follow transformers' LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config, and for
+ * MoE models Qwen2MoeConfig / Qwen3MoeConfig / Glm4MoeConfig.
  */
 #include "layout_internal.h"
 
@@ -48,6 +49,31 @@ ws_err wsl_config_check(const ws_model_config *cfg, ws_err code, const char *lab
                             "config key '%s': %llu is out of range [1, %llu]", limits[i].key,
                             (unsigned long long)v, (unsigned long long)limits[i].max);
     }
+    /* MoE fields: all zero for a dense model. */
+    const struct {
+        const char *key;
+        uint64_t v, max;
+    } moe[] = {{"num_experts", cfg->num_experts, 1u << 16},
+               {"moe_intermediate_size", cfg->moe_intermediate_size, 1u << 24},
+               {"shared_expert_intermediate_size", cfg->shared_expert_intermediate_size, 1u << 24},
+               {"n_shared_experts", cfg->n_shared_experts, 1u << 8},
+               {"decoder_sparse_step", cfg->decoder_sparse_step, 1u << 16}};
+    for (size_t i = 0; i < sizeof moe / sizeof moe[0]; i++)
+        if (moe[i].v > moe[i].max)
+            return wsi_fail(err, code, label, NULL, -1,
+                            "config key '%s': %llu is out of range [0, %llu]", moe[i].key,
+                            (unsigned long long)moe[i].v, (unsigned long long)moe[i].max);
+    if (cfg->num_experts && !cfg->moe_intermediate_size)
+        return wsi_fail(err, code, label, NULL, -1,
+                        "config key 'moe_intermediate_size': 0 with %llu experts",
+                        (unsigned long long)cfg->num_experts);
+    if (cfg->n_mlp_only_layers > sizeof cfg->mlp_only_layers / sizeof cfg->mlp_only_layers[0])
+        return wsi_fail(err, code, label, NULL, -1, "config key 'mlp_only_layers': too many");
+    if ((cfg->fp8_block_n == 0) != (cfg->fp8_block_k == 0) || cfg->fp8_block_n > 1u << 16 ||
+        cfg->fp8_block_k > 1u << 16)
+        return wsi_fail(err, code, label, NULL, -1,
+                        "config key 'weight_block_size': [%u, %u] is not a block shape",
+                        cfg->fp8_block_n, cfg->fp8_block_k);
     if (cfg->num_kv_heads > cfg->num_heads || cfg->num_heads % cfg->num_kv_heads)
         return wsi_fail(err, code, label, NULL, -1,
                         "config key 'num_key_value_heads': %llu does not divide "
@@ -89,6 +115,111 @@ static ws_err get_bool(json_t *root, const char *key, int *out, const char *labe
     if (!v || json_is_null(v)) return WS_OK;
     if (!json_is_boolean(v)) return bad_key(err, label, key, "expected true or false");
     *out = json_is_true(v);
+    return WS_OK;
+}
+
+/* A non-negative integer with a default. */
+static ws_err get_count(json_t *root, const char *key, uint64_t dflt, uint64_t *out,
+                        const char *label, ws_error *err) {
+    json_t *v = json_object_get(root, key);
+    *out = dflt;
+    if (!v || json_is_null(v)) return WS_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return bad_key(err, label, key, "expected a non-negative integer");
+    *out = (uint64_t)json_integer_value(v);
+    return WS_OK;
+}
+
+/* MoE keys of qwen2_moe, qwen3_moe and glm4_moe, with their configs' defaults. */
+static ws_err parse_moe(json_t *root, const char *label, ws_model_config *c, ws_error *err) {
+    bool q2 = strcmp(c->model_type, "qwen2_moe") == 0, q3 = strcmp(c->model_type, "qwen3_moe") == 0;
+    bool glm = strcmp(c->model_type, "glm4_moe") == 0;
+    ws_err e;
+    if (q2 || q3) {
+        /* Qwen2MoeConfig: 60 experts of 1408, shared expert 5632; Qwen3MoeConfig: 128 of 768 */
+        if ((e = get_count(root, "num_experts", q2 ? 60 : 128, &c->num_experts, label, err)) ||
+            (e = get_count(root, "moe_intermediate_size", q2 ? 1408 : 768,
+                           &c->moe_intermediate_size, label, err)) ||
+            (e = get_count(root, "decoder_sparse_step", 1, &c->decoder_sparse_step, label, err)))
+            return e;
+        if (q2 && (e = get_count(root, "shared_expert_intermediate_size", 5632,
+                                 &c->shared_expert_intermediate_size, label, err)))
+            return e;
+        if (c->decoder_sparse_step == 0)
+            return bad_key(err, label, "decoder_sparse_step", "0, expected a positive integer");
+        json_t *only = json_object_get(root, "mlp_only_layers");
+        if (only && !json_is_null(only)) {
+            if (!json_is_array(only))
+                return bad_key(err, label, "mlp_only_layers", "expected a list of layer indices");
+            size_t n = json_array_size(only);
+            if (n > sizeof c->mlp_only_layers / sizeof c->mlp_only_layers[0])
+                return wsi_fail(err, WS_ERR_LIMIT, label, NULL, -1,
+                                "config key 'mlp_only_layers': %zu layers, more than %zu", n,
+                                sizeof c->mlp_only_layers / sizeof c->mlp_only_layers[0]);
+            for (size_t i = 0; i < n; i++) {
+                json_t *x = json_array_get(only, i);
+                if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+                    (uint64_t)json_integer_value(x) >= c->num_layers)
+                    return bad_key(err, label, "mlp_only_layers",
+                                   "expected layer indices below num_hidden_layers");
+                c->mlp_only_layers[i] = (uint32_t)json_integer_value(x);
+            }
+            c->n_mlp_only_layers = (uint32_t)n;
+        }
+    } else if (glm) {
+        /* Glm4MoeConfig: 128 routed experts of 1408, 1 shared, first_k_dense_replace 1; the
+         * router's e_score_correction_bias is a persistent buffer, so checkpoints hold it. */
+        if ((e = get_count(root, "n_routed_experts", 128, &c->num_experts, label, err)) ||
+            (e = get_count(root, "moe_intermediate_size", 1408, &c->moe_intermediate_size, label,
+                           err)) ||
+            (e = get_count(root, "n_shared_experts", 1, &c->n_shared_experts, label, err)) ||
+            (e = get_count(root, "first_k_dense_replace", 1, &c->first_k_dense_replace, label,
+                           err)))
+            return e;
+        int qk = 0;
+        if ((e = get_bool(root, "use_qk_norm", &qk, label, err))) return e;
+        c->qk_norm = qk;
+        c->router_bias = 1;
+    }
+    return WS_OK;
+}
+
+/* quantization_config: block FP8 (quant_method "fp8" with weight_block_size) is laid out; any
+ * other quantisation would change every weight's shape and dtype, so it is refused. */
+static ws_err parse_quantization(json_t *root, const char *label, ws_model_config *c,
+                                 ws_error *err) {
+    json_t *q = json_object_get(root, "quantization_config");
+    if (!q || json_is_null(q)) return WS_OK;
+    if (!json_is_object(q)) return bad_key(err, label, "quantization_config", "expected an object");
+    const char *method = json_string_value(json_object_get(q, "quant_method"));
+    if (!method || strcmp(method, "fp8") != 0)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': quant_method '%.40s' is not laid out "
+                        "(block FP8 only)",
+                        method ? method : "(none)");
+    json_t *bs = json_object_get(q, "weight_block_size");
+    if (!json_is_array(bs) || json_array_size(bs) != 2 ||
+        !json_is_integer(json_array_get(bs, 0)) || !json_is_integer(json_array_get(bs, 1)) ||
+        json_integer_value(json_array_get(bs, 0)) < 1 ||
+        json_integer_value(json_array_get(bs, 1)) < 1 ||
+        json_integer_value(json_array_get(bs, 0)) > 65536 ||
+        json_integer_value(json_array_get(bs, 1)) > 65536)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': FP8 without a weight_block_size "
+                        "[n, k] (per-tensor FP8) is not laid out");
+    const char *fmt = json_string_value(json_object_get(q, "fmt"));
+    if (fmt && strcmp(fmt, "e4m3") != 0)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': fmt '%.20s', only e4m3 is laid out",
+                        fmt);
+    const char *sf = json_string_value(json_object_get(q, "scale_fmt"));
+    if (sf && strcmp(sf, "ue8m0") == 0)
+        return wsi_fail(err, WS_ERR_LAYOUT, label, NULL, -1,
+                        "config key 'quantization_config': scale_fmt ue8m0: engines requantise "
+                        "and pack such scales (int32 ue8m0 for DeepGEMM), which weightsum does "
+                        "not reproduce");
+    c->fp8_block_n = (uint32_t)json_integer_value(json_array_get(bs, 0));
+    c->fp8_block_k = (uint32_t)json_integer_value(json_array_get(bs, 1));
     return WS_OK;
 }
 
@@ -143,7 +274,15 @@ static ws_err parse_root(json_t *root, const char *label, ws_model_config *c, ws
     if ((e = get_bool(root, "tie_word_embeddings", &c->tie_word_embeddings, label, err))) return e;
     if ((e = get_bool(root, "attention_bias", &c->attention_bias, label, err))) return e;
     if (qwen2) c->attention_bias = 1; /* Qwen2Attention: q/k/v bias always */
-    c->qk_norm = qwen3;
+    if (strcmp(c->model_type, "qwen2_moe") == 0) { /* Qwen2MoeAttention: bias=config.qkv_bias */
+        c->attention_bias = 1;
+        if ((e = get_bool(root, "qkv_bias", &c->attention_bias, label, err))) return e;
+    }
+    c->qk_norm = qwen3 || strcmp(c->model_type, "qwen3_moe") == 0;
+
+    if ((e = parse_moe(root, label, c, err))) return e;
+
+    if ((e = parse_quantization(root, label, c, err))) return e;
 
     int mlp_bias = 0;
     if ((e = get_bool(root, "mlp_bias", &mlp_bias, label, err))) return e;

@@ -44,6 +44,10 @@ struct ws_source {
     int rank;               /* dump sources: the rank; -1 otherwise */
 };
 
+/* Every tensor of checkpoint c (which must outlive the source), as ws_source_dump reads a
+ * rank. */
+WSI_HIDDEN ws_err wsi_source_ckpt(const ws_ckpt *c, int read_mode, ws_source **out,
+                                  ws_error *err);
 /* The tensor called name, or NULL. */
 WSI_HIDDEN const wsi_src_tensor *wsi_source_find(const ws_source *s, const char *name);
 

@@ -22,16 +22,23 @@ ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out
                       ws_error *err) {
     if (!d || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
-    if (read_mode == WS_READ_DEFAULT) read_mode = WS_READ_PREAD;
-    if (read_mode != WS_READ_PREAD && read_mode != WS_READ_MMAP)
-        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "unknown read mode %d", read_mode);
     const ws_ckpt *c = ws_dump_rank(d, rank);
     if (!c)
         return wsi_fail(err, WS_ERR_NOTFOUND, NULL, NULL, -1,
                         "no model-rank-%d-part-*.safetensors file", rank);
+    ws_err rc = wsi_source_ckpt(c, read_mode, out, err);
+    if (rc == WS_OK) (*out)->rank = rank;
+    return rc;
+}
+
+ws_err wsi_source_ckpt(const ws_ckpt *c, int read_mode, ws_source **out, ws_error *err) {
+    *out = NULL;
+    if (read_mode == WS_READ_DEFAULT) read_mode = WS_READ_PREAD;
+    if (read_mode != WS_READ_PREAD && read_mode != WS_READ_MMAP)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "unknown read mode %d", read_mode);
     ws_source *s = calloc(1, sizeof *s);
     if (!s) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    s->rank = rank;
+    s->rank = INT32_MAX; /* a file source: takes no buffers */
     s->read_mode = read_mode;
     s->cap = ws_ckpt_count(c) + 1;
     s->t = calloc(s->cap, sizeof *s->t);

@@ -4,6 +4,8 @@
  */
 #include "layout_internal.h"
 
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +30,26 @@ typedef struct alias {
     uint32_t local;
 } alias;
 
+/* A block of memory a family asked for (wsl_alloc), freed with the layout. */
+typedef struct owned_block {
+    struct owned_block *next;
+    max_align_t data[];
+} owned_block;
+
+/* A global rank's coordinates. */
+typedef struct rank_coord {
+    int tp, ep, pp, moe_tp;
+} rank_coord;
+
+#define WSL_MAX_RANKS 65536
+
 struct ws_layout {
     const char *family;
     int tp;
+    long par[WS_PAR__COUNT];
+    int n_ranks;
+    rank_coord *coord;
+    owned_block *owned;
     ws_hf_desc *hf;
     size_t n_hf, cap_hf;
     ws_local_desc *loc;
@@ -52,8 +71,8 @@ typedef struct family_entry {
 
 static const family_entry families[] = {
     {"hf", wsl_build_hf, true},
-    {"sglang", wsl_build_tp, true},
-    {"vllm", wsl_build_tp, true},
+    {"sglang", wsl_build_sglang, true},
+    {"vllm", wsl_build_vllm, true},
     {"megatron", wsl_build_megatron, false},
     {"transformers", wsl_build_transformers, true},
 };
@@ -100,13 +119,73 @@ static bool grow(void **arr, size_t *cap, size_t n, size_t elem) {
     return true;
 }
 
-uint64_t wsl_view_rows(int ndim, const uint64_t *shape) { return ndim <= 0 ? 1 : shape[0]; }
+uint64_t wsl_view_rows(int ndim, const uint64_t *shape) {
+    if (ndim <= 0) return 1;
+    if (ndim <= 2) return shape[0];
+    uint64_t r = 1;
+    for (int i = 0; i < ndim - 1; i++)
+        r *= shape[i];
+    return r;
+}
 
 uint64_t wsl_view_cols(int ndim, const uint64_t *shape) {
+    if (ndim >= 3) return shape[ndim - 1];
     uint64_t c = 1;
     for (int i = 1; i < ndim; i++)
         c *= shape[i];
     return c;
+}
+
+void *wsl_alloc(ws_layout *l, size_t bytes) {
+    if (bytes > SIZE_MAX - sizeof(owned_block)) {
+        nomem(l);
+        return NULL;
+    }
+    owned_block *b = calloc(1, sizeof *b + bytes);
+    if (!b) {
+        nomem(l);
+        return NULL;
+    }
+    b->next = l->owned;
+    l->owned = b;
+    return b->data;
+}
+
+ws_err wsl_set_ranks(ws_layout *l, uint64_t n) {
+    if (n < 1 || n > WSL_MAX_RANKS)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1,
+                        "layout '%s': %llu ranks, more than the limit of %d", l->family,
+                        (unsigned long long)n, WSL_MAX_RANKS);
+    if (l->n_loc)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1,
+                        "layout '%s': internal error: ranks set after tensors", l->family);
+    rank_coord *c = wsl_alloc(l, (size_t)n * sizeof *c);
+    if (!c) return WS_ERR_NOMEM;
+    for (int r = 0; r < (int)n; r++)
+        c[r] = (rank_coord){.tp = r, .moe_tp = r};
+    l->coord = c;
+    l->n_ranks = (int)n;
+    return WS_OK;
+}
+
+void wsl_set_coord(ws_layout *l, int rank, int tp_rank, int ep_rank, int pp_rank,
+                   int moe_tp_rank) {
+    if (rank >= 0 && rank < l->n_ranks)
+        l->coord[rank] = (rank_coord){.tp = tp_rank, .ep = ep_rank, .pp = pp_rank,
+                                      .moe_tp = moe_tp_rank};
+}
+
+void wsl_set_moe_tp(ws_layout *l, int moe_tp) { l->par[WS_PAR_MOE_TP] = moe_tp; }
+
+void wsl_pp_layers(uint64_t L, int pp, int s, uint64_t *first, uint64_t *end) {
+    uint64_t P = (uint64_t)pp, S = (uint64_t)s, base = L / P, rem = L % P;
+    if (S >= P - rem) { /* the last rem stages hold one layer more */
+        *first = S * (base + 1) - (P - rem);
+        *end = *first + base + 1;
+    } else {
+        *first = S * base;
+        *end = *first + base;
+    }
 }
 
 /* Format a name into buf; false if it does not fit. */
@@ -115,10 +194,12 @@ static bool format_name(char *buf, const char *fmt, va_list ap) {
     return n > 0 && n < WSL_MAX_NAME;
 }
 
-static ws_err check_dims(ws_layout *l, const char *name, int ndim, uint64_t d0, uint64_t d1) {
+static ws_err check_dims(ws_layout *l, const char *name, int ndim, uint64_t d0, uint64_t d1,
+                         uint64_t d2) {
     uint64_t numel;
-    if ((ndim != 1 && ndim != 2) || d0 == 0 || (ndim == 2 && d1 == 0) ||
-        !wsi_mul_u64(d0, ndim == 2 ? d1 : 1, &numel))
+    if ((ndim < 1 || ndim > 3) || d0 == 0 || (ndim >= 2 && d1 == 0) || (ndim == 3 && d2 == 0) ||
+        !wsi_mul_u64(d0, ndim >= 2 ? d1 : 1, &numel) ||
+        !wsi_mul_u64(numel, ndim == 3 ? d2 : 1, &numel))
         return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, name, -1,
                         "layout '%s': invalid shape for this tensor", l->family);
     return WS_OK;
@@ -126,11 +207,11 @@ static ws_err check_dims(ws_layout *l, const char *name, int ndim, uint64_t d0, 
 
 /* The prologue of every add: the printf name into buf, and the dims checked. */
 static ws_err name_and_dims(ws_layout *l, char *buf, int ndim, uint64_t d0, uint64_t d1,
-                            const char *fmt, va_list ap) {
+                            uint64_t d2, const char *fmt, va_list ap) {
     if (!format_name(buf, fmt, ap))
         return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1, "layout '%s': tensor name too long",
                         l->family);
-    return check_dims(l, buf, ndim, d0, d1);
+    return check_dims(l, buf, ndim, d0, d1, d2);
 }
 
 ws_err wsl_add_hf(ws_layout *l, uint32_t *idx, long tied, int ndim, uint64_t d0, uint64_t d1,
@@ -138,7 +219,8 @@ ws_err wsl_add_hf(ws_layout *l, uint32_t *idx, long tied, int ndim, uint64_t d0,
     char buf[WSL_MAX_NAME];
     va_list ap;
     va_start(ap, fmt);
-    ws_err e = name_and_dims(l, buf, ndim, d0, d1, fmt, ap);
+    ws_err e = (ndim == 1 || ndim == 2) ? name_and_dims(l, buf, ndim, d0, d1, 1, fmt, ap)
+                                        : name_and_dims(l, buf, 0, 0, 0, 0, fmt, ap);
     va_end(ap);
     if (e) return e;
     if (l->n_hf >= WSL_MAX_TENSORS)
@@ -161,15 +243,12 @@ ws_err wsl_add_hf(ws_layout *l, uint32_t *idx, long tied, int ndim, uint64_t d0,
     return WS_OK;
 }
 
-ws_err wsl_add_local(ws_layout *l, uint32_t *idx, int rank, int ndim, uint64_t d0, uint64_t d1,
-                     const char *fmt, ...) {
+static ws_err add_local(ws_layout *l, uint32_t *idx, int rank, int ndim, uint64_t d0,
+                        uint64_t d1, uint64_t d2, const char *fmt, va_list ap) {
     char buf[WSL_MAX_NAME];
-    va_list ap;
-    va_start(ap, fmt);
-    ws_err e = name_and_dims(l, buf, ndim, d0, d1, fmt, ap);
-    va_end(ap);
+    ws_err e = name_and_dims(l, buf, ndim, d0, d1, d2, fmt, ap);
     if (e) return e;
-    if (rank < 0 || rank >= l->tp)
+    if (rank < 0 || rank >= l->n_ranks)
         return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, buf, -1, "layout '%s': rank %d out of range",
                         l->family, rank);
     if (l->n_loc >= WSL_MAX_TENSORS)
@@ -184,9 +263,29 @@ ws_err wsl_add_local(ws_layout *l, uint32_t *idx, int rank, int ndim, uint64_t d
     d->rank = rank;
     d->ndim = ndim;
     d->shape[0] = d0;
-    if (ndim == 2) d->shape[1] = d1;
+    if (ndim >= 2) d->shape[1] = d1;
+    if (ndim == 3) d->shape[2] = d2;
     *idx = (uint32_t)l->n_loc++;
     return WS_OK;
+}
+
+ws_err wsl_add_local(ws_layout *l, uint32_t *idx, int rank, int ndim, uint64_t d0, uint64_t d1,
+                     const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ws_err e = (ndim == 1 || ndim == 2) ? add_local(l, idx, rank, ndim, d0, d1, 1, fmt, ap)
+                                        : add_local(l, idx, rank, 0, 0, 0, 0, fmt, ap);
+    va_end(ap);
+    return e;
+}
+
+ws_err wsl_add_local3(ws_layout *l, uint32_t *idx, int rank, uint64_t d0, uint64_t d1,
+                      uint64_t d2, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ws_err e = add_local(l, idx, rank, 3, d0, d1, d2, fmt, ap);
+    va_end(ap);
+    return e;
 }
 
 ws_err wsl_add_alias(ws_layout *l, uint32_t local, const char *fmt, ...) {
@@ -276,12 +375,10 @@ ws_err wsl_piece_cols(ws_layout *l, uint32_t hf, uint32_t local, uint32_t replic
                          0, l_col0);
 }
 
-ws_err wsl_add_replicated(ws_layout *l, int rank, uint32_t hf, const char *fmt, ...) {
+static ws_err add_replica(ws_layout *l, int rank, uint32_t replica, uint32_t hf,
+                          const char *fmt, va_list ap) {
     char buf[WSL_MAX_NAME];
-    va_list ap;
-    va_start(ap, fmt);
     bool ok = format_name(buf, fmt, ap);
-    va_end(ap);
     if (!ok || hf >= l->n_hf)
         return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1, "layout '%s': bad replica",
                         l->family);
@@ -289,7 +386,92 @@ ws_err wsl_add_replicated(ws_layout *l, int rank, uint32_t hf, const char *fmt, 
     uint32_t loc;
     ws_err e = wsl_add_local(l, &loc, rank, t->ndim, t->shape[0], t->ndim == 2 ? t->shape[1] : 0,
                              "%s", buf);
-    return e ? e : wsl_piece_full(l, hf, loc, (uint32_t)rank);
+    return e ? e : wsl_piece_full(l, hf, loc, replica);
+}
+
+ws_err wsl_add_replicated(ws_layout *l, int rank, uint32_t hf, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ws_err e = add_replica(l, rank, (uint32_t)rank, hf, fmt, ap);
+    va_end(ap);
+    return e;
+}
+
+ws_err wsl_add_replica(ws_layout *l, int rank, uint32_t replica, uint32_t hf, const char *fmt,
+                       ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ws_err e = add_replica(l, rank, replica, hf, fmt, ap);
+    va_end(ap);
+    return e;
+}
+
+/* One dimension of a scale piece: a weight piece's [t0, +n) of N HF rows (or columns) at local
+ * l0 in blocks of b. A piece over the whole extent maps to all ceil(N/b) scale rows (and stacked
+ * experts' local starts l0 = k*N to k*ceil(N/b)); any other must be whole blocks. */
+static bool scale_dim(uint64_t t0, uint64_t n, uint64_t N, uint64_t l0, uint64_t b, uint64_t *st0,
+                      uint64_t *sn, uint64_t *sl0) {
+    if (t0 == 0 && n == N && l0 % N == 0) {
+        *st0 = 0;
+        *sn = (N + b - 1) / b;
+        *sl0 = l0 / N * *sn;
+        return true;
+    }
+    if (t0 % b || n % b || l0 % b) return false;
+    *st0 = t0 / b, *sn = n / b, *sl0 = l0 / b;
+    return true;
+}
+
+ws_err wsl_add_scale(ws_layout *l, const wsl_dense *m, uint32_t w) {
+    if (!m->fp8) return WS_OK;
+    /* a copy: adding the scale tensor may move l->loc (ASan caught the stale pointer) */
+    const ws_local_desc dw = l->loc[w], *d = &dw;
+    uint64_t bn = m->bn, bk = m->bk;
+    uint32_t s;
+    if (d->ndim == 3)
+        WSL_TRY(wsl_add_local3(l, &s, d->rank, d->shape[0], (d->shape[1] + bn - 1) / bn,
+                               (d->shape[2] + bk - 1) / bk, "%s_scale_inv", d->name));
+    else
+        WSL_TRY(wsl_add_local(l, &s, d->rank, 2, (d->shape[0] + bn - 1) / bn,
+                              (d->shape[1] + bk - 1) / bk, "%s_scale_inv", d->name));
+    size_t first = l->n_pc;
+    while (first > 0 && l->pc[first - 1].local == w)
+        first--;
+    size_t last = l->n_pc;
+    for (size_t i = first; i < last; i++) {
+        ws_piece p = l->pc[i]; /* a copy: adding pieces may move the array */
+        const ws_hf_desc *t = &l->hf[p.hf];
+        uint32_t hs = p.hf + 1;
+        if (hs >= l->n_hf || strncmp(l->hf[hs].name, t->name, strlen(t->name)) != 0 ||
+            strcmp(l->hf[hs].name + strlen(t->name), "_scale_inv") != 0)
+            return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, t->name, -1,
+                            "layout '%s': internal error: no weight_scale_inv after this weight",
+                            l->family);
+        uint64_t N = t->shape[0], K = t->ndim == 2 ? t->shape[1] : 1;
+        uint64_t tr, nr, lr, tc, nc, lc;
+        /* the local view's rows: for a stacked [E, R, C] tensor l_row0 = e*R + r */
+        uint64_t lrow = p.l_row0, lrows_per = d->ndim == 3 ? d->shape[1] : 0;
+        bool ok;
+        if (lrows_per) {
+            uint64_t e = lrow / lrows_per, r = lrow % lrows_per, sper = (lrows_per + bn - 1) / bn;
+            uint64_t x;
+            ok = scale_dim(p.t_row0, p.rows, N, r, bn, &tr, &nr, &x);
+            lr = e * sper + x;
+        } else {
+            ok = scale_dim(p.t_row0, p.rows, N, lrow, bn, &tr, &nr, &lr);
+        }
+        ok = ok && scale_dim(p.t_col0, p.cols, K, p.l_col0, bk, &tc, &nc, &lc);
+        if (!ok)
+            return wsl_reject(l,
+                              "block FP8: %s rows [%llu, +%llu) columns [%llu, +%llu) are not "
+                              "whole %ux%u blocks (the engines refuse a partition that is not "
+                              "divisible by weight_block_size)",
+                              t->name, (unsigned long long)p.t_row0, (unsigned long long)p.rows,
+                              (unsigned long long)p.t_col0, (unsigned long long)p.cols, m->bn,
+                              m->bk);
+        WSL_TRY(wsl_add_piece(l, hs, s, p.replica, nr, nc, tr, tc, lr, lc));
+    }
+    return WS_OK;
 }
 
 ws_err wsl_piece_vocab(ws_layout *l, uint32_t hf, uint32_t local, int r, uint64_t per_rank,
@@ -306,6 +488,9 @@ ws_err wsl_reject(ws_layout *l, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    if (l->par[WS_PAR_EP] > 1 || l->par[WS_PAR_PP] > 1)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1, "layout '%s', tp %d, ep %ld, pp %ld: %s",
+                        l->family, l->tp, l->par[WS_PAR_EP], l->par[WS_PAR_PP], what);
     return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1, "layout '%s', tp %d: %s", l->family,
                     l->tp, what);
 }
@@ -391,6 +576,11 @@ void ws_layout_free(ws_layout *l) {
     free(l->hf_index.slot);
     free(l->loc_index.slot);
     free(l->al_index.slot);
+    for (owned_block *b = l->owned; b;) {
+        owned_block *n = b->next;
+        free(b);
+        b = n;
+    }
     for (name_block *b = l->names; b;) {
         name_block *n = b->next;
         free(b);
@@ -423,8 +613,8 @@ static ws_err finish(ws_layout *l) {
     return WS_OK;
 }
 
-ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp, ws_layout **out,
-                        ws_error *err) {
+ws_err ws_layout_create_parallel(const char *family, const ws_model_config *cfg,
+                                 const ws_parallel *par, ws_layout **out, ws_error *err) {
     if (out) *out = NULL;
     if (!family || !cfg || !out)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
@@ -440,18 +630,33 @@ ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp, 
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
                         "unknown layout family '%.64s' (known: %s)", family, known);
     }
-    if (tp < 1)
+    long v[WS_PAR__COUNT];
+    wsl_parallel_defaults(v);
+    if (par) memcpy(v, wsl_parallel_values(par), sizeof v);
+    v[WS_PAR_MOE_TP] = v[WS_PAR_TP]; /* experts sharded like the dense MLP until a family says */
+    if (v[WS_PAR_TP] < 1 || v[WS_PAR_TP] > INT_MAX)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
-                        "layout '%s': tensor-parallel size %d, must be >= 1", f->name, tp);
+                        "layout '%s': tensor-parallel size %ld, must be >= 1", f->name,
+                        v[WS_PAR_TP]);
     ws_err e = wsl_config_check(cfg, WS_ERR_ARG, NULL, err);
     if (e) return e;
 
     ws_layout *l = calloc(1, sizeof *l);
     if (!l) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "layout: out of memory");
     l->family = f->name;
-    l->tp = tp;
+    l->tp = (int)v[WS_PAR_TP];
+    memcpy(l->par, v, sizeof v);
     l->err = err;
-    e = f->build(l, cfg, tp);
+    wsl_par p = {.tp = (int)v[WS_PAR_TP],
+                 .ep = (int)v[WS_PAR_EP],
+                 .pp = (int)v[WS_PAR_PP],
+                 .placement = (int)v[WS_PAR_EXPERT_PLACEMENT],
+                 .up_first = (int)v[WS_PAR_W13_UP_FIRST],
+                 .fused_shared = (int)v[WS_PAR_FUSED_SHARED],
+                 .sequential = (int)v[WS_PAR_MEGATRON_SEQUENTIAL]};
+    /* tp ranks unless the family says otherwise (after its own checks of the sizes) */
+    if (l->tp <= WSL_MAX_RANKS) e = wsl_set_ranks(l, (uint64_t)l->tp);
+    if (!e) e = f->build(l, cfg, &p);
     if (!e) e = finish(l);
     l->err = NULL;
     if (e) {
@@ -462,6 +667,28 @@ ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp, 
     return WS_OK;
 }
 
+ws_err ws_layout_create(const char *family, const ws_model_config *cfg, int tp, ws_layout **out,
+                        ws_error *err) {
+    if (out) *out = NULL;
+    if (!family || !cfg || !out)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "ws_layout_create: family, cfg and out must not be NULL");
+    if (tp < 1) {
+        bool known = false;
+        for (size_t i = 0; i < N_FAMILIES; i++)
+            known |= strcmp(families[i].name, family) == 0;
+        if (known)
+            return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                            "layout '%s': tensor-parallel size %d, must be >= 1", family, tp);
+    }
+    struct ws_parallel *p = NULL;
+    ws_err e = ws_parallel_create(&p, err);
+    if (!e && tp >= 1) e = ws_parallel_set(p, WS_PAR_TP, tp, err);
+    if (!e) e = ws_layout_create_parallel(family, cfg, p, out, err);
+    ws_parallel_free(p);
+    return e;
+}
+
 const char *ws_layout_family(const ws_layout *l) { return l ? l->family : NULL; }
 
 int ws_layout_zero_padding(const ws_layout *l) {
@@ -470,6 +697,22 @@ int ws_layout_zero_padding(const ws_layout *l) {
     return 1;
 }
 int ws_layout_tp(const ws_layout *l) { return l ? l->tp : 0; }
+long ws_layout_parallel(const ws_layout *l, ws_par_key key) {
+    if (!l || (int)key < 0 || key >= WS_PAR__COUNT) return -1;
+    return l->par[key];
+}
+int ws_layout_rank_count(const ws_layout *l) { return l ? l->n_ranks : 0; }
+int ws_layout_rank_coord(const ws_layout *l, int rank, ws_par_key key) {
+    if (!l || rank < 0 || rank >= l->n_ranks) return -1;
+    const rank_coord *c = &l->coord[rank];
+    switch (key) {
+    case WS_PAR_TP: return c->tp;
+    case WS_PAR_EP: return c->ep;
+    case WS_PAR_PP: return c->pp;
+    case WS_PAR_MOE_TP: return c->moe_tp;
+    default: return -1;
+    }
+}
 size_t ws_layout_hf_count(const ws_layout *l) { return l ? l->n_hf : 0; }
 size_t ws_layout_local_count(const ws_layout *l) { return l ? l->n_loc : 0; }
 size_t ws_layout_piece_count(const ws_layout *l) { return l ? l->n_pc : 0; }

@@ -1,33 +1,233 @@
 /*
- * "sglang" and "vllm": the tensor-parallel layout both engines give dense models (their
- * QKVParallelLinear, MergedColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding /
- * ParallelLMHead). docs/layouts.md has the table and the sources it was checked against.
+ * "sglang" and "vllm": the layout both engines give decoder models (their QKVParallelLinear,
+ * MergedColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding / ParallelLMHead,
+ * FusedMoE), tensor-parallel, expert-parallel and pipelined. docs/layouts.md has the tables
+ * and the sources they were checked against.
  *
- * Rank r of tp holds
- *   qkv_proj    = [q_r ; k_s ; v_s]  q split by heads; k/v by kv heads, s = r when
- *                 kv >= tp, else s = r / (tp / kv) and the kv head is replicated: the lowest
+ * Global rank g = s * tp + t for pipeline stage s and tp rank t (SGLang's and vLLM's PP groups
+ * are ranks {t, t + tp, ...}). Stage s holds layers [first, end) of get_pp_indices under their
+ * global names, embed_tokens on the first stage, norm and lm_head on the last. Rank t holds
+ *   qkv_proj    = [q_t ; k_s ; v_s]  q split by heads; k/v by kv heads, s = t when
+ *                 kv >= tp, else s = t / (tp / kv) and the kv head is replicated: the lowest
  *                 rank that holds it is replica 0
- *   gate_up_proj = [gate_r ; up_r]
+ *   gate_up_proj = [gate_t ; up_t]
  *   o_proj, down_proj split along dim 1 (row-parallel); their biases replicated
- *   embed_tokens, lm_head: rows [r*Vp/tp, (r+1)*Vp/tp) of the vocab padded to Vp, a multiple
+ *   embed_tokens, lm_head: rows [t*Vp/tp, (t+1)*Vp/tp) of the vocab padded to Vp, a multiple
  *                 of 64; rows >= V are padding that no piece covers
- *   norms, q_norm / k_norm: replicated (replica r on rank r)
- * and, with tied embeddings, no lm_head of its own (it is embed_tokens; see the alias below).
+ *   norms, q_norm / k_norm, the router: replicated (replica t on tp rank t)
+ *   MoE layers: experts.w13_weight [E_local, 2*mI/moe_tp, H] = per local expert
+ *                 [gate_m ; up_m] (m the moe-tp rank), experts.w2_weight [E_local, H, mI/moe_tp]
+ *                 = its down_proj columns; which experts an ep rank holds is the engine's
+ *                 expert map (below); shared experts are a tp-sharded MLP beside them.
+ * With tied embeddings and one stage there is no lm_head of its own (it is embed_tokens; see the
+ * alias below); with several stages the last stage holds a copy, loaded from the embedding.
  */
 #include "layout_internal.h"
 
+#include <string.h>
+
 #define TP_VOCAB_PADDING 64 /* DEFAULT_VOCAB_PADDING_SIZE in both engines */
 
-ws_err wsl_build_tp(ws_layout *l, const ws_model_config *cfg, int tp) {
+typedef enum engine { SGLANG, VLLM } engine;
+
+/* What each rank of a tp group holds of the routed experts. */
+typedef struct expert_plan {
+    int moe_tp;         /* expert tensor-parallel size */
+    int ep;             /* expert-parallel size */
+    uint64_t max_local; /* most experts (slots) on one rank */
+    bool fused_shared;  /* sglang: the shared expert is one more slot on every ep rank */
+} expert_plan;
+
+/* The global experts held by ep rank `er`, in local slot order; returns their count. */
+static uint64_t local_experts(engine eng, const wsl_par *p, uint64_t E, int ep, int er,
+                              uint64_t *ids) {
+    uint64_t n = 0, R = (uint64_t)er, P = (uint64_t)ep;
+    if (ep == 1) {
+        for (uint64_t e = 0; e < E; e++)
+            ids[n++] = e;
+    } else if (eng == SGLANG) {
+        /* FusedMoE._map_global_expert_id_to_local_expert_id: contiguous, E % ep == 0 */
+        for (uint64_t e = R * (E / P); e < (R + 1) * (E / P); e++)
+            ids[n++] = e;
+    } else if (p->placement == WS_EXPERTS_ROUND_ROBIN) {
+        /* determine_expert_map, "round_robin": experts r, r + ep, r + 2 ep, ... */
+        for (uint64_t e = R; e < E; e += P)
+            ids[n++] = e;
+    } else {
+        /* determine_expert_map, "linear": the first E % ep ranks one expert more */
+        uint64_t base = E / P, rem = E % P;
+        uint64_t count = base + (R < rem), start = R * base + (R < rem ? R : rem);
+        for (uint64_t e = start; e < start + count; e++)
+            ids[n++] = e;
+    }
+    return n;
+}
+
+/* One MoE block's local tensors on rank (t of tp, stage rank g). */
+static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine eng,
+                      const expert_plan *xp, uint64_t i, int g, int t, uint64_t *ids) {
+    unsigned long long li = (unsigned long long)i;
+    uint64_t T = (uint64_t)p->tp, R = (uint64_t)t, H = m->H;
+    int er = t / xp->moe_tp, mt = t % xp->moe_tp;
+    uint64_t mir = m->mI / (uint64_t)xp->moe_tp; /* expert rows per moe-tp rank */
+    uint64_t n = local_experts(eng, p, m->E, xp->ep, er, ids);
+    uint64_t slots = n + (xp->fused_shared ? 1 : 0);
+    uint32_t loc, w13, w2;
+    WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(m, i, WSL_ROUTER),
+                            "model.layers.%llu.mlp.gate.weight", li));
+    if (wsl_has_at(m, i, WSL_ROUTER_BIAS))
+        WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(m, i, WSL_ROUTER_BIAS),
+                                   "model.layers.%llu.mlp.gate.e_score_correction_bias", li));
+    /* w1 (gate) in the first half of each expert's w13 rows, w3 (up) in the second; backends
+     * with load_up_proj_weight_first swap them. */
+    uint64_t gate_off = p->up_first ? mir : 0, up_off = p->up_first ? 0 : mir;
+    uint64_t M = (uint64_t)mt * mir;
+    uint32_t rep = (uint32_t)er; /* a fused shared expert: one copy per ep rank */
+    WSL_TRY(wsl_add_local3(l, &w13, g, slots, 2 * mir, H,
+                           "model.layers.%llu.mlp.experts.w13_weight", li));
+    for (uint64_t j = 0; j < n; j++) {
+        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, ids[j], WSL_E_GATE), w13, 0, M,
+                               j * 2 * mir + gate_off, mir));
+        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, ids[j], WSL_E_UP), w13, 0, M,
+                               j * 2 * mir + up_off, mir));
+    }
+    if (xp->fused_shared) { /* the shared expert as slot n of every ep rank */
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_GATE), w13, rep, M, n * 2 * mir + gate_off,
+                               mir));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_UP), w13, rep, M, n * 2 * mir + up_off,
+                               mir));
+    }
+    WSL_TRY(wsl_add_scale(l, m, w13));
+    WSL_TRY(wsl_add_local3(l, &w2, g, slots, H, mir, "model.layers.%llu.mlp.experts.w2_weight", li));
+    for (uint64_t j = 0; j < n; j++)
+        WSL_TRY(wsl_add_piece(l, wsl_expert_at(m, i, ids[j], WSL_E_DOWN), w2, 0, H, mir, 0, M,
+                              j * H, 0));
+    if (xp->fused_shared)
+        WSL_TRY(wsl_add_piece(l, wsl_hf_at(m, i, WSL_SH_DOWN), w2, rep, H, mir, 0, M, n * H, 0));
+    WSL_TRY(wsl_add_scale(l, m, w2));
+    if (!xp->fused_shared && m->shI) {
+        /* A separate MLP, tensor-parallel over the whole tp group (not split by ep). */
+        const char *sh = wsl_has_at(m, i, WSL_SH_EXPERT_GATE) ? "shared_expert" : "shared_experts";
+        uint64_t sr = m->shI / T;
+        WSL_TRY(wsl_add_local(l, &loc, g, 2, 2 * sr, H, "model.layers.%llu.mlp.%s.gate_up_proj.weight",
+                              li, sh));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_GATE), loc, 0, R * sr, 0, sr));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_SH_UP), loc, 0, R * sr, sr, sr));
+        WSL_TRY(wsl_add_scale(l, m, loc));
+        WSL_TRY(wsl_add_local(l, &loc, g, 2, H, sr, "model.layers.%llu.mlp.%s.down_proj.weight", li,
+                              sh));
+        WSL_TRY(wsl_piece_cols(l, wsl_hf_at(m, i, WSL_SH_DOWN), loc, 0, R * sr, 0, sr));
+        WSL_TRY(wsl_add_scale(l, m, loc));
+    }
+    if (wsl_has_at(m, i, WSL_SH_EXPERT_GATE))
+        WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(m, i, WSL_SH_EXPERT_GATE),
+                                   "model.layers.%llu.mlp.shared_expert_gate.weight", li));
+    return WS_OK;
+}
+
+static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine eng,
+                        expert_plan *xp) {
+    memset(xp, 0, sizeof *xp);
+    xp->moe_tp = p->tp;
+    xp->ep = 1;
+    if (!m->moe) {
+        if (p->ep != 1) return wsl_reject(l, "expert parallelism needs an MoE model");
+        return WS_OK;
+    }
+    uint64_t E = m->E;
+    if (eng == SGLANG) {
+        /* moe_tp = tp / ep (moe_dp 1): tp rank t is ep rank t / moe_tp, moe-tp rank t % moe_tp */
+        if (p->tp % p->ep)
+            return wsl_reject(l, "ep %d does not divide tp (SGLang's EP groups live inside the tp "
+                                 "group: moe_tp = tp / ep)",
+                              p->ep);
+        xp->ep = p->ep;
+        xp->moe_tp = p->tp / p->ep;
+        if (E % (uint64_t)p->ep)
+            return wsl_reject(l, "num_experts %llu is not divisible by ep (FusedMoE asserts it)",
+                              (unsigned long long)E);
+        xp->fused_shared = p->fused_shared != 0;
+        if (xp->fused_shared && m->shI != m->mI)
+            return wsl_reject(l, "a fused shared expert needs one shared expert of "
+                                 "moe_intermediate_size rows (n_shared_experts 1)");
+        if (xp->fused_shared && wsl_has(m, WSL_SH_EXPERT_GATE))
+            return wsl_reject(l, "fused shared experts are not modelled for qwen2_moe's gated "
+                                 "shared expert");
+    } else {
+        /* FusedMoEParallelConfig.make: with expert parallelism the whole tp group is the ep
+         * group and experts are not tensor-parallel (dp 1) */
+        if (p->ep != 1 && p->ep != p->tp)
+            return wsl_reject(l, "vLLM's expert parallelism spans the whole tp group (dp 1): ep "
+                                 "must be 1 or tp");
+        if (p->fused_shared)
+            return wsl_reject(l, "fused shared experts are an SGLang option");
+        xp->ep = p->ep;
+        xp->moe_tp = p->ep > 1 ? 1 : p->tp;
+    }
+    if (p->placement == WS_EXPERTS_ROUND_ROBIN && eng == SGLANG)
+        return wsl_reject(l, "round-robin expert placement is a vLLM option");
+    if (m->mI % (uint64_t)xp->moe_tp)
+        return wsl_reject(l, "moe_intermediate_size %llu is not divisible by the expert "
+                             "tensor-parallel size %d",
+                          (unsigned long long)m->mI, xp->moe_tp);
+    if (m->shI && !xp->fused_shared && m->shI % (uint64_t)p->tp)
+        return wsl_reject(l, "the shared expert's %llu rows are not divisible by tp",
+                          (unsigned long long)m->shI);
+    xp->max_local = (E + (uint64_t)xp->ep - 1) / (uint64_t)xp->ep + xp->fused_shared;
+    return WS_OK;
+}
+
+/* Block FP8: SGLang's Fp8LinearMethod._validate_block_quant_shapes and Fp8MoEMethod's checks:
+ * every output partition of a merged or column-parallel layer whole block_n rows, every input
+ * partition of a row-parallel layer whole block_k columns. */
+static ws_err check_fp8(ws_layout *l, const wsl_dense *m, const wsl_par *p,
+                        const expert_plan *xp) {
+    uint64_t T = (uint64_t)p->tp, bn = m->bn, bk = m->bk;
+    uint64_t q = m->nh / T * m->hd, kv = (m->nkv >= T ? m->nkv / T : 1) * m->hd;
+    struct {
+        const char *what;
+        uint64_t n, b;
+        bool check;
+    } rules[] = {
+        {"q rows per rank (qkv_proj)", q, bn, true},
+        {"k/v rows per rank (qkv_proj)", kv, bn, true},
+        {"o_proj columns per rank", q, bk, p->tp > 1},
+        {"gate/up rows per rank (gate_up_proj)", m->I / T, bn, true},
+        {"down_proj columns per rank", m->I / T, bk, p->tp > 1},
+        {"expert rows per moe-tp rank (w13)", m->moe ? m->mI / (uint64_t)xp->moe_tp : 0, bn,
+         m->moe},
+        {"expert columns per moe-tp rank (w2)", m->moe ? m->mI / (uint64_t)xp->moe_tp : 0, bk,
+         m->moe && xp->moe_tp > 1},
+        {"shared expert rows per rank", m->shI / T, bn, m->shI && !xp->fused_shared},
+        {"shared expert columns per rank", m->shI / T, bk,
+         m->shI && !xp->fused_shared && p->tp > 1},
+    };
+    bool dense = false;
+    for (uint64_t i = 0; i < m->L; i++)
+        dense |= !m->is_moe[i];
+    for (size_t k = 0; k < sizeof rules / sizeof rules[0]; k++) {
+        if (!rules[k].check || (k == 3 && !dense) || (k == 4 && !dense)) continue;
+        if (rules[k].n % rules[k].b)
+            return wsl_reject(l, "block FP8: %s = %llu is not divisible by the block size %llu "
+                                 "(weight_block_size; the engine refuses it)",
+                              rules[k].what, (unsigned long long)rules[k].n,
+                              (unsigned long long)rules[k].b);
+    }
+    return WS_OK;
+}
+
+static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, engine eng) {
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
+    int tp = p->tp;
     uint64_t T = (uint64_t)tp;
     if (m.nh % T)
         return wsl_reject(l, "num_attention_heads %llu is not divisible by tp",
                           (unsigned long long)m.nh);
-    if (m.I % T)
-        return wsl_reject(l, "intermediate_size %llu is not divisible by tp",
-                          (unsigned long long)m.I);
+    for (uint64_t i = 0; i < m.L && m.I % T; i++)
+        if (!m.is_moe[i]) /* only dense layers have intermediate_size rows */
+            return wsl_reject(l, "intermediate_size %llu is not divisible by tp",
+                              (unsigned long long)m.I);
     if (m.nkv >= T ? m.nkv % T : T % m.nkv)
         return wsl_reject(l,
                           "num_key_value_heads %llu: with kv heads >= tp they must divide by "
@@ -37,8 +237,20 @@ ws_err wsl_build_tp(ws_layout *l, const ws_model_config *cfg, int tp) {
     if (Vp % T)
         return wsl_reject(l, "vocab padded to %llu (a multiple of %d) is not divisible by tp",
                           (unsigned long long)Vp, TP_VOCAB_PADDING);
-    uint64_t per_layer = 3 * (m.qkv_bias ? 2 : 1) + 1 + m.o_bias + 2 * m.qk_norm + 2 + 1 + 2;
-    WSL_TRY(wsl_expect(l, T * (m.L * per_layer + 3)));
+    if ((uint64_t)p->pp > m.L)
+        return wsl_reject(l, "pp %d is more than the %llu layers", p->pp,
+                          (unsigned long long)m.L);
+    expert_plan xp;
+    WSL_TRY(check_moe(l, &m, p, eng, &xp));
+    if (m.fp8) WSL_TRY(check_fp8(l, &m, p, &xp));
+    WSL_TRY(wsl_set_ranks(l, (uint64_t)tp * (uint64_t)p->pp));
+    wsl_set_moe_tp(l, xp.moe_tp);
+    uint64_t dense_pieces = 3 * (m.qkv_bias ? 2 : 1) + 1 + m.o_bias + 2 * m.qk_norm + 2 + 1 + 2;
+    uint64_t moe_pieces = dense_pieces + 3 * xp.max_local + 8;
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < m.L; i++)
+        total += m.is_moe[i] ? moe_pieces : dense_pieces;
+    WSL_TRY(wsl_expect(l, T * (total * (m.fp8 ? 2 : 1) + 3 * (uint64_t)p->pp + 3)));
     WSL_TRY(wsl_dense_add_hf(l, &m));
 
     uint64_t hd = m.hd, H = m.H;
@@ -48,69 +260,118 @@ ws_err wsl_build_tp(ws_layout *l, const ws_model_config *cfg, int tp) {
     uint64_t kv_rows = kv_heads * hd;
     uint64_t i_rows = m.I / T;
     uint64_t v_rows = Vp / T;
+    uint64_t *ids = m.moe ? wsl_alloc(l, (size_t)(m.E + 1) * sizeof *ids) : NULL;
+    if (m.moe && !ids) return WS_ERR_NOMEM;
 
-    for (int r = 0; r < tp; r++) {
-        uint64_t R = (uint64_t)r;
-        uint64_t s = R / replicas;                  /* kv shard */
-        uint32_t kv_rep = (uint32_t)(R % replicas); /* lowest rank of a kv head: replica 0 */
-        uint32_t loc;
+    for (int s = 0; s < p->pp; s++) {
+        uint64_t first, end;
+        wsl_pp_layers(m.L, p->pp, s, &first, &end);
+        bool first_stage = s == 0, last_stage = s == p->pp - 1;
+        for (int t = 0; t < tp; t++) {
+            int g = s * tp + t; /* global rank */
+            uint64_t R = (uint64_t)t;
+            uint64_t kvs = R / replicas;                /* kv shard */
+            uint32_t kv_rep = (uint32_t)(R % replicas); /* lowest rank of a kv head: replica 0 */
+            uint32_t loc;
+            int er = m.moe ? t / xp.moe_tp : 0;
+            wsl_set_coord(l, g, t, er, s, m.moe ? t % xp.moe_tp : t);
 
-        WSL_TRY(wsl_add_local(l, &loc, r, 2, v_rows, H, "model.embed_tokens.weight"));
-        WSL_TRY(wsl_piece_vocab(l, m.embed, loc, r, v_rows, m.V));
-        /* Tied: lm_head IS embed_tokens. state_dict() lists both names and the engines'
-         * sharded_state saver keeps the smaller key of tensors sharing storage, so a dump
-         * calls this tensor lm_head.weight, while named_parameters() calls it embed_tokens. */
-        if (m.tied) WSL_TRY(wsl_add_alias(l, loc, "lm_head.weight"));
-
-        for (uint64_t i = 0; i < m.L; i++) {
-            unsigned long long li = (unsigned long long)i;
-            /* qkv_proj.weight (and .bias): [q_r ; k_s ; v_s] */
-            for (int b = 0; b < (m.qkv_bias ? 2 : 1); b++) {
-                wsl_kind q = b ? WSL_Q_B : WSL_Q_W, k = b ? WSL_K_B : WSL_K_W,
-                         v = b ? WSL_V_B : WSL_V_W;
-                WSL_TRY(wsl_add_local(l, &loc, r, b ? 1 : 2, q_rows + 2 * kv_rows, H,
-                                      "model.layers.%llu.self_attn.qkv_proj.%s", li,
-                                      b ? "bias" : "weight"));
-                WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, q), loc, 0, R * q_rows, 0, q_rows));
-                WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, k), loc, kv_rep, s * kv_rows, q_rows,
-                                       kv_rows));
-                WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, v), loc, kv_rep, s * kv_rows,
-                                       q_rows + kv_rows, kv_rows));
+            if (first_stage) {
+                WSL_TRY(wsl_add_local(l, &loc, g, 2, v_rows, H, "model.embed_tokens.weight"));
+                WSL_TRY(wsl_piece_vocab(l, m.embed, loc, t, v_rows, m.V));
+                /* Tied, one stage: lm_head IS embed_tokens. state_dict() lists both names and
+                 * the engines' sharded_state saver keeps the smaller key of tensors sharing
+                 * storage, so a dump calls this tensor lm_head.weight, while named_parameters()
+                 * calls it embed_tokens. */
+                if (m.tied && last_stage) WSL_TRY(wsl_add_alias(l, loc, "lm_head.weight"));
             }
-            /* o_proj: row-parallel, columns [r*q_rows, (r+1)*q_rows); its bias replicated */
-            WSL_TRY(wsl_add_local(l, &loc, r, 2, H, q_rows,
-                                  "model.layers.%llu.self_attn.o_proj.weight", li));
-            WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, 0, R * q_rows, 0, q_rows));
-            if (m.o_bias)
-                WSL_TRY(wsl_add_replicated(l, r, wsl_hf_at(&m, i, WSL_O_B),
-                                           "model.layers.%llu.self_attn.o_proj.bias", li));
-            if (m.qk_norm) {
-                WSL_TRY(wsl_add_replicated(l, r, wsl_hf_at(&m, i, WSL_Q_NORM),
-                                           "model.layers.%llu.self_attn.q_norm.weight", li));
-                WSL_TRY(wsl_add_replicated(l, r, wsl_hf_at(&m, i, WSL_K_NORM),
-                                           "model.layers.%llu.self_attn.k_norm.weight", li));
-            }
-            /* gate_up_proj = [gate_r ; up_r] */
-            WSL_TRY(wsl_add_local(l, &loc, r, 2, 2 * i_rows, H,
-                                  "model.layers.%llu.mlp.gate_up_proj.weight", li));
-            WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_GATE), loc, 0, R * i_rows, 0, i_rows));
-            WSL_TRY(
-                wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_UP), loc, 0, R * i_rows, i_rows, i_rows));
-            /* down_proj: row-parallel */
-            WSL_TRY(wsl_add_local(l, &loc, r, 2, H, i_rows,
-                                  "model.layers.%llu.mlp.down_proj.weight", li));
-            WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_DOWN), loc, 0, R * i_rows, 0, i_rows));
-            WSL_TRY(wsl_add_replicated(l, r, wsl_hf_at(&m, i, WSL_IN_NORM),
-                                       "model.layers.%llu.input_layernorm.weight", li));
-            WSL_TRY(wsl_add_replicated(l, r, wsl_hf_at(&m, i, WSL_POST_NORM),
+
+            for (uint64_t i = first; i < end; i++) {
+                unsigned long long li = (unsigned long long)i;
+                /* qkv_proj.weight (and .bias): [q_t ; k_s ; v_s] */
+                for (int b = 0; b < (m.qkv_bias ? 2 : 1); b++) {
+                    wsl_kind q = b ? WSL_Q_B : WSL_Q_W, k = b ? WSL_K_B : WSL_K_W,
+                             v = b ? WSL_V_B : WSL_V_W;
+                    WSL_TRY(wsl_add_local(l, &loc, g, b ? 1 : 2, q_rows + 2 * kv_rows, H,
+                                          "model.layers.%llu.self_attn.qkv_proj.%s", li,
+                                          b ? "bias" : "weight"));
+                    WSL_TRY(
+                        wsl_piece_rows(l, wsl_hf_at(&m, i, q), loc, 0, R * q_rows, 0, q_rows));
+                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, k), loc, kv_rep, kvs * kv_rows,
+                                           q_rows, kv_rows));
+                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, v), loc, kv_rep, kvs * kv_rows,
+                                           q_rows + kv_rows, kv_rows));
+                    if (!b) WSL_TRY(wsl_add_scale(l, &m, loc));
+                }
+                /* o_proj: row-parallel, columns [t*q_rows, (t+1)*q_rows); its bias replicated */
+                WSL_TRY(wsl_add_local(l, &loc, g, 2, H, q_rows,
+                                      "model.layers.%llu.self_attn.o_proj.weight", li));
+                WSL_TRY(
+                    wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, 0, R * q_rows, 0, q_rows));
+                WSL_TRY(wsl_add_scale(l, &m, loc));
+                if (m.o_bias)
+                    WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_O_B),
+                                               "model.layers.%llu.self_attn.o_proj.bias", li));
+                if (m.qk_norm) {
+                    WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_Q_NORM),
+                                               "model.layers.%llu.self_attn.q_norm.weight", li));
+                    WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_K_NORM),
+                                               "model.layers.%llu.self_attn.k_norm.weight", li));
+                }
+                if (m.is_moe[i]) {
+                    WSL_TRY(add_moe(l, &m, p, eng, &xp, i, g, t, ids));
+                } else {
+                    /* gate_up_proj = [gate_t ; up_t] */
+                    WSL_TRY(wsl_add_local(l, &loc, g, 2, 2 * i_rows, H,
+                                          "model.layers.%llu.mlp.gate_up_proj.weight", li));
+                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_GATE), loc, 0, R * i_rows, 0,
+                                           i_rows));
+                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_UP), loc, 0, R * i_rows,
+                                           i_rows, i_rows));
+                    WSL_TRY(wsl_add_scale(l, &m, loc));
+                    /* down_proj: row-parallel */
+                    WSL_TRY(wsl_add_local(l, &loc, g, 2, H, i_rows,
+                                          "model.layers.%llu.mlp.down_proj.weight", li));
+                    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_DOWN), loc, 0, R * i_rows, 0,
+                                           i_rows));
+                    WSL_TRY(wsl_add_scale(l, &m, loc));
+                }
+                WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_IN_NORM),
+                                           "model.layers.%llu.input_layernorm.weight", li));
+                WSL_TRY(
+                    wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_POST_NORM),
                                        "model.layers.%llu.post_attention_layernorm.weight", li));
-        }
+            }
 
-        WSL_TRY(wsl_add_replicated(l, r, m.norm, "model.norm.weight"));
-        if (!m.tied) {
-            WSL_TRY(wsl_add_local(l, &loc, r, 2, v_rows, H, "lm_head.weight"));
-            WSL_TRY(wsl_piece_vocab(l, m.lm_head, loc, r, v_rows, m.V));
+            if (last_stage) {
+                WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, m.norm, "model.norm.weight"));
+                if (!m.tied) {
+                    WSL_TRY(wsl_add_local(l, &loc, g, 2, v_rows, H, "lm_head.weight"));
+                    WSL_TRY(wsl_piece_vocab(l, m.lm_head, loc, t, v_rows, m.V));
+                } else if (!first_stage) {
+                    /* Tied over several stages: the last stage holds its own copy of the
+                     * embedding's rows, replica 1 of them. SGLang: a ParallelLMHead named
+                     * lm_head, loaded from model.embed_tokens.weight; vLLM: embed_tokens is
+                     * built on the last stage too and lm_head is it. */
+                    WSL_TRY(wsl_add_local(l, &loc, g, 2, v_rows, H, "%s",
+                                          eng == SGLANG ? "lm_head.weight"
+                                                        : "model.embed_tokens.weight"));
+                    if (v_rows * R < m.V) {
+                        uint64_t n = m.V - R * v_rows < v_rows ? m.V - R * v_rows : v_rows;
+                        WSL_TRY(wsl_piece_rows(l, m.embed, loc, 1, R * v_rows, 0, n));
+                    }
+                    if (eng == VLLM) WSL_TRY(wsl_add_alias(l, loc, "lm_head.weight"));
+                }
+            }
         }
     }
     return WS_OK;
+}
+
+ws_err wsl_build_sglang(ws_layout *l, const ws_model_config *cfg, const wsl_par *p) {
+    return build(l, cfg, p, SGLANG);
+}
+
+ws_err wsl_build_vllm(ws_layout *l, const ws_model_config *cfg, const wsl_par *p) {
+    return build(l, cfg, p, VLLM);
 }

@@ -12,14 +12,24 @@
  */
 #include "layout_internal.h"
 
-ws_err wsl_build_transformers(ws_layout *l, const ws_model_config *cfg, int tp) {
+ws_err wsl_build_transformers(ws_layout *l, const ws_model_config *cfg, const wsl_par *p) {
+    int tp = p->tp;
+    if (p->ep != 1 || p->pp != 1)
+        return wsl_reject(l, "transformers' tp_plan shards over tp only: ep and pp must be 1");
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
+    if (m.fp8)
+        return wsl_reject(l, "block-FP8 weights are laid out for the sglang and vllm families "
+                             "only (no transformers FP8 layout is modelled)");
+    if (m.moe)
+        return wsl_reject(l, "MoE models under transformers' tensor parallelism are not "
+                             "modelled");
     uint64_t T = (uint64_t)tp;
     if (m.nh % T || m.nkv % T || m.I % T || m.V % T)
         return wsl_reject(l, "heads, kv heads, intermediate_size and vocab_size must all divide "
                              "by tp (transformers shards each tensor evenly and replicates no kv "
                              "head)");
+    WSL_TRY(wsl_set_ranks(l, T));
     WSL_TRY(wsl_expect(l, T * (m.L * 16 + 3)));
     WSL_TRY(wsl_dense_add_hf(l, &m));
     static const struct {

@@ -9,7 +9,8 @@ void wsi_view(int ndim, const uint64_t *shape, uint64_t *rows, uint64_t *cols) {
     for (int d = 0; d < ndim; d++) numel *= shape[d];
     if (ndim == 0) *rows = 1, *cols = 1;
     else if (ndim == 1) *rows = shape[0], *cols = 1;
-    else *rows = shape[0], *cols = shape[0] ? numel / shape[0] : 0;
+    else if (ndim == 2) *rows = shape[0], *cols = shape[0] ? shape[1] : 0;
+    else *cols = shape[ndim - 1], *rows = shape[ndim - 1] ? numel / shape[ndim - 1] : 0;
 }
 
 static const ws_layout *sort_layout; /* qsort has no context argument; guarded by sort_lock */

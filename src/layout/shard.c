@@ -11,10 +11,16 @@
 #include <string.h>
 
 static ws_err write_hint(const ws_layout *l, const char *dir, ws_error *err) {
-    char path[4096], text[128];
+    char path[4096], text[160];
     snprintf(path, sizeof path, "%s/weightsum-layout.json", dir);
-    int n = snprintf(text, sizeof text, "{\"family\": \"%s\", \"tp\": %d}\n", ws_layout_family(l),
-                     ws_layout_tp(l));
+    long ep = ws_layout_parallel(l, WS_PAR_EP), pp = ws_layout_parallel(l, WS_PAR_PP);
+    int n;
+    if (ep == 1 && pp == 1) /* the tp-only form, unchanged */
+        n = snprintf(text, sizeof text, "{\"family\": \"%s\", \"tp\": %d}\n",
+                     ws_layout_family(l), ws_layout_tp(l));
+    else
+        n = snprintf(text, sizeof text, "{\"family\": \"%s\", \"tp\": %d, \"ep\": %ld, \"pp\": %ld}\n",
+                     ws_layout_family(l), ws_layout_tp(l), ep, pp);
     return ws_write_file_atomic(path, text, (size_t)n, err);
 }
 
@@ -66,7 +72,7 @@ ws_err ws_shard_checkpoint(const ws_ckpt *c, const ws_layout *l, const char *dir
                            ws_error *err) {
     size_t nl = ws_layout_local_count(l);
     ws_err rc = WS_OK;
-    for (int rank = 0; rank < ws_layout_tp(l) && rc == WS_OK; rank++) {
+    for (int rank = 0; rank < ws_layout_rank_count(l) && rc == WS_OK; rank++) {
         ws_tensor_spec *specs = calloc(nl + 1, sizeof *specs);
         size_t n = 0;
         if (!specs) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");

@@ -851,6 +851,282 @@ static void test_random_configs(void) {
     }
 }
 
+
+/* ---- MoE, expert parallelism, pipeline stages (issue 13) ------------------------------------ */
+
+static ws_model_config moe_cfg(const char *type, uint64_t L, uint64_t E, uint64_t mI) {
+    ws_model_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.model_type, sizeof c.model_type, "%s", type);
+    c.hidden_size = 64;
+    c.intermediate_size = 96;
+    c.vocab_size = 1000;
+    c.num_layers = L;
+    c.num_heads = 8;
+    c.num_kv_heads = 4;
+    c.head_dim = 8;
+    c.num_experts = E;
+    c.moe_intermediate_size = mI;
+    c.decoder_sparse_step = 1;
+    c.qk_norm = strcmp(type, "qwen3_moe") == 0;
+    if (strcmp(type, "glm4_moe") == 0) {
+        c.n_shared_experts = 1;
+        c.first_k_dense_replace = 1;
+        c.router_bias = 1;
+        c.attention_bias = 1;
+    }
+    if (strcmp(type, "qwen2_moe") == 0) {
+        c.shared_expert_intermediate_size = 64;
+        c.attention_bias = 1;
+    }
+    return c;
+}
+
+static ws_layout *build_par(const char *family, const ws_model_config *c, long tp, long ep,
+                            long pp, long placement, ws_err *rc) {
+    ws_parallel *p = NULL;
+    ws_error e;
+    ws_layout *l = NULL;
+    CHECK_OK(ws_parallel_create(&p, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_TP, tp, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EP, ep, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_PP, pp, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EXPERT_PLACEMENT, placement, &e));
+    *rc = ws_layout_create_parallel(family, c, p, &l, &e);
+    ws_parallel_free(p);
+    CHECK((*rc == WS_OK) == (l != NULL));
+    if (*rc) CHECK(e.what[0]);
+    return l;
+}
+
+/* Generic invariants of docs/layouts.md, element by element: replica-0 pieces tile every
+ * untied HF tensor once; replica k > 0 rectangles are replica-0 rectangles, numbered 0..n-1 on
+ * distinct ranks with replica 0 lowest; no local element is covered twice. */
+static void check_invariants(const ws_layout *l) {
+    size_t nh = ws_layout_hf_count(l), np = ws_layout_piece_count(l), nl = ws_layout_local_count(l);
+    uint8_t **cov = calloc(nh, sizeof *cov), **lcov = calloc(nl, sizeof *lcov);
+    for (size_t h = 0; h < nh; h++) {
+        const ws_hf_desc *d = ws_layout_hf(l, h);
+        uint64_t n = d->shape[0] * (d->ndim == 2 ? d->shape[1] : 1);
+        cov[h] = calloc(n, 1);
+    }
+    for (size_t i = 0; i < nl; i++) {
+        const ws_local_desc *d = ws_layout_local(l, i);
+        uint64_t n = 1;
+        for (int k = 0; k < d->ndim; k++) n *= d->shape[k];
+        lcov[i] = calloc(n, 1);
+        CHECK(d->rank >= 0 && d->rank < ws_layout_rank_count(l));
+    }
+    for (size_t i = 0; i < np; i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        CHECK(!ws_layout_hf(l, p->hf)->tied_to);
+        for (uint64_t r = 0; r < p->rows; r++)
+            for (uint64_t c = 0; c < p->cols; c++) {
+                uint64_t li = (p->l_row0 + r) * p->l_cols + p->l_col0 + c;
+                CHECK(lcov[p->local][li]++ == 0);
+                if (p->replica == 0) {
+                    uint64_t ti = (p->t_row0 + r) * p->t_cols + p->t_col0 + c;
+                    CHECK(cov[p->hf][ti]++ == 0);
+                }
+            }
+        if (p->replica == 0) continue;
+        /* a replica-0 piece of the same rectangle on a lower rank; replica k-1 exists too */
+        bool base = false, prev = false;
+        int rank = ws_layout_local(l, p->local)->rank;
+        for (size_t j = 0; j < np; j++) {
+            const ws_piece *q = ws_layout_piece(l, j);
+            if (q->hf != p->hf || q->t_row0 != p->t_row0 || q->t_col0 != p->t_col0 ||
+                q->rows != p->rows || q->cols != p->cols)
+                continue;
+            int qr = ws_layout_local(l, q->local)->rank;
+            if (q->replica == 0 && qr < rank) base = true;
+            if (q->replica == p->replica - 1 && qr < rank) prev = true;
+            if (q->replica == p->replica && j != i) CHECK(!"two copies with one replica number");
+        }
+        CHECK(base && prev);
+    }
+    for (size_t h = 0; h < nh; h++) {
+        const ws_hf_desc *d = ws_layout_hf(l, h);
+        uint64_t n = d->shape[0] * (d->ndim == 2 ? d->shape[1] : 1);
+        for (uint64_t k = 0; k < n && !d->tied_to; k++)
+            if (cov[h][k] != 1) {
+                CHECK(!"a canonical element is not covered exactly once");
+                break;
+            }
+        free(cov[h]);
+    }
+    for (size_t i = 0; i < nl; i++) free(lcov[i]);
+    free(cov);
+    free(lcov);
+}
+
+static void test_parallel_config(void) {
+    ws_parallel *p = NULL;
+    ws_error e;
+    CHECK_OK(ws_parallel_create(&p, &e));
+    CHECK(ws_parallel_get(p, WS_PAR_TP) == 1 && ws_parallel_get(p, WS_PAR_EP) == 1 &&
+          ws_parallel_get(p, WS_PAR_PP) == 1 && ws_parallel_get(p, WS_PAR_W13_UP_FIRST) == 0);
+    CHECK(ws_parallel_set(p, WS_PAR_EP, 0, &e) == WS_ERR_ARG && strstr(e.what, "ep"));
+    CHECK(ws_parallel_set(p, WS_PAR_PP, 5000, &e) == WS_ERR_ARG);
+    CHECK(ws_parallel_set(p, WS_PAR_MOE_TP, 2, &e) == WS_ERR_ARG && strstr(e.what, "derived"));
+    CHECK(ws_parallel_set(p, WS_PAR_EXPERT_PLACEMENT, 2, &e) == WS_ERR_ARG);
+    CHECK(ws_parallel_set(p, WS_PAR__COUNT, 1, &e) == WS_ERR_ARG);
+    CHECK(ws_parallel_set(NULL, WS_PAR_TP, 1, &e) == WS_ERR_ARG);
+    CHECK(ws_parallel_get(NULL, WS_PAR_TP) == -1 && ws_parallel_get(p, (ws_par_key)99) == -1);
+    CHECK(ws_parallel_create(NULL, &e) == WS_ERR_ARG);
+    ws_parallel_free(p);
+    ws_parallel_free(NULL);
+
+    /* NULL parallel config: tp = ep = pp = 1, the same layout as ws_layout_create(.., 1, ..) */
+    const model m = {"qwen3", 64, 96, 1000, 2, 8, 4, 8, 0, 0};
+    ws_model_config c = to_cfg(&m);
+    ws_layout *a = NULL, *b = NULL;
+    CHECK_OK(ws_layout_create_parallel("sglang", &c, NULL, &a, &e));
+    CHECK_OK(ws_layout_create("sglang", &c, 1, &b, &e));
+    CHECK(a && b && ws_layout_piece_count(a) == ws_layout_piece_count(b));
+    CHECK(ws_layout_rank_count(a) == 1 && ws_layout_parallel(a, WS_PAR_EP) == 1);
+    ws_layout_free(a);
+    ws_layout_free(b);
+    CHECK(ws_layout_rank_count(NULL) == 0 && ws_layout_parallel(NULL, WS_PAR_TP) == -1);
+    CHECK(ws_layout_rank_coord(NULL, 0, WS_PAR_TP) == -1);
+
+    /* A dense model refuses ep > 1; pp splits its layers. */
+    ws_err rc;
+    CHECK(!build_par("sglang", &c, 2, 2, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    ws_layout *l = build_par("sglang", &c, 2, 1, 2, 0, &rc);
+    CHECK(l && ws_layout_rank_count(l) == 4);
+    CHECK(ws_layout_rank_coord(l, 3, WS_PAR_PP) == 1 && ws_layout_rank_coord(l, 3, WS_PAR_TP) == 1);
+    CHECK(ws_layout_rank_coord(l, 4, WS_PAR_TP) == -1);
+    CHECK(ws_layout_find_local(l, 0, "model.layers.0.mlp.gate_up_proj.weight") >= 0);
+    CHECK(ws_layout_find_local(l, 2, "model.layers.0.mlp.gate_up_proj.weight") < 0);
+    CHECK(ws_layout_find_local(l, 2, "model.layers.1.mlp.gate_up_proj.weight") >= 0);
+    CHECK(ws_layout_find_local(l, 2, "model.embed_tokens.weight") < 0);
+    CHECK(ws_layout_find_local(l, 0, "lm_head.weight") < 0);
+    CHECK(ws_layout_find_local(l, 3, "lm_head.weight") >= 0);
+    check_invariants(l);
+    ws_layout_free(l);
+}
+
+/* The global experts whose gate rows sit in layer 0's w13 on `rank`, in slot order. */
+static int w13_experts(const ws_layout *l, int rank, int *out) {
+    int n = 0;
+    long w13 = ws_layout_find_local(l, rank, "model.layers.0.mlp.experts.w13_weight");
+    for (size_t i = 0; w13 >= 0 && i < ws_layout_piece_count(l); i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        const char *name = ws_layout_hf(l, p->hf)->name;
+        if ((long)p->local != w13 || !strstr(name, "gate_proj")) continue;
+        out[n++] = atoi(name + strlen("model.layers.0.mlp.experts."));
+    }
+    return n;
+}
+
+static void test_expert_maps(void) {
+    ws_model_config c = moe_cfg("qwen3_moe", 2, 10, 32);
+    ws_err rc;
+    int ids[16];
+    /* vLLM determine_expert_map over ep 4: linear 3,3,2,2; round robin r, r+4, r+8 */
+    ws_layout *l = build_par("vllm", &c, 4, 4, 1, WS_EXPERTS_LINEAR, &rc);
+    CHECK(l && ws_layout_parallel(l, WS_PAR_MOE_TP) == 1);
+    CHECK(w13_experts(l, 0, ids) == 3 && ids[0] == 0 && ids[2] == 2);
+    CHECK(w13_experts(l, 1, ids) == 3 && ids[0] == 3);
+    CHECK(w13_experts(l, 2, ids) == 2 && ids[0] == 6 && ids[1] == 7);
+    CHECK(w13_experts(l, 3, ids) == 2 && ids[0] == 8 && ids[1] == 9);
+    check_invariants(l);
+    ws_layout_free(l);
+    l = build_par("vllm", &c, 4, 4, 1, WS_EXPERTS_ROUND_ROBIN, &rc);
+    CHECK(w13_experts(l, 1, ids) == 3 && ids[0] == 1 && ids[1] == 5 && ids[2] == 9);
+    CHECK(w13_experts(l, 3, ids) == 2 && ids[0] == 3 && ids[1] == 7);
+    check_invariants(l);
+    ws_layout_free(l);
+    /* SGLang: E % ep must be 0 (FusedMoE asserts it); ep must divide tp */
+    CHECK(!build_par("sglang", &c, 4, 4, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    CHECK(!build_par("vllm", &c, 4, 2, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    c.num_experts = 8;
+    CHECK(!build_par("sglang", &c, 4, 3, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    CHECK(!build_par("sglang", &c, 4, 2, 1, WS_EXPERTS_ROUND_ROBIN, &rc) && rc == WS_ERR_LAYOUT);
+    l = build_par("sglang", &c, 4, 2, 1, 0, &rc); /* moe_tp 2: ranks 2, 3 hold experts 4..7 */
+    CHECK(l && ws_layout_parallel(l, WS_PAR_MOE_TP) == 2);
+    CHECK(ws_layout_rank_coord(l, 3, WS_PAR_EP) == 1 && ws_layout_rank_coord(l, 3, WS_PAR_MOE_TP) == 1);
+    CHECK(w13_experts(l, 3, ids) == 4 && ids[0] == 4 && ids[3] == 7);
+    check_invariants(l);
+    ws_layout_free(l);
+}
+
+static void test_moe_matrix(void) {
+    const char *types[] = {"qwen3_moe", "qwen2_moe", "glm4_moe"};
+    const char *fams[] = {"sglang", "vllm", "megatron"};
+    const long combos[][3] = {{1, 1, 1}, {2, 1, 1}, {2, 2, 1}, {4, 2, 1}, {4, 4, 1},
+                              {2, 2, 2}, {4, 1, 3}, {4, 4, 2}, {1, 1, 4}};
+    int built = 0;
+    for (size_t t = 0; t < 3; t++)
+        for (size_t f = 0; f < 3; f++)
+            for (size_t k = 0; k < sizeof combos / sizeof combos[0]; k++) {
+                ws_model_config c = moe_cfg(types[t], 4, 8, 32);
+                c.tie_word_embeddings = (int)(k % 2);
+                ws_err rc;
+                ws_layout *l = build_par(fams[f], &c, combos[k][0], combos[k][1], combos[k][2],
+                                         0, &rc);
+                if (!l) continue;
+                built++;
+                int world = ws_layout_rank_count(l);
+                CHECK(world == combos[k][0] * combos[k][2] *
+                                   (strcmp(fams[f], "megatron") == 0 ? combos[k][1] : 1));
+                check_invariants(l);
+                ws_layout_free(l);
+            }
+    CHECK(built >= 60);
+    /* fused shared expert (SGLang): one more slot on every ep rank, a replica per ep rank */
+    ws_model_config c = moe_cfg("glm4_moe", 3, 8, 32);
+    ws_parallel *p = NULL;
+    ws_error e;
+    ws_layout *l = NULL;
+    CHECK_OK(ws_parallel_create(&p, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 4, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_FUSED_SHARED, 1, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    long w13 = ws_layout_find_local(l, 2, "model.layers.1.mlp.experts.w13_weight");
+    CHECK(w13 >= 0 && ws_layout_local(l, (size_t)w13)->shape[0] == 5);
+    CHECK(ws_layout_find_local(l, 2, "model.layers.1.mlp.shared_experts.gate_up_proj.weight") < 0);
+    check_invariants(l);
+    ws_layout_free(l);
+    CHECK(ws_layout_create_parallel("vllm", &c, p, &l, &e) == WS_ERR_LAYOUT);
+    ws_parallel_free(p);
+    /* block FP8: scales follow their weights, split per segment at block granularity */
+    c = moe_cfg("qwen3_moe", 2, 8, 32);
+    c.head_dim = 16;
+    c.fp8_block_n = c.fp8_block_k = 16;
+    ws_err rc2;
+    for (int tp = 1; tp <= 4; tp *= 2)
+        for (int ep = 1; ep <= tp; ep *= 2) {
+            ws_layout *f = build_par("sglang", &c, tp, ep, 1, 0, &rc2);
+            bool whole = 32 / (tp / ep) % 16 == 0; /* expert rows per moe-tp rank */
+            CHECK((f != NULL) == whole);
+            if (!f) {
+                CHECK(rc2 == WS_ERR_LAYOUT);
+                continue;
+            }
+            check_invariants(f);
+            long h = ws_layout_find_hf(f, "model.layers.1.mlp.experts.3.up_proj.weight_scale_inv");
+            CHECK(h >= 0 && ws_layout_hf(f, (size_t)h)->shape[0] == 2 &&
+                  ws_layout_hf(f, (size_t)h)->shape[1] == 4);
+            long s = ws_layout_find_local(f, 0, "model.layers.0.mlp.experts.w13_weight_scale_inv");
+            CHECK(s >= 0 && ws_layout_local(f, (size_t)s)->ndim == 3);
+            ws_layout_free(f);
+        }
+    CHECK(!build_par("sglang", &c, 8, 1, 1, 0, &rc2) && rc2 == WS_ERR_LAYOUT); /* 4 rows / rank */
+    CHECK(ws_layout_create("megatron", &c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "FP8"));
+    CHECK(ws_canon_for_tensor("a.weight_scale_inv", WS_F32, WS_CANON_BF16) == WS_CANON_NATIVE);
+    CHECK(ws_canon_for_tensor("m.gate.e_score_correction_bias", WS_F32, WS_CANON_BF16) ==
+          WS_CANON_NATIVE);
+    CHECK(ws_canon_for_tensor("a.weight", WS_F32, WS_CANON_BF16) == WS_CANON_BF16);
+    CHECK(ws_canon_for_tensor("a.weight_scale_inv", WS_I32, WS_CANON_BF16) == WS_CANON_BF16);
+    CHECK(ws_canon_for_tensor(NULL, WS_F32, WS_CANON_BF16) == WS_CANON_BF16);
+    /* MLA models are refused by name */
+    snprintf(c.model_type, sizeof c.model_type, "deepseek_v3");
+    CHECK(ws_layout_create("sglang", &c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "MLA"));
+}
+
 int main(void) {
     test_families();
     test_matrix();
@@ -858,6 +1134,9 @@ int main(void) {
     test_real_sizes();
     test_errors();
     test_random_configs();
+    test_parallel_config();
+    test_expert_maps();
+    test_moe_matrix();
     printf("layouts built %d, rejected %d\n", combos_built, combos_rejected);
     return check_report("test_layout");
 }

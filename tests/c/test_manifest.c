@@ -273,7 +273,56 @@ static void test_diff(void) {
     CHECK(ws_unravel(5, 0, NULL, NULL, &err) == WS_OK);
 }
 
+/* Calls that cannot do what they are asked say so, and change nothing. */
+static void test_bad_arguments(void) {
+    ws_error err;
+    const char lines[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  w\n";
+    ws_manifest *m = NULL;
+    CHECK_OK(ws_manifest_parse(lines, sizeof lines - 1, "lines", &m, &err));
+    CHECK(!ws_manifest_declares_canon(m));
+    CHECK(ws_manifest_set_canon(m, (ws_canon)9, &err) == WS_ERR_ARG && strstr(err.what, "policy"));
+    CHECK(ws_manifest_canon(m) == WS_CANON_BF16);
+    CHECK_OK(ws_manifest_set_canon(m, WS_CANON_NATIVE, &err));
+    CHECK(ws_manifest_canon(m) == WS_CANON_NATIVE);
+    CHECK(ws_manifest_set_canon(NULL, WS_CANON_BF16, &err) == WS_ERR_ARG);
+    ws_manifest_free(m);
+    CHECK(ws_report_count_match(NULL, 1) == WS_ERR_ARG);
+    ws_report *r = ws_report_new();
+    CHECK_OK(ws_report_count_match(r, 2));
+    CHECK(ws_report_matched(r) == 2);
+    ws_report_free(r);
+    /* hex: NULL in is an error, and the output is the empty string, never a digest */
+    char hex[65] = "x";
+    CHECK(ws_sha256_hex(NULL, hex) == WS_ERR_ARG && hex[0] == '\0');
+    CHECK(ws_fast_hex(NULL, hex) == WS_ERR_ARG && hex[0] == '\0');
+    ws_digest d = {0};
+    CHECK(ws_digest_from_hex("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD", &d) == WS_OK);
+    CHECK(d.algos == WS_ALGO_SHA256 && d.sha256[0] == 0xba && d.sha256[31] == 0xad);
+    CHECK(ws_digest_from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015a", &d) == WS_ERR_FORMAT);
+    CHECK(ws_digest_from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ag", &d) == WS_ERR_FORMAT);
+    CHECK(ws_digest_from_hex(NULL, &d) == WS_ERR_ARG && d.algos == WS_ALGO_SHA256);
+
+    /* A tensor name that is not UTF-8 (no safetensors file can hold one) is refused in a line
+     * manifest, and a manifest holding one has no JSON form: its JSON used to lack the tensor
+     * silently (found by fuzz_manifest). */
+    const char bad[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  ok\n"
+                       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  w\xc6ight\n";
+    m = NULL;
+    CHECK(ws_manifest_parse(bad, sizeof bad - 1, "bad", &m, &err) == WS_ERR_FORMAT && m == NULL);
+    CHECK(strstr(err.what, "line 2") && strstr(err.what, "UTF-8"));
+    m = ws_manifest_new(WS_CANON_BF16, WS_ALGO_SHA256, NULL, "test");
+    ws_manifest_entry e = {.name = "w\xc6ight", .ndim = -1, .dtype = WS_DTYPE__COUNT,
+                           .canonical_dtype = WS_DTYPE__COUNT};
+    e.digest.algos = WS_ALGO_SHA256;
+    CHECK_OK(ws_manifest_add(m, &e));
+    char *text = (char *)"unset";
+    CHECK(ws_manifest_to_json(m, &text, &err) == WS_ERR_FORMAT && text == NULL);
+    CHECK(strstr(err.what, "UTF-8") && strcmp(err.tensor, "w\xc6ight") == 0);
+    ws_manifest_free(m);
+}
+
 int main(void) {
+    test_bad_arguments();
     test_roundtrip_and_compare();
     test_parse_errors();
     test_line_conventions();

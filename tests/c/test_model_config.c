@@ -346,11 +346,69 @@ static void test_load(void) {
     CHECK(ws_error_format(&e, fmt, sizeof fmt) > 0);
 }
 
+/* Qwen3-30B-A3B's config.json (the keys a layout reads), GLM-4.5-Air's, and Qwen2-MoE defaults. */
+static void test_moe(void) {
+    ws_model_config c;
+    ws_error e;
+    CHECK_OK(parse("{\"model_type\": \"qwen3_moe\", \"hidden_size\": 2048, \"intermediate_size\":"
+                   " 6144, \"vocab_size\": 151936, \"num_hidden_layers\": 48,"
+                   " \"num_attention_heads\": 32, \"num_key_value_heads\": 4, \"head_dim\": 128,"
+                   " \"num_experts\": 128, \"num_experts_per_tok\": 8, \"moe_intermediate_size\":"
+                   " 768, \"decoder_sparse_step\": 1, \"mlp_only_layers\": [],"
+                   " \"norm_topk_prob\": true, \"tie_word_embeddings\": false}",
+                   &c, &e));
+    CHECK(c.num_experts == 128 && c.moe_intermediate_size == 768 && c.decoder_sparse_step == 1);
+    CHECK(c.qk_norm == 1 && c.attention_bias == 0 && c.n_mlp_only_layers == 0 && c.router_bias == 0);
+    CHECK_OK(parse("{\"model_type\": \"glm4_moe\", \"hidden_size\": 4096, \"intermediate_size\":"
+                   " 10944, \"vocab_size\": 151552, \"num_hidden_layers\": 46,"
+                   " \"num_attention_heads\": 96, \"num_key_value_heads\": 8, \"head_dim\": 128,"
+                   " \"attention_bias\": true, \"n_routed_experts\": 128, \"n_shared_experts\": 1,"
+                   " \"moe_intermediate_size\": 1408, \"first_k_dense_replace\": 1,"
+                   " \"use_qk_norm\": false, \"num_nextn_predict_layers\": 1}",
+                   &c, &e));
+    CHECK(c.num_experts == 128 && c.n_shared_experts == 1 && c.first_k_dense_replace == 1);
+    CHECK(c.router_bias == 1 && c.attention_bias == 1 && c.qk_norm == 0);
+    /* Qwen2MoeConfig defaults: 60 experts of 1408, shared 5632, q/k/v bias (qkv_bias) */
+    CHECK_OK(parse("{\"model_type\": \"qwen2_moe\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                   " \"vocab_size\": 100, \"num_hidden_layers\": 4, \"num_attention_heads\": 8,"
+                   " \"mlp_only_layers\": [0, 3]}",
+                   &c, &e));
+    CHECK(c.num_experts == 60 && c.moe_intermediate_size == 1408 &&
+          c.shared_expert_intermediate_size == 5632 && c.attention_bias == 1);
+    CHECK(c.n_mlp_only_layers == 2 && c.mlp_only_layers[0] == 0 && c.mlp_only_layers[1] == 3);
+    CHECK_OK(parse("{\"model_type\": \"qwen2_moe\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                   " \"vocab_size\": 100, \"num_hidden_layers\": 4, \"num_attention_heads\": 8,"
+                   " \"qkv_bias\": false}", &c, &e));
+    CHECK(c.attention_bias == 0);
+    /* bad MoE keys */
+    static const char *bad[] = {
+        "\"num_experts\": -1", "\"num_experts\": 1.5", "\"mlp_only_layers\": [4]",
+        "\"mlp_only_layers\": 3", "\"mlp_only_layers\": [\"1\"]", "\"decoder_sparse_step\": 0",
+        "\"num_experts\": 100000", "\"moe_intermediate_size\": 0",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char buf[512];
+        snprintf(buf, sizeof buf,
+                 "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                 " \"vocab_size\": 100, \"num_hidden_layers\": 4, \"num_attention_heads\": 8, %s}",
+                 bad[i]);
+        ws_err r = parse(buf, &c, &e);
+        CHECK(r == WS_ERR_JSON || r == WS_ERR_LIMIT);
+        CHECK(strstr(e.what, "config key"));
+    }
+    /* a dense model ignores MoE keys it does not have */
+    CHECK_OK(parse("{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                   " \"vocab_size\": 100, \"num_hidden_layers\": 4, \"num_attention_heads\": 8,"
+                   " \"num_experts\": 8}", &c, &e));
+    CHECK(c.num_experts == 0);
+}
+
 int main(void) {
     test_valid();
     test_bad_keys();
     test_garbage();
     test_mutations();
     test_load();
+    test_moe();
     return check_report("test_model_config");
 }

@@ -682,12 +682,32 @@ static void test_sglang_checksum_and_expect(void) {
     ws_dump_free(d);
 }
 
+/* The client half of compare_checksum, in the library (push and Python share it). */
+static void test_compare_request(void) {
+    ws_error err;
+    char *body = NULL;
+    const char *list = "[{\"a\": \"0123456789abcdef0123456789abcdef0123456789abcdef\"}]";
+    CHECK_OK(ws_compare_request(list, strlen(list), "l.json", WS_CANON_BF16, 0, WS_ALGO_SHA256, 7, 0, &body, &err));
+    json_t *r = body ? json_loads(body, 0, NULL) : NULL;
+    CHECK(r && json_integer_value(json_object_get(r, "rank_offset")) == 7);
+    CHECK(r && json_is_array(json_object_get(r, "checksums")));
+    CHECK(r && !strcmp(json_string_value(json_object_get(r, "action")), "compare_checksum"));
+    json_decref(r);
+    ws_free(body);
+    const char *saved = "{\"ranks\": [{\"nope\": 1}]}";
+    CHECK(ws_compare_request(saved, strlen(saved), "saved.json", WS_CANON_BF16, 0, WS_ALGO_SHA256, 0, 0, &body, &err) == WS_ERR_JSON);
+    CHECK(body == NULL && strstr(err.what, "ranks[0]") && !strcmp(err.file, "saved.json"));
+    CHECK(ws_compare_request("not a manifest", 14, "m", WS_CANON_BF16, 0, WS_ALGO_SHA256, 0, 0, &body, &err) != WS_OK);
+    CHECK(body == NULL);
+}
+
 int main(void) {
     make_model();
     ws_error err;
     CHECK_OK(ws_checker_create(dump, "sglang", 2, cfg_path, WS_CANON_BF16, NULL, 2, &checker, &err));
     if (checker) {
         test_checksum();
+        test_compare_request();
         test_sglang_checksum_and_expect();
         test_compare_full();
         test_compare_ranks();

@@ -31,7 +31,8 @@ class Server:
         self.proc = subprocess.Popen([ws_bin, "serve", str(dump), "--port", "0", *map(str, args)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines, self.err = queue.Queue(), []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
         try:
             first = self.lines.get(timeout=60)
         except queue.Empty:
@@ -51,7 +52,9 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
+        rc = self.proc.wait(timeout=timeout)
+        self.drain.join(timeout=timeout)  # its last lines are read before anyone looks at err
+        return rc
 
     def __enter__(self):
         return self
@@ -307,7 +310,7 @@ def test_trickling_body_dropped(model, ws_bin):
                 dropped = time.monotonic() - t0
                 break
         sock.close()
-        assert dropped is not None and 3.5 < dropped < 10, dropped
+        assert dropped is not None and 3.5 < dropped < 15, dropped
         assert post(s.port, {"action": "checksum"})[0] == 200
 
 
@@ -320,7 +323,7 @@ def test_signal_clean_exit(model, ws_bin, sig):
         idle = socket.create_connection(("127.0.0.1", s.port))  # a connection left open
         t0 = time.monotonic()
         assert s.stop(sig) == 0
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 60  # a hang check (an idle client must not hold it)
         idle.close()
         name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
         assert f"stopped ({name})" in "".join(s.err)

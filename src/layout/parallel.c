@@ -1,0 +1,75 @@
+/*
+ * The parallel configuration (ws_parallel): sizes and engine options a layout is built for,
+ * as an opaque object so it can grow without breaking callers (docs/layouts.md).
+ */
+#include "layout_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct ws_parallel {
+    long v[WS_PAR__COUNT];
+};
+
+#define MAX_SIZE 4096 /* ep, pp */
+#include <limits.h>
+
+void wsl_parallel_defaults(long v[WS_PAR__COUNT]) {
+    for (int k = 0; k < WS_PAR__COUNT; k++)
+        v[k] = 0;
+    v[WS_PAR_TP] = v[WS_PAR_EP] = v[WS_PAR_PP] = v[WS_PAR_MOE_TP] = 1;
+}
+
+const long *wsl_parallel_values(const ws_parallel *p) { return p ? p->v : NULL; }
+
+ws_err ws_parallel_create(ws_parallel **out, ws_error *err) {
+    if (!out)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "ws_parallel_create: out is NULL");
+    *out = malloc(sizeof **out);
+    if (!*out) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    wsl_parallel_defaults((*out)->v);
+    return WS_OK;
+}
+
+void ws_parallel_free(ws_parallel *p) { free(p); }
+
+static const char *const key_names[WS_PAR__COUNT] = {
+    [WS_PAR_TP] = "tp",
+    [WS_PAR_EP] = "ep",
+    [WS_PAR_PP] = "pp",
+    [WS_PAR_MOE_TP] = "moe_tp",
+    [WS_PAR_EXPERT_PLACEMENT] = "expert_placement",
+    [WS_PAR_W13_UP_FIRST] = "w13_up_first",
+    [WS_PAR_FUSED_SHARED] = "fused_shared_experts",
+    [WS_PAR_MEGATRON_SEQUENTIAL] = "megatron_sequential_experts",
+};
+
+ws_err ws_parallel_set(ws_parallel *p, ws_par_key key, long value, ws_error *err) {
+    if (!p) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "ws_parallel_set: p is NULL");
+    if ((int)key < 0 || key >= WS_PAR__COUNT)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "ws_parallel_set: unknown key %d",
+                        (int)key);
+    if (key == WS_PAR_MOE_TP)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "parallel key 'moe_tp' is derived by the family (tp / ep), not set");
+    bool ok;
+    switch (key) {
+    case WS_PAR_TP: ok = value >= 1 && value <= INT_MAX; break;
+    case WS_PAR_EP:
+    case WS_PAR_PP: ok = value >= 1 && value <= MAX_SIZE; break;
+    case WS_PAR_EXPERT_PLACEMENT:
+        ok = value == WS_EXPERTS_LINEAR || value == WS_EXPERTS_ROUND_ROBIN;
+        break;
+    default: ok = value == 0 || value == 1; break;
+    }
+    if (!ok)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "parallel key '%s': %ld is out of range",
+                        key_names[key], value);
+    p->v[key] = value;
+    return WS_OK;
+}
+
+long ws_parallel_get(const ws_parallel *p, ws_par_key key) {
+    if (!p || (int)key < 0 || key >= WS_PAR__COUNT) return -1;
+    return p->v[key];
+}
