@@ -44,7 +44,8 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
                      ws_sglang_path path, int threads, int progress, ws_expect **out) {
     *out = NULL;
     if (!lo->family || lo->tp <= 0)
-        return cli_failf("%s: say --layout L and --tp N: the engine's layout is not in a checkpoint", ckpt);
+        return cli_usage(cli_cmd, "say --layout L and --tp N: the engine's layout is not in the "
+                                  "checkpoint %s", ckpt);
     char cfgpath[4096];
     if (lo->config) snprintf(cfgpath, sizeof cfgpath, "%s", lo->config);
     else default_config(ckpt, cfgpath, sizeof cfgpath);

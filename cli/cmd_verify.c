@@ -34,7 +34,8 @@ static const char usage[] =
     "  --report FILE  also write the report as one self-contained HTML page: a grid of\n"
     "                 layers x kinds of tensor coloured by verdict, the findings under it\n"
     "  --force        use --layout/--tp even where the dump's weightsum-layout.json differs\n"
-    "With one argument, CKPT is the manifest's \"source\" (as 'sha256sum -c').\n"
+    "With one argument, CKPT is a JSON manifest's \"source\" (as 'sha256sum -c'); a line\n"
+    "manifest records none: name the checkpoint.\n"
     "Exit: 0 all match, 1 a mismatch/missing/unexpected tensor, 2 trouble.\n";
 
 /* --report FILE: the HTML page of r, written atomically; EXIT_TROUBLE when it cannot be. */
@@ -93,13 +94,17 @@ static bool misformatted(const ws_error *e) {
 /* Load the manifest as sha256sum -c reads its lines: an improperly formatted line is warned
  * about (unless quiet) and skipped, or with strict an error (exit 2). A skipped line checks
  * nothing, so its tensor is then reported as unexpected: never a silent match. */
-static int load_manifest(const char *path, bool strict, bool quiet, ws_manifest **out) {
+static int load_manifest(const char *path, bool strict, bool quiet, ws_manifest **out,
+                         bool *lines) {
     ws_error err;
     char *text = NULL;
     size_t len = 0;
     *out = NULL;
     if (wsi_read_file(path, true, (size_t)1 << 31, "a manifest", &text, &len, &err) != WS_OK)
         return cli_fail(&err);
+    size_t at = 0; /* as ws_manifest_parse tells the forms apart */
+    while (at < len && strchr(" \t\r\n", text[at])) at++;
+    *lines = !(at < len && text[at] == '{');
     ws_err e;
     while ((e = ws_manifest_parse(text, len, path, out, &err)) != WS_OK && !strict &&
            misformatted(&err) && (size_t)err.offset < len) {
@@ -181,7 +186,8 @@ int cmd_verify(int argc, char **argv) {
     ws_fastkey *key = NULL;
     int rc = EXIT_MATCH;
     char srcpath[4096];
-    if ((rc = load_manifest(mpath, strict, verb == CLI_STATUS, &expected)) != EXIT_MATCH)
+    bool lines = false;
+    if ((rc = load_manifest(mpath, strict, verb == CLI_STATUS, &expected, &lines)) != EXIT_MATCH)
         return rc;
     if (ws_manifest_count(expected) == 0) { /* nothing to check is no proof of a match */
         ws_manifest_free(expected);
@@ -190,6 +196,11 @@ int cmd_verify(int argc, char **argv) {
     snprintf(report_title, sizeof report_title, "weightsum verify %s %s", mpath,
              cpath ? cpath : "");
     if (!cpath) {
+        if (lines) { /* its lines name tensors, not the checkpoint they came from */
+            ws_manifest_free(expected);
+            return cli_usage("verify", "%s is a line manifest, which records no checkpoint: name "
+                                       "it ('weightsum verify %s CKPT')", mpath, mpath);
+        }
         if (!source_of(expected, mpath, srcpath, sizeof srcpath)) {
             ws_manifest_free(expected);
             return cli_usage("verify", "%s records no source: name the checkpoint", mpath);
