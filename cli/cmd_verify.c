@@ -195,6 +195,8 @@ int cmd_verify(int argc, char **argv) {
             if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
+    if (report_html && strcmp(report_html, "-") == 0) /* stdout is the report's lines */
+        return cli_usage("verify", "--report needs a file name: stdout holds the report's lines");
     if (optind == argc) return cli_usage("verify", "no manifest named");
     if (optind + 2 < argc)
         return cli_usage("verify", "a manifest and one checkpoint, not %d arguments",
