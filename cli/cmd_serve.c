@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char usage[] =
     "usage: weightsum serve DIR [--layout L] [--tp N] [--config F] [--host H] [--port P]\n"
@@ -20,8 +21,8 @@ static const char usage[] =
     "  --canonical P      policy of requests that name none (default bf16)\n"
     "  --key SEED         seed of the fast digest (default: the public seed)\n"
     "  -j N               hashing threads per request (default: all cores)\n"
-    "  --timeout S        drop a connection idle for S seconds, or whose body takes\n"
-    "                     longer than 4 S to arrive (default 30)\n"
+    "  --timeout S        drop a connection idle for S seconds, or whose request\n"
+    "                     (headers and body) takes longer than 4 S to arrive (default 30)\n"
     "  --max-body BYTES   larger request bodies get 413 (default 64 MiB)\n"
     "  --max-connections  connections served at once (default 64)\n"
     "  --verbose          one line per request on stderr\n"
@@ -45,11 +46,29 @@ int cmd_serve(int argc, char **argv) {
 #include <sys/socket.h>
 #include <time.h>
 
+/* One client connection, from accept to close (MHD_OPTION_NOTIFY_CONNECTION). MHD's own
+ * timeout is an idle one, reset by every byte: a client trickling its headers a byte a second
+ * would hold its connection for ever, and --max-connections of them lock every real client
+ * out. So each request (headers and body) must be in within request_ms of the connection's
+ * start or the end of its previous request; a watchdog shuts the socket of one that is not
+ * (MHD then closes the connection itself). Answering a request is never cut. */
+typedef struct client {
+    struct client *prev, *next;
+    int fd;
+    struct timespec start; /* accept, or the end of the previous request */
+    bool answering;        /* the request is in: the deadline no longer applies */
+    bool dropped;
+} client;
+
 typedef struct server {
     ws_checker *checker;
     size_t max_body;
-    double body_ms; /* a body must be in within this, however it trickles */
+    double request_ms; /* a request must be in within this, however it trickles */
     bool verbose;
+    pthread_mutex_t lock; /* guards clients, stop */
+    pthread_cond_t wake;
+    client *clients;
+    bool stop;
 } server;
 
 /* What one request has sent so far. */
@@ -65,6 +84,100 @@ static double since(const struct timespec *t0) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static client *client_of(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* MHD_CONNECTION_NOTIFY_STARTED / _CLOSED. CLOSED comes before MHD closes the socket, so a
+ * client on the list always owns its fd: the watchdog never shuts another connection's. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        client *c = calloc(1, sizeof *c);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!c || !ci) { /* untracked: MHD's idle timeout alone bounds it */
+            free(c);
+            *socket_context = NULL;
+            return;
+        }
+        c->fd = ci->connect_fd;
+        clock_gettime(CLOCK_MONOTONIC, &c->start);
+        pthread_mutex_lock(&s->lock);
+        c->next = s->clients;
+        if (s->clients) s->clients->prev = c;
+        s->clients = c;
+        pthread_mutex_unlock(&s->lock);
+        *socket_context = c;
+        return;
+    }
+    client *c = *socket_context;
+    if (!c) return;
+    pthread_mutex_lock(&s->lock);
+    if (c->prev) c->prev->next = c->next;
+    else s->clients = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&s->lock);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* Shut the sockets of clients whose request is late, every quarter second, until stop. */
+static void *watchdog(void *arg) {
+    server *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->stop) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_nsec += 250 * 1000 * 1000;
+        if (t.tv_nsec >= 1000000000L) {
+            t.tv_sec++;
+            t.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->wake, &s->lock, &t);
+        for (client *c = s->clients; c && !s->stop; c = c->next)
+            if (!c->answering && !c->dropped && since(&c->start) > s->request_ms) {
+                c->dropped = true;
+                shutdown(c->fd, SHUT_RDWR);
+                if (s->verbose)
+                    fprintf(stderr, "weightsum: dropped a client whose request was not in "
+                                    "after %.0f s\n", s->request_ms / 1e3);
+            }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+static void set_answering(server *s, struct MHD_Connection *conn, bool answering) {
+    client *c = client_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&s->lock);
+    c->answering = answering;
+    if (!answering) clock_gettime(CLOCK_MONOTONIC, &c->start); /* the next request's clock */
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Content-Length headers: two that differ make the body's length ambiguous (RFC 9112 6.3:
+ * an error), where MHD would take the first. */
+typedef struct lengths {
+    const char *first;
+    bool differ;
+} lengths;
+
+static enum MHD_Result count_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+    lengths *l = cls;
+    (void)kind;
+    if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0) return MHD_YES;
+    if (!value) value = "";
+    if (!l->first) l->first = value;
+    else if (strcmp(l->first, value) != 0) l->differ = true;
+    return MHD_YES;
 }
 
 /* Queue a JSON answer. text is copied: the caller still owns it. */
@@ -109,6 +222,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
             return send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "POST",
                               "/weights_checker takes POST only");
+        lengths ls = {0};
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, count_length, &ls);
+        if (ls.differ)
+            return send_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
+                              "two different Content-Length headers: the body's length is "
+                              "ambiguous");
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->max_body)
@@ -122,7 +241,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) { /* a part of the body */
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (since(&up->start) > s->body_ms) return MHD_NO; /* a trickle: drop it */
+        if (since(&up->start) > s->request_ms) return MHD_NO; /* a trickle: drop it */
         if (up->too_big) { /* MHD answers only once the body is in: discard, within reason */
             up->discarded += n;
             return up->discarded > 2 * s->max_body ? MHD_NO : MHD_YES;
@@ -148,6 +267,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         up->len += n;
         return MHD_YES;
     }
+    set_answering(s, conn, true); /* the request is in: hashing may take its time */
     if (up->too_big)
         return send_error(conn, 413 /* content too large */, NULL,
                           "request body over the limit of %zu bytes", s->max_body);
@@ -165,9 +285,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)conn;
     (void)toe;
+    set_answering(cls, conn, false); /* keep-alive: the next request has its own deadline */
     upload *up = *con_cls;
     if (up) {
         free(up->buf);
@@ -180,6 +299,16 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     if (!((server *)cls)->verbose) return;
     fputs("weightsum: microhttpd: ", stderr);
     vfprintf(stderr, fmt, ap);
+}
+
+static void stop_watchdog(server *s, pthread_t dog) {
+    pthread_mutex_lock(&s->lock);
+    s->stop = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(dog, NULL);
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
 }
 
 /* Resolve host:port into a socket address for MHD to bind. */
@@ -247,9 +376,9 @@ int cmd_serve(int argc, char **argv) {
         return cli_usage("serve", "one dump directory, not %d arguments", argc - optind);
     const char *dir = argv[optind];
     ws_error err;
-    /* the idle timeout drops a stalled client; a body that trickles in a byte at a time is
-     * dropped once it has taken four timeouts */
-    server s = {.max_body = (size_t)max_body, .body_ms = 4000.0 * (double)timeout,
+    /* the idle timeout drops a stalled client; a request (headers and body) that trickles
+     * in a byte at a time is dropped once it has taken four timeouts */
+    server s = {.max_body = (size_t)max_body, .request_ms = 4000.0 * (double)timeout,
                 .verbose = verbose};
     if (ws_checker_create_flags(dir, cc.lo.family, (int)cc.lo.tp, cc.lo.config,
                                 cc.lo.force ? WS_LAYOUT_FORCE : 0, cc.canon, cc.seed,
@@ -271,12 +400,21 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.wake, NULL);
+    pthread_t dog;
+    if (pthread_create(&dog, NULL, watchdog, &s) != 0) {
+        ws_checker_free(s.checker);
+        return cli_failf("serve: cannot start a thread");
+    }
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_request, &s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, &s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s, MHD_OPTION_END);
+        on_completed, &s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s, MHD_OPTION_END);
     if (!d) {
+        stop_watchdog(&s, dog);
         ws_checker_free(s.checker);
         return cli_failf("serve: cannot listen on %s port %ld (in use, or not an address here)",
                          host, port);
@@ -290,6 +428,7 @@ int cmd_serve(int argc, char **argv) {
     sigwait(&stop, &sig);
     /* stop accepting, let requests in flight finish, join every connection thread */
     MHD_stop_daemon(d);
+    stop_watchdog(&s, dog);
     ws_checker_free(s.checker);
     fprintf(stderr, "weightsum: serve: stopped (%s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     return EXIT_MATCH;

@@ -241,3 +241,87 @@ def test_rank_files_as_the_engines_glob_them(tmp_path, run):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "model-rank-00-part-0.safetensors looks like one but would never be loaded" in lines[0]
+
+
+# ---- item 5: the server bounds the whole request, headers included ---------------------------
+
+@pytest.fixture
+def served(tmp_path, run):
+    ckpt, man = make_model(run, tmp_path, config("qwen2", 2))
+    dump = tmp_path / "dump"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "-o", dump).returncode == 0
+    return dump
+
+
+def test_slow_headers_do_not_lock_real_clients_out(served, ws_bin):
+    """Plants: --max-connections clients each trickling its request headers one byte at a
+    time (never idle, so MHD's idle timeout never fires). Each must be dropped (its request
+    is not in within 4 timeouts), and a real client must then be answered. The loops only
+    bound a hang; nothing is timed."""
+    import socket
+    import threading
+    import time
+    from test_http import Server, post
+    head = b"POST /weights_checker HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4000
+    with Server(ws_bin, served, "--timeout", 1, "--max-connections", 4) as s:
+        stop, dropped, started = threading.Event(), [], threading.Semaphore(0)
+
+        def trickle():
+            sock = socket.create_connection(("127.0.0.1", s.port))
+            started.release()
+            try:
+                for b in head:
+                    if stop.is_set():
+                        return
+                    sock.sendall(bytes([b]))
+                    sock.settimeout(0.3)
+                    try:
+                        if sock.recv(1) == b"":
+                            break  # closed by the server
+                    except socket.timeout:
+                        pass
+                dropped.append(True)
+            except OSError:
+                dropped.append(True)
+            finally:
+                sock.close()
+        threads = [threading.Thread(target=trickle, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in threads:
+            assert started.acquire(timeout=30)
+        answered = None
+        for _ in range(300):  # a real client retries until it is let in
+            try:
+                answered = post(s.port, {"action": "checksum"}, timeout=3)
+                break
+            except OSError:
+                time.sleep(0.2)
+            except Exception:  # http.client's RemoteDisconnected, BadStatusLine
+                time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        assert answered is not None and answered[0] == 200, "slow headers locked clients out"
+        assert len(dropped) == 4, dropped
+
+
+def test_two_different_content_lengths_refused(served, ws_bin):
+    """Plants: a request with two Content-Length headers that disagree (a request-smuggling
+    classic; MHD takes the first). It must be a 400 naming the cause in one line, and the
+    server must keep serving."""
+    from test_http import Server, raw, status_of
+    body = b'{"action": "checksum"}'
+    with Server(ws_bin, served) as s:
+        for lengths in ((len(body), 2), (2, len(body))):
+            req = (b"POST /weights_checker HTTP/1.1\r\nHost: x\r\n"
+                   + b"".join(b"Content-Length: %d\r\n" % n for n in lengths)
+                   + b"Connection: close\r\n\r\n" + body)
+            ans = raw(s.port, req)
+            assert status_of(ans) == 400, ans
+            msg = json.loads(ans.partition(b"\r\n\r\n")[2])["message"]
+            assert "two different Content-Length headers" in msg and "\n" not in msg, msg
+        # the same length twice is one length (RFC 9112 6.3); and the server still serves
+        req = (b"POST /weights_checker HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+               b"content-length: %d\r\nConnection: close\r\n\r\n" % (len(body), len(body)) + body)
+        assert status_of(raw(s.port, req, timeout=60)) == 200
