@@ -3,6 +3,7 @@
 #include "report_values.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void wsi_shape_str(int ndim, const uint64_t *shape, char *buf, size_t n) {
@@ -75,6 +76,47 @@ ws_err wsi_check_comparable(const ws_manifest *exp, const ws_manifest *act, bool
     return WS_OK;
 }
 
+/* Stored wider than bf16: the bf16 cast drops bits of it. */
+static bool wider_than_bf16(ws_dtype d) { return d == WS_F16 || d == WS_F32 || d == WS_F64; }
+
+ws_err wsi_warn_unseen_bits(const ws_manifest *exp, const ws_manifest *act, ws_report *r,
+                            ws_error *err) {
+    if (ws_manifest_canon(exp) != WS_CANON_BF16) return WS_OK;
+    size_t n = 0, cap = ws_manifest_count(exp);
+    const char **names = calloc(cap + 1, sizeof *names);
+    if (!names) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    ws_dtype de = WS_DTYPE__COUNT, da = WS_DTYPE__COUNT; /* the first one's, for the line */
+    for (size_t i = 0; i < cap; i++) {
+        const ws_manifest_entry *e = ws_manifest_entry_at(exp, i);
+        const ws_manifest_entry *a = ws_manifest_find(act, e->name);
+        /* what both sides are known to hold: the dtypes both manifests record (a line-form
+         * manifest records none), each cast to bf16 */
+        if (!a || !wider_than_bf16(e->dtype) || !wider_than_bf16(a->dtype) ||
+            e->canonical_dtype != WS_BF16 || a->canonical_dtype != WS_BF16)
+            continue;
+        if (!n) de = e->dtype, da = a->dtype;
+        names[n++] = e->name;
+    }
+    ws_err rc = WS_OK;
+    if (n) {
+        char line[640], held[200];
+        if (de == da) snprintf(held, sizeof held, "%s: %s", names[0], ws_dtype_name(de));
+        else snprintf(held, sizeof held, "%s: %s expected, %s found", names[0],
+                      ws_dtype_name(de), ws_dtype_name(da));
+        snprintf(line, sizeof line,
+                 "%zu tensor%s stored wider than bf16 on both sides (%s%s) %s compared as "
+                 "bf16, so differences in the low bits both sides hold were not seen; to "
+                 "compare every bit, hash with --canonical native and verify against that",
+                 n, n == 1 ? "" : "s", held, n > 1 ? ", ..." : "", n == 1 ? "was" : "were");
+        ws_warning w = {.kind = "low_bits_unchecked", .detail = line, .nnames = n,
+                        .names = names};
+        if (ws_report_warn(r, &w) != WS_OK)
+            rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    }
+    free(names);
+    return rc;
+}
+
 ws_err wsi_report_add(ws_report *r, ws_status s, const char *tensor, const char *local,
                       int rank, int64_t row0, int64_t row1, const char *detail, ws_error *err) {
     ws_finding f = {.status = s, .tensor = tensor, .local = local, .rank = rank, .row0 = row0,
@@ -116,5 +158,6 @@ ws_err ws_compare_manifests(const ws_manifest *exp, const ws_manifest *act, ws_r
             rc = wsi_report_add(r, WS_UNEXPECTED, a->name, NULL, -1, -1, -1,
                                 "tensor present but not in the expected manifest", err);
     }
+    if (rc == WS_OK) rc = wsi_warn_unseen_bits(exp, act, r, err);
     return rc;
 }

@@ -363,6 +363,7 @@ ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_
             wsi_dumpcheck_report(&v, WS_UNEXPECTED, a->name, NULL, -1, -1, -1,
                                 "the engine holds it but the trainer's manifest does not list it");
     }
+    if (rc == WS_OK) rc = wsi_warn_unseen_bits(expected, actual, r, err);
     ws_manifest_free(actual);
     sides_free(&sd);
     wsi_dumpcheck_close(&v);

@@ -79,6 +79,11 @@ WSI_HIDDEN ws_status wsi_compare_entry(const ws_manifest_entry *expected,
                                        const ws_manifest_entry *actual, bool same_key,
                                        char *detail, size_t n);
 /* WS_ERR_ARG when the canonical policies differ; *same_key says whether fast digests compare. */
+/* The bf16 policy's caveat as a warning of r: tensors that both sides store wider than bf16
+ * (F16, F32, F64 recorded in both manifests) were compared in bf16, so bits both hold were
+ * not compared; names them and says how to compare them (--canonical native). */
+WSI_HIDDEN ws_err wsi_warn_unseen_bits(const ws_manifest *exp, const ws_manifest *act,
+                                       ws_report *r, ws_error *err);
 WSI_HIDDEN ws_err wsi_check_comparable(const ws_manifest *exp, const ws_manifest *act,
                                        bool *same_key, ws_error *err);
 /* ws_report_add with the fields spelled out; WS_ERR_NOMEM (in err) when it cannot. */
