@@ -244,7 +244,9 @@ ws_err ws_dump_open(const char *dir, ws_dump **out, ws_error *err) {
         }
         if (!d || !d->ranks) rc = wsi_fail(err, WS_ERR_NOMEM, dir, NULL, -1, "out of memory");
         if (rc == WS_OK) { /* readdir's order is the file system's: sort for stable output */
-            qsort(lookalikes.ignored, lookalikes.nignored, sizeof *lookalikes.ignored, cmp_str);
+            if (lookalikes.nignored)
+                qsort(lookalikes.ignored, lookalikes.nignored, sizeof *lookalikes.ignored,
+                      cmp_str);
             d->ignored = lookalikes.ignored;
             d->nignored = lookalikes.nignored;
             lookalikes.ignored = NULL;
