@@ -325,3 +325,52 @@ def test_two_different_content_lengths_refused(served, ws_bin):
         req = (b"POST /weights_checker HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
                b"content-length: %d\r\nConnection: close\r\n\r\n" % (len(body), len(body)) + body)
         assert status_of(raw(s.port, req, timeout=60)) == 200
+
+
+# ---- item 7: a bf16 check says which bits it could not see ------------------------------------
+
+def test_bf16_policy_warns_about_low_bits_both_sides_hold(tmp_path, run):
+    """Plants: an F32 checkpoint whose model.norm.weight has one element's lowest mantissa bit
+    flipped, verified against the F32 trainer's bf16-policy manifest. The documented policy
+    keeps it a match (exit 0), but the check must say, on stderr and in JSON, how many tensors
+    both sides hold wider than bf16 and how to compare every bit; doing so (--canonical native)
+    catches and names the flip. Against an engine that holds bf16, nothing is hidden: no
+    warning."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    ckpt, man = make_model(run, tmp_path, config("qwen2", 2))
+    t = load_file(ckpt)
+    a = t["model.norm.weight"].copy()
+    a.view(np.uint32)[7] ^= np.uint32(1)
+    t["model.norm.weight"] = a
+    flipped = str(tmp_path / "flipped.safetensors")
+    save_file(t, flipped)
+    n = len(t)
+    r = run("verify", man, flipped)
+    assert r.returncode == 0, r.stdout + r.stderr
+    warn = [l for l in r.stderr.splitlines() if "warning" in l]
+    assert len(warn) == 1, r.stderr
+    assert f"{n} tensors stored wider than bf16 on both sides" in warn[0], warn[0]
+    assert "--canonical native" in warn[0] and "low bits" in warn[0], warn[0]
+    doc = json.loads(run("verify", man, flipped, "--json").stdout)
+    w = [x for x in doc["warnings"] if x["kind"] == "low_bits_unchecked"]
+    assert len(w) == 1 and w[0]["count"] == n and "model.norm.weight" in w[0]["names"], doc
+    # following the advice catches the flip and names it
+    native = tmp_path / "native.json"
+    assert run("hash", ckpt, "--canonical", "native", "-o", native).returncode == 0
+    r = run("verify", native, flipped)
+    assert r.returncode == 1 and r.stdout.startswith("model.norm.weight: mismatch"), r.stdout
+    assert "warning" not in r.stderr, r.stderr
+    # an engine dump of the F32 checkpoint holds F32 too: warned; a bf16 one: not
+    dump = tmp_path / "dump"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "-o", dump).returncode == 0
+    r = run("verify", man, dump)
+    assert r.returncode == 0 and f"{n} tensors stored wider than bf16" in r.stderr, r.stderr
+    bf16 = tmp_path / "bf16.safetensors"
+    assert run("synth", tmp_path / "config.json", "--dtype", "bf16", "-o", bf16).returncode == 0
+    r = run("verify", man, bf16)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stdout + r.stderr
+    # a line-form manifest records no dtype: nothing is known of the trainer's side
+    lines = run("hash", ckpt).stdout
+    r = run("verify", "-", flipped, stdin=lines)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
