@@ -101,6 +101,12 @@ class _Key:
 # Digests of one tensor on this process
 # ------------------------------------------------------------------------------------------
 
+def _canon_for(name: str, code: int, canon: int) -> int:
+    """The per-tensor canonical rule (ws_canon_for_tensor): block-FP8 scales and fp32 router
+    buffers keep their stored bytes under the bf16 policy, as the CLI hashes them."""
+    return int(lib.ws_canon_for_tensor(name.encode(), code, canon))
+
+
 def _digest_buffer(code: int, canon: int, ptr: Optional[int], shape: Sequence[int],
                    algos: int, key: Optional[_Key]) -> Tuple[_Digest, Stats]:
     """ws_digest_buffer over a C-contiguous host buffer (the form with the shape, whose fast
@@ -297,7 +303,8 @@ class Manifest:
             raise ValueError(f"tensor '{name}': {len(shape)} dims, at most {_api.MAX_DIMS}")
         if t.device.type == "cpu":
             c = t if t.is_contiguous() else t.contiguous()
-            d, st = _digest_buffer(code, self.canon, _host_ptr(c), shape, self.algos, self._key)
+            d, st = _digest_buffer(code, _canon_for(name, code, self.canon), _host_ptr(c), shape,
+                                   self.algos, self._key)
         else:
             if not self.host_copy:
                 raise WeightsumError(
@@ -306,7 +313,8 @@ class Manifest:
                     "whole device tensor in this build (CUDA backend libweightsum_cuda.so "
                     "absent or not wired for trainer tensors); Manifest(host_copy=True) streams "
                     "it through host memory in bounded chunks instead")
-            h = _StreamHasher(code, self.canon, self.algos, self._key, shape)
+            h = _StreamHasher(code, _canon_for(name, code, self.canon), self.algos, self._key,
+                              shape)
             self.host_bytes += _stream_device_tensor(t, h, self.chunk_bytes)
             d, st = h.final()
         self._add_entry(name, code, shape, d, st)
@@ -325,7 +333,7 @@ class Manifest:
         e = ManifestEntry()
         e.name = name.encode()
         e.dtype = code
-        e.canonical_dtype = lib.ws_canonical_dtype(code, self.canon)
+        e.canonical_dtype = lib.ws_canonical_dtype(code, _canon_for(name, code, self.canon))
         e.ndim = len(shape)
         for i, n in enumerate(shape):
             e.shape[i] = int(n)
@@ -1086,7 +1094,9 @@ class _ShaCheck:
                         vals[off:off + n].reshape(r1 - r0, int(p[4])).to(dev)
                     off += n
             if h not in hashers:
-                hashers[h] = _StreamHasher(dtype_code(dt), self.canon, algos, None, shape)
+                code = dtype_code(dt)
+                hashers[h] = _StreamHasher(code, _canon_for(name, code, self.canon), algos, None,
+                                           shape)
             host = chunk
             if chunk.device.type != "cpu":
                 host = chunk.cpu()
@@ -1112,7 +1122,7 @@ class _ShaCheck:
             e.name = name.encode()
             code = dtype_code(dt)
             e.dtype = code
-            e.canonical_dtype = lib.ws_canonical_dtype(code, self.canon)
+            e.canonical_dtype = lib.ws_canonical_dtype(code, _canon_for(name, code, self.canon))
             e.ndim = len(shp)
             for i, n in enumerate(shp):
                 e.shape[i] = int(n)

@@ -38,7 +38,9 @@ typedef struct work {
 static void digest_one(void *arg, size_t k) {
     work *w = arg;
     item *it = &w->items[w->order[k]];
-    it->rc = ws_digest_tensor(it->t, w->canon, it->algos, w->key, &it->got, NULL, &it->err);
+    /* the per-tensor rule on the engine's own name (its scales end as the HF ones do) */
+    ws_canon canon = ws_canon_for_tensor(it->t->name, it->t->dtype, w->canon);
+    it->rc = ws_digest_tensor(it->t, canon, it->algos, w->key, &it->got, NULL, &it->err);
 }
 
 typedef struct sized {
