@@ -18,12 +18,14 @@ With a fast manifest only partials move (a few bytes per piece, one all-gather).
 SHA-256 manifest, every canonical tensor has an owner rank (spread so all ranks hash at once);
 the ranks holding its pieces stream them there in bounded chunks, in canonical order.
 
-CUDA tensors: the engine's partials read device memory in place through the CUDA backend
-(libweightsum_cuda.so, loaded by the library on first use; absent, the check fails saying so).
-SHA-256 runs on the CPU, so a SHA-256 check streams chunks of at most `chunk_bytes` through
-host memory (counted in the cost as host_bytes). Manifest.add of a CUDA tensor streams it the
-same way, only when asked to (Manifest(host_copy=True)); otherwise it refuses, naming the
-tensor: nothing is copied to the CPU without the caller's say.
+CUDA tensors are read in place through the CUDA backend (libweightsum_cuda.so, loaded by the
+library on first use; absent, a check fails saying so): the trainer's Manifest digests them
+there, Manifest.expect predicts SGLang's answers on the GPU, the engine's partials and its own
+checksum answers read device memory where it lies. SHA-256 runs on the CPU: a tensor an owner
+rank holds whole is hashed in place through the backend's staging buffers; the chunks of a
+tensor split over ranks are built on the owner (at most `chunk_bytes`) and pass through host
+memory (counted in the cost as host_bytes). Nothing else is copied to the CPU without the
+caller's say (Manifest(host_copy=True), for tensors the backend cannot read).
 """
 from __future__ import annotations
 
@@ -251,8 +253,9 @@ class Manifest:
 
     algo: "sha256" (hashlib-identical), "fast" (layout-invariant, docs/fast-digest.md) or
     "both"; canonical: "bf16" or "native"; key: the fast digest's seed (default: the public
-    one); host_copy: allow CUDA tensors to be streamed through host memory in bounded chunks
-    (chunk_bytes) when no zero-copy device path exists; without it such a tensor is refused.
+    one). CPU and CUDA tensors are digested in place; host_copy: allow a device tensor the CUDA
+    backend cannot read (no backend here, another device type) to be streamed through host
+    memory in bounded chunks (chunk_bytes); without it such a tensor is refused, named.
     keep_tensors: keep references to the added tensors for expect().
     A name added twice is an error (a converter yielding a tensor twice is a bug worth seeing).
     """
