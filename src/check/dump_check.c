@@ -65,7 +65,11 @@ static bool replica_detail(void *arg, uint32_t copy, uint32_t twin, char *detail
     const ws_piece *cp = ws_layout_piece(l, copy), *op = ws_layout_piece(l, twin);
     const wsi_src_tensor *tc = c->bound[cp->local], *to = c->bound[op->local];
     if (!tc || !to) return false;
-    ws_dtype cdt = ws_canonical_dtype(tc->dtype, c->canon);
+    const char *hf_name = ws_layout_hf(l, cp->hf)->name;
+    ws_canon canon_c = ws_canon_for_tensor(hf_name, tc->dtype, c->canon);
+    ws_canon canon_o = ws_canon_for_tensor(hf_name, to->dtype, c->canon);
+    ws_dtype cdt = ws_canonical_dtype(tc->dtype, canon_c);
+    if (ws_canonical_dtype(to->dtype, canon_o) != cdt) return false;
     size_t ces = ws_dtype_size(cdt);
     uint8_t *ba = malloc(cp->cols * ces + 1), *bb = malloc(cp->cols * ces + 1);
     wsi_readbuf buf = {0};
@@ -77,7 +81,7 @@ static bool replica_detail(void *arg, uint32_t copy, uint32_t twin, char *detail
     const ws_source *sc = c->src[ws_layout_local(l, cp->local)->rank];
     const ws_source *so = c->src[ws_layout_local(l, op->local)->rank];
     for (uint64_t r = 0; ok && r < cp->rows; r++) {
-        castbuf xa = {to->dtype, c->canon, ba}, xb = {tc->dtype, c->canon, bb};
+        castbuf xa = {to->dtype, canon_o, ba}, xb = {tc->dtype, canon_c, bb};
         ok = wsi_source_rect(so, to, op->l_row0 + r, op->l_col0, 1, op->cols, op->l_cols, &buf,
                              cast_into, &xa, &e) == WS_OK &&
              wsi_source_rect(sc, tc, cp->l_row0 + r, cp->l_col0, 1, cp->cols, cp->l_cols, &buf,
@@ -270,6 +274,7 @@ static ws_err feed_at(void *arg, uint64_t at, const void *data, uint64_t n) {
 
 typedef struct sweep_ctx {
     const wsi_dumpcheck *c;
+    const char *hf_name; /* the canonical tensor swept: its name picks the canonical rule */
     wsi_sink *sink;
     wsi_readbuf buf;
     ws_value_stats stats;
@@ -279,7 +284,8 @@ typedef struct sweep_ctx {
 static ws_err feed_run(void *arg, const wsi_run *run) {
     sweep_ctx *s = arg;
     const wsi_src_tensor *t = s->c->bound[run->local];
-    feed f = {s->sink, t->dtype, s->c->canon, run->t_at, &s->stats};
+    feed f = {s->sink, t->dtype, ws_canon_for_tensor(s->hf_name, t->dtype, s->c->canon), run->t_at,
+              &s->stats};
     return wsi_dumpcheck_read(s->c, run->local, run->l_at, run->n, &s->buf, feed_at, &f, &s->err);
 }
 
@@ -294,7 +300,7 @@ static void sha_one(void *arg, size_t i) {
     long h = ws_layout_find_hf(c->l, en->name);
     const wsi_plan *p = &c->plan->plans[h];
     wsi_sink sink;
-    sweep_ctx s = {.c = c, .sink = &sink};
+    sweep_ctx s = {.c = c, .hf_name = en->name, .sink = &sink};
     ws_err rc = wsi_sink_init(&sink, WS_ALGO_SHA256, en->canonical_dtype, NULL, &s.err);
     if (rc == WS_OK) {
         rc = wsi_sweep(c->l, p, 0, p->rows, feed_run, &s, NULL);
