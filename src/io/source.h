@@ -74,10 +74,21 @@ WSI_HIDDEN ws_err wsi_source_rect(const ws_source *s, const wsi_src_tensor *t, u
                                   uint64_t col0, uint64_t rows, uint64_t cols, uint64_t l_cols,
                                   wsi_readbuf *buf, wsi_rect_fn fn, void *ctx, ws_error *err);
 
+/* Copy n elements at flat index `at` of t into dst (n * dtype size bytes): a file read with
+ * pread goes straight into dst (one system call per WSI_READ_CHUNK, no bounce buffer); other
+ * kinds through wsi_source_rect (buf is its scratch). Errors as wsi_source_rect's. */
+WSI_HIDDEN ws_err wsi_source_read(const ws_source *s, const wsi_src_tensor *t, uint64_t at,
+                                  uint64_t n, void *dst, wsi_readbuf *buf, ws_error *err);
+
 /* Per-kind readers (source_file.c, source_host.c, source_device.c). */
 WSI_HIDDEN ws_err wsi_file_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row0,
                                 uint64_t col0, uint64_t rows, uint64_t cols, uint64_t l_cols,
                                 wsi_readbuf *buf, wsi_rect_fn fn, void *ctx, ws_error *err);
+/* pread of n elements at flat index at straight into dst; false when t is not read by pread
+ * (mapped mode, a memory image): the caller copies instead. */
+WSI_HIDDEN bool wsi_file_pread_mode(const ws_source *s, const wsi_src_tensor *t);
+WSI_HIDDEN ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst,
+                                ws_error *err);
 WSI_HIDDEN ws_err wsi_host_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0,
                                 uint64_t rows, uint64_t cols, uint64_t l_cols, wsi_readbuf *buf,
                                 wsi_rect_fn fn, void *ctx, ws_error *err);

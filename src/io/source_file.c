@@ -187,6 +187,22 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
     return rc;
 }
 
+bool wsi_file_pread_mode(const ws_source *s, const wsi_src_tensor *t) {
+    return t->kind == WSI_SRC_FILE && s->read_mode != WS_READ_MMAP && t->fd >= 0;
+}
+
+ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst,
+                     ws_error *err) {
+    size_t es = ws_dtype_size(t->dtype);
+    uint64_t off = t->file_offset + at * es, len = n * es;
+    ws_err rc = WS_OK;
+    for (uint64_t k = 0; k < len && rc == WS_OK; k += WSI_READ_CHUNK) {
+        uint64_t m = len - k < WSI_READ_CHUNK ? len - k : WSI_READ_CHUNK;
+        rc = read_at(t, off + k, (uint8_t *)dst + k, (size_t)m, err);
+    }
+    return rc;
+}
+
 ws_err wsi_file_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row0, uint64_t col0,
                      uint64_t rows, uint64_t cols, uint64_t l_cols, wsi_readbuf *buf,
                      wsi_rect_fn fn, void *ctx, ws_error *err) {
