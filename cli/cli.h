@@ -19,6 +19,8 @@ extern bool cli_json_errors;
 
 /* A usage mistake: "weightsum CMD: <printf> (see 'weightsum CMD --help')", EXIT_TROUBLE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The subcommand being parsed (set by cli_getopt), for the shared options' messages. */
+extern const char *cli_cmd;
 /* getopt_long with getopt's own messages off: an unknown option or a missing argument is said
  * in one line by cli_usage and answered with CLI_BADOPT (the caller returns EXIT_TROUBLE). */
 #define CLI_BADOPT (-2)
@@ -117,7 +119,8 @@ int cmd_push(int argc, char **argv);
 int cmd_expect(int argc, char **argv);
 
 /* The expectation of an engine that loaded the HF checkpoint ckpt under layout lo (--config or
- * the config.json beside ckpt): EXIT_MATCH, or EXIT_TROUBLE said on stderr. */
+ * the config.json beside ckpt), a progress line as progress says (cli_progress_init):
+ * EXIT_MATCH, or EXIT_TROUBLE said on stderr. */
 int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engine,
-                     ws_sglang_path path, int threads, ws_expect **out);
+                     ws_sglang_path path, int threads, int progress, ws_expect **out);
 #endif

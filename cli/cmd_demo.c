@@ -31,8 +31,8 @@ static const char usage[] =
     "a TP=2 SGLang layout of the weights (fused qkv_proj/gate_up_proj, padded vocab), verify\n"
     "(all match), then one bit flipped in the k slice of rank 1's qkv_proj and the report\n"
     "that names k_proj, rank 1 and the element. Files go to DIR, and stay there (default:\n"
-    "a new directory under /tmp, removed at the end unless --keep). Exit 0 when every step\n"
-    "behaved as expected.\n";
+    "a new directory under $TMPDIR or /tmp, removed at the end unless --keep). Exit 0 when\n"
+    "every step behaved as expected.\n";
 
 static char *path_in(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
@@ -106,9 +106,12 @@ int cmd_demo(int argc, char **argv) {
         default: return EXIT_TROUBLE; /* said by cli_getopt */
         }
     }
-    char tmpl[] = "/tmp/weightsum-demo-XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/weightsum-demo-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     bool own_dir = !dir; /* a directory of our own is removed at the end, unless --keep */
-    if (!dir && !(dir = mkdtemp(tmpl))) return cli_failf("cannot create a demo directory");
+    if (!dir && !(dir = mkdtemp(tmpl)))
+        return cli_failf("cannot create a demo directory in %s", tmp && *tmp ? tmp : "/tmp");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return cli_failf("cannot create %s", dir);
     char *cfg_path = path_in(dir, "config.json"), *ckpt = path_in(dir, "model.safetensors"),
          *manifest = path_in(dir, "manifest.json"), *dump = path_in(dir, "sglang-tp2"),

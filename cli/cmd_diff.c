@@ -40,17 +40,22 @@ void cli_print_diff(FILE *f, const char *name, const ws_diff *d, int ndim, const
 
 /* A checkpoint against an engine dump of it. */
 static int diff_dump(const char *ckpt, const char *dir, const cli_layout_opts *lo, bool json,
-                     cli_verbosity verb) {
+                     cli_verbosity verb, int progress) {
     ws_error err;
     ws_ckpt *c = NULL;
     ws_dump *d = NULL;
     ws_layout *l = NULL;
     ws_report *r = ws_report_new();
     int rc = EXIT_MATCH;
-    if (ws_ckpt_open(ckpt, &c, &err) != WS_OK || ws_dump_open(dir, &d, &err) != WS_OK)
+    cli_progress prog;
+    cli_progress_init(&prog, progress);
+    if (!r) rc = cli_failf("out of memory");
+    else if (ws_ckpt_open(ckpt, &c, &err) != WS_OK || ws_dump_open(dir, &d, &err) != WS_OK)
         rc = cli_fail(&err);
     else if ((rc = cli_open_layout(lo, dir, d, &l)) != EXIT_MATCH) { /* said */ }
-    else if (ws_diff_dump(c, l, d, WS_CANON_BF16, r, &err) != WS_OK) rc = cli_fail(&err);
+    else if (ws_diff_dump(c, l, d, WS_CANON_BF16, cli_progress_cb, &prog, r, &err) != WS_OK)
+        rc = cli_fail(&err);
+    cli_progress_end(&prog);
     if (rc == EXIT_MATCH) rc = cli_print_report(r, json, verb, "diff", NULL);
     ws_report_free(r);
     ws_layout_free(l);
@@ -85,7 +90,8 @@ int cmd_diff(int argc, char **argv) {
         return cli_usage("diff", "two checkpoints to compare, not %d", argc - optind);
     if (ws_dump_detect(argv[optind + 1]) || ws_dump_detect(argv[optind])) {
         bool swapped = ws_dump_detect(argv[optind]);
-        return diff_dump(argv[optind + swapped], argv[optind + !swapped], &cc.lo, json, verb);
+        return diff_dump(argv[optind + swapped], argv[optind + !swapped], &cc.lo, json, verb,
+                         cc.progress);
     }
     ws_error err;
     ws_ckpt *a = NULL, *b = NULL;

@@ -10,7 +10,7 @@
 
 static const char usage[] =
     "usage: weightsum expect CKPT --layout L --tp N [--config F] [-o FILE]\n"
-    "                        [--engine sglang|vllm] [--device cuda|cpu] [-j N]\n"
+    "                        [--engine sglang|vllm] [--device cuda|cpu] [-j N] [--[no-]progress]\n"
     "\n"
     "Predict, from the trainer's HF checkpoint CKPT and the engine's layout, what each rank\n"
     "must answer to {\"action\": \"checksum\"}: SGLang's answer (per rank, its tensor hash of\n"
@@ -25,6 +25,7 @@ static const char usage[] =
     "  --device D        where SGLang holds the weights: cuda (default; gpu_tensor_hash) or cpu\n"
     "                    (SHA-256's first 8 bytes)\n"
     "  -j N              threads (default: all cores)\n"
+    "  --[no-]progress   a progress line on stderr (default: when it is a terminal)\n"
     "Exit: 0 written, 2 trouble.\n";
 
 /* CKPT's config.json when --config is not given: in CKPT if it is a directory, else beside it. */
@@ -40,10 +41,11 @@ static void default_config(const char *ckpt, char *buf, size_t n) {
 }
 
 int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engine,
-                     ws_sglang_path path, int threads, ws_expect **out) {
+                     ws_sglang_path path, int threads, int progress, ws_expect **out) {
     *out = NULL;
     if (!lo->family || lo->tp <= 0)
-        return cli_failf("%s: say --layout L and --tp N: the engine's layout is not in a checkpoint", ckpt);
+        return cli_usage(cli_cmd, "say --layout L and --tp N: the engine's layout is not in the "
+                                  "checkpoint %s", ckpt);
     char cfgpath[4096];
     if (lo->config) snprintf(cfgpath, sizeof cfgpath, "%s", lo->config);
     else default_config(ckpt, cfgpath, sizeof cfgpath);
@@ -57,9 +59,15 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
                  ? cli_failf("%s: no config.json beside it: say --config FILE", ckpt)
                  : cli_fail(&err);
     } else if (ws_layout_create(lo->family, &cfg, (int)lo->tp, &l, &err) != WS_OK ||
-               ws_ckpt_open(ckpt, &c, &err) != WS_OK ||
-               ws_expect_checkpoint(l, c, engine, path, ckpt, threads, out, &err) != WS_OK) {
+               ws_ckpt_open(ckpt, &c, &err) != WS_OK) {
         rc = cli_fail(&err);
+    } else {
+        cli_progress prog;
+        cli_progress_init(&prog, progress);
+        ws_err e = ws_expect_checkpoint_progress(l, c, engine, path, ckpt, threads,
+                                                 cli_progress_cb, &prog, out, &err);
+        cli_progress_end(&prog);
+        if (e != WS_OK) rc = cli_fail(&err);
     }
     ws_ckpt_free(c);
     ws_layout_free(l);
@@ -72,7 +80,8 @@ int cmd_expect(int argc, char **argv) {
         {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'},
         {"config", required_argument, 0, 'C'}, {"output", required_argument, 0, 'o'},
         {"engine", required_argument, 0, OPT_ENGINE}, {"device", required_argument, 0, OPT_DEVICE},
-        {"jobs", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"jobs", required_argument, 0, 'j'}, {"progress", no_argument, 0, 'P'},
+        {"no-progress", no_argument, 0, 'N'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common co = CLI_COMMON_INIT;
     const char *outpath = NULL;
     ws_engine engine = WS_ENGINE_SGLANG;
@@ -83,12 +92,12 @@ int cmd_expect(int argc, char **argv) {
         case 'o': outpath = optarg; break;
         case OPT_ENGINE:
             if (ws_engine_from_name(optarg, &engine) != WS_OK)
-                return cli_failf("--engine must be sglang or vllm, not '%s'", optarg);
+                return cli_usage("expect", "--engine must be sglang or vllm, not '%s'", optarg);
             break;
         case OPT_DEVICE:
             if (strcmp(optarg, "cuda") == 0) path = WS_SGLANG_CUDA;
             else if (strcmp(optarg, "cpu") == 0) path = WS_SGLANG_CPU;
-            else return cli_failf("--device must be cuda or cpu, not '%s'", optarg);
+            else return cli_usage("expect", "--device must be cuda or cpu, not '%s'", optarg);
             break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         default:
@@ -98,7 +107,8 @@ int cmd_expect(int argc, char **argv) {
     if (argc - optind != 1)
         return cli_usage("expect", "one checkpoint, not %d arguments", argc - optind);
     ws_expect *e = NULL;
-    int rc = cli_expect_build(argv[optind], &co.lo, engine, path, (int)co.threads, &e);
+    int rc = cli_expect_build(argv[optind], &co.lo, engine, path, (int)co.threads, co.progress,
+                              &e);
     if (rc != EXIT_MATCH) return rc;
     char *text = NULL;
     ws_error err;

@@ -263,36 +263,36 @@ int cmd_push(int argc, char **argv) {
         switch (ch) {
         case 'r':
             if (!cli_parse_int(optarg, 0, 1L << 20, &rank_offset))
-                return cli_failf("--rank-offset needs 0..%ld", 1L << 20);
+                return cli_usage("push", "--rank-offset needs 0..%ld", 1L << 20);
             offset_given = true;
             break;
         case 'T':
             if (!cli_parse_int(optarg, 1, 86400, &timeout))
-                return cli_failf("--timeout needs 1..86400 seconds");
+                return cli_usage("push", "--timeout needs 1..86400 seconds");
             break;
         case 'J': json_out = true; break;
         case 'c':
             if (ws_canon_from_name(optarg, &canon) != WS_OK)
-                return cli_failf("--canonical must be bf16 or native, not '%s'", optarg);
+                return cli_usage("push", "--canonical must be bf16 or native, not '%s'", optarg);
             canon_given = true;
             break;
         case 'a':
             if (strcmp(optarg, "sha256") == 0) algo = WS_ALGO_SHA256;
             else if (strcmp(optarg, "fast") == 0) algo = WS_ALGO_FAST;
-            else return cli_failf("--algo must be sha256 or fast, not '%s'", optarg);
+            else return cli_usage("push", "--algo must be sha256 or fast, not '%s'", optarg);
             break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
         case 'E':
             if (ws_engine_from_name(optarg, &engine) != WS_OK)
-                return cli_failf("--engine must be sglang or vllm, not '%s'", optarg);
+                return cli_usage("push", "--engine must be sglang or vllm, not '%s'", optarg);
             break;
         case 'D':
             if (strcmp(optarg, "cuda") == 0) path_kind = WS_SGLANG_CUDA;
             else if (strcmp(optarg, "cpu") == 0) path_kind = WS_SGLANG_CPU;
-            else return cli_failf("--device must be cuda or cpu, not '%s'", optarg);
+            else return cli_usage("push", "--device must be cuda or cpu, not '%s'", optarg);
             break;
         case 'S':
-            if (nskip == 64) return cli_failf("at most 64 --skip");
+            if (nskip == 64) return cli_usage("push", "at most 64 --skip");
             skip[nskip++] = optarg;
             break;
         case 's': selector = optarg; break;
@@ -308,7 +308,8 @@ int cmd_push(int argc, char **argv) {
     ws_expect *expect = NULL;
     bool trouble = false;
     if (co.lo.family) {
-        if (cli_expect_build(path, &co.lo, engine, path_kind, (int)co.threads, &expect) != EXIT_MATCH)
+        if (cli_expect_build(path, &co.lo, engine, path_kind, (int)co.threads, co.progress,
+                             &expect) != EXIT_MATCH)
             return EXIT_TROUBLE;
     } else {
         expect = load_expect(path, &trouble);

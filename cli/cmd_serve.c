@@ -9,7 +9,7 @@
 static const char usage[] =
     "usage: weightsum serve DIR [--layout L] [--tp N] [--config F] [--host H] [--port P]\n"
     "                       [--canonical bf16|native] [--key SEED] [-j N] [--timeout S]\n"
-    "                       [--max-body BYTES] [--max-connections N] [--verbose]\n"
+    "                       [--max-body BYTES] [--max-connections N] [--verbose] [--force]\n"
     "\n"
     "Serve the weights_checker protocol (docs/http.md) for the engine dump in DIR: POST\n"
     "/weights_checker with {\"action\": \"checksum\"} or {\"action\": \"compare_checksum\",\n"
@@ -25,6 +25,7 @@ static const char usage[] =
     "  --max-body BYTES   larger request bodies get 413 (default 64 MiB)\n"
     "  --max-connections  connections served at once (default 64)\n"
     "  --verbose          one line per request on stderr\n"
+    "  --force            use --layout/--tp even where DIR's weightsum-layout.json differs\n"
     "Prints 'listening on http://HOST:PORT' on stderr; stops cleanly on SIGINT/SIGTERM.\n";
 
 #ifndef WS_HAVE_HTTP
@@ -209,6 +210,7 @@ int cmd_serve(int argc, char **argv) {
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"timeout", required_argument, 0, 'T'}, {"max-body", required_argument, 0, 'B'},
         {"max-connections", required_argument, 0, 'M'}, {"verbose", no_argument, 0, 'v'},
+        {"force", no_argument, 0, 'f'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
     const char *host = "127.0.0.1";
@@ -220,19 +222,20 @@ int cmd_serve(int argc, char **argv) {
         switch (ch) {
         case 'H': host = optarg; break;
         case 'p':
-            if (!cli_parse_int(optarg, 0, 65535, &port)) return cli_failf("--port needs 0..65535");
+            if (!cli_parse_int(optarg, 0, 65535, &port))
+                return cli_usage("serve", "--port needs 0..65535");
             break;
         case 'T':
             if (!cli_parse_int(optarg, 1, 86400, &timeout))
-                return cli_failf("--timeout needs 1..86400 seconds");
+                return cli_usage("serve", "--timeout needs 1..86400 seconds");
             break;
         case 'B':
             if (!cli_parse_int(optarg, 1, (long)WS_CHECKER_MAX_BODY, &max_body))
-                return cli_failf("--max-body needs 1..%u bytes", WS_CHECKER_MAX_BODY);
+                return cli_usage("serve", "--max-body needs 1..%u bytes", WS_CHECKER_MAX_BODY);
             break;
         case 'M':
             if (!cli_parse_int(optarg, 1, 10000, &max_conns))
-                return cli_failf("--max-connections needs 1..10000");
+                return cli_usage("serve", "--max-connections needs 1..10000");
             break;
         case 'v': verbose = true; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
@@ -248,8 +251,9 @@ int cmd_serve(int argc, char **argv) {
      * dropped once it has taken four timeouts */
     server s = {.max_body = (size_t)max_body, .body_ms = 4000.0 * (double)timeout,
                 .verbose = verbose};
-    if (ws_checker_create(dir, cc.lo.family, (int)cc.lo.tp, cc.lo.config, cc.canon, cc.seed,
-                          (int)cc.threads, &s.checker, &err) != WS_OK)
+    if (ws_checker_create_flags(dir, cc.lo.family, (int)cc.lo.tp, cc.lo.config,
+                                cc.lo.force ? WS_LAYOUT_FORCE : 0, cc.canon, cc.seed,
+                                (int)cc.threads, &s.checker, &err) != WS_OK)
         return cli_fail(&err);
     struct sockaddr_storage sa;
     socklen_t salen = 0;

@@ -1,5 +1,6 @@
 /* weightsum verify MANIFEST CKPT: recompute and compare, a line per problem, a summary. */
 #include "cli.h"
+#include "internal.h" /* wsi_read_file */
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -27,12 +28,14 @@ static const char usage[] =
     "  -v, --verbose  also one 'NAME: OK' line per tensor that matched\n"
     "  --ignore-missing  tensors of the manifest absent from CKPT are no failure (one shard\n"
     "                 file of a model against the whole manifest); at least one must match\n"
-    "  --strict       an improperly formatted manifest line is an error (always so here)\n"
+    "  --strict       an improperly formatted manifest line is an error (exit 2); without\n"
+    "                 it such a line is warned about and skipped, as 'sha256sum -c' does\n"
     "  --json         the report as JSON on stdout (docs/json.md); errors too\n"
     "  --report FILE  also write the report as one self-contained HTML page: a grid of\n"
     "                 layers x kinds of tensor coloured by verdict, the findings under it\n"
     "  --force        use --layout/--tp even where the dump's weightsum-layout.json differs\n"
-    "With one argument, CKPT is the manifest's \"source\" (as 'sha256sum -c').\n"
+    "With one argument, CKPT is a JSON manifest's \"source\" (as 'sha256sum -c'); a line\n"
+    "manifest records none: name the checkpoint.\n"
     "Exit: 0 all match, 1 a mismatch/missing/unexpected tensor, 2 trouble.\n";
 
 /* --report FILE: the HTML page of r, written atomically; EXIT_TROUBLE when it cannot be. */
@@ -79,6 +82,42 @@ static int verify_dump(const ws_manifest *expected, const char *dir, const cli_l
     return rc;
 }
 
+/* An improperly formatted digest line of a line manifest, as the parser names it (the line's
+ * number and, in err.offset, its first byte). Other mistakes (whole-file digests, a tensor
+ * listed twice, the header line, JSON) are always errors. */
+static bool misformatted(const ws_error *e) {
+    return e->code == WS_ERR_FORMAT && e->offset >= 0 && strncmp(e->what, "line ", 5) == 0 &&
+           (strstr(e->what, "expected \"HEX  NAME\"") || strstr(e->what, "hex digits") ||
+            strstr(e->what, "not valid UTF-8") || strstr(e->what, "NUL byte"));
+}
+
+/* Load the manifest as sha256sum -c reads its lines: an improperly formatted line is warned
+ * about (unless quiet) and skipped, or with strict an error (exit 2). A skipped line checks
+ * nothing, so its tensor is then reported as unexpected: never a silent match. */
+static int load_manifest(const char *path, bool strict, bool quiet, ws_manifest **out,
+                         bool *lines) {
+    ws_error err;
+    char *text = NULL;
+    size_t len = 0;
+    *out = NULL;
+    if (wsi_read_file(path, true, (size_t)1 << 31, "a manifest", &text, &len, &err) != WS_OK)
+        return cli_fail(&err);
+    size_t at = 0; /* as ws_manifest_parse tells the forms apart */
+    while (at < len && strchr(" \t\r\n", text[at])) at++;
+    *lines = !(at < len && text[at] == '{');
+    ws_err e;
+    while ((e = ws_manifest_parse(text, len, path, out, &err)) != WS_OK && !strict &&
+           misformatted(&err) && (size_t)err.offset < len) {
+        if (!quiet)
+            fprintf(stderr, "weightsum: warning: %s: %s: improperly formatted, skipped (--strict "
+                            "makes it an error)\n", path, err.what);
+        /* the line becomes a comment of the same length: later lines keep their numbers */
+        for (size_t i = (size_t)err.offset; i < len && text[i] != '\n'; i++) text[i] = '#';
+    }
+    free(text);
+    return e == WS_OK ? EXIT_MATCH : cli_fail(&err);
+}
+
 /* --ignore-missing: the findings of r without its `missing` ones; NULL when none matched. */
 static ws_report *drop_missing(const ws_report *r) {
     ws_report *k = ws_report_new();
@@ -117,7 +156,7 @@ int cmd_verify(int argc, char **argv) {
     cli_common cc = CLI_COMMON_INIT;
     const char *locate = NULL;
     report_html = NULL;
-    bool json = false, ignore_missing = false;
+    bool json = false, ignore_missing = false, strict = false;
     cli_verbosity verb = CLI_NORMAL;
     int ch;
     while ((ch = cli_getopt("verify", argc, argv, "qvj:h", opts)) != -1) {
@@ -127,7 +166,7 @@ int cmd_verify(int argc, char **argv) {
         case 'S': verb = CLI_STATUS; break;
         case 'v': verb = CLI_VERBOSE; break;
         case 'I': ignore_missing = true; break;
-        case 'T': break; /* a malformed manifest line is always an error (exit 2) */
+        case 'T': strict = true; break;
         case 'l': locate = optarg; break;
         case 'R': report_html = optarg; break;
         case 'h': fputs(usage, stdout); return EXIT_MATCH;
@@ -147,7 +186,9 @@ int cmd_verify(int argc, char **argv) {
     ws_fastkey *key = NULL;
     int rc = EXIT_MATCH;
     char srcpath[4096];
-    if (ws_manifest_load(mpath, &expected, &err) != WS_OK) return cli_fail(&err);
+    bool lines = false;
+    if ((rc = load_manifest(mpath, strict, verb == CLI_STATUS, &expected, &lines)) != EXIT_MATCH)
+        return rc;
     if (ws_manifest_count(expected) == 0) { /* nothing to check is no proof of a match */
         ws_manifest_free(expected);
         return cli_failf("%s: the manifest lists no tensors", mpath);
@@ -155,6 +196,11 @@ int cmd_verify(int argc, char **argv) {
     snprintf(report_title, sizeof report_title, "weightsum verify %s %s", mpath,
              cpath ? cpath : "");
     if (!cpath) {
+        if (lines) { /* its lines name tensors, not the checkpoint they came from */
+            ws_manifest_free(expected);
+            return cli_usage("verify", "%s is a line manifest, which records no checkpoint: name "
+                                       "it ('weightsum verify %s CKPT')", mpath, mpath);
+        }
         if (!source_of(expected, mpath, srcpath, sizeof srcpath)) {
             ws_manifest_free(expected);
             return cli_usage("verify", "%s records no source: name the checkpoint", mpath);

@@ -7,7 +7,8 @@
 int cli_parse_par(int ch, const char *arg, cli_layout_opts *o) {
     long *dst = ch == CLI_OPT_EP ? &o->ep : &o->pp;
     if (cli_parse_int(arg, 1, 4096, dst)) return 1;
-    cli_failf("--%s needs a size from 1 to 4096, not '%s'", ch == CLI_OPT_EP ? "ep" : "pp", arg);
+    cli_usage(cli_cmd, "--%s needs a size from 1 to 4096, not '%s'", ch == CLI_OPT_EP ? "ep" : "pp",
+              arg);
     return -1;
 }
 

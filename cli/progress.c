@@ -4,14 +4,20 @@
  * left on the terminal. */
 #include "cli.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 static const char wipe[] = "\r\033[K";
-static volatile sig_atomic_t drawn; /* a line is on the terminal */
-static bool handlers_set;
+/* Drawing, wiping and dying take this lock, so a wipe never lands before a line that another
+ * thread was still drawing. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static bool drawn;  /* a line is on the terminal */
+static bool dying;  /* a signal came: draw nothing more */
+static bool watching;
+static sigset_t stop_signals;
 
 static double now(void) {
     struct timespec ts;
@@ -19,31 +25,51 @@ static double now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Ctrl-C / SIGTERM: wipe the line (write(2) is async-signal-safe), then die of the signal. */
-static void on_signal(int sig) {
+/* Ctrl-C / SIGTERM are blocked in every thread and taken here, in a thread of their own, so
+ * that the wipe can wait for a line being drawn (a handler could not take the lock); then the
+ * process dies of the signal as it would have. */
+static void *watch_signals(void *arg) {
+    (void)arg;
+    int sig = 0;
+    if (sigwait(&stop_signals, &sig) != 0) return NULL;
+    pthread_mutex_lock(&lock);
+    dying = true;
     if (drawn) {
         ssize_t n = write(STDERR_FILENO, wipe, sizeof wipe - 1);
         (void)n;
     }
     signal(sig, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
     raise(sig);
+    return NULL;
 }
 
 void cli_progress_wipe(void) {
-    if (!drawn) return;
-    fputs(wipe, stderr);
-    fflush(stderr);
-    drawn = 0;
+    pthread_mutex_lock(&lock);
+    if (drawn) {
+        fputs(wipe, stderr);
+        fflush(stderr);
+        drawn = false;
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 void cli_progress_init(cli_progress *p, int mode) {
     p->on = mode == 1 || (mode == -1 && isatty(STDERR_FILENO));
     p->start = now();
     p->last = 0;
-    if (p->on && !handlers_set) {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-        handlers_set = true;
+    if (p->on && !watching) { /* before the work starts its threads: they inherit the mask */
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGTERM);
+        pthread_t t;
+        pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+        if (pthread_create(&t, NULL, watch_signals, NULL) == 0) {
+            pthread_detach(t);
+            watching = true;
+        } else {
+            pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
+        }
     }
 }
 
@@ -82,10 +108,14 @@ void cli_progress_cb(void *user, uint64_t done, uint64_t total) {
     char bar[32];
     for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
     bar[w] = 0;
-    fprintf(stderr, "\r[%s] %5.1f%%  %s / %s  %s/s  ETA %s\033[K", bar, 100.0 * frac, d, tot, r,
-            eta);
-    fflush(stderr);
-    drawn = 1;
+    pthread_mutex_lock(&lock);
+    if (!dying) {
+        fprintf(stderr, "\r[%s] %5.1f%%  %s / %s  %s/s  ETA %s\033[K", bar, 100.0 * frac, d, tot,
+                r, eta);
+        fflush(stderr);
+        drawn = true;
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 void cli_progress_end(cli_progress *p) {

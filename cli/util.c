@@ -9,7 +9,7 @@
 #include <string.h>
 
 bool cli_json_errors = false;
-static const char *current_cmd = NULL; /* for the shared options' messages */
+const char *cli_cmd = NULL;
 
 /* {"format": "weightsum-error", "version": 1, "ok": false, "exit": 2, "error": {...}} */
 static void json_error(const ws_error *err, const char *line) {
@@ -68,7 +68,7 @@ int cli_usage(const char *cmd, const char *fmt, ...) {
 
 int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
                const struct option *longopts) {
-    current_cmd = cmd;
+    cli_cmd = cmd;
     char spec[128];
     snprintf(spec, sizeof spec, ":%s", shortopts); /* ':' first: a missing argument is ':' */
     opterr = 0;
@@ -105,7 +105,7 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
     case 'L': c->lo.family = arg; return 1;
     case 't':
         if (cli_parse_int(arg, 1, 4096, &c->lo.tp)) return 1;
-        cli_usage(current_cmd, "--tp needs a rank count from 1 to 4096, not '%s'", arg);
+        cli_usage(cli_cmd, "--tp needs a rank count from 1 to 4096, not '%s'", arg);
         return -1;
     case 'C': c->lo.config = arg; return 1;
     case 'f': c->lo.force = true; return 1;
@@ -114,12 +114,12 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
     case 'c':
         c->canon_given = true;
         if (ws_canon_from_name(arg, &c->canon) == WS_OK) return 1;
-        cli_usage(current_cmd, "--canonical must be bf16 or native, not '%s'", arg);
+        cli_usage(cli_cmd, "--canonical must be bf16 or native, not '%s'", arg);
         return -1;
     case 'k': c->seed = arg; return 1;
     case 'j':
         if (cli_parse_int(arg, 1, 4096, &c->threads)) return 1;
-        cli_usage(current_cmd, "-j needs a thread count from 1 to 4096, not '%s'", arg);
+        cli_usage(cli_cmd, "-j needs a thread count from 1 to 4096, not '%s'", arg);
         return -1;
     case 'P': c->progress = 1; return 1;
     case 'N': c->progress = 0; return 1;

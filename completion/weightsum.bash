@@ -4,7 +4,7 @@ _weightsum() {
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
     cmd=${COMP_WORDS[1]}
-    local cmds="hash verify diff shard synth serve push demo help version"
+    local cmds="hash verify diff shard synth serve push expect demo help version"
     if [ "$COMP_CWORD" -eq 1 ]; then
         COMPREPLY=($(compgen -W "$cmds -V --version --help" -- "$cur"))
         return
@@ -15,7 +15,10 @@ _weightsum() {
         --canonical) COMPREPLY=($(compgen -W "bf16 native" -- "$cur")); return ;;
         --dtype) COMPREPLY=($(compgen -W "f32 bf16" -- "$cur")); return ;;
         --tp|--ep|--pp) COMPREPLY=($(compgen -W "1 2 4 8 16" -- "$cur")); return ;;
-        --key|--seed|-j|--jobs|--port|--host|--timeout|--rank-offset) return ;;
+        --engine) COMPREPLY=($(compgen -W "sglang vllm" -- "$cur")); return ;;
+        --device) COMPREPLY=($(compgen -W "cuda cpu" -- "$cur")); return ;;
+        --selector) COMPREPLY=($(compgen -W "target draft all" -- "$cur")); return ;;
+        --key|--seed|-j|--jobs|--port|--host|--timeout|--rank-offset|--skip|--max-body|--max-connections) return ;;
         --config|--locate|--report|-o|--output|--dir)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
@@ -29,8 +32,11 @@ _weightsum() {
         diff) opts="--json -q --quiet --status --ep --pp $dump $common" ;;
         shard) opts="--layout --tp --ep --pp --config -o --output --force --progress --no-progress --help" ;;
         synth) opts="-o --output --dtype --seed --progress --no-progress --help" ;;
-        serve) opts="--layout --tp --config --host --port --key --canonical -j --help" ;;
-        push) opts="--rank-offset --timeout --json --canonical --algo --help" ;;
+        serve) opts="$dump --host --port --key --canonical -j --jobs --timeout --max-body
+                     --max-connections --verbose --help" ;;
+        push) opts="--rank-offset --timeout --json --canonical --algo --skip --selector
+                    --layout --tp --config --engine --device -j --jobs --help" ;;
+        expect) opts="--layout --tp --config -o --output --engine --device $common" ;;
         demo) opts="--dir --keep --help" ;;
         help) COMPREPLY=($(compgen -W "$cmds" -- "$cur")); return ;;
     esac

@@ -690,9 +690,10 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
  * match, or a mismatch naming how many elements differ, the first (coordinates, both values,
  * the engine tensor, rank and coordinates there), max abs and max ULP difference; plus the
  * structural findings of ws_hash_dump and tensors only on one side. Values compare under the
- * canonical policy. */
+ * canonical policy. progress (may be NULL) gets bytes of the reference compared. */
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
-                           ws_canon canon, ws_report *r, ws_error *err);
+                           ws_canon canon, ws_progress_fn progress, void *progress_user,
+                           ws_report *r, ws_error *err);
 
 /* Element-level diff of two checkpoints (`weightsum diff A B`): per tensor of a, match, or a
  * mismatch naming how many elements differ, the first (flat index, coordinates, both values),
@@ -905,6 +906,12 @@ typedef struct ws_checker ws_checker;
 WS_API ws_err ws_checker_create(const char *dir, const char *family, int tp, const char *config,
                                 ws_canon canon, const char *key_seed, int threads,
                                 ws_checker **out, ws_error *err);
+/* The same with flags of ws_dump_layout_open: WS_LAYOUT_FORCE lets family / tp win over a
+ * disagreeing weightsum-layout.json (`serve --force`); the layout must still fit the dump. */
+WS_API ws_err ws_checker_create_flags(const char *dir, const char *family, int tp,
+                                      const char *config, unsigned flags, ws_canon canon,
+                                      const char *key_seed, int threads, ws_checker **out,
+                                      ws_error *err);
 WS_API void ws_checker_free(ws_checker *c);
 /* Identifier of the checker's fast-digest key (ws_fastkey_id). */
 WS_API const char *ws_checker_key_id(const ws_checker *c);
@@ -1016,6 +1023,12 @@ WS_API ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, siz
 WS_API ws_err ws_expect_checkpoint(const ws_layout *l, const ws_ckpt *c, ws_engine engine,
                                    ws_sglang_path path, const char *source, int threads,
                                    ws_expect **out, ws_error *err);
+/* The same with progress (may be NULL): bytes of the local tensors hashed so far, of all. */
+WS_API ws_err ws_expect_checkpoint_progress(const ws_layout *l, const ws_ckpt *c,
+                                            ws_engine engine, ws_sglang_path path,
+                                            const char *source, int threads,
+                                            ws_progress_fn progress, void *progress_user,
+                                            ws_expect **out, ws_error *err);
 /* The expectation as JSON text (the engine's own answer shape plus weightsum's fields:
  * format, engine, hash, layout, tp, source, holds); free with ws_free. */
 WS_API ws_err ws_expect_to_json(const ws_expect *e, char **out, ws_error *err);

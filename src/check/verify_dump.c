@@ -256,15 +256,23 @@ static void locate(wsi_dumpcheck *v, uint32_t h, const ws_ckpt *reference,
 }
 
 ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws_canon canon,
-                    ws_report *r, ws_error *err) {
+                    ws_progress_fn progress, void *progress_user, ws_report *r, ws_error *err) {
     if (!ref || !l || !d || !r) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     /* the dump bound once: structural findings and every replica against replica 0 */
     wsi_dumpcheck v;
     ws_hash_options opt = {.canon = canon, .algos = WS_ALGO_SHA256, .threads = 0};
+    uint64_t done = 0, total = 0; /* bytes of the reference compared, for progress */
+    for (size_t h = 0; progress && h < ws_layout_hf_count(l); h++) {
+        const ws_tensor *t = ws_ckpt_find(ref, ws_layout_hf(l, h)->name);
+        if (t) total += t->nbytes;
+    }
+    if (progress) progress(progress_user, 0, total);
     ws_err rc = wsi_dumpcheck_open(&v, l, d, &opt, r, err);
     for (size_t h = 0; rc == WS_OK && h < ws_layout_hf_count(l); h++) {
         const ws_hf_desc *hf = ws_layout_hf(l, h);
         const ws_tensor *t = ws_ckpt_find(ref, hf->name);
+        if (progress) progress(progress_user, done, total); /* the tensors before this one */
+        if (t) done += t->nbytes;
         uint32_t src = (uint32_t)h; /* a tied tensor is compared with what the engine ties it to */
         if (hf->tied_to) {
             if (!t) continue; /* save_pretrained leaves tied tensors out */
@@ -290,6 +298,7 @@ ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws
             wsi_dumpcheck_report(&v, WS_MISSING, name, NULL, -1, -1, -1,
                                 "only in the checkpoint: the layout holds no such tensor");
     }
+    if (rc == WS_OK && progress) progress(progress_user, done, total);
     wsi_dumpcheck_close(&v);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "expect.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,10 @@ typedef struct ctx {
     size_t *order;
     ws_engine engine;
     ws_sglang_path path;
+    ws_progress_fn progress; /* may be NULL; called under lock */
+    void *progress_user;
+    pthread_mutex_t lock;
+    uint64_t done, total; /* bytes of local tensors */
 } ctx;
 
 static uint64_t numel_of(int ndim, const uint64_t *shape) {
@@ -158,6 +163,12 @@ static void run_job(void *arg, size_t k) {
     if (j->rc != WS_OK) return;
     bool direct = c->engine == WS_ENGINE_SGLANG && c->path == WS_SGLANG_CUDA;
     j->rc = direct ? hash_direct(c, j, &j->err) : hash_image(c, j, &j->err);
+    if (c->progress) {
+        pthread_mutex_lock(&c->lock);
+        c->done += j->numel * ws_dtype_size(j->dtype);
+        c->progress(c->progress_user, c->done, c->total);
+        pthread_mutex_unlock(&c->lock);
+    }
 }
 
 static int cmp_tensor_name(const void *a, const void *b) {
@@ -280,9 +291,10 @@ static ws_err build_json(const ctx *c, size_t njobs, const char *source, json_t 
     return WS_OK;
 }
 
-ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n, ws_engine engine,
-                        ws_sglang_path path, const char *source, int threads, ws_expect **out,
-                        ws_error *err) {
+static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n,
+                            ws_engine engine, ws_sglang_path path, const char *source,
+                            int threads, ws_progress_fn progress, void *progress_user,
+                            ws_expect **out, ws_error *err) {
     if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!l || (!tensors && n)) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
@@ -290,7 +302,8 @@ ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n, 
     if (path != WS_SGLANG_CUDA && path != WS_SGLANG_CPU)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "invalid SGLang hash path");
     size_t nh = ws_layout_hf_count(l), nl = ws_layout_local_count(l), np = ws_layout_piece_count(l);
-    ctx c = {.l = l, .engine = engine, .path = path};
+    ctx c = {.l = l, .engine = engine, .path = path, .progress = progress,
+             .progress_user = progress_user};
     const ws_tensor **sorted = malloc((n + 1) * sizeof *sorted);
     c.hf = calloc(nh + 1, sizeof *c.hf);
     c.jobs = calloc(nl + 1, sizeof *c.jobs);
@@ -368,7 +381,11 @@ ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n, 
             for (size_t i = 0; i < nl; i++) c.order[i] = sz[i].i;
             free(sz);
         }
+        for (size_t i = 0; i < nl; i++) c.total += c.jobs[i].numel * ws_dtype_size(c.jobs[i].dtype);
+        pthread_mutex_init(&c.lock, NULL);
+        if (progress) progress(progress_user, 0, c.total);
         wsi_parallel_for(nl, threads, run_job, &c);
+        pthread_mutex_destroy(&c.lock);
         for (size_t i = 0; rc == WS_OK && i < nl; i++)
             if (c.jobs[i].rc != WS_OK) {
                 rc = c.jobs[i].rc;
@@ -388,9 +405,23 @@ ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n, 
     return rc;
 }
 
+ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n, ws_engine engine,
+                        ws_sglang_path path, const char *source, int threads, ws_expect **out,
+                        ws_error *err) {
+    return expect_create(l, tensors, n, engine, path, source, threads, NULL, NULL, out, err);
+}
+
 ws_err ws_expect_checkpoint(const ws_layout *l, const ws_ckpt *ck, ws_engine engine,
                             ws_sglang_path path, const char *source, int threads,
                             ws_expect **out, ws_error *err) {
+    return ws_expect_checkpoint_progress(l, ck, engine, path, source, threads, NULL, NULL, out,
+                                         err);
+}
+
+ws_err ws_expect_checkpoint_progress(const ws_layout *l, const ws_ckpt *ck, ws_engine engine,
+                                     ws_sglang_path path, const char *source, int threads,
+                                     ws_progress_fn progress, void *progress_user,
+                                     ws_expect **out, ws_error *err) {
     if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!ck) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
@@ -398,7 +429,8 @@ ws_err ws_expect_checkpoint(const ws_layout *l, const ws_ckpt *ck, ws_engine eng
     ws_tensor *ts = malloc((n + 1) * sizeof *ts);
     if (!ts) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     for (size_t i = 0; i < n; i++) ts[i] = *ws_ckpt_tensor(ck, i);
-    ws_err rc = ws_expect_create(l, ts, n, engine, path, source, threads, out, err);
+    ws_err rc = expect_create(l, ts, n, engine, path, source, threads, progress, progress_user,
+                              out, err);
     free(ts);
     return rc;
 }

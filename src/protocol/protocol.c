@@ -66,6 +66,12 @@ void ws_checker_free(ws_checker *c) {
 ws_err ws_checker_create(const char *dir, const char *family, int tp, const char *config,
                          ws_canon canon, const char *key_seed, int threads, ws_checker **out,
                          ws_error *err) {
+    return ws_checker_create_flags(dir, family, tp, config, 0, canon, key_seed, threads, out, err);
+}
+
+ws_err ws_checker_create_flags(const char *dir, const char *family, int tp, const char *config,
+                               unsigned flags, ws_canon canon, const char *key_seed, int threads,
+                               ws_checker **out, ws_error *err) {
     if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!dir || !*dir) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "no dump directory");
@@ -84,7 +90,8 @@ ws_err ws_checker_create(const char *dir, const char *family, int tp, const char
     ws_dump *d = NULL;
     ws_error derr;
     if (rc == WS_OK && ws_dump_open(dir, &d, &derr) == WS_OK) {
-        rc = ws_dump_layout_open(d, dir, family, tp, config, 0, &c->l, err);
+        rc = ws_dump_layout_open(d, dir, family, tp, config, flags & WS_LAYOUT_FORCE, &c->l,
+                                 err);
     } else if (rc == WS_OK && (!family || tp == 0)) {
         if (err) *err = derr;
         rc = derr.code;

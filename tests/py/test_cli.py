@@ -155,3 +155,18 @@ def test_demo(run, tmp_path):
     r = run("demo", "--dir", tmp_path / "demo")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "demo OK" in r.stdout
+
+
+def test_demo_cleans_up_after_itself(run, tmp_path, monkeypatch):
+    """Without --dir the demo works in a new directory under $TMPDIR and removes it at the end,
+    saying so; --keep leaves it, named."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    r = run("demo")
+    assert r.returncode == 0 and "demo OK" in r.stdout, r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    assert f"in {tmp_path}/weightsum-demo-" in r.stdout and "are removed" in r.stdout
+    r = run("demo", "--keep")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (kept,) = tmp_path.iterdir()
+    assert f"(the demo's files are in {kept})" in r.stdout
+    assert (kept / "manifest.json").is_file() and (kept / "sglang-tp2-corrupted").is_dir()

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 MAN = os.path.join(ROOT, "docs", "weightsum.1")
 COMPLETION = os.path.join(ROOT, "completion", "weightsum.bash")
-COMMANDS = ["hash", "verify", "diff", "shard", "synth", "demo"]
+COMMANDS = ["hash", "verify", "diff", "shard", "synth", "demo", "serve", "push", "expect"]
 
 
 def long_options(run, cmd):

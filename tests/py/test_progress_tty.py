@@ -79,3 +79,26 @@ def test_ctrl_c_wipes_the_line(tmp_path, ws_bin):
     # the signal goes out at the first drawn line, well before 512 MiB are hashed on one thread
     assert rc == -signal.SIGINT, (rc, term[-300:])
     assert term.endswith(WIPE), repr(term[-300:])
+
+
+def test_progress_of_diff_against_a_dump_and_of_expect(tmp_path, ws_bin):
+    """diff CKPT DUMP and expect draw the line too (bytes of the reference / of the local
+    tensors), wipe it at the end, and draw nothing when stderr is no terminal."""
+    cfg = os.path.join(os.path.dirname(__file__), "..", "cli", "fixture", "config.json")
+    ckpt, dump = tmp_path / "model.safetensors", tmp_path / "tp2"
+    for args in (["synth", cfg, "-o", ckpt], ["shard", ckpt, "--layout", "sglang", "--tp", "2",
+                                               "--config", cfg, "-o", dump]):
+        assert subprocess.run([ws_bin, *map(str, args)]).returncode == 0
+    runs = {"diff": [ws_bin, "diff", str(ckpt), str(dump)],
+            "expect": [ws_bin, "expect", str(ckpt), "--layout", "sglang", "--tp", "2",
+                       "--config", cfg, "-o", str(tmp_path / "e.json")]}
+    for name, args in runs.items():
+        rc, out, term = run_on_pty(args)
+        assert rc == 0, (name, out, term)
+        assert "ETA" in term and "/s" in term and "100.0%" in term, (name, repr(term))
+        assert term.endswith(WIPE), (name, repr(term[-200:]))
+        r = subprocess.run(args, capture_output=True, text=True)
+        assert r.returncode == 0 and r.stderr == "", (name, r.stderr)
+        r = subprocess.run(args + ["--no-progress"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stderr == "", (name, r.stderr)
+    assert "diff: 27 matched -> OK" in run_on_pty(runs["diff"])[1]
