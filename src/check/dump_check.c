@@ -10,16 +10,10 @@
 
 void wsi_dumpcheck_report(wsi_dumpcheck *c, ws_status s, const char *tensor, const char *local,
                           int rank, int64_t row0, int64_t row1, const char *fmt, ...) {
-    char detail[768];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    wsi_report_vaddf(c->r, &c->lock, s, tensor, local, rank, row0, row1, fmt, ap);
     va_end(ap);
-    ws_finding f = {.status = s, .tensor = tensor, .local = local, .rank = rank, .row0 = row0,
-                    .row1 = row1, .detail = detail};
-    pthread_mutex_lock(&c->lock);
-    if (c->r) ws_report_add(c->r, &f);
-    pthread_mutex_unlock(&c->lock);
 }
 
 void wsi_dumpcheck_add(wsi_dumpcheck *c, const ws_finding *f) {
