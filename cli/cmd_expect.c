@@ -20,7 +20,7 @@ static const char usage[] =
     "  --layout L        sglang, vllm, ... (the engine's layout family)\n"
     "  --tp N            the engine's tensor-parallel size\n"
     "  --config F        the model's config.json (default: beside CKPT)\n"
-    "  -o FILE           write the JSON there (atomically) instead of stdout\n"
+    "  -o FILE           write the JSON there (atomically) instead of stdout ('-': stdout)\n"
     "  --engine E        sglang (default) or vllm: the dialect and its hash\n"
     "  --device D        where SGLang holds the weights: cuda (default; gpu_tensor_hash) or cpu\n"
     "                    (SHA-256's first 8 bytes)\n"
@@ -89,7 +89,7 @@ int cmd_expect(int argc, char **argv) {
     int ch;
     while ((ch = cli_getopt("expect", argc, argv, "o:j:h", opts)) != -1) {
         switch (ch) {
-        case 'o': outpath = optarg; break;
+        case 'o': outpath = strcmp(optarg, "-") == 0 ? NULL : optarg; break; /* -: stdout */
         case OPT_ENGINE:
             if (ws_engine_from_name(optarg, &engine) != WS_OK)
                 return cli_usage("expect", "--engine must be sglang or vllm, not '%s'", optarg);

@@ -95,6 +95,8 @@ int cmd_shard(int argc, char **argv) {
     if (!family) return cli_usage("shard", "say which engine layout: --layout sglang|vllm|megatron|transformers|hf");
     if (!tp) return cli_usage("shard", "say the tensor-parallel size: --tp N");
     if (!out) return cli_usage("shard", "say where to write: -o DIR");
+    if (strcmp(out, "-") == 0)
+        return cli_usage("shard", "-o - is stdout, but shard writes a directory: -o DIR");
     const char *ckpt_path = argv[optind];
     char cfg_path[4096];
     if (config) snprintf(cfg_path, sizeof cfg_path, "%s", config);

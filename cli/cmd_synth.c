@@ -48,6 +48,8 @@ int cmd_synth(int argc, char **argv) {
     if (optind == argc) return cli_usage("synth", "no config named");
     if (optind + 1 != argc) return cli_usage("synth", "one config at a time, not %d", argc - optind);
     if (!out) return cli_usage("synth", "say where to write: -o FILE");
+    if (strcmp(out, "-") == 0) /* the file is written atomically (renamed into place) */
+        return cli_usage("synth", "-o - is stdout, but synth writes a file in place: -o FILE");
     ws_model_config cfg;
     ws_error err;
     if (ws_model_config_load(argv[optind], &cfg, &err) != WS_OK) return cli_fail(&err);

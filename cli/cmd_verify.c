@@ -54,6 +54,28 @@ static int write_html(const ws_report *r, const ws_manifest *expected) {
     return rc;
 }
 
+/* A line manifest without its "# weightsum-manifest" line records no policy: when not one
+ * tensor matched, say which policy it was read with and which one to try (NULL: no hint). */
+static const char *undeclared_policy;
+static char hint_manifest[1024];
+
+/* Write --report, print the report, and the hint above; returns the exit code. */
+static int conclude(const ws_report *r, const ws_manifest *m, bool json, cli_verbosity v,
+                    const char *what) {
+    int rc = write_html(r, m);
+    if (rc != EXIT_MATCH) return rc;
+    rc = cli_print_report(r, json, v, what, m);
+    bool mismatch = false;
+    for (size_t i = 0; i < ws_report_count(r); i++)
+        mismatch = mismatch || ws_report_at(r, i)->status == WS_MISMATCH;
+    if (undeclared_policy && !json && v > CLI_STATUS && mismatch && ws_report_matched(r) == 0)
+        fprintf(stderr, "weightsum: note: %s: not one tensor matched, and its lines record no "
+                        "policy (no '# weightsum-manifest' line): read as --canonical %s; if it "
+                        "was made with --canonical %s, say so\n", hint_manifest, undeclared_policy,
+                strcmp(undeclared_policy, "bf16") == 0 ? "native" : "bf16");
+    return rc;
+}
+
 static int verify_dump(const ws_manifest *expected, const char *dir, const cli_layout_opts *lo,
                        const char *locate, ws_canon canon, unsigned algos, const ws_fastkey *key,
                        int threads, int progress, bool json, cli_verbosity verb) {
@@ -73,8 +95,7 @@ static int verify_dump(const ws_manifest *expected, const char *dir, const cli_l
     else if (locate && ws_ckpt_open(locate, &ref, &err) != WS_OK) rc = cli_fail(&err);
     else if (ws_verify_dump(expected, l, d, &opt, ref, r, &err) != WS_OK) rc = cli_fail(&err);
     cli_progress_end(&prog);
-    if (rc == EXIT_MATCH && (rc = write_html(r, expected)) == EXIT_MATCH)
-        rc = cli_print_report(r, json, verb, dir, expected);
+    if (rc == EXIT_MATCH) rc = conclude(r, expected, json, verb, dir);
     ws_report_free(r);
     ws_ckpt_free(ref);
     ws_layout_free(l);
@@ -174,6 +195,8 @@ int cmd_verify(int argc, char **argv) {
             if (!cli_common_or_usage(ch, optarg, &cc, usage)) return EXIT_TROUBLE;
         }
     }
+    if (report_html && strcmp(report_html, "-") == 0) /* stdout is the report's lines */
+        return cli_usage("verify", "--report needs a file name: stdout holds the report's lines");
     if (optind == argc) return cli_usage("verify", "no manifest named");
     if (optind + 2 < argc)
         return cli_usage("verify", "a manifest and one checkpoint, not %d arguments",
@@ -208,8 +231,12 @@ int cmd_verify(int argc, char **argv) {
         cpath = srcpath;
     }
     /* A JSON manifest names its policy; the line form takes --canonical (default bf16). */
-    if (!ws_manifest_declares_canon(expected)) ws_manifest_set_canon(expected, canon, NULL); /* canon: a parsed option */
-    else if (canon_given && canon != ws_manifest_canon(expected)) {
+    undeclared_policy = NULL;
+    snprintf(hint_manifest, sizeof hint_manifest, "%s", mpath);
+    if (!ws_manifest_declares_canon(expected)) {
+        ws_manifest_set_canon(expected, canon, NULL); /* canon: a parsed option */
+        if (lines) undeclared_policy = ws_canon_name(canon);
+    } else if (canon_given && canon != ws_manifest_canon(expected)) {
         rc = cli_failf("%s: manifest was made with --canonical %s: use --canonical %s (or leave "
                        "it out)", mpath, ws_canon_name(ws_manifest_canon(expected)),
                        ws_canon_name(ws_manifest_canon(expected)));
@@ -255,11 +282,10 @@ int cmd_verify(int argc, char **argv) {
         if (!k) rc = cli_failf("out of memory");
         else if (ws_report_matched(k) == 0)
             rc = cli_failf("%s: no tensor of %s was verified (--ignore-missing)", cpath, mpath);
-        else if ((rc = write_html(k, actual)) == EXIT_MATCH)
-            rc = cli_print_report(k, json, verb, cpath, actual);
+        else rc = conclude(k, actual, json, verb, cpath);
         ws_report_free(k);
-    } else if ((rc = write_html(r, expected)) == EXIT_MATCH) {
-        rc = cli_print_report(r, json, verb, cpath, expected);
+    } else {
+        rc = conclude(r, expected, json, verb, cpath);
     }
     ws_report_free(r);
 done:

@@ -51,6 +51,12 @@ int main(int argc, char **argv) {
             return EXIT_MATCH;
         }
         /* weightsum help CMD = weightsum CMD --help */
+        if (strcmp(argv[2], "version") == 0 || strcmp(argv[2], "help") == 0) {
+            printf("usage: weightsum %s\n\n%s\n", strcmp(argv[2], "help") == 0 ? "help CMD" : "version",
+                   strcmp(argv[2], "help") == 0 ? "The help of CMD, as 'weightsum CMD --help'."
+                                                : "Print the version (also -V, --version).");
+            return EXIT_MATCH;
+        }
         if (!(fn = find_cmd(argv[2])))
             return cli_failf("no command '%s' (see 'weightsum --help')", argv[2]);
         char *help_argv[] = {argv[2], "--help", NULL};

@@ -984,7 +984,8 @@ WS_API ws_err ws_sglang_hash_views(const ws_view *v, size_t n, void *stream, uin
 /* The values SGLang's gpu_tensor_hash gives for rank `rank`'s local tensors of layout l, from
  * the HF tensors alone (hf[i] is HF tensor i of the layout, C-contiguous, on one CUDA device or
  * all on the host; unused ones may have NULL data), without building the shards: the local
- * tensors hold engine_dtype (HF floats cast to it canonically when it is BF16), padding zero.
+ * tensors hold engine_dtype (HF floats cast to it canonically when it is BF16; WS_DTYPE__COUNT:
+ * each holds its HF tensors' own dtype, as ws_expect_create assumes), padding zero.
  * out[k] for the rank's k-th local tensor in ws_layout_local order; n_out must be their count. */
 WS_API ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf,
                                      size_t n_hf, ws_dtype engine_dtype, void *stream,
@@ -1019,6 +1020,14 @@ typedef struct ws_expect ws_expect;
 WS_API ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n,
                                ws_engine engine, ws_sglang_path path, const char *source,
                                int threads, ws_expect **out, ws_error *err);
+/* The same from tensors where they lie (ws_view, named, C-contiguous): all in host memory (as
+ * ws_expect_create), or all on one CUDA device, whose SGLang gpu_tensor_hash answers (engine
+ * SGLANG, path CUDA only) are computed on the GPU from the HF tensors in place, one launch per
+ * rank, after the data is ready on `stream`; nothing is copied to the host. */
+WS_API ws_err ws_expect_create_views(const ws_layout *l, const ws_view *tensors, size_t n,
+                                     ws_engine engine, ws_sglang_path path, const char *source,
+                                     void *stream, int threads, ws_expect **out,
+                                     ws_error *err);
 /* The same from a checkpoint's tensors. */
 WS_API ws_err ws_expect_checkpoint(const ws_layout *l, const ws_ckpt *c, ws_engine engine,
                                    ws_sglang_path path, const char *source, int threads,

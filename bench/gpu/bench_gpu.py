@@ -106,6 +106,41 @@ def main():
     assert sha == want, "SHA-256 differs from hashlib"
     say("  SHA-256 of all 434 equal to hashlib's")
 
+    # --- the trainer's Manifest (weightsum.torch) of the CUDA tensors, in place ---
+    import weightsum.torch as wt
+    fast_hex = dict(zip(names, fast))
+    sha_hex = dict(zip(names, sha))
+
+    def manifest(algo):
+        m = wt.Manifest(algo=algo)
+        m.add_all(tensors)  # a dict: one batch call
+        return m
+    med, mn, m = timeit(lambda: manifest("fast"), 10, 2)
+    row("trainer Manifest(algo='fast').add_all(434 CUDA tensors)", med,
+        f"min {mn * 1e3:.3f} ms; host_bytes {m.host_bytes}")
+    assert all(e["fast"] == fast_hex[n] for n, e in m.to_dict()["tensors"].items())
+    med, mn, m = timeit(lambda: manifest("sha256"), 3, 1)
+    row("trainer Manifest(algo='sha256').add_all(434 CUDA tensors)", med,
+        f"min {mn * 1e3:.1f} ms; host_bytes {m.host_bytes}")
+    assert all(e["sha256"] == sha_hex[n] for n, e in m.to_dict()["tensors"].items())
+
+    def one_by_one():
+        m = wt.Manifest(algo="fast")
+        for n in names:
+            m.add(n, tensors[n])
+        return m
+    med, mn, m = timeit(one_by_one, 5, 1)
+    row("trainer Manifest(algo='fast').add() tensor by tensor (434 calls)", med,
+        f"min {mn * 1e3:.3f} ms")
+    say("  manifest digests equal fast_tensors / hashlib on all 434")
+
+    # --- weightsum.expect of both TP=2 ranks from the CUDA tensors (public API) ---
+    cfg = json.loads(QWEN25_3B)
+    med, mn, exp = timeit(lambda: weightsum.expect(tensors, "sglang", 2, cfg), 10, 2)
+    row("weightsum.expect(434 CUDA tensors, sglang, tp=2): both ranks", med,
+        f"min {mn * 1e3:.3f} ms; holds and per-GPU checksums included")
+    local_names = [n for _, n, _ in lay.local_of(0)]
+
     # --- SGLang's hash of an engine rank's local tensors ---
     local = lay.build_local(0, hf)
     ll = list(local.values())
@@ -135,6 +170,8 @@ def main():
         f"min {mn * 1e3:.3f} ms")
     assert (p0, p1) == (e0, e1)
     assert e0 == theirs, "rank 0 prediction differs"
+    assert [int(exp["ranks"][0]["checksums"][n], 16) for n in local_names] == theirs, \
+        "weightsum.expect's rank 0 answers differ from SGLang's kernel"
     local1 = lay.build_local(1, hf)
     assert e1 == [sgl(t) for t in local1.values()], "rank 1 prediction differs"
     say("  both ranks' predictions equal SGLang's hash of the real shards")

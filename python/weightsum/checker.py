@@ -3,6 +3,7 @@ import ctypes
 import json
 
 from ._lib import CANON, _Error, _P, check, encode, lib
+from .cuda import Batch, _View, host_contiguous, is_torch, on_device, sglang_hash_tensors
 
 
 class Checker:
@@ -68,13 +69,6 @@ class Checker:
 
 # ---- the trainer's side of "checksum": predict every engine rank's answer, judge one ---------
 
-class _Tensor(ctypes.Structure):  # ws_tensor
-    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("ndim", ctypes.c_int),
-                ("shape", ctypes.c_uint64 * 8), ("numel", ctypes.c_uint64),
-                ("nbytes", ctypes.c_uint64), ("data", ctypes.c_void_p),
-                ("file", ctypes.c_char_p), ("file_offset", ctypes.c_uint64)]
-
-
 _PP = ctypes.POINTER(_P)
 _PE = ctypes.POINTER(_Error)
 for _name, _res, _args in [
@@ -82,8 +76,9 @@ for _name, _res, _args in [
         ("ws_layout_create", ctypes.c_int, [ctypes.c_char_p, _P, ctypes.c_int, _PP, _PE]),
         ("ws_layout_free", None, [_P]),
         ("ws_dtype_size", ctypes.c_size_t, [ctypes.c_int]),
-        ("ws_expect_create", ctypes.c_int, [_P, ctypes.POINTER(_Tensor), ctypes.c_size_t, ctypes.c_int,
-                                            ctypes.c_int, ctypes.c_char_p, ctypes.c_int, _PP, _PE]),
+        ("ws_expect_create_views", ctypes.c_int, [_P, ctypes.POINTER(_View), ctypes.c_size_t,
+                                                  ctypes.c_int, ctypes.c_int, ctypes.c_char_p, _P,
+                                                  ctypes.c_int, _PP, _PE]),
         ("ws_expect_to_json", ctypes.c_int, [_P, _PP, _PE]),
         ("ws_expect_parse", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _PP, _PE]),
         ("ws_expect_free", None, [_P]),
@@ -110,22 +105,13 @@ def _take_text(p):
         lib.ws_free(p)
 
 
-def _host(x):
-    """(dtype code, pointer, shape, numel, keep-alive) of x's C-contiguous bytes."""
-    from .digest import _buffer
-    code, ptr, shape, keep = _buffer(x)
-    if isinstance(shape, int):  # an older _buffer gave the element count
-        shape = tuple(getattr(keep, "shape"))
-    numel = 1
-    for n in shape:
-        numel *= int(n)
-    return code, ptr, tuple(int(n) for n in shape), numel, keep
-
-
 def sglang_tensor_hash(x, device="cuda"):
     """SGLang's tensor_hash of a tensor (numpy or torch), as its /weights_checker writes it
-    (16 hex digits): device "cuda" is gpu_tensor_hash, "cpu" the first 8 bytes of SHA-256."""
-    _, ptr, _, numel, keep = _host(x)
+    (16 hex digits): device "cuda" is gpu_tensor_hash (read in place, on the GPU for a CUDA
+    tensor), "cpu" the first 8 bytes of SHA-256 (of the C-contiguous bytes in host memory)."""
+    if device == "cuda":
+        return f"{sglang_hash_tensors([x])[0]:016x}"
+    _, ptr, _, numel, keep = host_contiguous(x)
     nbytes = keep.nbytes if hasattr(keep, "nbytes") else keep.numel() * keep.element_size()
     out, err = ctypes.c_uint64(), _Error()
     check(lib.ws_sglang_hash(_DEVICES[device], ptr if nbytes else None, nbytes, ctypes.byref(out),
@@ -138,11 +124,14 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
            source="memory"):
     """What every rank of an engine that loaded `tensors` must answer to {"action": "checksum"}.
 
-    tensors: {HF name: numpy array or torch CPU tensor} (the trainer's weights); layout: the
+    tensors: {HF name: numpy array or torch tensor} (the trainer's weights); layout: the
     engine's family ("sglang", "vllm", ...); tp: its tensor-parallel size; config: the model's
     config.json (a path or a dict). engine "sglang" predicts SGLang's answer (device: where it
-    holds the weights, "cuda" or "cpu"), "vllm" the proposed vLLM one. Returns the expectation
-    as a dict (the JSON `weightsum expect` writes; judge() takes it).
+    holds the weights, "cuda" or "cpu"), "vllm" the proposed vLLM one. CUDA tensors (all on one
+    device) are read in place on the GPU: SGLang's gpu_tensor_hash answers of every rank are
+    computed there from the HF tensors (ws_expect_create_views); the other answers need host
+    tensors. Returns the expectation as a dict (the JSON `weightsum expect` writes; judge()
+    takes it).
     """
     if engine not in _ENGINES or device not in _DEVICES:
         raise ValueError("engine must be sglang or vllm, device cuda or cpu")
@@ -156,22 +145,23 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
     check(lib.ws_model_config_parse(text, len(text), b"config", cfg, ctypes.byref(err)), err)
     lay = _P()
     check(lib.ws_layout_create(encode(layout), cfg, int(tp), ctypes.byref(lay), ctypes.byref(err)), err)
-    keep, arr = [], (_Tensor * max(1, len(tensors)))()
     try:
-        for i, (name, x) in enumerate(tensors.items()):
-            code, ptr, shape, numel, k = _host(x)
-            if len(shape) > 8:
-                raise ValueError(f"{name}: more than 8 dimensions")
-            keep += [k, name.encode()]
-            t = arr[i]
-            t.name, t.dtype, t.ndim, t.numel = keep[-1], code, len(shape), numel
-            for j, s in enumerate(shape):
-                t.shape[j] = s
-            t.nbytes = numel * lib.ws_dtype_size(code)
-            t.data = ptr if numel else None
+        named = {}
+        for name, x in tensors.items():
+            if is_torch(x) and not on_device(x) and not x.is_contiguous():
+                x = x.contiguous()  # host memory: the pieces are read as HF rows
+            elif not is_torch(x):
+                import numpy as np
+                x = np.asarray(x)
+                if not x.flags.c_contiguous:
+                    x = np.ascontiguousarray(x)
+            named[name] = x
+        b = Batch(named)
         e = _P()
-        check(lib.ws_expect_create(lay, arr, len(tensors), _ENGINES[engine], _DEVICES[device],
-                                   encode(source), int(threads), ctypes.byref(e), ctypes.byref(err)), err)
+        check(lib.ws_expect_create_views(lay, b.ptr, b.n, _ENGINES[engine], _DEVICES[device],
+                                         encode(source), b.stream, int(threads), ctypes.byref(e),
+                                         ctypes.byref(err)), err)
+        del b
         try:
             text_p = _P()
             check(lib.ws_expect_to_json(e, ctypes.byref(text_p), ctypes.byref(err)), err)
@@ -180,7 +170,6 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
             lib.ws_expect_free(e)
     finally:
         lib.ws_layout_free(lay)
-        del keep
 
 
 def _expect_handle(expected):

@@ -12,6 +12,7 @@ import ctypes
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ._api import Stats
 from ._lib import ALGO_FAST, ALGO_SHA256, CANON, _Digest, _Error, _P, check, encode, lib
 
 MAX_DIMS = 8
@@ -24,8 +25,7 @@ class _View(ctypes.Structure):  # ws_view
                 ("device", ctypes.c_int)]
 
 
-class _Stats(ctypes.Structure):  # ws_value_stats
-    _fields_ = [("nan", ctypes.c_uint64), ("inf", ctypes.c_uint64)]
+_Stats = Stats  # ws_value_stats
 
 
 _sigs = {
@@ -43,19 +43,20 @@ for _name, (_res, _args) in _sigs.items():
     _f = getattr(lib, _name)
     _f.restype, _f.argtypes = _res, _args
 
-_NUMPY = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16",
-          "int32": "I32", "uint32": "U32", "int64": "I64", "uint64": "U64", "float16": "F16",
-          "bfloat16": "BF16", "float32": "F32", "float64": "F64", "float8_e4m3fn": "F8_E4M3",
-          "float8_e5m2": "F8_E5M2"}
-_TORCH = {"torch.bool": "BOOL", "torch.uint8": "U8", "torch.int8": "I8", "torch.int16": "I16",
-          "torch.uint16": "U16", "torch.int32": "I32", "torch.uint32": "U32",
-          "torch.int64": "I64", "torch.uint64": "U64", "torch.float16": "F16",
-          "torch.bfloat16": "BF16", "torch.float32": "F32", "torch.float64": "F64",
-          "torch.float8_e4m3fn": "F8_E4M3", "torch.float8_e5m2": "F8_E5M2"}
+# numpy / ml_dtypes dtype names and torch dtypes -> safetensors dtype names: the one table of
+# the package (digest.py, checker.py and torch.py describe tensors through this module)
+NUMPY_DTYPES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16",
+                "int32": "I32", "uint32": "U32", "int64": "I64", "uint64": "U64",
+                "float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64",
+                "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
+TORCH_DTYPES = {"torch." + k: v for k, v in NUMPY_DTYPES.items()}
 _CODES: Dict[str, int] = {}
+_TCODES: Dict[Any, int] = {}
+_PAD = [[0] * (MAX_DIMS - k) for k in range(MAX_DIMS + 1)]
 
 
-def _code(name: str) -> int:
+def dtype_code(name: str) -> int:
+    """The ws_dtype of a safetensors dtype name."""
     if name not in _CODES:
         c = ctypes.c_int()
         if lib.ws_dtype_from_name(name.encode(), ctypes.byref(c)) != 0:
@@ -64,63 +65,95 @@ def _code(name: str) -> int:
     return _CODES[name]
 
 
-def _is_torch(x: Any) -> bool:
+def torch_code(dt: Any, name: str = "") -> int:
+    """The ws_dtype of a torch dtype (TypeError naming the tensor for others)."""
+    c = _TCODES.get(id(dt))  # torch dtypes are singletons: id() is a cheap, stable key
+    if c is None:
+        w = TORCH_DTYPES.get(str(dt))
+        if w is None:
+            raise TypeError((f"tensor '{name}': " if name else "") +
+                            f"unsupported torch dtype {dt}")
+        c = _TCODES[id(dt)] = dtype_code(w)
+    return c
+
+
+def is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "data_ptr")
 
 
-def _fill(v: _View, name: Optional[bytes], code: int, shape: Sequence[int],
-          strides: Sequence[int], ptr: int, device: int) -> Tuple[Any, ...]:
-    nd = len(shape)
-    if nd > MAX_DIMS:
-        raise ValueError(f"tensors of at most {MAX_DIMS} dims (this one has {nd})")
-    sh = (ctypes.c_uint64 * max(nd, 1))(*shape)
-    st = (ctypes.c_int64 * max(nd, 1))(*strides)
-    v.name, v.dtype, v.ndim, v.device = name, code, nd, device
-    v.shape = ctypes.cast(sh, ctypes.POINTER(ctypes.c_uint64))
-    v.strides = ctypes.cast(st, ctypes.POINTER(ctypes.c_int64))
-    v.data = ptr or None
-    return sh, st
-
-
-def _view(x: Any, v: _View, name: Optional[str] = None) -> Tuple[Any, Optional[int]]:
-    """Fill v for x; returns (keep-alive, CUDA stream handle or None)."""
-    nm = name.encode() if isinstance(name, str) else name
-    if _is_torch(x):
-        t = x.detach()
-        if t.is_conj() or t.is_neg():
-            t = t.resolve_conj().resolve_neg()
-        code = _TORCH.get(str(t.dtype))
-        if code is None:
-            raise TypeError(f"unsupported torch dtype {t.dtype}")
-        if t.device.type == "cuda":
+def torch_place(t: Any, streams: Optional[Dict[int, int]] = None) -> Tuple[int, Optional[int]]:
+    """Where torch tensor t lies for the library: (CUDA device index, the handle of that
+    device's current stream), or (-1, None) for host memory. streams: a cache {device: handle}
+    for the tensors of one call."""
+    if t.is_cuda:
+        dev = t.get_device()
+        s = streams.get(dev) if streams is not None else None
+        if s is None:
             import torch
-            stream = torch.cuda.current_stream(t.device).cuda_stream
-            dev = t.device.index if t.device.index is not None else torch.cuda.current_device()
-        elif t.device.type == "cpu":
-            stream, dev = None, -1
-        else:  # other devices: through the CPU
-            t, stream, dev = t.cpu(), None, -1
-        keep = _fill(v, nm, _code(code), t.shape, t.stride(), t.data_ptr() if t.numel() else 0,
-                     dev)
-        return (keep, t), stream
+            s = torch.cuda.current_stream(dev).cuda_stream
+            if streams is not None:
+                streams[dev] = s
+        return dev, s
+    return -1, None
+
+
+def on_device(t: Any) -> bool:
+    """True when the library reads torch tensor t through the CUDA backend."""
+    return torch_place(t)[0] >= 0
+
+
+def describe(x: Any, name: str = "", streams: Optional[Dict[int, int]] = None) -> Tuple[int, Tuple[int, ...], Sequence[int], int, int,
+                                               Optional[int], Any]:
+    """A tensor where it lies, as the library's ws_view takes it: (ws_dtype, shape, strides in
+    elements, pointer, device (-1: host), CUDA stream handle or None, the object to keep alive
+    while the pointer is used). Torch tensors (CUDA or CPU) and numpy arrays are never copied,
+    whatever their strides; numpy arrays with negative or odd byte strides, big-endian ones, and
+    torch tensors on other devices (meta excepted: refused) are copied once to host memory."""
+    if is_torch(x):
+        t = x
+        if not (t.is_cuda or t.is_cpu):
+            if t.device.type == "meta":
+                raise TypeError((f"tensor '{name}' " if name else "a tensor ") +
+                                "is on the meta device: it has no data")
+            t = t.cpu()  # other devices: through the CPU
+        dev, stream = torch_place(t, streams)
+        return (torch_code(t.dtype, name), tuple(t.shape), t.stride(),
+                t.data_ptr() if t.numel() else 0, dev, stream, t)
     import numpy as np
     a = np.asarray(x)
-    code = _NUMPY.get(a.dtype.name)
-    if code is None:
-        raise TypeError(f"unsupported dtype {a.dtype}")
+    w = NUMPY_DTYPES.get(a.dtype.name)
+    if w is None:
+        raise TypeError((f"tensor '{name}': " if name else "") + f"unsupported dtype {a.dtype}")
     if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
         a = a.astype(a.dtype.newbyteorder("<"))
     item = a.dtype.itemsize
     if any(s < 0 or s % item for s in a.strides):  # negative or odd byte strides: one copy
         a = np.ascontiguousarray(a)
-    keep = _fill(v, nm, _code(code), a.shape, [s // item for s in a.strides],
-                 a.ctypes.data if a.size else 0, -1)
-    return (keep, a), None
+    return (dtype_code(w), a.shape, [s // item for s in a.strides],
+            a.ctypes.data if a.size else 0, -1, None, a)
+
+
+def host_contiguous(x: Any, name: str = "") -> Tuple[int, int, Tuple[int, ...], int, Any]:
+    """(ws_dtype, pointer, shape, numel, keep-alive) of x's C-contiguous bytes in host memory,
+    for the calls that need them so (a CUDA tensor is copied to the host: the caller says so)."""
+    if is_torch(x):
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        x = t.contiguous()
+    else:
+        import numpy as np
+        x = np.asarray(x)
+        if not x.flags.c_contiguous:  # (ascontiguousarray would make a 0-d array 1-d)
+            x = np.ascontiguousarray(x)
+    code, shape, _, ptr, _, _, keep = describe(x, name)
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    return code, ptr, tuple(int(n) for n in shape), numel, keep
 
 
 _VIEW_DT = None
-_TCODES: Dict[Any, int] = {}
-_PAD = [[0] * (MAX_DIMS - k) for k in range(MAX_DIMS + 1)]
 
 
 def _view_dtype():
@@ -135,68 +168,37 @@ def _view_dtype():
     return _VIEW_DT
 
 
-def _torch_code(dt) -> int:
-    c = _TCODES.get(id(dt))  # torch dtypes are singletons: id() is a cheap, stable key
-    if c is None:
-        name = _TORCH.get(str(dt))
-        if name is None:
-            raise TypeError(f"unsupported torch dtype {dt}")
-        c = _TCODES[id(dt)] = _code(name)
-    return c
-
-
 class Batch:
     """Many tensors packed once as ws_view descriptors (a list, or a dict {name: tensor}): pass
     it to the batch calls instead of the tensors to skip the packing when the same tensors are
-    checked again (they must stay alive and in place; the batch keeps references)."""
+    checked again (they must stay alive and in place; the batch keeps references).
+    .stream is the CUDA stream their data is ready on (None: host memory only)."""
 
     def __init__(self, tensors: Union[Sequence[Any], Dict[str, Any]]):
         import numpy as np
         if isinstance(tensors, dict):
-            self.names, items = list(tensors.keys()), list(tensors.values())
+            self.names, items = [str(k) for k in tensors.keys()], list(tensors.values())
         else:
             self.names, items = None, list(tensors)
         n = self.n = len(items)
         codes, ndims, ptrs, devs, shp, strd, keep = [], [], [], [], [], [], []
-        streams: Dict[int, int] = {}
         self.stream = None
-        for x in items:
-            if _is_torch(x):
-                t = x  # (complex tensors, the only ones with conj/neg bits, are refused)
-                if t.is_cuda:
-                    dev = t.get_device()
-                    s = streams.get(dev)
-                    if s is None:
-                        import torch
-                        s = streams[dev] = torch.cuda.current_stream(dev).cuda_stream
-                    if self.stream is not None and s != self.stream:
-                        raise ValueError("CUDA tensors of one call must be on one device and "
-                                         "share its current stream")
-                    self.stream = s
-                elif t.is_cpu:
-                    dev = -1
-                else:  # other devices: through the CPU
-                    t, dev = t.cpu(), -1
-                shape, st = t.shape, t.stride()
-                codes.append(_torch_code(t.dtype))
-                ptrs.append(t.data_ptr() if t.numel() else 0)
-            else:
-                a = np.asarray(x)
-                name = _NUMPY.get(a.dtype.name)
-                if name is None:
-                    raise TypeError(f"unsupported dtype {a.dtype}")
-                if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
-                    a = a.astype(a.dtype.newbyteorder("<"))
-                item = a.dtype.itemsize
-                if any(s < 0 or s % item for s in a.strides):  # negative/odd strides: one copy
-                    a = np.ascontiguousarray(a)
-                t, dev, shape, st = a, -1, a.shape, [s // item for s in a.strides]
-                codes.append(_code(name))
-                ptrs.append(a.ctypes.data if a.size else 0)
+        self.device = -1
+        streams: Dict[int, int] = {}
+        for i, x in enumerate(items):
+            code, shape, st, ptr, dev, stream, k = describe(
+                x, self.names[i] if self.names is not None else "", streams)
+            if dev >= 0:
+                if self.device >= 0 and (dev != self.device or stream != self.stream):
+                    raise ValueError("CUDA tensors of one call must be on one device and "
+                                     "share its current stream")
+                self.device, self.stream = dev, stream
             nd = len(shape)
             if nd > MAX_DIMS:
                 raise ValueError(f"tensors of at most {MAX_DIMS} dims (this one has {nd})")
-            keep.append(t)
+            keep.append(k)
+            codes.append(code)
+            ptrs.append(ptr)
             ndims.append(nd)
             devs.append(dev)
             shp.extend(shape)
@@ -216,7 +218,7 @@ class Batch:
             v["shape"][:n] = np.uint64(self._shapes.ctypes.data) + step
             v["strides"][:n] = np.uint64(self._strides.ctypes.data) + step
             if self.names is not None:
-                enc = [str(k).encode() for k in self.names]
+                enc = [k.encode() for k in self.names]
                 self._names_buf = ctypes.create_string_buffer(b"\0".join(enc) + b"\0")
                 offs = np.cumsum([0] + [len(b) + 1 for b in enc[:-1]], dtype=np.uint64)
                 v["name"][:n] = np.uint64(ctypes.addressof(self._names_buf)) + offs
@@ -239,6 +241,21 @@ def _key(key):
     return k
 
 
+def digest_batch(tensors: Any, canon: int, algos: int, key_handle: Any = None,
+                 threads: int = 0) -> Tuple[Optional[List[str]], int, Any, Any]:
+    """ws_digest_views over a list, dict or Batch: (names or None, count, ws_digest array,
+    ws_value_stats array), one entry per tensor. key_handle: a ws_fastkey (needed for the fast digest)."""
+    names, n, views, keep, stream = _batch(tensors)
+    out = (_Digest * max(n, 1))()
+    st = (_Stats * max(n, 1))()
+    err = _Error()
+    rc = lib.ws_digest_views(views, n, canon, algos, key_handle, stream, threads, out, st,
+                             ctypes.byref(err))
+    del keep
+    check(rc, err)
+    return names, n, out, st
+
+
 def digest_tensors(tensors, canonical: str = "bf16", algos=("sha256", "fast"),
                    key: Optional[str] = None, threads: int = 0, stats: bool = False):
     """Digests of many tensors in one call: for each, a dict {"sha256": hex, "fast": hex}
@@ -248,19 +265,12 @@ def digest_tensors(tensors, canonical: str = "bf16", algos=("sha256", "fast"),
     mask = (ALGO_SHA256 if "sha256" in algos else 0) | (ALGO_FAST if "fast" in algos else 0)
     if not mask or set(algos) - {"sha256", "fast"}:
         raise ValueError("algos: 'sha256' and/or 'fast'")
-    names, n, views, keep, stream = _batch(tensors)
-    out = (_Digest * max(n, 1))()
-    st = (_Stats * max(n, 1))()
-    err = _Error()
     k = _key(key) if mask & ALGO_FAST else None
     try:
-        rc = lib.ws_digest_views(views, n, CANON[canonical], mask, k, stream, threads, out, st,
-                                 ctypes.byref(err))
+        names, n, out, st = digest_batch(tensors, CANON[canonical], mask, k, threads)
     finally:
         if k:
             lib.ws_fastkey_free(k)
-    del keep
-    check(rc, err)
     res = []
     for i in range(n):
         d = {}
@@ -315,11 +325,5 @@ def digest_one(x: Any, canonical: str, algos: int, key_handle) -> _Digest:
     """One tensor's ws_digest (digest.py's sha256_tensor/fast_tensor), zero-copy."""
     if canonical not in CANON:
         raise ValueError("canonical must be 'bf16' or 'native'")
-    v = _View()
-    keep, stream = _view(x, v)
-    out, st, err = _Digest(), _Stats(), _Error()
-    rc = lib.ws_digest_views(ctypes.byref(v), 1, CANON[canonical], algos, key_handle, stream, 0,
-                             ctypes.byref(out), ctypes.byref(st), ctypes.byref(err))
-    del keep
-    check(rc, err)
-    return out
+    _, _, out, _ = digest_batch([x], CANON[canonical], algos, key_handle)
+    return out[0]

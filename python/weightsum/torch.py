@@ -45,6 +45,7 @@ except ImportError as e:  # torch is an optional dependency of weightsum
                       "weightsum works without it") from e
 
 from . import _api
+from . import cuda as _cuda
 from ._api import ManifestEntry, Stats, call, dtype_code, has, need, shape_array
 from ._lib import (ALGO_FAST, ALGO_SHA256, CANON, WeightsumError, _Digest, _Error, _Fast, _P,
                    check, encode, lib)
@@ -59,25 +60,18 @@ _ALGOS = {"sha256": ALGO_SHA256, "fast": ALGO_FAST, "both": ALGO_SHA256 | ALGO_F
 _DEFAULT_SEED = b"weightsum-fast-digest-v1"
 _CHUNK = 64 << 20
 
-_TORCH_TO_WS = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16",
-                torch.int32: "I32", torch.int64: "I64", torch.float16: "F16",
-                torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
-for _n, _w in (("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64"),
-               ("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
-    if hasattr(torch, _n):
-        _TORCH_TO_WS[getattr(torch, _n)] = _w
-_WS_TO_TORCH = {v: k for k, v in _TORCH_TO_WS.items()}
+# torch dtype <-> safetensors name: weightsum.cuda's table (the package's one description of
+# tensors: dtype, shape, strides, pointer, device, stream)
+_WS_TO_TORCH = {w: getattr(torch, k[len("torch."):]) for k, w in _cuda.TORCH_DTYPES.items()
+                if hasattr(torch, k[len("torch."):])}
+
+
+def _ws_name(dt: Any) -> str:
+    return _cuda.TORCH_DTYPES.get(str(dt), "?")
 
 
 def _ws_dtype(t: "torch.Tensor", name: str = "") -> int:
-    w = _TORCH_TO_WS.get(t.dtype)
-    if w is None:
-        raise TypeError(f"tensor '{name}': dtype {t.dtype} unknown to weightsum")
-    return dtype_code(w)
-
-
-def _host_ptr(t: "torch.Tensor") -> Optional[int]:
-    return t.data_ptr() if t.numel() else None
+    return _cuda.torch_code(t.dtype, name)
 
 
 class _Key:
@@ -288,37 +282,80 @@ class Manifest:
         return bool(lib.ws_manifest_find(self._m.h, name.encode()))
 
     def add(self, name: str, tensor: "torch.Tensor") -> None:
-        """Digest one HF tensor (its canonical bytes, in its HF shape) into the manifest."""
-        t0 = time.perf_counter()
-        t = tensor.detach()
-        code = _ws_dtype(t, name)
-        shape = list(t.shape)
-        if len(shape) > _api.MAX_DIMS:
-            raise ValueError(f"tensor '{name}': {len(shape)} dims, at most {_api.MAX_DIMS}")
-        if t.device.type == "cpu":
-            c = t if t.is_contiguous() else t.contiguous()
-            d, st = _digest_buffer(code, self.canon, _host_ptr(c), shape, self.algos, self._key)
+        """Digest one HF tensor (its canonical bytes, in its HF shape) into the manifest: CPU
+        and CUDA tensors in place, whatever their strides (a CUDA tensor through the CUDA
+        backend: no copy, no GPU memory beyond the backend's staging buffers)."""
+        self._add_many([(name, tensor)])
+
+    def add_all(self, named: Union[Mapping[str, "torch.Tensor"],
+                                   Iterable[Tuple[str, "torch.Tensor"]]]) -> None:
+        """add() every (name, tensor): a dict, or a list or tuple of pairs, is digested in one
+        call (CUDA tensors: one kernel launch for the fast digests, SHA-256 on all CPU threads
+        at once); any other iterable (a converter's generator) tensor by tensor, so that no
+        tensor is kept alive longer than the converter keeps it."""
+        if isinstance(named, Mapping):
+            self._add_many(list(named.items()))
+        elif isinstance(named, (list, tuple)):
+            self._add_many(list(named))
         else:
+            for name, t in named:
+                self._add_many([(name, t)])
+
+    def _add_many(self, items: List[Tuple[str, "torch.Tensor"]]) -> None:
+        t0 = time.perf_counter()
+        rows, inplace, streamed = [], [], []
+        seen = set()
+        for name, tensor in items:
+            t = tensor.detach()
+            code = _ws_dtype(t, name)
+            shape = list(t.shape)
+            if len(shape) > _api.MAX_DIMS:
+                raise ValueError(f"tensor '{name}': {len(shape)} dims, at most {_api.MAX_DIMS}")
+            if name in seen or name in self:
+                raise WeightsumError("WS_ERR_ARG", f"tensor '{name}' added twice to the manifest")
+            seen.add(name)
+            rows.append([name, code, shape, t, None, None])
+            (inplace if t.is_cpu or t.is_cuda else streamed).append(rows[-1])
+        if inplace:
+            try:
+                _, _, out, st = _cuda.digest_batch([r[3] for r in inplace], self.canon,
+                                                   self.algos, self._key.h if self._key else None)
+                for i, r in enumerate(inplace):
+                    r[4], r[5] = out[i], st[i]
+            except WeightsumError as e:
+                # no CUDA backend here: device tensors through host memory, if allowed
+                if e.code != "WS_ERR_NOTFOUND" or not any(r[3].is_cuda for r in inplace):
+                    raise
+                host = [r for r in inplace if r[3].is_cpu]
+                if host:
+                    _, _, out, st = _cuda.digest_batch([r[3] for r in host], self.canon,
+                                                       self.algos,
+                                                       self._key.h if self._key else None)
+                    for i, r in enumerate(host):
+                        r[4], r[5] = out[i], st[i]
+                streamed += [r for r in inplace if r[3].is_cuda]
+                if not self.host_copy:
+                    r = streamed[0]
+                    raise WeightsumError(
+                        "WS_ERR_NOTFOUND",
+                        f"tensor '{r[0]}' is on {r[3].device} and the CUDA backend cannot read it "
+                        f"({e}); Manifest(host_copy=True) streams it through host memory in "
+                        "bounded chunks instead") from e
+        for r in streamed:
             if not self.host_copy:
                 raise WeightsumError(
                     "WS_ERR_NOTFOUND",
-                    f"tensor '{name}' is on {t.device}: weightsum has no zero-copy digest of a "
-                    "whole device tensor in this build (CUDA backend libweightsum_cuda.so "
-                    "absent or not wired for trainer tensors); Manifest(host_copy=True) streams "
-                    "it through host memory in bounded chunks instead")
-            h = _StreamHasher(code, self.canon, self.algos, self._key, shape)
-            self.host_bytes += _stream_device_tensor(t, h, self.chunk_bytes)
-            d, st = h.final()
-        self._add_entry(name, code, shape, d, st)
-        if self._kept is not None:
-            self._kept[name] = t
+                    f"tensor '{r[0]}' is on {r[3].device}: weightsum reads CPU and CUDA tensors "
+                    "in place, others only through host memory: Manifest(host_copy=True) "
+                    "streams it there in bounded chunks")
+            h = _StreamHasher(r[1], self.canon, self.algos, self._key, r[2])
+            self.host_bytes += _stream_device_tensor(r[3], h, self.chunk_bytes)
+            r[4], r[5] = h.final()
+        for name, code, shape, t, d, st in rows:
+            self._add_entry(name, code, shape, d, st)
+            if self._kept is not None:
+                self._kept[name] = t
         self.seconds += time.perf_counter() - t0
-
-    def add_all(self, named: Iterable[Tuple[str, "torch.Tensor"]]) -> None:
-        """add() every (name, tensor) of an iterable (a converter's output, a state dict's
-        items())."""
-        for name, t in named:
-            self.add(name, t)
 
     def _add_entry(self, name: str, code: int, shape: Sequence[int], d: _Digest,
                    st: Stats) -> None:
@@ -432,25 +469,33 @@ class Manifest:
         """What every rank of an engine (layout, tp, config) that loaded these tensors must
         answer to its own "checksum" request (weightsum.expect, the engine dialects: engine
         "sglang" or "vllm"; device: where SGLang holds them, which picks its hash). From the
-        tensors this manifest digested (kept with Manifest(keep_tensors=True)) or `tensors`;
-        device tensors only with host_copy=True (their bytes are read from host memory)."""
+        tensors this manifest digested (kept with Manifest(keep_tensors=True)) or `tensors`.
+        CUDA tensors (C-contiguous, on one device) give SGLang's gpu_tensor_hash answers on
+        the GPU, in place; the other answers (SHA-256 streams of each local tensor) read host
+        memory, so CUDA tensors there need host_copy=True (counted in host_bytes)."""
         from .checker import expect as _expect
         src = dict(tensors) if tensors is not None else self._kept
         if src is None:
             raise ValueError("expect needs the tensors: Manifest(keep_tensors=True), or pass "
                              "tensors=")
-        host = {}
+        in_place = engine == "sglang" and device == "cuda"
+        cuda_src = [n for n, t in src.items() if t.is_cuda]
+        use = {}
         for name, t in src.items():
             t = t.detach()
-            if t.device.type != "cpu":
+            if t.is_cuda and in_place and len(cuda_src) == len(src):
+                use[name] = t  # read on the GPU where it lies
+            elif not t.is_cpu:
                 if not self.host_copy:
+                    why = ("the others are in host memory" if t.is_cuda and in_place else
+                           "this answer is computed from host memory")
                     raise WeightsumError("WS_ERR_NOTFOUND", f"tensor '{name}' is on {t.device}:"
-                                         " expect reads host memory; Manifest(host_copy=True) "
-                                         "allows the copy")
+                                         f" {why}; Manifest(host_copy=True) allows the copy")
                 self.host_bytes += t.numel() * t.element_size()
-                t = t.cpu()
-            host[name] = t
-        return _expect(host, layout, tp, config, engine=engine, device=device,
+                use[name] = t.cpu()
+            else:
+                use[name] = t
+        return _expect(use, layout, tp, config, engine=engine, device=device,
                        source=self.source)
 
 
@@ -604,21 +649,21 @@ class _Source:
         self.h = _P()
         call("ws_source_host_create", ctypes.byref(self.h))
         self.tensors: Dict[str, torch.Tensor] = {}
+        self._keep: List[Any] = []
+        streams: Dict[int, int] = {}
         for name, t in named:
             t = t.detach()
             self.tensors[name] = t  # keeps the memory alive as long as the source
-            code = _ws_dtype(t, name)
-            shape = shape_array(t.shape)
-            strides = (ctypes.c_int64 * max(t.dim(), 1))(*t.stride())
-            if t.device.type == "cpu":
-                call("ws_source_add", self.h, name.encode(), code, t.dim(), shape, strides,
-                     _host_ptr(t))
+            code, shp, st, ptr, dev, stream, keep = _cuda.describe(t, name, streams)
+            self._keep.append(keep)
+            shape = shape_array(shp)
+            strides = (ctypes.c_int64 * max(len(shp), 1))(*st)
+            if dev < 0:
+                call("ws_source_add", self.h, name.encode(), code, len(shp), shape, strides,
+                     ptr or None)
             else:
-                stream = None
-                if t.device.type == "cuda":
-                    stream = torch.cuda.current_stream(t.device).cuda_stream or None
-                call("ws_source_add_device", self.h, name.encode(), code, t.dim(), shape,
-                     strides, _host_ptr(t), stream)
+                call("ws_source_add_device", self.h, name.encode(), code, len(shp), shape,
+                     strides, ptr or None, stream or None)
 
     def __del__(self) -> None:
         if getattr(self, "h", None) is not None and self.h.value:
@@ -739,6 +784,21 @@ def megatron_manifest(layout: str, config: Any, tp_rank: int, tp_size: int,
 # Engine side
 # ------------------------------------------------------------------------------------------
 
+def _rank_answer(tensors: Dict[str, "torch.Tensor"], hash_name: str) -> Dict[str, str]:
+    """This rank's own SGLang "checksum" answer over its local tensors, read where they lie
+    (CUDA tensors on the GPU, in place): gpu_tensor_hash in one launch, or SGLang's CPU hash
+    (the first 8 bytes of SHA-256 of the stored bytes, big-endian) through ws_digest_views."""
+    if not tensors:
+        return {}
+    if hash_name == "gpu_tensor_hash":
+        return {n: f"{v:016x}" for n, v in _cuda.sglang_hash_tensors(tensors).items()}
+    if hash_name != "sha256_first8":
+        raise WeightsumError("WS_ERR_ARG", f"an expectation of hash {hash_name!r}: a rank's own "
+                             "answer is computed for SGLang's (gpu_tensor_hash, sha256_first8)")
+    names, n, out, _ = _cuda.digest_batch(tensors, CANON["native"], ALGO_SHA256)
+    return {names[i]: bytes(out[i].sha256[:8]).hex() for i in range(n)}
+
+
 def _mode(mode: Optional[str]) -> str:
     m = mode or os.environ.get("WEIGHTSUM_MODE", "enforce")
     if m not in MODES:
@@ -819,18 +879,12 @@ class EngineCheck:
                        named: List[Tuple[str, "torch.Tensor"]]) -> Tuple[List[Finding], int]:
         """This rank's SGLang checksum answer, everyone's gathered, judged against the
         expected answers (weightsum.judge): findings that name rank and engine tensor."""
-        from .checker import judge, sglang_tensor_hash
-        kind = "cuda" if expected.get("hash") == "gpu_tensor_hash" else "cpu"
+        from .checker import judge
         mine: Dict[str, str] = {}
         err = None
         try:
-            for name, t in named:
-                t = t.detach()
-                if t.device.type != "cpu":
-                    raise WeightsumError("WS_ERR_NOTFOUND", f"tensor '{name}' is on "
-                                         f"{t.device}: the checksum answer is computed from "
-                                         "host memory in this build")
-                mine[name] = sglang_tensor_hash(t.contiguous(), device=kind)
+            mine = _rank_answer(dict((n, t.detach()) for n, t in named),
+                                expected.get("hash", "gpu_tensor_hash"))
         except Exception as e:  # carried through the exchange, raised on every rank
             err = f"{type(e).__name__}: {e}"
         got, moved = _all_gather_bytes(pickle.dumps((self.tp_rank, mine, err)), self.group)
@@ -898,7 +952,7 @@ class _ShaCheck:
 
     def run(self) -> Report:
         lay = self.lay
-        meta = {n: (_TORCH_TO_WS.get(t.dtype, "?"), list(t.shape)) for n, t in self.named}
+        meta = {n: (_ws_name(t.dtype), list(t.shape)) for n, t in self.named}
         my_group_rank = dist.get_rank(self.group)
         merged, metas, moved, tensors = _exchange_partials(
             lay, self.rank, self.named, self.ec.key, self.canon, self.group,
@@ -1022,12 +1076,25 @@ class _ShaCheck:
     def _stream(self, jobs: List[Any], tensors: Dict[str, "torch.Tensor"],
                 tp_to_group: Dict[int, int]) -> Tuple[Dict[str, Any], int]:
         per_owner: Dict[int, List[Tuple[Any, int, int]]] = {k: [] for k in range(self.world)}
+        whole = []  # held whole, as one piece, by their owner: digested in place, in one call
         for j in jobs:
+            p = j[3][0]
+            if len(j[3]) == 1 and int(p[3]) * int(p[4]) == j[4]:
+                if j[2] == self.rank:
+                    whole.append(j)
+                continue
             for a, b in self._chunks(j):
                 per_owner[j[2]].append((j, a, b))
+        results: Dict[str, Any] = {}
+        if whole:
+            views = [self._local_rect(tensors, j[3][0], int(j[3][0][5]),
+                                      int(j[3][0][5]) + int(j[3][0][3])) for j in whole]
+            _, _, out, st = _cuda.digest_batch(views, self.canon, ALGO_SHA256)
+            for i, j in enumerate(whole):
+                name, shape, _ = self.lay.hf[j[0]]
+                results[name] = (j[1], list(shape), bytes(out[i].sha256), st[i].nan, st[i].inf)
         rounds = max((len(v) for v in per_owner.values()), default=0)
         hashers: Dict[int, _StreamHasher] = {}
-        results: Dict[str, Any] = {}
         sent = 0
         algos = ALGO_SHA256
         for k in range(rounds):

@@ -74,10 +74,14 @@ ws_err ws_report_add(ws_report *r, const ws_finding *f) {
     ws_finding c = *f;
     c.holders = NULL;
     c.nholders = 0;
-    bool ok = copy_str(&c.tensor, f->tensor ? f->tensor : "") &
-              copy_str(&c.local, f->local) & copy_str(&c.detail, f->detail ? f->detail : "") &
-              copy_str(&c.algorithm, f->algorithm) & copy_str(&c.expected, f->expected) &
-              copy_str(&c.found, f->found);
+    /* every copy is tried (no short circuit), so a failure frees a finding with no junk */
+    bool ok = true;
+    ok &= copy_str(&c.tensor, f->tensor ? f->tensor : "");
+    ok &= copy_str(&c.local, f->local);
+    ok &= copy_str(&c.detail, f->detail ? f->detail : "");
+    ok &= copy_str(&c.algorithm, f->algorithm);
+    ok &= copy_str(&c.expected, f->expected);
+    ok &= copy_str(&c.found, f->found);
     if (ok && f->nholders) {
         ws_holder *h = calloc(f->nholders, sizeof *h);
         ok = h != NULL;

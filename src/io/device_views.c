@@ -547,18 +547,23 @@ ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf, s
     if (n_hf != ws_layout_hf_count(l))
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "%zu HF views for a layout of %zu HF tensors",
                         n_hf, ws_layout_hf_count(l));
-    size_t es = ws_dtype_size(engine_dtype);
-    if (!es) return wsi_fail(err, WS_ERR_DTYPE, NULL, NULL, -1, "invalid engine dtype");
+    /* WS_DTYPE__COUNT: each local tensor holds its HF tensors' own dtype (ws_expect_create's
+     * rule), else every local holds engine_dtype */
+    bool as_hf = engine_dtype == WS_DTYPE__COUNT;
+    if (!as_hf && !ws_dtype_size(engine_dtype))
+        return wsi_fail(err, WS_ERR_DTYPE, NULL, NULL, -1, "invalid engine dtype");
     /* the rank's local tensors, in layout order: their index in out */
     size_t nl = ws_layout_local_count(l), nt = 0;
     long *slot = malloc((nl ? nl : 1) * sizeof *slot);
     wsi_dev_sglang_tensor *t = calloc(nl ? nl : 1, sizeof *t);
     const char **names = calloc(nl ? nl : 1, sizeof *names);
+    uint64_t *numels = calloc(nl ? nl : 1, sizeof *numels);
+    ws_dtype *ldt = calloc(nl ? nl : 1, sizeof *ldt); /* each local tensor's dtype */
     size_t np = ws_layout_piece_count(l);
     wsi_dev_segment *segs = calloc(np ? np : 1, sizeof *segs);
     ws_err rc = WS_OK;
     int device = -2; /* -2: none seen yet */
-    if (!slot || !t || !segs || !names) {
+    if (!slot || !t || !segs || !names || !numels || !ldt) {
         rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
         goto done;
     }
@@ -570,7 +575,9 @@ ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf, s
         for (int k = 0; k < d->ndim; k++) numel *= d->shape[k];
         slot[i] = (long)nt;
         names[nt] = d->name;
-        t[nt++].total_bytes = numel * es;
+        numels[nt] = numel;
+        ldt[nt] = as_hf ? WS_DTYPE__COUNT : engine_dtype; /* as_hf: from its first piece */
+        t[nt++].total_bytes = as_hf ? 0 : numel * ws_dtype_size(engine_dtype);
     }
     if (nt != n_out) {
         rc = wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "rank %d holds %zu local tensors, out has %zu",
@@ -621,15 +628,27 @@ ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf, s
             if (rc) break;
         }
         size_t ss = ws_dtype_size(h->dtype);
-        if (h->dtype != engine_dtype && !(engine_dtype == WS_BF16 && ws_dtype_is_float(h->dtype))) {
+        if (ldt[k] == WS_DTYPE__COUNT) { /* as_hf, first piece of this local tensor */
+            ldt[k] = h->dtype;
+            t[k].total_bytes = numels[k] * ss;
+        }
+        ws_dtype ed = ldt[k];
+        size_t es = ws_dtype_size(ed);
+        if (as_hf && h->dtype != ed) {
+            rc = wsi_fail(err, WS_ERR_DTYPE, NULL, names[k], -1,
+                          "it joins %s (%s) with tensors of dtype %s: an engine holds one dtype",
+                          hn, ws_dtype_name(h->dtype), ws_dtype_name(ed));
+            break;
+        }
+        if (h->dtype != ed && !(ed == WS_BF16 && ws_dtype_is_float(h->dtype))) {
             rc = wsi_fail(err, WS_ERR_DTYPE, NULL, hn, -1, "HF %s cannot become engine %s",
-                          ws_dtype_name(h->dtype), ws_dtype_name(engine_dtype));
+                          ws_dtype_name(h->dtype), ws_dtype_name(ed));
             break;
         }
         wsi_dev_segment *s = &segs[t[k].seg0 + fill[k]++];
         s->src = (const uint8_t *)h->data + (pc->t_row0 * pc->t_cols + pc->t_col0) * ss;
         s->src_dtype = h->dtype;
-        s->dst_dtype = engine_dtype;
+        s->dst_dtype = ed;
         s->rows = pc->rows;
         s->row_bytes = pc->cols * es;
         s->src_row_stride = (int64_t)(pc->t_cols * ss);
@@ -643,6 +662,8 @@ done:
     free(slot);
     free(t);
     free(names);
+    free(numels);
+    free(ldt);
     free(segs);
     return rc;
 }

@@ -54,6 +54,7 @@ typedef struct ctx {
     size_t *order;
     ws_engine engine;
     ws_sglang_path path;
+    const uint64_t *given; /* per local tensor, hashes computed elsewhere (device), or NULL */
     ws_progress_fn progress; /* may be NULL; called under lock */
     void *progress_user;
     pthread_mutex_t lock;
@@ -161,6 +162,10 @@ static void run_job(void *arg, size_t k) {
     for (size_t i = 0; j->rc == WS_OK && i < j->npieces; i++)
         j->rc = check_piece(c, j, ws_layout_piece(c->l, j->pieces[i]), &j->err);
     if (j->rc != WS_OK) return;
+    if (c->given) { /* hashed where the tensors lie (expect_views.c) */
+        ws_sglang_hex(c->given[j->local], j->hex);
+        return;
+    }
     bool direct = c->engine == WS_ENGINE_SGLANG && c->path == WS_SGLANG_CUDA;
     j->rc = direct ? hash_direct(c, j, &j->err) : hash_image(c, j, &j->err);
     if (c->progress) {
@@ -294,7 +299,8 @@ static ws_err build_json(const ctx *c, size_t njobs, const char *source, json_t 
 static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n,
                             ws_engine engine, ws_sglang_path path, const char *source,
                             int threads, ws_progress_fn progress, void *progress_user,
-                            ws_expect **out, ws_error *err) {
+                            wsp_local_hashes_fn hashes, void *arg, ws_expect **out,
+                            ws_error *err) {
     if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!l || (!tensors && n)) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
@@ -373,6 +379,13 @@ static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t
         j->dtype = c.hf[p0->hf]->dtype;
         c.order[i] = i;
     }
+    uint64_t *given = NULL;
+    if (rc == WS_OK && hashes) {
+        given = calloc(nl + 1, sizeof *given);
+        rc = given ? hashes(arg, l, c.hf, given, err)
+                   : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+        c.given = given;
+    }
     if (rc == WS_OK) {
         sized *sz = malloc((nl + 1) * sizeof *sz); /* largest first: the last to start is small */
         if (sz) {
@@ -395,6 +408,7 @@ static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t
     json_t *root = NULL;
     if (rc == WS_OK) rc = build_json(&c, nl, source, &root, err);
     if (rc == WS_OK) rc = wsp_expect_wrap(root, out, err);
+    free(given);
     free(sorted);
     free(c.hf);
     free(c.jobs);
@@ -405,10 +419,19 @@ static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t
     return rc;
 }
 
+ws_err wsp_expect_create_with(const ws_layout *l, const ws_tensor *tensors, size_t n,
+                              ws_engine engine, ws_sglang_path path, const char *source,
+                              int threads, wsp_local_hashes_fn hashes, void *arg,
+                              ws_expect **out, ws_error *err) {
+    return expect_create(l, tensors, n, engine, path, source, threads, NULL, NULL, hashes, arg,
+                         out, err);
+}
+
 ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n, ws_engine engine,
                         ws_sglang_path path, const char *source, int threads, ws_expect **out,
                         ws_error *err) {
-    return expect_create(l, tensors, n, engine, path, source, threads, NULL, NULL, out, err);
+    return expect_create(l, tensors, n, engine, path, source, threads, NULL, NULL, NULL, NULL, out,
+                         err);
 }
 
 ws_err ws_expect_checkpoint(const ws_layout *l, const ws_ckpt *ck, ws_engine engine,
@@ -430,7 +453,7 @@ ws_err ws_expect_checkpoint_progress(const ws_layout *l, const ws_ckpt *ck, ws_e
     if (!ts) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     for (size_t i = 0; i < n; i++) ts[i] = *ws_ckpt_tensor(ck, i);
     ws_err rc = expect_create(l, ts, n, engine, path, source, threads, progress, progress_user,
-                              out, err);
+                              NULL, NULL, out, err);
     free(ts);
     return rc;
 }

@@ -637,6 +637,17 @@ static void test_create_and_buffers(void) {
     CHECK_OK(ws_checker_create(dump, NULL, 0, cfg_path, WS_CANON_BF16, "another seed", 1, &c, &err));
     CHECK(c && strcmp(ws_checker_key_id(c), ws_checker_key_id(checker)) != 0);
     ws_checker_free(c);
+    /* flags against weightsum-layout.json (sglang): a mistake unless forced; vllm names its
+     * tensors as sglang does, so forced it fits; a forced tp that does not fit is still refused */
+    c = NULL;
+    CHECK(ws_checker_create(dump, "vllm", 0, cfg_path, WS_CANON_BF16, NULL, 1, &c, &err) == WS_ERR_LAYOUT);
+    CHECK(c == NULL && strstr(err.what, "--force"));
+    CHECK_OK(ws_checker_create_flags(dump, "vllm", 0, cfg_path, WS_LAYOUT_FORCE, WS_CANON_BF16, NULL, 1, &c, &err));
+    CHECK(c != NULL);
+    ws_checker_free(c);
+    c = NULL;
+    CHECK(ws_checker_create_flags(dump, NULL, 3, cfg_path, WS_LAYOUT_FORCE, WS_CANON_BF16, NULL, 1, &c, &err) == WS_ERR_LAYOUT);
+    CHECK(c == NULL);
     /* ws_digest_buffer equals ws_digest_tensor */
     ws_ckpt *ck = NULL;
     CHECK_OK(ws_ckpt_open(ckpt_path, &ck, &err));

@@ -18,7 +18,7 @@ def big_checkpoint(path, mib):
     save_file({f"t{i}": np.full(n // 8, i, np.float32) for i in range(8)}, str(path))
 
 
-def run_on_pty(args, interrupt_after=None, timeout=300):
+def run_on_pty(args, interrupt_after=None, timeout=300, sig=signal.SIGINT):
     """Run with stderr on a pty; returns (returncode, stdout, what the terminal got)."""
     master, slave = pty.openpty()
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
@@ -35,7 +35,7 @@ def run_on_pty(args, interrupt_after=None, timeout=300):
                 break
             got += chunk
         if interrupt_after and not sent and interrupt_after in got:
-            p.send_signal(signal.SIGINT)
+            p.send_signal(sig)
             sent = True
         if p.poll() is not None and not r:
             break
@@ -102,3 +102,14 @@ def test_progress_of_diff_against_a_dump_and_of_expect(tmp_path, ws_bin):
         r = subprocess.run(args + ["--no-progress"], capture_output=True, text=True)
         assert r.returncode == 0 and r.stderr == "", (name, r.stderr)
     assert "diff: 27 matched -> OK" in run_on_pty(runs["diff"])[1]
+
+
+def test_sigterm_wipes_the_line_too(tmp_path, ws_bin):
+    """SIGTERM (a job scheduler's stop) wipes as Ctrl-C does, and the process still dies of
+    it; two threads race to draw here, the wipe must come last."""
+    ckpt = tmp_path / "big.safetensors"
+    big_checkpoint(ckpt, 512)
+    rc, _, term = run_on_pty([ws_bin, "hash", str(ckpt), "-j", "2"], interrupt_after=b"ETA",
+                             sig=signal.SIGTERM)
+    assert rc == -signal.SIGTERM, (rc, term[-300:])
+    assert term.endswith(WIPE), repr(term[-300:])
