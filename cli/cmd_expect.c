@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 static const char usage[] =
-    "usage: weightsum expect CKPT --layout L --tp N [--config F] [-o FILE]\n"
+    "usage: weightsum expect CKPT --layout L --tp N [--ep N] [--pp N] [--config F] [-o FILE]\n"
     "                        [--engine sglang|vllm] [--device cuda|cpu] [-j N] [--[no-]progress]\n"
     "\n"
     "Predict, from the trainer's HF checkpoint CKPT and the engine's layout, what each rank\n"
@@ -19,6 +19,7 @@ static const char usage[] =
     "engine's answer with it.\n"
     "  --layout L        sglang, vllm, ... (the engine's layout family)\n"
     "  --tp N            the engine's tensor-parallel size\n"
+    "  --ep N, --pp N    its expert-parallel size and pipeline stages (default 1; tp x pp ranks)\n"
     "  --config F        the model's config.json (default: beside CKPT)\n"
     "  -o FILE           write the JSON there (atomically) instead of stdout ('-': stdout)\n"
     "  --engine E        sglang (default) or vllm: the dialect and its hash\n"
@@ -58,8 +59,9 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
         rc = !lo->config && err.code == WS_ERR_IO
                  ? cli_failf("%s: no config.json beside it: say --config FILE", ckpt)
                  : cli_fail(&err);
-    } else if (ws_layout_create(lo->family, &cfg, (int)lo->tp, &l, &err) != WS_OK ||
-               ws_ckpt_open(ckpt, &c, &err) != WS_OK) {
+    } else if ((rc = cli_make_layout(lo->family, &cfg, lo->tp, lo->ep, lo->pp, &l)) != EXIT_MATCH) {
+        /* (said) */
+    } else if (ws_ckpt_open(ckpt, &c, &err) != WS_OK) {
         rc = cli_fail(&err);
     } else {
         cli_progress prog;
@@ -81,7 +83,8 @@ int cmd_expect(int argc, char **argv) {
         {"config", required_argument, 0, 'C'}, {"output", required_argument, 0, 'o'},
         {"engine", required_argument, 0, OPT_ENGINE}, {"device", required_argument, 0, OPT_DEVICE},
         {"jobs", required_argument, 0, 'j'}, {"progress", no_argument, 0, 'P'},
-        {"no-progress", no_argument, 0, 'N'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-progress", no_argument, 0, 'N'}, {"help", no_argument, 0, 'h'}, CLI_LAYOUT_PAR_OPTS,
+        {0, 0, 0, 0}};
     cli_common co = CLI_COMMON_INIT;
     const char *outpath = NULL;
     ws_engine engine = WS_ENGINE_SGLANG;

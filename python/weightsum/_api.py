@@ -59,6 +59,7 @@ _sigs: Dict[str, Tuple[Any, List[Any]]] = {
     "ws_dtype_size": (ctypes.c_size_t, [ctypes.c_int]),
     "ws_dtype_units": (ctypes.c_uint, [ctypes.c_int]),
     "ws_canonical_dtype": (ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
+    "ws_canon_for_tensor": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]),
     "ws_cast_to_canonical": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, _P, ctypes.c_size_t,
                                             _P, ctypes.POINTER(Stats), _PE]),
     "ws_fastkey_id": (ctypes.c_char_p, [_P]),

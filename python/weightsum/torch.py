@@ -18,12 +18,14 @@ With a fast manifest only partials move (a few bytes per piece, one all-gather).
 SHA-256 manifest, every canonical tensor has an owner rank (spread so all ranks hash at once);
 the ranks holding its pieces stream them there in bounded chunks, in canonical order.
 
-CUDA tensors: the engine's partials read device memory in place through the CUDA backend
-(libweightsum_cuda.so, loaded by the library on first use; absent, the check fails saying so).
-SHA-256 runs on the CPU, so a SHA-256 check streams chunks of at most `chunk_bytes` through
-host memory (counted in the cost as host_bytes). Manifest.add of a CUDA tensor streams it the
-same way, only when asked to (Manifest(host_copy=True)); otherwise it refuses, naming the
-tensor: nothing is copied to the CPU without the caller's say.
+CUDA tensors are read in place through the CUDA backend (libweightsum_cuda.so, loaded by the
+library on first use; absent, a check fails saying so): the trainer's Manifest digests them
+there, Manifest.expect predicts SGLang's answers on the GPU, the engine's partials and its own
+checksum answers read device memory where it lies. SHA-256 runs on the CPU: a tensor an owner
+rank holds whole is hashed in place through the backend's staging buffers; the chunks of a
+tensor split over ranks are built on the owner (at most `chunk_bytes`) and pass through host
+memory (counted in the cost as host_bytes). Nothing else is copied to the CPU without the
+caller's say (Manifest(host_copy=True), for tensors the backend cannot read).
 """
 from __future__ import annotations
 
@@ -94,6 +96,12 @@ class _Key:
 # ------------------------------------------------------------------------------------------
 # Digests of one tensor on this process
 # ------------------------------------------------------------------------------------------
+
+def _canon_for(name: str, code: int, canon: int) -> int:
+    """The per-tensor canonical rule (ws_canon_for_tensor): block-FP8 scales and fp32 router
+    buffers keep their stored bytes under the bf16 policy, as the CLI hashes them."""
+    return int(lib.ws_canon_for_tensor(name.encode(), code, canon))
+
 
 def _digest_buffer(code: int, canon: int, ptr: Optional[int], shape: Sequence[int],
                    algos: int, key: Optional[_Key]) -> Tuple[_Digest, Stats]:
@@ -245,8 +253,9 @@ class Manifest:
 
     algo: "sha256" (hashlib-identical), "fast" (layout-invariant, docs/fast-digest.md) or
     "both"; canonical: "bf16" or "native"; key: the fast digest's seed (default: the public
-    one); host_copy: allow CUDA tensors to be streamed through host memory in bounded chunks
-    (chunk_bytes) when no zero-copy device path exists; without it such a tensor is refused.
+    one). CPU and CUDA tensors are digested in place; host_copy: allow a device tensor the CUDA
+    backend cannot read (no backend here, another device type) to be streamed through host
+    memory in bounded chunks (chunk_bytes); without it such a tensor is refused, named.
     keep_tensors: keep references to the added tensors for expect().
     A name added twice is an error (a converter yielding a tensor twice is a bug worth seeing).
     """
@@ -314,25 +323,28 @@ class Manifest:
             if name in seen or name in self:
                 raise WeightsumError("WS_ERR_ARG", f"tensor '{name}' added twice to the manifest")
             seen.add(name)
-            rows.append([name, code, shape, t, None, None])
+            rows.append([name, code, shape, t, None, None, _canon_for(name, code, self.canon)])
             (inplace if t.is_cpu or t.is_cuda else streamed).append(rows[-1])
+        key = self._key.h if self._key else None
+
+        def digest_rows(rs: List[List[Any]]) -> None:
+            # one batch per canonical rule (ws_canon_for_tensor: FP8 scales keep their bytes)
+            for c in sorted({r[6] for r in rs}):
+                sub = [r for r in rs if r[6] == c]
+                _, _, out, st = _cuda.digest_batch([r[3] for r in sub], c, self.algos, key)
+                for i, r in enumerate(sub):
+                    r[4], r[5] = out[i], st[i]
+
         if inplace:
             try:
-                _, _, out, st = _cuda.digest_batch([r[3] for r in inplace], self.canon,
-                                                   self.algos, self._key.h if self._key else None)
-                for i, r in enumerate(inplace):
-                    r[4], r[5] = out[i], st[i]
+                digest_rows(inplace)
             except WeightsumError as e:
                 # no CUDA backend here: device tensors through host memory, if allowed
                 if e.code != "WS_ERR_NOTFOUND" or not any(r[3].is_cuda for r in inplace):
                     raise
                 host = [r for r in inplace if r[3].is_cpu]
                 if host:
-                    _, _, out, st = _cuda.digest_batch([r[3] for r in host], self.canon,
-                                                       self.algos,
-                                                       self._key.h if self._key else None)
-                    for i, r in enumerate(host):
-                        r[4], r[5] = out[i], st[i]
+                    digest_rows(host)
                 streamed += [r for r in inplace if r[3].is_cuda]
                 if not self.host_copy:
                     r = streamed[0]
@@ -348,10 +360,10 @@ class Manifest:
                     f"tensor '{r[0]}' is on {r[3].device}: weightsum reads CPU and CUDA tensors "
                     "in place, others only through host memory: Manifest(host_copy=True) "
                     "streams it there in bounded chunks")
-            h = _StreamHasher(r[1], self.canon, self.algos, self._key, r[2])
+            h = _StreamHasher(r[1], r[6], self.algos, self._key, r[2])
             self.host_bytes += _stream_device_tensor(r[3], h, self.chunk_bytes)
             r[4], r[5] = h.final()
-        for name, code, shape, t, d, st in rows:
+        for name, code, shape, t, d, st, _ in rows:
             self._add_entry(name, code, shape, d, st)
             if self._kept is not None:
                 self._kept[name] = t
@@ -362,7 +374,7 @@ class Manifest:
         e = ManifestEntry()
         e.name = name.encode()
         e.dtype = code
-        e.canonical_dtype = lib.ws_canonical_dtype(code, self.canon)
+        e.canonical_dtype = lib.ws_canonical_dtype(code, _canon_for(name, code, self.canon))
         e.ndim = len(shape)
         for i, n in enumerate(shape):
             e.shape[i] = int(n)
@@ -1087,12 +1099,16 @@ class _ShaCheck:
                 per_owner[j[2]].append((j, a, b))
         results: Dict[str, Any] = {}
         if whole:
-            views = [self._local_rect(tensors, j[3][0], int(j[3][0][5]),
-                                      int(j[3][0][5]) + int(j[3][0][3])) for j in whole]
-            _, _, out, st = _cuda.digest_batch(views, self.canon, ALGO_SHA256)
-            for i, j in enumerate(whole):
-                name, shape, _ = self.lay.hf[j[0]]
-                results[name] = (j[1], list(shape), bytes(out[i].sha256), st[i].nan, st[i].inf)
+            rule = [_canon_for(self.lay.hf[j[0]][0], dtype_code(j[1]), self.canon) for j in whole]
+            for c in sorted(set(rule)):  # one batch per canonical rule (FP8 scales: native)
+                sub = [j for j, r in zip(whole, rule) if r == c]
+                views = [self._local_rect(tensors, j[3][0], int(j[3][0][5]),
+                                          int(j[3][0][5]) + int(j[3][0][3])) for j in sub]
+                _, _, out, st = _cuda.digest_batch(views, c, ALGO_SHA256)
+                for i, j in enumerate(sub):
+                    name, shape, _ = self.lay.hf[j[0]]
+                    results[name] = (j[1], list(shape), bytes(out[i].sha256), st[i].nan,
+                                     st[i].inf)
         rounds = max((len(v) for v in per_owner.values()), default=0)
         hashers: Dict[int, _StreamHasher] = {}
         sent = 0
@@ -1153,7 +1169,9 @@ class _ShaCheck:
                         vals[off:off + n].reshape(r1 - r0, int(p[4])).to(dev)
                     off += n
             if h not in hashers:
-                hashers[h] = _StreamHasher(dtype_code(dt), self.canon, algos, None, shape)
+                code = dtype_code(dt)
+                hashers[h] = _StreamHasher(code, _canon_for(name, code, self.canon), algos, None,
+                                           shape)
             host = chunk
             if chunk.device.type != "cpu":
                 host = chunk.cpu()
@@ -1179,7 +1197,7 @@ class _ShaCheck:
             e.name = name.encode()
             code = dtype_code(dt)
             e.dtype = code
-            e.canonical_dtype = lib.ws_canonical_dtype(code, self.canon)
+            e.canonical_dtype = lib.ws_canonical_dtype(code, _canon_for(name, code, self.canon))
             e.ndim = len(shp)
             for i, n in enumerate(shp):
                 e.shape[i] = int(n)

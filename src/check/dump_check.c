@@ -59,7 +59,11 @@ static bool replica_detail(void *arg, uint32_t copy, uint32_t twin, char *detail
     const ws_piece *cp = ws_layout_piece(l, copy), *op = ws_layout_piece(l, twin);
     const wsi_src_tensor *tc = c->bound[cp->local], *to = c->bound[op->local];
     if (!tc || !to) return false;
-    ws_dtype cdt = ws_canonical_dtype(tc->dtype, c->canon);
+    const char *hf_name = ws_layout_hf(l, cp->hf)->name;
+    ws_canon canon_c = ws_canon_for_tensor(hf_name, tc->dtype, c->canon);
+    ws_canon canon_o = ws_canon_for_tensor(hf_name, to->dtype, c->canon);
+    ws_dtype cdt = ws_canonical_dtype(tc->dtype, canon_c);
+    if (ws_canonical_dtype(to->dtype, canon_o) != cdt) return false;
     size_t ces = ws_dtype_size(cdt);
     uint8_t *ba = malloc(cp->cols * ces + 1), *bb = malloc(cp->cols * ces + 1);
     wsi_readbuf buf = {0};
@@ -71,7 +75,7 @@ static bool replica_detail(void *arg, uint32_t copy, uint32_t twin, char *detail
     const ws_source *sc = c->src[ws_layout_local(l, cp->local)->rank];
     const ws_source *so = c->src[ws_layout_local(l, op->local)->rank];
     for (uint64_t r = 0; ok && r < cp->rows; r++) {
-        castbuf xa = {to->dtype, c->canon, ba}, xb = {tc->dtype, c->canon, bb};
+        castbuf xa = {to->dtype, canon_o, ba}, xb = {tc->dtype, canon_c, bb};
         ok = wsi_source_rect(so, to, op->l_row0 + r, op->l_col0, 1, op->cols, op->l_cols, &buf,
                              cast_into, &xa, &e) == WS_OK &&
              wsi_source_rect(sc, tc, cp->l_row0 + r, cp->l_col0, 1, cp->cols, cp->l_cols, &buf,

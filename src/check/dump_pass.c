@@ -93,25 +93,41 @@ static const ws_source *src_of(const pass *ps, uint32_t li) {
 
 /* ---- feeding -------------------------------------------------------------------------- */
 
+/* The canonical rule of a piece's bytes: the policy as its canonical tensor takes it
+ * (ws_canon_for_tensor: block-FP8 scales and fp32 router buffers keep their stored bytes). */
+static ws_canon piece_rule(const wsi_dumpcheck *c, uint32_t pi, ws_dtype dt) {
+    return ws_canon_for_tensor(ws_layout_hf(c->l, ws_layout_piece(c->l, pi)->hf)->name, dt,
+                               c->canon);
+}
+
+/* The rule of a local tensor's own digest: on the engine's name, as protocol_ranks.c does. */
+static ws_canon local_rule(const wsi_dumpcheck *c, const wsi_src_tensor *t) {
+    return ws_canon_for_tensor(t->name, t->dtype, c->canon);
+}
+
 static void feed_piece(worker *w, uint32_t pi, ws_dtype dt, uint64_t hf_at, const void *data,
                        uint64_t n) {
     const wsi_dumpcheck *c = w->ps->c;
     wsi_piece_part *pp = &c->pa->pieces[pi];
-    wsi_sink s = {.algos = WS_ALGO_FAST, .cdtype = ws_canonical_dtype(dt, c->canon),
+    ws_canon rule = piece_rule(c, pi, dt);
+    wsi_sink s = {.algos = WS_ALGO_FAST, .cdtype = ws_canonical_dtype(dt, rule),
                   .key = c->key, .fast = pp->fast, .scratch = w->scratch};
-    wsi_sink_feed(&s, dt, c->canon, hf_at, data, n, &pp->stats);
+    wsi_sink_feed(&s, dt, rule, hf_at, data, n, &pp->stats);
     pp->fast = s.fast;
 }
 
 static void take_run(worker *w, const entry *e, uint64_t k, const void *data, uint64_t m) {
     pass *ps = w->ps;
-    ws_dtype dt = bound_of(ps, e->local)->dtype;
-    ws_canon canon = ps->c->canon;
+    const wsi_src_tensor *t = bound_of(ps, e->local);
+    ws_dtype dt = t->dtype;
     wsi_sink *hf = &w->hf[e->slot];
-    if (hf->sha) wsi_sink_feed(hf, dt, canon, e->t_at + k, data, m, &ps->hf_stats[w->hfs[e->slot]]);
+    if (hf->sha)
+        wsi_sink_feed(hf, dt, piece_rule(ps->c, e->piece, dt), e->t_at + k, data, m,
+                      &ps->hf_stats[w->hfs[e->slot]]);
     if (ps->want[e->piece]) feed_piece(w, e->piece, dt, e->t_at + k, data, m);
     lstate *ls = &ps->ls[e->local];
-    if (e->feed_local && ls->has_sink) wsi_sink_feed(&ls->sink, dt, canon, e->l_at + k, data, m, NULL);
+    if (e->feed_local && ls->has_sink)
+        wsi_sink_feed(&ls->sink, dt, local_rule(ps->c, t), e->l_at + k, data, m, NULL);
 }
 
 typedef struct run_ctx {
@@ -142,7 +158,8 @@ static ws_err seg_chunk(void *arg, uint64_t at, const void *data, uint64_t m) {
     const uint8_t *p = data;
     uint64_t x = e->l_at + at;
     lstate *ls = &ps->ls[li];
-    if (e->feed_local && ls->has_sink) wsi_sink_feed(&ls->sink, t->dtype, c->canon, x, data, m, NULL);
+    if (e->feed_local && ls->has_sink)
+        wsi_sink_feed(&ls->sink, t->dtype, local_rule(c, t), x, data, m, NULL);
     uint64_t lo = x > e->parts_from ? x : e->parts_from, hi = x + m;
     if (lo >= hi) return WS_OK;
     for (size_t k = ps->lp0[li]; k < ps->lp0[li + 1]; k++) {
@@ -379,8 +396,9 @@ static ws_err lsink_open(worker *w, uint32_t li, ws_error *err) {
     lstate *ls = &ps->ls[li];
     ls->has_sink = false;
     if (!ps->lalgos) return WS_OK;
+    const wsi_src_tensor *t = bound_of(ps, li);
     ws_err rc = wsi_sink_init_shared(&ls->sink, ps->lalgos,
-                                     ws_canonical_dtype(bound_of(ps, li)->dtype, ps->c->canon),
+                                     ws_canonical_dtype(t->dtype, local_rule(ps->c, t)),
                                      ps->c->key, w->scratch, err);
     ls->has_sink = rc == WS_OK;
     return rc;
@@ -521,7 +539,9 @@ static ws_err group_run(worker *w, size_t g, ws_error *err) {
             if (!ps->want[pi]) continue;
             const ws_piece *pc = ws_layout_piece(c->l, pi);
             wsi_piece_part *pp = &c->pa->pieces[pi];
-            rc = wsi_piece_seal(c->l, pc, c->key, ws_canonical_dtype(t->dtype, c->canon), &pp->fast, err);
+            rc = wsi_piece_seal(c->l, pc, c->key,
+                                ws_canonical_dtype(t->dtype, piece_rule(c, pi, t->dtype)),
+                                &pp->fast, err);
             pp->done = 1;
             if (c->fast && !pc->replica) done += pc->rows * pc->cols;
         }

@@ -84,6 +84,7 @@ ws_err ws_side_numel(const ws_side *s, const char *tensor, uint64_t *numel, ws_e
 typedef struct range_ctx {
     const ws_side *s;
     wsi_sink *sink;
+    const char *tensor; /* its name picks the canonical rule (ws_canon_for_tensor) */
     uint64_t begin, end;
     bool missing;
 } range_ctx;
@@ -100,7 +101,8 @@ static ws_err feed_clipped(void *arg, const wsi_run *run) {
         return WS_OK;
     }
     const uint8_t *p = (const uint8_t *)t->data + (run->l_at + (a - run->t_at)) * ws_dtype_size(t->dtype);
-    wsi_sink_feed(c->sink, t->dtype, c->s->canon, a, p, b - a, NULL);
+    wsi_sink_feed(c->sink, t->dtype, ws_canon_for_tensor(c->tensor, t->dtype, c->s->canon), a, p,
+                  b - a, NULL);
     return WS_OK;
 }
 
@@ -124,15 +126,16 @@ ws_err ws_side_range_digest(const ws_side *s, const char *tensor, uint64_t begin
         if (!lt) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "the dump cannot rebuild it");
         dt = lt->dtype;
     }
-    rc = wsi_sink_init(&sink, WS_ALGO_FAST, ws_canonical_dtype(dt, s->canon), s->key, err);
+    ws_canon canon = ws_canon_for_tensor(tensor, dt, s->canon);
+    rc = wsi_sink_init(&sink, WS_ALGO_FAST, ws_canonical_dtype(dt, canon), s->key, err);
     if (rc != WS_OK) return rc;
     if (t) {
         size_t es = ws_dtype_size(t->dtype);
-        wsi_sink_feed(&sink, t->dtype, s->canon, begin, (const uint8_t *)t->data + begin * es,
+        wsi_sink_feed(&sink, t->dtype, canon, begin, (const uint8_t *)t->data + begin * es,
                       end - begin, NULL);
     } else if (begin < end) {
         const wsi_plan *p = &s->view.plans[h];
-        range_ctx c = {.s = s, .sink = &sink, .begin = begin, .end = end};
+        range_ctx c = {.s = s, .sink = &sink, .tensor = tensor, .begin = begin, .end = end};
         uint64_t cols = p->cols ? p->cols : 1;
         rc = wsi_sweep(s->view.l, p, begin / cols, (end - 1) / cols + 1, feed_clipped, &c, NULL);
         if (rc == WS_OK && c.missing)
@@ -157,8 +160,9 @@ ws_err ws_side_element(const ws_side *s, const char *tensor, uint64_t i, double 
     if (s->ckpt) {
         const ws_tensor *t = ws_ckpt_find(s->ckpt, tensor);
         size_t es = ws_dtype_size(t->dtype);
-        wsi_cast_to_canonical(t->dtype, s->canon, (const uint8_t *)t->data + i * es, 1, canon, NULL);
-        *value = ws_element_as_double(ws_canonical_dtype(t->dtype, s->canon), canon, 0);
+        ws_canon rule = ws_canon_for_tensor(tensor, t->dtype, s->canon);
+        wsi_cast_to_canonical(t->dtype, rule, (const uint8_t *)t->data + i * es, 1, canon, NULL);
+        *value = ws_element_as_double(ws_canonical_dtype(t->dtype, rule), canon, 0);
         wsi_unravel(i, t->ndim, t->shape, co);
         wsi_shape_str(t->ndim, co, cs, sizeof cs);
         if (where) snprintf(where, where_size, "element %s", cs);
@@ -177,8 +181,9 @@ ws_err ws_side_element(const ws_side *s, const char *tensor, uint64_t i, double 
         if (!t) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "%s on rank %d is missing", ld->name, ld->rank);
         uint64_t li = (pc->l_row0 + row - pc->t_row0) * pc->l_cols + pc->l_col0 + (col - pc->t_col0);
         size_t es = ws_dtype_size(t->dtype);
-        wsi_cast_to_canonical(t->dtype, s->canon, (const uint8_t *)t->data + li * es, 1, canon, NULL);
-        *value = ws_element_as_double(ws_canonical_dtype(t->dtype, s->canon), canon, 0);
+        ws_canon rule = ws_canon_for_tensor(tensor, t->dtype, s->canon);
+        wsi_cast_to_canonical(t->dtype, rule, (const uint8_t *)t->data + li * es, 1, canon, NULL);
+        *value = ws_element_as_double(ws_canonical_dtype(t->dtype, rule), canon, 0);
         wsi_unravel(li, ld->ndim, ld->shape, co);
         wsi_shape_str(ld->ndim, co, cs, sizeof cs);
         if (where) snprintf(where, where_size, "element %s of %s on rank %d", cs, ld->name, ld->rank);

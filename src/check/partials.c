@@ -349,7 +349,13 @@ ws_err wsi_piece_seal(const ws_layout *l, const ws_piece *pc, const ws_fastkey *
     return rc;
 }
 
-/* Device pieces: their rectangles to the backend in one call. */
+/* The canonical rule of a piece: the run's policy as its canonical tensor takes it
+ * (ws_canon_for_tensor: block-FP8 scales and fp32 router buffers keep their stored bytes). */
+static ws_canon piece_canon(const ws_layout *l, const ws_piece *pc, ws_dtype dt, ws_canon policy) {
+    return ws_canon_for_tensor(ws_layout_hf(l, pc->hf)->name, dt, policy);
+}
+
+/* Device pieces: their rectangles to the backend, one call per canonical rule in use. */
 static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *src,
                             const wsi_src_tensor **bound, int rank, const ws_fastkey *key,
                             ws_canon canon, ws_error *err) {
@@ -366,33 +372,40 @@ static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *
     ws_value_stats *st = calloc(n, sizeof *st);
     ws_err rc = WS_OK;
     if (!rects || !which || !out || !st) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    size_t k = 0;
-    void *stream = NULL;
-    for (size_t i = 0; i < p->np && rc == WS_OK; i++) {
-        const ws_piece *pc = ws_layout_piece(p->l, i);
-        const wsi_src_tensor *t = bound[pc->local];
-        if (!t || t->kind != WSI_SRC_DEVICE || ws_layout_local(p->l, pc->local)->rank != rank)
-            continue;
-        int64_t rs, cs;
-        wsi_view_strides(t, &rs, &cs);
-        unsigned units = ws_dtype_units(ws_canonical_dtype(t->dtype, canon));
-        size_t es = ws_dtype_size(t->dtype);
-        rects[k] = (wsi_dev_rect){
-            .ptr = (const uint8_t *)t->data +
-                   ((int64_t)pc->l_row0 * rs + (int64_t)pc->l_col0 * cs) * (int64_t)es,
-            .dtype = t->dtype, .rows = pc->rows, .cols = pc->cols, .row_stride = rs,
-            .col_stride = cs, .hf_unit0 = (pc->t_row0 * pc->t_cols + pc->t_col0) * units,
-            .hf_row_units = pc->t_cols * units};
-        if (!stream) stream = t->stream;
-        which[k++] = (uint32_t)i;
-    }
-    if (rc == WS_OK) rc = src->dev->fast_rects(key, rects, n, canon, out, st, stream, err);
-    for (size_t i = 0; i < n && rc == WS_OK; i++) {
-        rc = wsi_piece_seal(p->l, ws_layout_piece(p->l, which[i]), key,
-                         ws_canonical_dtype(rects[i].dtype, canon), &out[i], err);
-        pa->pieces[which[i]].done = 1;
-        pa->pieces[which[i]].fast = out[i];
-        pa->pieces[which[i]].stats = st[i];
+    /* the backend takes one policy per call: the run's, then native for the exact tensors */
+    ws_canon rules[2] = {canon, WS_CANON_NATIVE};
+    for (int pass = 0; pass < (canon == WS_CANON_NATIVE ? 1 : 2) && rc == WS_OK; pass++) {
+        ws_canon c = rules[pass];
+        size_t k = 0;
+        void *stream = NULL;
+        for (size_t i = 0; i < p->np; i++) {
+            const ws_piece *pc = ws_layout_piece(p->l, i);
+            const wsi_src_tensor *t = bound[pc->local];
+            if (!t || t->kind != WSI_SRC_DEVICE || ws_layout_local(p->l, pc->local)->rank != rank ||
+                piece_canon(p->l, pc, t->dtype, canon) != c)
+                continue;
+            int64_t rs, cs;
+            wsi_view_strides(t, &rs, &cs);
+            unsigned units = ws_dtype_units(ws_canonical_dtype(t->dtype, c));
+            size_t es = ws_dtype_size(t->dtype);
+            rects[k] = (wsi_dev_rect){
+                .ptr = (const uint8_t *)t->data +
+                       ((int64_t)pc->l_row0 * rs + (int64_t)pc->l_col0 * cs) * (int64_t)es,
+                .dtype = t->dtype, .rows = pc->rows, .cols = pc->cols, .row_stride = rs,
+                .col_stride = cs, .hf_unit0 = (pc->t_row0 * pc->t_cols + pc->t_col0) * units,
+                .hf_row_units = pc->t_cols * units};
+            if (!stream) stream = t->stream;
+            which[k++] = (uint32_t)i;
+        }
+        if (k == 0) continue;
+        rc = src->dev->fast_rects(key, rects, k, c, out, st, stream, err);
+        for (size_t i = 0; i < k && rc == WS_OK; i++) {
+            rc = wsi_piece_seal(p->l, ws_layout_piece(p->l, which[i]), key,
+                             ws_canonical_dtype(rects[i].dtype, c), &out[i], err);
+            pa->pieces[which[i]].done = 1;
+            pa->pieces[which[i]].fast = out[i];
+            pa->pieces[which[i]].stats = st[i];
+        }
     }
     free(rects);
     free(which);
@@ -407,6 +420,7 @@ static ws_err piece_partial(const ws_layout *l, const ws_piece *pc, const ws_sou
                             const ws_fastkey *key, ws_canon canon, wsi_readbuf *buf,
                             wsi_piece_part *out, ws_error *err) {
     wsi_sink sink;
+    canon = piece_canon(l, pc, t->dtype, canon);
     ws_err rc = wsi_sink_init(&sink, WS_ALGO_FAST, ws_canonical_dtype(t->dtype, canon), key, err);
     if (rc != WS_OK) return rc;
     feed_ctx c = {.sink = &sink, .dtype = t->dtype, .canon = canon, .cols = pc->cols,

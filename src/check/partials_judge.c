@@ -118,9 +118,10 @@ static void check_copies(judge *j, size_t h) {
                     why_missing(fc->state));
             continue;
         }
-        ws_canon canon = (ws_canon)j->pa->canon;
-        if (ws_canonical_dtype((ws_dtype)fc->dtype, canon) !=
-            ws_canonical_dtype((ws_dtype)fo->dtype, canon)) {
+        ws_canon policy = (ws_canon)j->pa->canon;
+        ws_dtype dc = (ws_dtype)fc->dtype, dd = (ws_dtype)fo->dtype;
+        if (ws_canonical_dtype(dc, ws_canon_for_tensor(hf->name, dc, policy)) !=
+            ws_canonical_dtype(dd, ws_canon_for_tensor(hf->name, dd, policy))) {
             say(j, WS_DTYPE_DIFFERS, hf->name, cd->name, cd->rank, -1, -1,
                 "replica %u is %s, replica 0 is %s", c->replica, ws_dtype_name((ws_dtype)fc->dtype),
                 ws_dtype_name((ws_dtype)fo->dtype));
@@ -151,7 +152,7 @@ static bool rebuild(judge *j, size_t h, ws_manifest_entry *en) {
     const ws_layout *l = p->l;
     const wsi_plan *pl = &p->plans[h];
     const ws_hf_desc *hf = ws_layout_hf(l, h);
-    ws_canon canon = (ws_canon)j->pa->canon;
+    ws_canon policy = (ws_canon)j->pa->canon;
     for (size_t k = p->hole0[h]; k < p->hole0[h + 1]; k++) {
         const wsi_hole *ho = &p->holes[k];
         say(j, WS_COVERAGE_GAP, hf->name, NULL, -1, (int64_t)ho->row0, (int64_t)ho->row1,
@@ -174,7 +175,8 @@ static bool rebuild(judge *j, size_t h, ws_manifest_entry *en) {
         }
         ws_dtype dt = (ws_dtype)f->dtype;
         if (k == 0) dtype = dt;
-        else if (ws_canonical_dtype(dt, canon) != ws_canonical_dtype(dtype, canon)) {
+        else if (ws_canonical_dtype(dt, ws_canon_for_tensor(hf->name, dt, policy)) !=
+                 ws_canonical_dtype(dtype, ws_canon_for_tensor(hf->name, dtype, policy))) {
             say(j, WS_DTYPE_DIFFERS, hf->name, ld->name, ld->rank, -1, -1,
                 "pieces disagree on dtype: %s here, %s elsewhere", ws_dtype_name(dt),
                 ws_dtype_name(dtype));
@@ -190,7 +192,7 @@ static bool rebuild(judge *j, size_t h, ws_manifest_entry *en) {
     en->name = (char *)hf->name;
     en->digest.algos = j->o && !j->o->digests ? 0 : WS_ALGO_FAST;
     en->dtype = dtype;
-    en->canonical_dtype = ws_canonical_dtype(dtype, canon);
+    en->canonical_dtype = ws_canonical_dtype(dtype, ws_canon_for_tensor(hf->name, dtype, policy));
     en->ndim = hf->ndim;
     memcpy(en->shape, hf->shape, sizeof en->shape);
     return true;

@@ -53,7 +53,7 @@ static size_t holder_list(const wsi_dumpcheck *v, uint32_t h, ws_holder *out, si
 typedef struct locate_ctx {
     const wsi_dumpcheck *v;
     const ws_tensor *ref;
-    ws_canon canon;
+    ws_canon policy, canon; /* the run's policy; the reference tensor's rule under it */
     ws_dtype cdt;
     uint64_t cols;
     uint8_t *ba, *bb;
@@ -67,6 +67,7 @@ typedef struct chunk_ctx {
     locate_ctx *c;
     const wsi_run *run;
     ws_dtype dtype;
+    ws_canon canon; /* the local tensor's rule (c->canon is the reference's) */
 } chunk_ctx;
 
 /* n elements of a run, read from the dump, against the reference's at the same place. */
@@ -81,7 +82,7 @@ static ws_err locate_chunk(void *arg, uint64_t at, const void *data, uint64_t n_
         uint64_t t_at = run->t_at + at + k;
         wsi_cast_to_canonical(c->ref->dtype, c->canon, (const uint8_t *)c->ref->data + t_at * sr,
                              n, c->ba, NULL);
-        wsi_cast_to_canonical(x->dtype, c->canon, pl + k * sl, n, c->bb, NULL);
+        wsi_cast_to_canonical(x->dtype, x->canon, pl + k * sl, n, c->bb, NULL);
         uint64_t before = c->d.differ, first = c->d.first;
         wsi_diff_update(&c->d, c->cdt, t_at, c->ba, c->bb, n);
         if (c->d.differ == before) continue;
@@ -98,7 +99,9 @@ static ws_err locate_chunk(void *arg, uint64_t at, const void *data, uint64_t n_
 
 static ws_err locate_run(void *arg, const wsi_run *run) {
     locate_ctx *c = arg;
-    chunk_ctx x = {c, run, c->v->bound[run->local]->dtype};
+    ws_dtype dt = c->v->bound[run->local]->dtype;
+    const char *name = ws_layout_hf(c->v->l, ws_layout_piece(c->v->l, run->piece)->hf)->name;
+    chunk_ctx x = {c, run, dt, ws_canon_for_tensor(name, dt, c->policy)};
     return wsi_dumpcheck_read(c->v, run->local, run->l_at, run->n, &c->buf, locate_chunk, &x,
                               &c->err);
 }
@@ -118,16 +121,17 @@ static ws_err compare_with_reference(wsi_dumpcheck *v, uint32_t h, const ws_tens
     }
     c->v = v;
     c->ref = ref;
-    c->canon = canon;
+    c->policy = canon;
+    c->canon = ws_canon_for_tensor(hf->name, ref->dtype, canon);
     c->cols = p->cols ? p->cols : 1;
-    c->cdt = ws_canonical_dtype(ref->dtype, canon);
+    c->cdt = ws_canonical_dtype(ref->dtype, c->canon);
     for (size_t i = 0; i < p->n_primary; i++) {
         const wsi_src_tensor *t = v->bound[ws_layout_piece(v->l, p->primary[i])->local];
         if (!t) {
             *why = "an engine tensor holding it is missing";
             return WS_OK;
         }
-        if (ws_canonical_dtype(t->dtype, canon) != c->cdt) {
+        if (ws_canonical_dtype(t->dtype, ws_canon_for_tensor(hf->name, t->dtype, canon)) != c->cdt) {
             *why = "the reference's dtype cannot be compared element by element";
             return WS_OK;
         }

@@ -61,8 +61,8 @@ static void digest_item(void *arg, size_t i) {
     const ws_tensor *t = ws_ckpt_tensor(j->ckpt, it->tensor);
     wsi_sink s;
     ws_error e;
-    ws_err rc = wsi_sink_init(&s, j->opt->algos, ws_canonical_dtype(t->dtype, j->opt->canon),
-                              j->opt->key, &e);
+    ws_canon canon = ws_canon_for_tensor(t->name, t->dtype, j->opt->canon);
+    ws_err rc = wsi_sink_init(&s, j->opt->algos, ws_canonical_dtype(t->dtype, canon), j->opt->key, &e);
     const wsi_src_tensor *st = wsi_source_find(j->src, t->name);
     wsi_readbuf buf = {0};
     if (rc == WS_OK) {
@@ -70,7 +70,7 @@ static void digest_item(void *arg, size_t i) {
         /* feed in slices so progress moves inside a large tensor */
         for (uint64_t at = it->begin; at < it->end && rc == WS_OK;) {
             uint64_t n = it->end - at < RANGE_ELEMS / 4 ? it->end - at : RANGE_ELEMS / 4;
-            feed_slice f = {&s, t->dtype, j->opt->canon, at, &j->parts[i].stats};
+            feed_slice f = {&s, t->dtype, canon, at, &j->parts[i].stats};
             rc = wsi_source_rect(j->src, st, 0, at, 1, n, st->numel, &buf, feed_at, &f, &e);
             at += n;
             if (j->opt->progress) {
@@ -115,7 +115,8 @@ static ws_err collect(const job *j, const char *source, ws_manifest **out, ws_er
         ws_manifest_entry *e = &ents[i];
         e->name = (char *)t->name;
         e->dtype = t->dtype;
-        e->canonical_dtype = ws_canonical_dtype(t->dtype, o->canon);
+        e->canonical_dtype =
+            ws_canonical_dtype(t->dtype, ws_canon_for_tensor(t->name, t->dtype, o->canon));
         e->ndim = t->ndim;
         memcpy(e->shape, t->shape, sizeof e->shape);
         /* the parts add up to the raw digest; the tensor's digest is it sealed */

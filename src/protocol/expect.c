@@ -9,6 +9,7 @@
  * what each local tensor holds, so that a judge can name HF tensors and rows.
  */
 #include "expect.h"
+#include "pieces.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -231,7 +232,8 @@ static json_t *holds_json(const ctx *c, const job *j) {
 static ws_err build_json(const ctx *c, size_t njobs, const char *source, json_t **out,
                          ws_error *err) {
     const ws_layout *l = c->l;
-    int tp = ws_layout_tp(l);
+    int tp = ws_layout_tp(l), nranks = ws_layout_rank_count(l);
+    long pp = ws_layout_parallel(l, WS_PAR_PP);
     json_t *root = json_object(), *ranks = json_array(), *holds = json_array();
     json_t *vllm = c->engine == WS_ENGINE_VLLM ? json_object() : NULL;
     json_object_set_new(root, "format", json_string("weightsum-expect"));
@@ -241,12 +243,13 @@ static ws_err build_json(const ctx *c, size_t njobs, const char *source, json_t 
     json_object_set_new(root, "hash", json_string(wsp_hash_name(c->engine, c->path)));
     json_object_set_new(root, "layout", json_string(ws_layout_family(l)));
     json_object_set_new(root, "tp", json_integer(tp));
+    if (pp > 1) json_object_set_new(root, "pp", json_integer(pp)); /* (pp 1: as before) */
     json_object_set_new(root, "source", json_string(source ? source : ""));
     json_object_set_new(root, "success", json_true());
     json_object_set_new(root, "message", json_string("Success."));
     EVP_MD_CTX *eng = EVP_MD_CTX_new();
     bool ok = root && ranks && holds && eng && EVP_DigestInit_ex(eng, EVP_sha256(), NULL) == 1;
-    for (int r = 0; ok && r < tp; r++) {
+    for (int r = 0; ok && r < nranks; r++) {
         json_t *sums = json_object(), *hold = json_object();
         for (size_t k = 0; k < njobs; k++) {
             const job *j = &c->jobs[k];
@@ -262,9 +265,8 @@ static ws_err build_json(const ctx *c, size_t njobs, const char *source, json_t 
         }
         char pg[65];
         ok = wsp_per_gpu_checksum(sums, pg) && EVP_DigestUpdate(eng, pg, 64) == 1;
-        json_t *info = json_pack("[{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}]", "role", "target",
-                                 "tp_rank", r, "tp_size", tp, "dp_rank", 0, "dp_size", 1,
-                                 "pp_rank", 0, "pp_size", 1, "rank", r, "size", tp);
+        json_t *info = json_array();
+        if (info) json_array_append_new(info, wsp_parallelism_info(l, r, true));
         json_t *o = json_object();
         json_object_set_new(o, "checksums", sums);
         json_object_set_new(o, "per_gpu_checksum", json_string(pg));
@@ -364,9 +366,7 @@ static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t
         j->pieces = by_local + start[i];
         j->npieces = start[i + 1] - start[i];
         j->numel = numel_of(ld->ndim, ld->shape);
-        j->rows = ld->ndim >= 1 ? ld->shape[0] : 1;
-        j->cols = ld->ndim <= 1 ? 1 : (j->rows ? j->numel / j->rows : 0);
-        if (ld->ndim == 1) j->rows = j->numel;
+        wsi_view(ld->ndim, ld->shape, &j->rows, &j->cols); /* as the pieces see it (N-D: [*, last]) */
         if (!j->npieces) {
             rc = wsi_fail(err, WS_ERR_LAYOUT, NULL, ld->name, -1, "the layout puts nothing in it");
             break;

@@ -8,6 +8,7 @@ struct ws_expect {
     json_t *root;
     ws_engine engine;
     int tp;
+    int pp; /* pipeline stages ("pp", 1 when absent): tp * pp ranks, rank = pp_rank * tp + tp_rank */
 };
 
 /* "gpu_tensor_hash", "sha256_first8" (SGLang's CPU path) or "sha256" (vLLM). */

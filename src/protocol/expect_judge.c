@@ -25,6 +25,8 @@ ws_err wsp_expect_wrap(json_t *root, ws_expect **out, ws_error *err) {
     e->root = root;
     ws_engine_from_name(json_string_value(json_object_get(root, "engine")), &e->engine);
     e->tp = (int)json_integer_value(json_object_get(root, "tp"));
+    json_t *pp = json_object_get(root, "pp");
+    e->pp = json_is_integer(pp) ? (int)json_integer_value(pp) : 1;
     *out = e;
     return WS_OK;
 }
@@ -50,7 +52,7 @@ ws_err ws_expect_to_json(const ws_expect *e, char **out, ws_error *err) {
 
 /* One rank's view: its tp_rank and its {name: value} (expected or answered). */
 typedef struct rank_view {
-    int tp_rank, tp_size, dp_rank, pp_size;
+    int tp_rank, tp_size, dp_rank, pp_rank, pp_size;
     json_t *sums;          /* borrowed, or owned (vLLM) */
     const char *roles[16]; /* non-target roles: their names carry "role." */
     size_t nroles;
@@ -106,6 +108,7 @@ static ws_err sglang_views(json_t *ranks, const char *label, views *vs, ws_error
         if (!int_field(target, "tp_size", &rv->tp_size)) rv->tp_size = -1;
         if (!int_field(target, "dp_rank", &rv->dp_rank)) rv->dp_rank = 0;
         if (!int_field(target, "pp_size", &rv->pp_size)) rv->pp_size = 1;
+        if (!int_field(target, "pp_rank", &rv->pp_rank)) rv->pp_rank = 0;
         vs->n++;
     }
     return WS_OK;
@@ -141,8 +144,8 @@ static ws_err vllm_views(json_t *sums, const char *label, views *vs, ws_error *e
     json_object_foreach(vs->owned, key, val) {
         rank_view *rv = &vs->v[vs->n++];
         rv->tp_rank = atoi(key);
-        rv->tp_size = -1; /* vLLM's answer does not say */
-        rv->pp_size = 1;
+        rv->tp_size = -1; /* vLLM's answer does not say; its key is the global rank */
+        rv->pp_size = -1;
         rv->sums = val;
     }
     return WS_OK;
@@ -151,8 +154,12 @@ static ws_err vllm_views(json_t *sums, const char *label, views *vs, ws_error *e
 static bool check_expect_shape(json_t *root) {
     const char *eng = json_string_value(json_object_get(root, "engine"));
     json_t *tp = json_object_get(root, "tp"), *holds = json_object_get(root, "holds");
+    json_t *pp = json_object_get(root, "pp");
+    if (pp && (!json_is_integer(pp) || json_integer_value(pp) < 1 || json_integer_value(pp) > 4096))
+        return false;
+    json_int_t stages = pp ? json_integer_value(pp) : 1;
     if (!eng || !json_is_integer(tp) || json_integer_value(tp) < 1 || json_integer_value(tp) > 4096 ||
-        !json_is_array(holds) || json_array_size(holds) != (size_t)json_integer_value(tp))
+        !json_is_array(holds) || json_array_size(holds) != (size_t)(json_integer_value(tp) * stages))
         return false;
     if (strcmp(eng, "sglang") == 0) return json_is_array(json_object_get(root, "ranks"));
     if (strcmp(eng, "vllm") == 0) return json_is_object(json_object_get(root, "checksums"));
@@ -303,10 +310,11 @@ static ws_err judge_rank(judge *j, int rank, const rank_view *exp, const rank_vi
                  "(its tensors were not compared)", rank, got->tp_size, dp, tp);
         return wsi_report_add(j->r, WS_MISMATCH, "", NULL, rank, -1, -1, d, err);
     }
-    if (got->pp_size > 1) {
-        char d[160];
-        snprintf(d, sizeof d, "the engine's rank %d answers pp_size %d%s; the layout has no pipeline "
-                 "stages (its tensors were not compared)", rank, got->pp_size, dp);
+    if (got->pp_size >= 0 && got->pp_size != j->e->pp) {
+        char d[200];
+        snprintf(d, sizeof d, "the engine's rank %d answers pp_size %d%s; the expectation is for "
+                 "%d pipeline stage%s (its tensors were not compared)", rank, got->pp_size, dp,
+                 j->e->pp, j->e->pp == 1 ? "" : "s");
         return wsi_report_add(j->r, WS_MISMATCH, "", NULL, rank, -1, -1, d, err);
     }
     const char *name;
@@ -390,23 +398,29 @@ ws_err ws_expect_judge(const ws_expect *e, const char *answer, size_t len, int h
     judge j = {.e = e, .hash = json_string_value(json_object_get(e->root, "hash")), .r = r,
                .skip = skip, .nskip = nskip};
     if (!j.hash) j.hash = "hash";
-    for (int rank = 0; rc == WS_OK && rank < e->tp; rank++) {
+    /* global rank = pp_rank * tp + tp_rank (SGLang's PP groups; vLLM's keys are the rank) */
+    int nranks = e->tp * e->pp;
+    for (int rank = 0; rc == WS_OK && rank < nranks; rank++) {
         const rank_view *w = NULL;
         for (size_t i = 0; i < want.n; i++)
-            if (want.v[i].tp_rank == rank) w = &want.v[i];
+            if (want.v[i].pp_rank * e->tp + want.v[i].tp_rank == rank) w = &want.v[i];
         json_t *empty = json_object();
         rank_view none = {.tp_rank = rank, .sums = empty};
         if (!w) w = &none; /* a rank that holds nothing (cannot happen with today's layouts) */
         bool found = false;
         for (size_t i = 0; rc == WS_OK && i < got.n; i++) {
-            if (got.v[i].tp_rank != rank) continue;
+            if (got.v[i].pp_rank * e->tp + got.v[i].tp_rank != rank) continue;
             found = got.v[i].seen = true;
             rc = judge_rank(&j, rank, w, &got.v[i], err);
         }
         if (rc == WS_OK && !found) {
             char d[300];
-            size_t k = (size_t)snprintf(d, sizeof d, "the engine's answer has no rank with tp_rank %d "
-                                        "(it answers %zu rank%s", rank, got.n, got.n == 1 ? "" : "s");
+            size_t k = e->pp > 1
+                           ? (size_t)snprintf(d, sizeof d, "the engine's answer has no rank with tp_rank %d, "
+                                              "pp_rank %d (it answers %zu rank%s", rank % e->tp,
+                                              rank / e->tp, got.n, got.n == 1 ? "" : "s")
+                           : (size_t)snprintf(d, sizeof d, "the engine's answer has no rank with tp_rank %d "
+                                              "(it answers %zu rank%s", rank, got.n, got.n == 1 ? "" : "s");
             for (size_t i = 0; i < got.n && i < 8 && k < sizeof d; i++)
                 k += (size_t)snprintf(d + k, sizeof d - k, "%s%d", i ? "," : ": tp_rank ", got.v[i].tp_rank);
             if (k < sizeof d) snprintf(d + k, sizeof d - k, "); its %zu tensors were not checked",
@@ -418,9 +432,15 @@ ws_err ws_expect_judge(const ws_expect *e, const char *answer, size_t len, int h
     for (size_t i = 0; rc == WS_OK && i < got.n; i++)
         if (!got.v[i].seen) {
             char d[200];
-            snprintf(d, sizeof d, "the engine answers tp_rank %d, but the expectation has ranks 0..%d",
-                     got.v[i].tp_rank, e->tp - 1);
-            rc = wsi_report_add(r, WS_UNEXPECTED, "", NULL, got.v[i].tp_rank, -1, -1, d, err);
+            if (got.v[i].pp_rank)
+                snprintf(d, sizeof d, "the engine answers tp_rank %d, pp_rank %d, but the expectation "
+                         "has tp ranks 0..%d and pp ranks 0..%d", got.v[i].tp_rank, got.v[i].pp_rank,
+                         e->tp - 1, e->pp - 1);
+            else
+                snprintf(d, sizeof d, "the engine answers tp_rank %d, but the expectation has ranks 0..%d",
+                         got.v[i].tp_rank, e->tp - 1);
+            rc = wsi_report_add(r, WS_UNEXPECTED, "", NULL,
+                                got.v[i].pp_rank * e->tp + got.v[i].tp_rank, -1, -1, d, err);
         }
     views_free(&want);
     views_free(&got);

@@ -557,8 +557,8 @@ static void compare_ranks(const ws_checker *c, const request *q, reply *rp) {
     else if (wsp_compare_ranks(c, d, q->canon, ex, n, r, &e) != WS_OK) reply_trouble(rp, "cannot compare the engine's ranks", &e);
     else {
         char what[160];
-        snprintf(what, sizeof what, "compare_checksum (per rank, %zu dicts for tp_rank 0..%d, "
-                 "rank_offset %zu, %s tp=%d, %s)", n, ws_layout_tp(c->l) - 1, q->rank_offset,
+        snprintf(what, sizeof what, "compare_checksum (per rank, %zu dicts for rank 0..%d, "
+                 "rank_offset %zu, %s tp=%d, %s)", n, ws_layout_rank_count(c->l) - 1, q->rank_offset,
                  ws_layout_family(c->l), ws_layout_tp(c->l), ws_canon_name(q->canon));
         reply_report(rp, c, r, what, true);
     }

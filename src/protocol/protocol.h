@@ -36,6 +36,10 @@ typedef struct wsp_rank_expect {
 /* SHA-256 over name || value for every entry of {name: hex string}, in name order: SGLang's
  * per_gpu_checksum (weight_checker.overall_checksum). false when out of memory. */
 WSI_HIDDEN bool wsp_per_gpu_checksum(json_t *sums, char out[65]);
+/* SGLang's parallelism_info dict of global rank g of l (ws_layout_rank_count ranks: tp x pp,
+ * and x ep for megatron, whose ep ranks are data-parallel ranks): tp_rank, tp_size, dp_rank,
+ * dp_size, pp_rank, pp_size, rank (= g) and size (the rank count); role "target" when with_role. */
+WSI_HIDDEN json_t *wsp_parallelism_info(const ws_layout *l, int g, bool with_role);
 
 /* SGLang's skip rule: a non-persistent buffer name, or one containing an entry of skip_list
  * (a JSON array of strings, may be NULL). */

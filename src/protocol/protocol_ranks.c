@@ -38,7 +38,9 @@ typedef struct work {
 static void digest_one(void *arg, size_t k) {
     work *w = arg;
     item *it = &w->items[w->order[k]];
-    it->rc = ws_digest_tensor(it->t, w->canon, it->algos, w->key, &it->got, NULL, &it->err);
+    /* the per-tensor rule on the engine's own name (its scales end as the HF ones do) */
+    ws_canon canon = ws_canon_for_tensor(it->t->name, it->t->dtype, w->canon);
+    it->rc = ws_digest_tensor(it->t, canon, it->algos, w->key, &it->got, NULL, &it->err);
 }
 
 typedef struct sized {
@@ -112,10 +114,29 @@ bool wsp_per_gpu_checksum(json_t *sums, char out[65]) {
     return ok;
 }
 
+json_t *wsp_parallelism_info(const ws_layout *l, int g, bool with_role) {
+    int n = ws_layout_rank_count(l), tp = ws_layout_tp(l);
+    int pp = (int)ws_layout_parallel(l, WS_PAR_PP);
+    if (pp < 1) pp = 1;
+    int dp = n / (tp * pp); /* data-parallel copies of a stage: megatron's ep, else 1 */
+    json_t *o = json_object(); /* keys in SGLang's order */
+    if (o && with_role) json_object_set_new(o, "role", json_string("target"));
+    const char *keys[] = {"tp_rank", "tp_size", "dp_rank", "dp_size", "pp_rank", "pp_size", "rank",
+                          "size"};
+    int vals[] = {ws_layout_rank_coord(l, g, WS_PAR_TP), tp, dp > 1 ? (g / tp) % dp : 0, dp,
+                  ws_layout_rank_coord(l, g, WS_PAR_PP), pp, g, n};
+    for (size_t i = 0; o && i < sizeof keys / sizeof *keys; i++)
+        if (json_object_set_new(o, keys[i], json_integer(vals[i])) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    return o;
+}
+
 ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon, unsigned algos,
                           ws_digest *const *known, json_t **out, ws_error *err) {
     *out = NULL;
-    int tp = ws_layout_tp(c->l);
+    int tp = ws_layout_rank_count(c->l); /* global ranks: tp x pp (x ep for megatron) */
     size_t n = 0;
     for (int r = 0; r < tp; r++) n += ws_ckpt_count(ws_dump_rank(d, r));
     item *items = calloc(n + 1, sizeof *items);
@@ -158,9 +179,7 @@ ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon,
                 json_object_set_new(fast, items[k].t->name, json_string(hex));
             }
         }
-        json_t *info = json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "tp_rank", r, "tp_size", tp,
-                                 "dp_rank", 0, "dp_size", 1, "pp_rank", 0, "pp_size", 1, "rank",
-                                 r, "size", tp);
+        json_t *info = wsp_parallelism_info(c->l, r, false);
         json_t *o = json_object();
         if (!wsp_per_gpu_checksum(sums, hex)) rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
         json_object_set_new(o, "checksums", sums);
@@ -203,7 +222,7 @@ static ws_err add(ws_report *r, ws_status s, const char *tensor, const char *loc
 
 ws_err wsp_compare_ranks(const ws_checker *c, const ws_dump *d, ws_canon canon,
                          const wsp_rank_expect *exp, size_t n, ws_report *r, ws_error *err) {
-    int tp = ws_layout_tp(c->l);
+    int tp = ws_layout_rank_count(c->l); /* global ranks: tp x pp (x ep for megatron) */
     ws_err rc = WS_OK;
     size_t total = 0;
     for (int k = 0; k < tp; k++)
@@ -213,12 +232,13 @@ ws_err wsp_compare_ranks(const ws_checker *c, const ws_dump *d, ws_canon canon,
     size_t m = 0;
     /* Resolve every listed name to the tensor its rank holds; say what cannot be. */
     for (int k = 0; rc == WS_OK && k < tp; k++) {
-        size_t idx = (size_t)k; /* the list is indexed by tp_rank (rank_offset is no index) */
+        size_t idx = (size_t)k; /* the list is indexed by global rank (= tp_rank when pp = 1;
+                                 * rank_offset is no index) */
         const ws_ckpt *ck = ws_dump_rank(d, k);
         if (idx >= n) {
             rc = add(r, WS_MISSING, "", NULL, k, err,
                      "the request holds no checksums for rank %d (a list of %zu per-rank dicts, "
-                     "indexed by tp_rank)",
+                     "indexed by global rank)",
                      k, n);
             continue;
         }

@@ -56,7 +56,7 @@ ws_err wsp_sglang_checksum(const ws_checker *c, const ws_dump *d, json_t *skip_l
         *out = root;
         return WS_OK;
     }
-    int tp = ws_layout_tp(c->l);
+    int tp = ws_layout_rank_count(c->l); /* global ranks: tp x pp */
     size_t n = 0;
     for (int r = 0; r < tp; r++) {
         if (!ws_dump_rank(d, r)) {
@@ -103,10 +103,9 @@ ws_err wsp_sglang_checksum(const ws_checker *c, const ws_dump *d, json_t *skip_l
         json_t *o = json_object();
         json_object_set_new(o, "checksums", sums);
         json_object_set_new(o, "per_gpu_checksum", json_string(pg));
-        json_object_set_new(o, "parallelism_info",
-                            json_pack("[{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}]", "role", "target",
-                                      "tp_rank", r, "tp_size", tp, "dp_rank", 0, "dp_size", 1,
-                                      "pp_rank", 0, "pp_size", 1, "rank", r, "size", tp));
+        json_t *info = json_array();
+        json_array_append_new(info, wsp_parallelism_info(c->l, r, true));
+        json_object_set_new(o, "parallelism_info", info);
         if (json_array_append_new(ranks, o) != 0) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     }
     uint8_t md[32];

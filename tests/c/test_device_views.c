@@ -282,6 +282,49 @@ static void test_expect(void) {
             free(want);
             free(got);
         }
+        /* the whole expectation from "device" views (ws_expect_create_views) is the one
+         * ws_expect_create writes from the same tensors in host memory */
+        ws_tensor *ts = calloc(nh, sizeof *ts);
+        for (size_t i = 0; i < nh; i++) {
+            const ws_hf_desc *d = ws_layout_hf(l, i);
+            ts[i] = (ws_tensor){.name = d->name, .dtype = ht, .ndim = d->ndim, .numel = 1,
+                                .data = hb[i]};
+            for (int k = 0; k < d->ndim; k++) ts[i].numel *= (ts[i].shape[k] = d->shape[k]);
+            ts[i].nbytes = ts[i].numel * hs;
+            hv[i].device = 0;
+        }
+        ws_expect *eh = NULL, *ed = NULL;
+        char *jh = NULL, *jd = NULL;
+        CHECK_OK(ws_expect_create(l, ts, nh, WS_ENGINE_SGLANG, WS_SGLANG_CUDA, "t", 1, &eh, NULL));
+        CHECK_OK(ws_expect_create_views(l, hv, nh, WS_ENGINE_SGLANG, WS_SGLANG_CUDA, "t", NULL, 1,
+                                        &ed, NULL));
+        CHECK_OK(ws_expect_to_json(eh, &jh, NULL));
+        CHECK_OK(ws_expect_to_json(ed, &jd, NULL));
+        CHECK(jh && jd && strcmp(jh, jd) == 0);
+        ws_free(jd);
+        ws_expect_free(ed);
+        ed = NULL;
+        hb[1][0] ^= 0x80; /* a changed element changes the device-computed expectation */
+        CHECK_OK(ws_expect_create_views(l, hv, nh, WS_ENGINE_SGLANG, WS_SGLANG_CUDA, "t", NULL, 1,
+                                        &ed, NULL));
+        CHECK_OK(ws_expect_to_json(ed, &jd, NULL));
+        CHECK(jh && jd && strcmp(jh, jd) != 0);
+        hb[1][0] ^= 0x80;
+        ws_free(jd);
+        ws_free(jh);
+        ws_expect_free(ed);
+        ws_expect_free(eh);
+        ws_error err;
+        CHECK(ws_expect_create_views(l, hv, nh, WS_ENGINE_VLLM, WS_SGLANG_CUDA, "t", NULL, 1, &ed,
+                                     &err) == WS_ERR_ARG && ed == NULL);
+        CHECK(ws_expect_create_views(l, hv, nh - 1, WS_ENGINE_SGLANG, WS_SGLANG_CUDA, "t", NULL, 1,
+                                     &ed, &err) == WS_ERR_NOTFOUND &&
+              strcmp(err.tensor, ws_layout_hf(l, nh - 1)->name) == 0);
+        hv[1].device = -1; /* host and device views mixed */
+        CHECK(ws_expect_create_views(l, hv, nh, WS_ENGINE_SGLANG, WS_SGLANG_CUDA, "t", NULL, 1, &ed,
+                                     &err) == WS_ERR_ARG);
+        hv[1].device = 0;
+        free(ts);
         for (size_t i = 0; i < nh; i++) free(hb[i]);
         free(hb);
         free(hv);

@@ -212,9 +212,9 @@ def test_transposed_fp8_scale(fp8_dump, run):
 
 
 def test_one_ulp_scale_needs_the_native_policy(fp8_dump, run):
-    """An fp32 scale off by one ulp: the native policy names it. (Under the bf16 policy both
-    sides' scales are rounded to bf16 and such a change can vanish: ws_canon_for_tensor is the
-    per-tensor rule that keeps scales native — see docs/layouts.md for where it is used.)"""
+    """An fp32 scale off by one ulp: the native policy names it, and so does the default bf16
+    policy, whose per-tensor rule (ws_canon_for_tensor) keeps scales in their stored bytes
+    instead of rounding them to bf16 (where such a change vanishes)."""
     d, ckpt, mans = fp8_dump
     name = L1 + "mlp.experts.w2_weight_scale_inv"
     def ulp(t):
@@ -222,9 +222,80 @@ def test_one_ulp_scale_needs_the_native_policy(fp8_dump, run):
         a.view(torch.int32)[0, 0, 0] += 1
         t[name] = a
     mutate(d, 0, ulp)
+    want = f"{L1}mlp.experts.0.down_proj.weight_scale_inv: mismatch [{name} on rank 0]"
     r = run("verify", mans["sha256", "native"], d, "--canonical", "native", "--locate", ckpt)
     assert r.returncode == 1
-    assert f"{L1}mlp.experts.0.down_proj.weight_scale_inv: mismatch [{name} on rank 0]" in r.stdout
+    assert want in r.stdout
+    for algo in ("sha256", "fast"):
+        # default flags: no --canonical anywhere
+        r = run("verify", mans[algo, "bf16"], d, "--locate", ckpt)
+        assert r.returncode == 1, (algo, r.stdout)
+        assert want in r.stdout, (algo, r.stdout)
+        assert "element [0, 0, 0]" in r.stdout, r.stdout  # engine slot 0 (expert 0), first block
+        assert r.stdout.count(": mismatch") == 1, r.stdout  # only that scale
+
+
+def sha256_hex(t):
+    import hashlib
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_fp8_checkpoint_default_policy(tmp_path, run, name):
+    """hash with default flags: e4m3 weights cast to bf16 (exact), their fp32 scales hashed as
+    stored (canonical dtype F32); the manifest says so per tensor, and a dump of it verifies
+    with default flags, by both digests, and through `hash` of the dump."""
+    cfg = CONFIGS[name]
+    ckpt, _ = make_fp8_model(run, tmp_path, cfg)
+    man = tmp_path / "default.json"
+    assert run("hash", ckpt, "-o", man).returncode == 0
+    m = json.loads(man.read_text())
+    assert m["canonical"] == "bf16"
+    w = load_torch(ckpt)
+    scales = [k for k in w if k.endswith("_scale_inv")]
+    assert scales and all(m["tensors"][k]["canonical_dtype"] == "F32" for k in scales)
+    for k in scales[:5]:
+        assert m["tensors"][k]["sha256"] == sha256_hex(w[k]), k
+    fp8 = [k for k in w if k + "_scale_inv" in w]
+    assert all(m["tensors"][k]["canonical_dtype"] == "BF16" for k in fp8)
+    k = fp8[0]
+    assert m["tensors"][k]["sha256"] == sha256_hex(w[k].to(torch.bfloat16)), k
+    fast = tmp_path / "fast.json"
+    assert run("hash", ckpt, "--algo", "fast", "-o", fast).returncode == 0
+    d = tmp_path / "d"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "--ep", 2, "-o", d).returncode == 0
+    for mf in (man, fast):
+        r = run("verify", mf, d)
+        assert r.returncode == 0 and r.stdout.endswith("-> OK\n"), r.stdout
+    # the dump's own manifest (hash of a dump) equals the checkpoint's
+    dm = tmp_path / "dump.json"
+    assert run("hash", d, "-o", dm).returncode == 0
+    dt = json.loads(dm.read_text())["tensors"]
+    for k in scales:
+        assert dt[k]["canonical_dtype"] == "F32" and dt[k]["sha256"] == m["tensors"][k]["sha256"], k
+
+
+@pytest.mark.parametrize("algo", ["sha256", "fast"])
+def test_stale_scale_block_default_policy(tmp_path, run, algo):
+    """DeepSeek-V3-shaped FP8 (GLM-4.5 MoE block), vLLM tp 2, ep 2: one scale block of one
+    expert's w13 scales left at a value one fp32 ulp off (a stale block that bf16 rounding would
+    hide) is caught with default flags, named by HF tensor, engine tensor, rank and element."""
+    cfg = CONFIGS["deepseek-v3-moe-fp8"]
+    ckpt, mans = make_fp8_model(run, tmp_path, cfg)
+    d = tmp_path / "d"
+    assert run("shard", ckpt, "--layout", "vllm", "--tp", 2, "--ep", 2, "-o", d).returncode == 0
+    L2 = "model.layers.2."
+    name = L2 + "mlp.experts.w13_weight_scale_inv"  # [4 local experts, 2*32/16, 64/16]
+    def stale(t):
+        a = t[name].clone()
+        a.view(torch.int32)[3, 2, 1] += 1  # slot 3 of rank 1 = expert 7, its up_proj's block (0, 1)
+        t[name] = a
+    mutate(d, 1, stale)
+    r = run("verify", mans[algo, "bf16"], d, "--locate", ckpt)
+    assert r.returncode == 1, r.stdout
+    assert f"{L2}mlp.experts.7.up_proj.weight_scale_inv: mismatch [{name} on rank 1]" in r.stdout, r.stdout
+    assert "element [3, 2, 1]" in r.stdout, r.stdout
+    assert r.stdout.count(": mismatch") == 1, r.stdout
 
 
 def test_fp8_refusals(tmp_path, run):
@@ -239,3 +310,37 @@ def test_fp8_refusals(tmp_path, run):
         r = run("shard", ckpt, "--layout", "sglang", "--tp", 2, "--config", tmp_path / "c.json",
                 "-o", tmp_path / "x")
         assert r.returncode == 2 and why in r.stderr, r.stderr
+
+
+def test_torch_manifest_applies_the_scale_rule(tmp_path, run):
+    """weightsum.torch.Manifest (the trainer's side) hashes FP8 scales by the same per-tensor
+    rule as `weightsum hash`: its manifest equals the CLI's with default flags, and a dump
+    verifies against it; one ulp off in one scale is still caught and named."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    import weightsum.torch as wt
+    ckpt, _ = make_fp8_model(run, tmp_path, CONFIGS["qwen3-30b-a3b-fp8"])
+    w = load_torch(ckpt)
+    cli = tmp_path / "cli.json"
+    assert run("hash", ckpt, "-o", cli).returncode == 0
+    want = json.loads(cli.read_text())["tensors"]
+    m = wt.Manifest()
+    m.add_all(w.items())
+    got = json.loads(m.to_json())["tensors"]
+    assert {k: (v["canonical_dtype"], v["sha256"]) for k, v in got.items()} == \
+        {k: (v["canonical_dtype"], v["sha256"]) for k, v in want.items()}
+    name = L1 + "mlp.experts.5.gate_proj.weight_scale_inv"
+    a = w[name].clone()
+    a.view(torch.int32)[1, 2] += 1
+    w[name] = a
+    m2 = wt.Manifest()
+    m2.add_all(w.items())
+    m2.save(tmp_path / "stale.json")
+    d = tmp_path / "d"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "--ep", 2, "-o", d).returncode == 0
+    r = run("verify", tmp_path / "stale.json", d)
+    assert r.returncode == 1, r.stdout
+    # expert 5 of 8 under ep 2: ep rank 1 = tp ranks 1 (moe-tp 1 of 1), slot 1
+    assert f"{name}: mismatch [{L1}mlp.experts.w13_weight_scale_inv on rank 1]" in r.stdout, r.stdout
+    assert r.stdout.count(": mismatch") == 1, r.stdout

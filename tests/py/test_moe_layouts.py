@@ -514,3 +514,69 @@ def test_moe_refusals_are_one_line(tmp_path, run):
     r = run("shard", ckpt, "--layout", "sglang", "--tp", 2, "--config", tmp_path / "ds.json",
             "-o", tmp_path / "y")
     assert r.returncode == 2 and "multi-head latent attention" in r.stderr
+
+
+def test_ep_pp_ranks_through_hash_verify_and_serve(tmp_path, run, ws_bin):
+    """A dump of tp 2, ep 2, pp 2 has 4 global ranks (tp x pp): `hash` of the dump, `verify`,
+    serve's checksum answer (per-rank digests and SGLang's answer) and `expect` all count 4,
+    name ranks 2 and 3 (stage 1) with their tp_rank / pp_rank, and a corruption on stage 1 is
+    caught on rank 3 by every one of them (the tp-only count saw ranks 0 and 1 only)."""
+    from test_http import Server, post
+    ckpt, mans = make_model(run, tmp_path, CONFIGS["qwen3-30b-a3b"])
+    d = tmp_path / "d"
+    assert shard(run, ckpt, d, "sglang", 2, 2, 2).returncode == 0
+    dm = tmp_path / "dump.json"
+    assert run("hash", d, "-o", dm).returncode == 0
+    assert run("verify", mans["sha256"], d).returncode == 0
+    want = json.loads(open(mans["sha256"]).read())["tensors"]
+    got = json.loads(dm.read_text())["tensors"]
+    assert {k: v["sha256"] for k, v in got.items()} == {k: v["sha256"] for k, v in want.items()}
+    exp = tmp_path / "expect.json"
+    r = run("expect", ckpt, "--layout", "sglang", "--tp", 2, "--ep", 2, "--pp", 2, "-o", exp)
+    assert r.returncode == 0, r.stderr
+    e = json.loads(exp.read_text())
+    assert e["tp"] == 2 and e["pp"] == 2 and len(e["ranks"]) == len(e["holds"]) == 4
+    info = [x["parallelism_info"][0] for x in e["ranks"]]
+    assert [(i["tp_rank"], i["pp_rank"], i["rank"], i["size"]) for i in info] == \
+        [(0, 0, 0, 4), (1, 0, 1, 4), (0, 1, 2, 4), (1, 1, 3, 4)]
+    W13 = "model.layers.3.mlp.experts.w13_weight"
+    with Server(ws_bin, d) as s:
+        st, ans = post(s.port, {"action": "checksum", "algorithm": "sha256"})
+        assert st == 200 and ans["success"], ans
+        assert len(ans["ranks"]) == 4
+        pi = [x["parallelism_info"] for x in ans["ranks"]]
+        assert [(i["tp_rank"], i["pp_rank"], i["pp_size"], i["rank"]) for i in pi] == \
+            [(0, 0, 2, 0), (1, 0, 2, 1), (0, 1, 2, 2), (1, 1, 2, 3)]
+        assert W13 in ans["ranks"][3]["checksums"] and W13 not in ans["ranks"][1]["checksums"]
+        assert ans["checksums"] == {k: v["sha256"] for k, v in want.items()}
+        ranks_ok = tmp_path / "ranks.json"
+        ranks_ok.write_text(json.dumps(ans))
+        r = run("push", s.url, ranks_ok)
+        assert r.returncode == 0, r.stdout + r.stderr
+        st, sg = post(s.port, {"action": "checksum"})  # SGLang's own answer
+        assert st == 200 and len(sg["ranks"]) == 4, sg
+        assert [x["parallelism_info"][0]["pp_rank"] for x in sg["ranks"]] == [0, 0, 1, 1]
+        # what an engine that loaded the checkpoint answers is what `expect` predicted
+        assert sg["ranks"] == e["ranks"]
+        r = run("push", s.url, exp)
+        assert r.returncode == 0, r.stdout + r.stderr
+    # corrupt stage 1, tp rank 1 = global rank 3
+    def bad(t):
+        a = t[W13].copy()
+        a[1, 3, 5] += 1.0
+        t[W13] = a
+    mutate(d, 3, bad)
+    out = verify_fails(run, mans["fast"], d)
+    assert f"model.layers.3.mlp.experts.9.gate_proj.weight: mismatch [{W13} on rank 3]" in out, out
+    with Server(ws_bin, d) as s:
+        r = run("push", s.url, ranks_ok)  # the per-rank digests of the good dump
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"{W13}: mismatch [{W13} on rank 3]" in r.stdout, r.stdout
+        r = run("push", s.url, mans["sha256"])
+        assert r.returncode == 1
+        assert "model.layers.3.mlp.experts.9.gate_proj.weight: mismatch" in r.stdout, r.stdout
+        r = run("push", s.url, exp)  # SGLang's answer against `expect`'s prediction
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f": mismatch [{W13} on rank 3]" in r.stdout, r.stdout
+        assert "expert 9" in r.stdout or "experts.9.gate_proj.weight rows 0..32 at local rows 64..96" in r.stdout
+        assert r.stdout.count(": mismatch") == 1, r.stdout
