@@ -36,7 +36,7 @@ _weightsum() {
                      --max-connections --verbose --help" ;;
         push) opts="--rank-offset --timeout --json --canonical --algo --skip --selector
                     --layout --tp --config --engine --device -j --jobs --help" ;;
-        expect) opts="--layout --tp --config -o --output --engine --device $common" ;;
+        expect) opts="--layout --tp --ep --pp --config -o --output --engine --device $common" ;;
         demo) opts="--dir --keep --help" ;;
         help) COMPREPLY=($(compgen -W "$cmds" -- "$cur")); return ;;
     esac
