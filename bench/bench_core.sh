@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Read path of hash / verify (sources and partials): one ~1 GiB bf16 model checkpoint and its
 # SGLang TP=2 dump, page cache warm, best of REPS runs; then cold cache (when root can drop
-# it) against `cat FILE >/dev/null`; peak RSS from /usr/bin/time.
+# it) against `cat FILE >/dev/null`; peak RSS from /usr/bin/time. Every row also gives the CPU
+# seconds (user + sys, best of the runs, /usr/bin/time) and the bytes per CPU second: on a
+# machine shared with other jobs the wall clock says more about them than about us.
 #
 #   bench/bench_core.sh            # needs build/weightsum; xxhsum (apt-get install xxhash)
 #
@@ -29,18 +31,30 @@ cp "$TMP/config.json" "$TMP/tp2/"
 BYTES=$(stat -c %s "$CK")
 DUMPBYTES=$(du -cb "$TMP"/tp2/model-rank-*.safetensors | tail -1 | cut -f1)
 
-best() { # best wall seconds of REPS runs
-    local b=1e30
+# measure CMD...: "WALL CPU RSS_KB", the best wall and best user+sys seconds of REPS runs and
+# the largest peak RSS (one /usr/bin/time per run)
+measure() {
+    local w=1e30 c=1e30 m=0
     for _ in $(seq "$REPS"); do
-        local t0 t1
-        t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
-        b=$(echo "$t0 $t1 $b" | awk '{d = $2 - $1; print (d < $3 ? d : $3)}')
+        /usr/bin/time -f "%e %U %S %M" -o "$TMP/time" "$@" >/dev/null 2>&1
+        read -r e u s k <"$TMP/time"
+        w=$(echo "$e $w" | awk '{print ($1 < $2 ? $1 : $2)}')
+        c=$(echo "$u $s $c" | awk '{d = $1 + $2; print (d < $3 ? d : $3)}')
+        m=$(echo "$k $m" | awk '{print ($1 > $2 ? $1 : $2)}')
     done
-    echo "$b"
+    echo "$w $c $m"
 }
-gbs() { echo "$1 $2" | awk '{printf "%.2f", $1 / $2 / 1e9}'; }
-rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.0f MB", $1 / 1024}'; }
-row() { printf '%-58s %9s %10s\n' "$1" "$2" "$3"; }
+gbs() { echo "$1 $2" | awk '{printf "%.2f", ($2 > 0 ? $1 / $2 / 1e9 : 0)}'; }
+row() { printf '%-46s %7s %8s %9s %9s\n' "$1" "$2" "$3" "$4" "$5"; }
+# mrow LABEL BYTES [rss] CMD...: one measured row
+mrow() {
+    local label=$1 bytes=$2 want_rss=$3
+    shift 3
+    read -r w c k <<<"$(measure "$@")"
+    local r=""
+    [ "$want_rss" = rss ] && r=$(echo "$k" | awk '{printf "%.0f MB", $1 / 1024}')
+    row "$label" "$(gbs "$bytes" "$w")" "$c" "$(gbs "$bytes" "$c")" "$r"
+}
 
 cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
 {
@@ -48,34 +62,30 @@ cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
     echo "# machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores," \
          "$(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r); shared with other jobs"
     echo "# data: $BYTES bytes bf16 checkpoint (llama hidden 2048, 8 layers), SGLang TP=2 dump"
-    row "what (warm page cache)" "GB/s" "peak RSS"
+    echo "# GB/s: bytes / best wall time; cpu s: best user+sys seconds; GB/cpu-s: bytes / cpu s"
+    row "what (warm page cache)" "GB/s" "cpu s" "GB/cpu-s" "peak RSS"
     if command -v xxhsum >/dev/null; then
-        row "xxhsum -H3 FILE" "$(gbs "$BYTES" "$(best xxhsum -H3 "$CK")")" ""
+        mrow "xxhsum -H3 FILE" "$BYTES" - xxhsum -H3 "$CK"
     fi
     sha=$(openssl speed -evp sha256 -seconds 3 2>/dev/null |
         awk '$1 == "sha256" {v = $NF} END {sub(/k$/, "", v); printf "%.2f", v * 1000 / 1e9}')
-    row "openssl speed -evp sha256 (16 KiB blocks)" "$sha" ""
-    row "cat FILE >/dev/null" "$(gbs "$BYTES" "$(best sh -c "cat '$CK' >/dev/null")")" ""
-    row "hash --algo fast -j 1" "$(gbs "$BYTES" "$(best "$WS" hash "$CK" --algo fast -j 1)")" \
-        "$(rss "$WS" hash "$CK" --algo fast -j 1)"
-    row "hash -j 1 (sha256)" "$(gbs "$BYTES" "$(best "$WS" hash "$CK" -j 1)")" \
-        "$(rss "$WS" hash "$CK" -j 1)"
-    row "hash -j 2 (sha256)" "$(gbs "$BYTES" "$(best "$WS" hash "$CK" -j 2)")" ""
-    row "hash --algo fast -j 1, TP=2 dump" \
-        "$(gbs "$DUMPBYTES" "$(best "$WS" hash "$TMP/tp2" --algo fast -j 1)")" \
-        "$(rss "$WS" hash "$TMP/tp2" --algo fast -j 1)"
-    row "verify (fast manifest) -j 1, TP=2 dump" \
-        "$(gbs "$DUMPBYTES" "$(best "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1)")" \
-        "$(rss "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1)"
-    row "hash -j 1 (sha256), TP=2 dump" "$(gbs "$DUMPBYTES" "$(best "$WS" hash "$TMP/tp2" -j 1)")" \
-        "$(rss "$WS" hash "$TMP/tp2" -j 1)"
+    row "openssl speed -evp sha256 (16 KiB blocks)" "$sha" "" "$sha" ""
+    mrow "cat FILE >/dev/null" "$BYTES" - sh -c "cat '$CK' >/dev/null"
+    mrow "hash --algo fast -j 1" "$BYTES" rss "$WS" hash "$CK" --algo fast -j 1
+    mrow "hash -j 1 (sha256)" "$BYTES" rss "$WS" hash "$CK" -j 1
+    mrow "hash -j 2 (sha256)" "$BYTES" - "$WS" hash "$CK" -j 2
+    mrow "hash --algo fast -j 1, TP=2 dump" "$DUMPBYTES" rss "$WS" hash "$TMP/tp2" --algo fast -j 1
+    mrow "verify (fast manifest) -j 1, TP=2 dump" "$DUMPBYTES" rss \
+        "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1
+    mrow "hash -j 1 (sha256), TP=2 dump" "$DUMPBYTES" rss "$WS" hash "$TMP/tp2" -j 1
+    mrow "hash --algo both -j 1, TP=2 dump" "$DUMPBYTES" - "$WS" hash "$TMP/tp2" --algo both -j 1
     if [ -w /proc/sys/vm/drop_caches ]; then
         cold() { sync; echo 3 >/proc/sys/vm/drop_caches; local t0 t1; t0=$(date +%s.%N)
                  "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t0 $t1" | awk '{print $2 - $1}'; }
-        row "cold: cat FILE >/dev/null" "$(gbs "$BYTES" "$(cold sh -c "cat '$CK' >/dev/null")")" ""
-        row "cold: hash --algo fast -j 1" "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" --algo fast -j 1)")" ""
+        row "cold: cat FILE >/dev/null" "$(gbs "$BYTES" "$(cold sh -c "cat '$CK' >/dev/null")")" "" "" ""
+        row "cold: hash --algo fast -j 1" "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" --algo fast -j 1)")" "" "" ""
         row "cold: verify (fast) -j 1, TP=2 dump" \
-            "$(gbs "$DUMPBYTES" "$(cold "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1)")" ""
+            "$(gbs "$DUMPBYTES" "$(cold "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1)")" "" "" ""
     else
         echo "# cold cache: not measured (cannot write /proc/sys/vm/drop_caches)"
     fi

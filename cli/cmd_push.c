@@ -117,76 +117,67 @@ static char *request_body(const char *path, long rank_offset, bool offset_given,
     return out;
 }
 
-/* "TENSOR: STATUS [LOCAL on rank R]: DETAIL" for one item of a check list. */
-static void print_item(FILE *out, const char *url, json_t *it) {
-    const char *tensor = json_string_value(json_object_get(it, "tensor"));
-    const char *status = json_string_value(json_object_get(it, "status"));
-    const char *local = json_string_value(json_object_get(it, "local"));
-    const char *detail = json_string_value(json_object_get(it, "detail"));
-    json_t *rank = json_object_get(it, "rank"), *ranks = json_object_get(it, "ranks");
-    fprintf(out, "%s: %s: %s", url, tensor ? tensor : "(dump)", status ? status : "problem");
+/* "TENSOR: STATUS [LOCAL on rank R]: DETAIL" for one finding of an answer's lists. */
+static void print_item(FILE *out, const char *url, const ws_finding *f) {
+    fprintf(out, "%s: %s: %s", url, f->tensor[0] ? f->tensor : "(dump)", ws_status_name(f->status));
     char rs[256] = "";
-    if (json_is_integer(rank)) {
-        snprintf(rs, sizeof rs, "rank %lld", (long long)json_integer_value(rank));
-    } else if (json_array_size(ranks)) {
+    if (f->rank >= 0) {
+        snprintf(rs, sizeof rs, "rank %d", f->rank);
+    } else if (f->nholders) {
         size_t len = (size_t)snprintf(rs, sizeof rs, "ranks ");
-        for (size_t i = 0; i < json_array_size(ranks) && len < sizeof rs; i++)
-            len += (size_t)snprintf(rs + len, sizeof rs - len, i ? ",%lld" : "%lld",
-                                    (long long)json_integer_value(json_array_get(ranks, i)));
+        for (size_t i = 0; i < f->nholders && len < sizeof rs; i++)
+            len += (size_t)snprintf(rs + len, sizeof rs - len, i ? ",%d" : "%d", f->holders[i].rank);
     }
-    if (local) fprintf(out, " [%s%s%s]", local, rs[0] ? " on " : "", rs);
+    if (f->local) fprintf(out, " [%s%s%s]", f->local, rs[0] ? " on " : "", rs);
     else if (rs[0]) fprintf(out, " [%s]", rs);
-    fprintf(out, ": %s\n", detail ? detail : "");
+    fprintf(out, ": %s\n", f->detail);
 }
 
-static const char *const lists[] = {"mismatched", "missing", "unexpected", "replica_mismatch"};
+static const char *list_name(ws_status s) {
+    switch (s) {
+    case WS_MISSING: return "missing";
+    case WS_UNEXPECTED: return "unexpected";
+    case WS_REPLICA_MISMATCH: return "replica_mismatch";
+    default: return "mismatched";
+    }
+}
 
-/* Judge one engine's answer: EXIT_MATCH, EXIT_MISMATCH or EXIT_TROUBLE (said on stderr). */
-static int judge(target *t, json_t *ans, bool json_out) {
+/* Judge one engine's compare_checksum answer (the library judges: ws_compare_judge):
+ * EXIT_MATCH, EXIT_MISMATCH or EXIT_TROUBLE (said on stderr). */
+static int judge(target *t, bool json_out) {
     if (t->code != CURLE_OK)
         return cli_failf("%s: %s", t->url,
                          t->overflow ? "answer larger than 256 MiB"
                          : t->errbuf[0] ? t->errbuf
                                         : curl_easy_strerror(t->code));
-    json_t *ok = json_object_get(ans, "success");
-    const char *msg = json_string_value(json_object_get(ans, "message"));
-    if (!json_is_object(ans) || !json_is_boolean(ok)) {
-        char snip[121];
-        size_t i = 0;
-        for (; t->buf && i < t->len && i < 120; i++)
-            snip[i] = t->buf[i] >= 32 && t->buf[i] < 127 ? t->buf[i] : ' ';
-        snip[i] = 0;
-        return cli_failf("%s: HTTP %ld: not a weights_checker answer: %s", t->url, t->status, snip);
+    ws_report *r = ws_report_new();
+    ws_error err;
+    ws_error_clear(&err);
+    if (!r) return cli_failf("out of memory");
+    if (ws_compare_judge(t->buf, t->buf ? t->len : 0, (int)t->status, r, &err) != WS_OK) {
+        ws_report_free(r);
+        return cli_failf("%s: %s", t->url, err.what);
     }
-    bool checked = true;
-    for (size_t k = 0; k < 4; k++) checked &= json_is_array(json_object_get(ans, lists[k]));
-    if (json_is_true(ok) && t->status >= 200 && t->status < 300) {
-        if (!json_out) {
-            json_t *m = json_object_get(ans, "matched");
-            if (json_is_integer(m))
-                printf("%s: %lld matched -> OK\n", t->url, (long long)json_integer_value(m));
-            else printf("%s: OK: %s\n", t->url, msg ? msg : "");
-        }
-        return EXIT_MATCH;
-    }
-    if (json_is_true(ok))
-        return cli_failf("%s: HTTP %ld with success true: %s", t->url, t->status, msg ? msg : "");
-    if (!checked) /* the engine did not run the check: a request or engine problem */
-        return cli_failf("%s: HTTP %ld: %s", t->url, t->status, msg ? msg : "(no message)");
-    if (!json_out) {
-        for (size_t k = 0; k < 4; k++) {
-            json_t *arr = json_object_get(ans, lists[k]), *it;
-            size_t i;
-            json_array_foreach(arr, i, it) print_item(stdout, t->url, it);
-        }
-        json_t *m = json_object_get(ans, "matched");
-        printf("%s: %lld matched", t->url, json_is_integer(m) ? (long long)json_integer_value(m) : 0LL);
+    int code = ws_report_ok(r) ? EXIT_MATCH : EXIT_MISMATCH;
+    if (!json_out && code == EXIT_MATCH) {
+        printf("%s: %llu matched -> OK\n", t->url, (unsigned long long)ws_report_matched(r));
+    } else if (!json_out) {
+        static const char *const lists[] = {"mismatched", "missing", "unexpected", "replica_mismatch"};
+        size_t counts[4] = {0};
         for (size_t k = 0; k < 4; k++)
-            if (json_array_size(json_object_get(ans, lists[k])))
-                printf(", %zu %s", json_array_size(json_object_get(ans, lists[k])), lists[k]);
+            for (size_t i = 0; i < ws_report_count(r); i++) {
+                const ws_finding *f = ws_report_at(r, i);
+                if (strcmp(list_name(f->status), lists[k]) != 0) continue;
+                print_item(stdout, t->url, f);
+                counts[k]++;
+            }
+        printf("%s: %llu matched", t->url, (unsigned long long)ws_report_matched(r));
+        for (size_t k = 0; k < 4; k++)
+            if (counts[k]) printf(", %zu %s", counts[k], lists[k]);
         printf(" -> FAILED\n");
     }
-    return EXIT_MISMATCH;
+    ws_report_free(r);
+    return code;
 }
 
 /* Judge one engine's checksum answer against the expectation: EXIT_MATCH, EXIT_MISMATCH
@@ -400,7 +391,7 @@ int cmd_push(int argc, char **argv) {
         }
         json_error_t je;
         json_t *ans = t->code == CURLE_OK && t->buf ? json_loadb(t->buf, t->len, 0, &je) : NULL;
-        int r = expect ? judge_expect(t, expect, skip, nskip, json_out) : judge(t, ans, json_out);
+        int r = expect ? judge_expect(t, expect, skip, nskip, json_out) : judge(t, json_out);
         if (r > rc) rc = r; /* trouble outranks a mismatch, which outranks a match */
         if (all)
             json_array_append_new(

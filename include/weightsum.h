@@ -945,6 +945,12 @@ WS_API ws_err ws_compare_request(const char *text, size_t len, const char *label
                                  int canon_given, unsigned algo, long rank_offset,
                                  int offset_given, char **body, ws_error *err);
 
+/* Judge an engine's answer (len bytes, its HTTP status) to compare_checksum: every item of its
+ * four lists into r as a finding (ranks as holders) and its matched count. WS_ERR_REMOTE when the
+ * engine ran no check (its message in err), WS_ERR_JSON when it is no weights_checker answer. */
+WS_API ws_err ws_compare_judge(const char *answer, size_t len, int http_status, ws_report *r,
+                               ws_error *err);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Tensors in place: host or CUDA memory, any strides (docs/cuda.md)                            */
 /* ------------------------------------------------------------------------------------------ */

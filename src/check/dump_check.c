@@ -10,16 +10,10 @@
 
 void wsi_dumpcheck_report(wsi_dumpcheck *c, ws_status s, const char *tensor, const char *local,
                           int rank, int64_t row0, int64_t row1, const char *fmt, ...) {
-    char detail[768];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    wsi_report_vaddf(c->r, &c->lock, s, tensor, local, rank, row0, row1, fmt, ap);
     va_end(ap);
-    ws_finding f = {.status = s, .tensor = tensor, .local = local, .rank = rank, .row0 = row0,
-                    .row1 = row1, .detail = detail};
-    pthread_mutex_lock(&c->lock);
-    if (c->r) ws_report_add(c->r, &f);
-    pthread_mutex_unlock(&c->lock);
 }
 
 void wsi_dumpcheck_add(wsi_dumpcheck *c, const ws_finding *f) {
@@ -28,7 +22,7 @@ void wsi_dumpcheck_add(wsi_dumpcheck *c, const ws_finding *f) {
     pthread_mutex_unlock(&c->lock);
 }
 
-static void progress(wsi_dumpcheck *c, uint64_t n) {
+void wsi_dumpcheck_progress(wsi_dumpcheck *c, uint64_t n) {
     pthread_mutex_lock(&c->lock);
     c->done += n;
     if (c->opt->progress) c->opt->progress(c->opt->progress_user, c->done, c->total);
@@ -127,8 +121,8 @@ void wsi_dumpcheck_close(wsi_dumpcheck *c) {
     memset(c, 0, sizeof *c);
 }
 
-ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d,
-                          const ws_hash_options *opt, ws_report *r, ws_error *err) {
+ws_err wsi_dumpcheck_bind(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d,
+                          const ws_hash_options *opt, ws_report *r, bool defer, ws_error *err) {
     memset(c, 0, sizeof *c);
     pthread_mutex_init(&c->lock, NULL);
     c->l = l;
@@ -152,10 +146,11 @@ ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d
     int tp = c->plan->tp;
     c->src = calloc((size_t)tp + 1, sizeof *c->src);
     c->bound = calloc(c->plan->nl + 1, sizeof *c->bound);
-    uint8_t *want = c->fast ? NULL : calloc(c->plan->np + 1, 1);
-    if (!c->src || !c->bound || (!c->fast && !want))
+    /* deferred: no piece digested, no padding scanned (the caller's pass does it all) */
+    uint8_t *want = c->fast && !defer ? NULL : calloc(c->plan->np + 1, 1);
+    if (!c->src || !c->bound || ((!c->fast || defer) && !want))
         rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    for (size_t i = 0; want && i < c->plan->np; i++)
+    for (size_t i = 0; want && !defer && i < c->plan->np; i++)
         if (c->plan->twin[i] != i && c->plan->twin[i] != UINT32_MAX)
             want[i] = want[c->plan->twin[i]] = 1;
     for (size_t h = 0; h < c->plan->nh; h++)
@@ -168,7 +163,8 @@ ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d
     for (int rank = 0; rank < tp && rc == WS_OK; rank++) {
         if (!ws_dump_rank(d, rank)) continue;
         ws_partials *pa = NULL;
-        wsi_compute_opts co = {.want = want, .threads = opt->threads, .bound = c->bound};
+        wsi_compute_opts co = {.want = want, .no_padding = defer, .threads = opt->threads,
+                               .bound = c->bound};
         rc = ws_source_dump(d, rank, WS_READ_DEFAULT, &c->src[rank], err);
         if (rc == WS_OK)
             rc = wsi_partials_compute_ex(c->plan, rank, c->src[rank], c->key, c->canon, &co, &pa,
@@ -179,14 +175,14 @@ ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d
         } else if (rc == WS_OK) {
             c->pa = pa;
         }
-        if (rc == WS_OK && c->fast) {
+        if (rc == WS_OK && c->fast && !defer) {
             uint64_t n = 0;
             for (size_t i = 0; i < c->plan->np; i++) {
                 const ws_piece *pc = ws_layout_piece(l, i);
                 if (!pc->replica && ws_layout_local(l, pc->local)->rank == rank)
                     n += pc->rows * pc->cols;
             }
-            progress(c, n);
+            wsi_dumpcheck_progress(c, n);
         }
     }
     free(want);
@@ -199,153 +195,21 @@ ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d
             snprintf(c->pa->key_id, sizeof c->pa->key_id, "%s", ws_fastkey_id(c->key));
         }
     }
+    return rc;
+}
+
+ws_err wsi_dumpcheck_build(wsi_dumpcheck *c, ws_error *err) {
     wsi_build_opts bo = {.digests = c->fast, .replica_detail = replica_detail, .ctx = c};
-    ws_report *own = r ? NULL : ws_report_new();
-    if (rc == WS_OK && !r && !own) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    if (rc == WS_OK) {
-        pthread_mutex_lock(&c->lock); /* (one thread here; the report is shared later) */
-        pthread_mutex_unlock(&c->lock);
-        rc = wsi_partials_build(c->plan, c->pa, "dump", r ? r : own, &bo, &c->rebuilt, err);
-    }
+    ws_report *own = c->r ? NULL : ws_report_new();
+    if (!c->r && !own) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    ws_err rc = wsi_partials_build(c->plan, c->pa, "dump", c->r ? c->r : own, &bo, &c->rebuilt,
+                                   err);
     ws_report_free(own);
     return rc;
 }
 
-/* ---- SHA-256: canonical order, read through the sources ------------------------------ */
-
-typedef struct sha_job {
-    wsi_dumpcheck *c;
-    const ws_manifest_entry **ents; /* rebuilt entries, largest first */
-    ws_digest *sha;                  /* per entry */
-    ws_value_stats *stats;
-    ws_err rc;
-    ws_error err;
-} sha_job;
-
-typedef struct feed {
-    wsi_sink *sink;
-    ws_dtype dtype;
-    ws_canon canon;
-    uint64_t t_at;
-    ws_value_stats *stats;
-} feed;
-
-static ws_err feed_at(void *arg, uint64_t at, const void *data, uint64_t n) {
-    feed *f = arg;
-    wsi_sink_feed(f->sink, f->dtype, f->canon, f->t_at + at, data, n, f->stats);
-    return WS_OK;
-}
-
-typedef struct sweep_ctx {
-    const wsi_dumpcheck *c;
-    const char *hf_name; /* the canonical tensor swept: its name picks the canonical rule */
-    wsi_sink *sink;
-    wsi_readbuf buf;
-    ws_value_stats stats;
-    ws_error err;
-} sweep_ctx;
-
-static ws_err feed_run(void *arg, const wsi_run *run) {
-    sweep_ctx *s = arg;
-    const wsi_src_tensor *t = s->c->bound[run->local];
-    feed f = {s->sink, t->dtype, ws_canon_for_tensor(s->hf_name, t->dtype, s->c->canon), run->t_at,
-              &s->stats};
-    return wsi_dumpcheck_read(s->c, run->local, run->l_at, run->n, &s->buf, feed_at, &f, &s->err);
-}
-
-static void sha_one(void *arg, size_t i) {
-    sha_job *j = arg;
-    wsi_dumpcheck *c = j->c;
-    pthread_mutex_lock(&c->lock);
-    bool stop = j->rc != WS_OK;
-    pthread_mutex_unlock(&c->lock);
-    if (stop) return;
-    const ws_manifest_entry *en = j->ents[i];
-    long h = ws_layout_find_hf(c->l, en->name);
-    const wsi_plan *p = &c->plan->plans[h];
-    wsi_sink sink;
-    sweep_ctx s = {.c = c, .hf_name = en->name, .sink = &sink};
-    ws_err rc = wsi_sink_init(&sink, WS_ALGO_SHA256, en->canonical_dtype, NULL, &s.err);
-    if (rc == WS_OK) {
-        rc = wsi_sweep(c->l, p, 0, p->rows, feed_run, &s, NULL);
-        if (rc == WS_ERR_NOMEM && s.err.code != WS_ERR_NOMEM)
-            wsi_fail(&s.err, rc, NULL, en->name, -1, "out of memory");
-        if (rc == WS_OK) rc = wsi_sink_final(&sink, &j->sha[i], &s.err);
-        j->stats[i] = s.stats;
-        wsi_sink_destroy(&sink);
-    }
-    wsi_readbuf_free(&s.buf);
-    if (rc != WS_OK) {
-        pthread_mutex_lock(&c->lock);
-        if (j->rc == WS_OK) {
-            j->rc = rc;
-            j->err = s.err;
-        }
-        pthread_mutex_unlock(&c->lock);
-    }
-    progress(c, p->rows * p->cols);
-}
-
-static const ws_manifest_entry **sort_ents;
-static uint64_t ent_numel(const ws_manifest_entry *e) {
-    uint64_t n = 1;
-    for (int d = 0; d < e->ndim; d++) n *= e->shape[d];
-    return n;
-}
-static int cmp_size(const void *a, const void *b) {
-    uint64_t x = ent_numel(*(const ws_manifest_entry *const *)a);
-    uint64_t y = ent_numel(*(const ws_manifest_entry *const *)b);
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-ws_err wsi_dumpcheck_manifest(wsi_dumpcheck *c, const char *source, ws_manifest **out,
-                              ws_error *err) {
-    *out = NULL;
-    unsigned algos = c->opt->algos ? c->opt->algos : WS_ALGO_SHA256;
-    size_t n = ws_manifest_count(c->rebuilt);
-    sha_job j = {.c = c, .rc = WS_OK};
-    j.ents = calloc(n + 1, sizeof *j.ents);
-    j.sha = calloc(n + 1, sizeof *j.sha);
-    j.stats = calloc(n + 1, sizeof *j.stats);
-    ws_err rc = j.ents && j.sha && j.stats
-                    ? WS_OK
-                    : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    for (size_t i = 0; i < n && rc == WS_OK; i++) j.ents[i] = ws_manifest_entry_at(c->rebuilt, i);
-    if (rc == WS_OK && (algos & WS_ALGO_SHA256)) {
-        static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
-        pthread_mutex_lock(&sort_lock);
-        sort_ents = j.ents;
-        qsort(j.ents, n, sizeof *j.ents, cmp_size);
-        pthread_mutex_unlock(&sort_lock);
-        wsi_parallel_for(n, c->opt->threads, sha_one, &j);
-        if (j.rc != WS_OK) {
-            rc = j.rc;
-            if (err) *err = j.err;
-        }
-    }
-    ws_manifest *m = NULL;
-    if (rc == WS_OK) {
-        m = ws_manifest_new(c->canon, algos, c->opt->key ? ws_fastkey_id(c->opt->key) : NULL,
-                            source);
-        if (!m) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    }
-    for (size_t i = 0; i < n && rc == WS_OK; i++) {
-        ws_manifest_entry e = *j.ents[i];
-        e.digest.algos = algos;
-        if (algos & WS_ALGO_SHA256) {
-            memcpy(e.digest.sha256, j.sha[i].sha256, 32);
-            e.stats = j.stats[i];
-        }
-        if (ws_manifest_add(m, &e) != WS_OK)
-            rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    }
-    free(j.ents);
-    free(j.sha);
-    free(j.stats);
-    if (rc != WS_OK) {
-        ws_manifest_free(m);
-        return rc;
-    }
-    *out = m;
-    return WS_OK;
+ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d,
+                          const ws_hash_options *opt, ws_report *r, ws_error *err) {
+    ws_err rc = wsi_dumpcheck_bind(c, l, d, opt, r, false, err);
+    return rc == WS_OK ? wsi_dumpcheck_build(c, err) : rc;
 }

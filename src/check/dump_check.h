@@ -35,9 +35,32 @@ typedef struct wsi_dumpcheck {
 WSI_HIDDEN ws_err wsi_dumpcheck_open(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d,
                                      const ws_hash_options *opt, ws_report *r, ws_error *err);
 WSI_HIDDEN void wsi_dumpcheck_close(wsi_dumpcheck *c);
-/* The manifest of every tensor that can be rebuilt, with the digests opt asks for. */
-WSI_HIDDEN ws_err wsi_dumpcheck_manifest(wsi_dumpcheck *c, const char *source,
-                                         ws_manifest **out, ws_error *err);
+/* wsi_dumpcheck_open in two steps: bind (sources, partials; defer: no piece digested and no
+ * padding scanned, for a caller that reads the bytes itself and fills c->pa), then build (the
+ * structural and replica findings into r, c->rebuilt). */
+WSI_HIDDEN ws_err wsi_dumpcheck_bind(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d,
+                                     const ws_hash_options *opt, ws_report *r, bool defer,
+                                     ws_error *err);
+WSI_HIDDEN ws_err wsi_dumpcheck_build(wsi_dumpcheck *c, ws_error *err);
+/* Thread-safe progress: n more elements done. */
+WSI_HIDDEN void wsi_dumpcheck_progress(wsi_dumpcheck *c, uint64_t n);
+/*
+ * ws_hash_dump in one read of every byte (dump_pass.c): every piece's fast partial, every
+ * padding row, every canonical tensor's SHA-256 (in canonical order) and, when local_algos is
+ * set, the digest of every local tensor the layout binds, as ws_digest_tensor gives it, into
+ * local[rank][i] (i: the tensor's index in the rank's checkpoint; entries it cannot give keep
+ * algos 0). Answers equal ws_hash_dump's and ws_digest_tensor's.
+ */
+/* wsi_hash_dump_pass leaving c bound (close it with wsi_dumpcheck_close, whatever the
+ * result), for a caller that goes on to locate or name holders (ws_verify_dump). */
+WSI_HIDDEN ws_err wsi_dumpcheck_pass(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d,
+                                     const ws_hash_options *opt, ws_report *r,
+                                     const char *source, ws_manifest **out,
+                                     unsigned local_algos, ws_digest **local, ws_error *err);
+WSI_HIDDEN ws_err wsi_hash_dump_pass(const ws_layout *l, const ws_dump *d,
+                                     const ws_hash_options *opt, const char *source,
+                                     ws_manifest **out, ws_report *r, unsigned local_algos,
+                                     ws_digest **local, ws_error *err);
 /* Read n elements at flat index l_at of local tensor `local`: fn as for wsi_source_rect
  * (at counts from l_at). */
 WSI_HIDDEN ws_err wsi_dumpcheck_read(const wsi_dumpcheck *c, uint32_t local, uint64_t l_at,

@@ -339,8 +339,8 @@ static bool same_shape(const wsi_src_tensor *t, const ws_local_desc *ld) {
 }
 
 /* Add the canonical tensor's seal to the partial of the piece at its origin (see above). */
-static ws_err seal_origin(const ws_layout *l, const ws_piece *pc, const ws_fastkey *key,
-                          ws_dtype cdt, ws_fast *fast, ws_error *err) {
+ws_err wsi_piece_seal(const ws_layout *l, const ws_piece *pc, const ws_fastkey *key,
+                      ws_dtype cdt, ws_fast *fast, ws_error *err) {
     if (pc->t_row0 != 0 || pc->t_col0 != 0) return WS_OK;
     const ws_hf_desc *hf = ws_layout_hf(l, pc->hf);
     ws_digest d = {.algos = WS_ALGO_FAST, .fast = *fast};
@@ -400,7 +400,7 @@ static ws_err device_pieces(const ws_plan *p, ws_partials *pa, const ws_source *
         if (k == 0) continue;
         rc = src->dev->fast_rects(key, rects, k, c, out, st, stream, err);
         for (size_t i = 0; i < k && rc == WS_OK; i++) {
-            rc = seal_origin(p->l, ws_layout_piece(p->l, which[i]), key,
+            rc = wsi_piece_seal(p->l, ws_layout_piece(p->l, which[i]), key,
                              ws_canonical_dtype(rects[i].dtype, c), &out[i], err);
             pa->pieces[which[i]].done = 1;
             pa->pieces[which[i]].fast = out[i];
@@ -427,7 +427,7 @@ static ws_err piece_partial(const ws_layout *l, const ws_piece *pc, const ws_sou
                   .t_cols = pc->t_cols, .t0 = pc->t_row0 * pc->t_cols + pc->t_col0};
     rc = wsi_source_rect(src, t, pc->l_row0, pc->l_col0, pc->rows, pc->cols, pc->l_cols, buf,
                          feed_rect, &c, err);
-    if (rc == WS_OK) rc = seal_origin(l, pc, key, sink.cdtype, &sink.fast, err);
+    if (rc == WS_OK) rc = wsi_piece_seal(l, pc, key, sink.cdtype, &sink.fast, err);
     if (rc == WS_OK) {
         out->done = 1;
         out->fast = sink.fast;
@@ -578,7 +578,8 @@ ws_err wsi_partials_compute_ex(const ws_plan *p, int rank, const ws_source *src,
         const wsi_src_tensor *t = bound[pc->local];
         if (t && t->kind != WSI_SRC_DEVICE && (!want || want[i])) items[n++] = (uint32_t)i;
     }
-    for (size_t li = 0; li < p->nl && rc == WS_OK && ws_layout_zero_padding(l); li++)
+    bool pad = ws_layout_zero_padding(l) && !(o && o->no_padding);
+    for (size_t li = 0; li < p->nl && rc == WS_OK && pad; li++)
         if (bound[li] && p->covered[li]) items[n++] = UINT32_MAX - (uint32_t)li;
     if (rc == WS_OK) {
         pthread_mutex_lock(&sort_lock);

@@ -71,6 +71,7 @@ struct ws_partials {
  * may be NULL) receives the source tensor bound to each local tensor of the rank. */
 typedef struct wsi_compute_opts {
     const uint8_t *want;
+    bool no_padding;          /* leave the padding scans to the caller */
     int threads;
     const struct wsi_src_tensor **bound;
 } wsi_compute_opts;
@@ -93,6 +94,11 @@ typedef struct wsi_build_opts {
 WSI_HIDDEN ws_err wsi_partials_build(const ws_plan *p, const ws_partials *pa, const char *source,
                                      ws_report *r, const wsi_build_opts *o, ws_manifest **out,
                                      ws_error *err);
+
+/* Add the canonical tensor's seal to the raw partial of piece pc when it sits at the tensor's
+ * origin (row 0, column 0); other pieces stay raw. */
+WSI_HIDDEN ws_err wsi_piece_seal(const ws_layout *l, const ws_piece *pc, const ws_fastkey *key,
+                                 ws_dtype cdt, ws_fast *fast, ws_error *err);
 
 /* An empty set of partials shaped like p / like another set. */
 WSI_HIDDEN ws_err wsi_partials_alloc(uint32_t np, uint32_t nl, uint32_t tp, ws_partials **out,

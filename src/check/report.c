@@ -3,8 +3,22 @@
 #include "report_values.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void wsi_report_vaddf(ws_report *r, void *lock, ws_status s, const char *tensor,
+                      const char *local, int rank, int64_t row0, int64_t row1, const char *fmt,
+                      va_list ap) {
+    char detail[768];
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    ws_finding f = {.status = s, .tensor = tensor, .local = local, .rank = rank, .row0 = row0,
+                    .row1 = row1, .detail = detail};
+    if (lock) pthread_mutex_lock(lock);
+    if (r) ws_report_add(r, &f);
+    if (lock) pthread_mutex_unlock(lock);
+}
 
 struct ws_report {
     ws_finding *items;

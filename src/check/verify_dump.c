@@ -315,8 +315,7 @@ ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_
     wsi_dumpcheck v;
     ws_manifest *actual = NULL;
     sides sd = {0};
-    ws_err rc = wsi_dumpcheck_open(&v, l, d, opt, r, err);
-    if (rc == WS_OK) rc = wsi_dumpcheck_manifest(&v, "dump", &actual, err);
+    ws_err rc = wsi_dumpcheck_pass(&v, l, d, opt, r, "dump", &actual, 0, NULL, err);
     bool same_key = true;
     if (rc == WS_OK) rc = wsi_check_comparable(expected, actual, &same_key, err);
     char detail[512], held[512];

@@ -85,6 +85,11 @@ WSI_HIDDEN ws_err wsi_check_comparable(const ws_manifest *exp, const ws_manifest
 WSI_HIDDEN ws_err wsi_report_add(ws_report *r, ws_status s, const char *tensor,
                                  const char *local, int rank, int64_t row0, int64_t row1,
                                  const char *detail, ws_error *err);
+/* A finding whose detail is printf(fmt, ap), appended to r (NULL: dropped) under lock (a
+ * pthread_mutex_t *, may be NULL) by threads that share one report. */
+WSI_HIDDEN void wsi_report_vaddf(ws_report *r, void *lock, ws_status s, const char *tensor,
+                                 const char *local, int rank, int64_t row0, int64_t row1,
+                                 const char *fmt, va_list ap);
 
 /* Call fn(ctx, i) for i in [0, n) on `threads` threads (<= 0: all cores), the caller's
  * included; returns when all are done. fn must do its own locking. */

@@ -53,6 +53,31 @@ ws_err wsi_sink_init(wsi_sink *s, unsigned algos, ws_dtype cdtype, const ws_fast
     return WS_OK;
 }
 
+ws_err wsi_sink_init_shared(wsi_sink *s, unsigned algos, ws_dtype cdtype,
+                            const ws_fastkey *key, uint8_t *scratch, ws_error *err) {
+    memset(s, 0, sizeof *s);
+    s->algos = algos ? algos : WS_ALGO_SHA256;
+    s->cdtype = cdtype;
+    s->key = key;
+    s->scratch = scratch;
+    if ((s->algos & WS_ALGO_FAST) && !key)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "fast digest requested without a key");
+    if (s->algos & WS_ALGO_SHA256) {
+        s->sha = EVP_MD_CTX_new();
+        if (!s->sha || EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL) != 1) {
+            wsi_sink_destroy_shared(s);
+            return wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "EVP SHA-256 init failed");
+        }
+    }
+    return WS_OK;
+}
+
+void wsi_sink_destroy_shared(wsi_sink *s) {
+    EVP_MD_CTX_free(s->sha);
+    s->sha = NULL;
+    s->scratch = NULL;
+}
+
 void wsi_sink_destroy(wsi_sink *s) {
     EVP_MD_CTX_free(s->sha);
     free(s->scratch);

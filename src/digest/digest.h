@@ -22,6 +22,11 @@ typedef struct wsi_sink {
 WSI_HIDDEN ws_err wsi_sink_init(wsi_sink *s, unsigned algos, ws_dtype cdtype,
                                 const ws_fastkey *key, ws_error *err);
 WSI_HIDDEN void wsi_sink_destroy(wsi_sink *s);
+/* wsi_sink_init with the caller's scratch (WSI_CHUNK_ELEMS * 8 bytes, outliving the sink): for
+ * many sinks open at once on one thread. Destroy with wsi_sink_destroy_shared. */
+WSI_HIDDEN ws_err wsi_sink_init_shared(wsi_sink *s, unsigned algos, ws_dtype cdtype,
+                                       const ws_fastkey *key, uint8_t *scratch, ws_error *err);
+WSI_HIDDEN void wsi_sink_destroy_shared(wsi_sink *s);
 /* Feed n source elements of dtype src_dtype that sit at canonical element index `at`. */
 WSI_HIDDEN void wsi_sink_feed(wsi_sink *s, ws_dtype src_dtype, ws_canon c, uint64_t at,
                               const void *src, uint64_t n, ws_value_stats *stats);

@@ -206,3 +206,25 @@ ws_err wsi_source_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row
         return wsi_host_rect(t, row0, col0, rows, cols, l_cols, buf, fn, ctx, err);
     }
 }
+
+typedef struct copy_ctx {
+    uint8_t *dst;
+    size_t es;
+} copy_ctx;
+
+static ws_err copy_out(void *arg, uint64_t at, const void *data, uint64_t n) {
+    copy_ctx *c = arg;
+    memcpy(c->dst + at * c->es, data, (size_t)(n * c->es));
+    return WS_OK;
+}
+
+ws_err wsi_source_read(const ws_source *s, const wsi_src_tensor *t, uint64_t at, uint64_t n,
+                       void *dst, wsi_readbuf *buf, ws_error *err) {
+    if (at > t->numel || n > t->numel - at)
+        return wsi_fail(err, WS_ERR_ARG, t->file, t->name, -1,
+                        "read outside the tensor's %llu elements", (unsigned long long)t->numel);
+    if (n == 0) return WS_OK;
+    if (wsi_file_pread_mode(s, t)) return wsi_file_read(t, at, n, dst, err);
+    copy_ctx c = {dst, ws_dtype_size(t->dtype)};
+    return wsi_source_rect(s, t, 0, at, 1, n, t->numel, buf, copy_out, &c, err);
+}

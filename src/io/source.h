@@ -59,6 +59,13 @@ typedef struct wsi_readbuf {
 WSI_HIDDEN void wsi_readbuf_free(wsi_readbuf *b);
 /* Largest read of one call (bytes): bounds memory by a buffer, never by a tensor. */
 #define WSI_READ_CHUNK (8u << 20)
+/* A contiguous run read by pread comes in reads of this size into the reused buffer: small
+ * enough that what the kernel copies in is still in L2 when the digest reads it (8 MiB reads
+ * made the copy and the digest each go to memory: perf showed a third of the time in the
+ * kernel's copy, a sixth in prefetching the buffer back). */
+#ifndef WSI_PREAD_CHUNK
+#define WSI_PREAD_CHUNK (256u << 10)
+#endif
 
 /*
  * Visit the rectangle rows x cols at (row0, col0) of tensor t's 2-D view [*, l_cols]:
@@ -74,10 +81,21 @@ WSI_HIDDEN ws_err wsi_source_rect(const ws_source *s, const wsi_src_tensor *t, u
                                   uint64_t col0, uint64_t rows, uint64_t cols, uint64_t l_cols,
                                   wsi_readbuf *buf, wsi_rect_fn fn, void *ctx, ws_error *err);
 
+/* Copy n elements at flat index `at` of t into dst (n * dtype size bytes): a file read with
+ * pread goes straight into dst (one system call per WSI_READ_CHUNK, no bounce buffer); other
+ * kinds through wsi_source_rect (buf is its scratch). Errors as wsi_source_rect's. */
+WSI_HIDDEN ws_err wsi_source_read(const ws_source *s, const wsi_src_tensor *t, uint64_t at,
+                                  uint64_t n, void *dst, wsi_readbuf *buf, ws_error *err);
+
 /* Per-kind readers (source_file.c, source_host.c, source_device.c). */
 WSI_HIDDEN ws_err wsi_file_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row0,
                                 uint64_t col0, uint64_t rows, uint64_t cols, uint64_t l_cols,
                                 wsi_readbuf *buf, wsi_rect_fn fn, void *ctx, ws_error *err);
+/* pread of n elements at flat index at straight into dst; false when t is not read by pread
+ * (mapped mode, a memory image): the caller copies instead. */
+WSI_HIDDEN bool wsi_file_pread_mode(const ws_source *s, const wsi_src_tensor *t);
+WSI_HIDDEN ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst,
+                                ws_error *err);
 WSI_HIDDEN ws_err wsi_host_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0,
                                 uint64_t rows, uint64_t cols, uint64_t l_cols, wsi_readbuf *buf,
                                 wsi_rect_fn fn, void *ctx, ws_error *err);

@@ -153,11 +153,10 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
     uint64_t span0 = t->file_offset + (row0 * l_cols + col0) * es;
     uint64_t span1 = t->file_offset + ((row0 + rows - 1) * l_cols + col0 + cols) * es;
     posix_fadvise(t->fd, (off_t)span0, (off_t)(span1 - span0), POSIX_FADV_SEQUENTIAL);
-    uint64_t per = WSI_READ_CHUNK / es;
     if (cols == l_cols) {
-        uint64_t n = rows * cols;
-        for (uint64_t k = 0; k < n && rc == WS_OK; k += per) {
-            uint64_t m = n - k < per ? n - k : per;
+        uint64_t n = rows * cols, small = WSI_PREAD_CHUNK / es ? WSI_PREAD_CHUNK / es : 1;
+        for (uint64_t k = 0; k < n && rc == WS_OK; k += small) {
+            uint64_t m = n - k < small ? n - k : small;
             rc = read_at(t, span0 + k * es, buf->p, (size_t)(m * es), err);
             if (rc == WS_OK) rc = fn(ctx, k, buf->p, m);
         }
@@ -177,13 +176,30 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
         }
         return rc;
     }
+    uint64_t small = WSI_PREAD_CHUNK / es ? WSI_PREAD_CHUNK / es : 1;
     for (uint64_t r = 0; r < rows && rc == WS_OK; r++)
-        for (uint64_t c = 0; c < cols && rc == WS_OK; c += per) {
-            uint64_t m = cols - c < per ? cols - c : per;
+        for (uint64_t c = 0; c < cols && rc == WS_OK; c += small) {
+            uint64_t m = cols - c < small ? cols - c : small;
             rc = read_at(t, t->file_offset + ((row0 + r) * l_cols + col0 + c) * es, buf->p,
                          (size_t)(m * es), err);
             if (rc == WS_OK) rc = fn(ctx, r * cols + c, buf->p, m);
         }
+    return rc;
+}
+
+bool wsi_file_pread_mode(const ws_source *s, const wsi_src_tensor *t) {
+    return t->kind == WSI_SRC_FILE && s->read_mode != WS_READ_MMAP && t->fd >= 0;
+}
+
+ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst,
+                     ws_error *err) {
+    size_t es = ws_dtype_size(t->dtype);
+    uint64_t off = t->file_offset + at * es, len = n * es;
+    ws_err rc = WS_OK;
+    for (uint64_t k = 0; k < len && rc == WS_OK; k += WSI_READ_CHUNK) {
+        uint64_t m = len - k < WSI_READ_CHUNK ? len - k : WSI_READ_CHUNK;
+        rc = read_at(t, off + k, (uint8_t *)dst + k, (size_t)m, err);
+    }
     return rc;
 }
 

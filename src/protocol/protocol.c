@@ -6,6 +6,8 @@
  */
 #include "protocol.h"
 
+#include "dump_check.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,7 +169,7 @@ static void reply_start(reply *rp, int status, bool success, const char *fmt, ..
 /* A request the handler will not run: 400 (or 413) with a message, no check lists. */
 #define BAD(rp, ...) reply_start((rp), 400, false, __VA_ARGS__)
 
-static const char *list_of(ws_status s) {
+const char *wsp_list_of(ws_status s) {
     switch (s) {
     case WS_MISSING: return "missing";
     case WS_UNEXPECTED: return "unexpected";
@@ -248,7 +250,7 @@ static void reply_report(reply *rp, const ws_checker *c, const ws_report *r, con
     for (size_t k = 0; k < 4; k++) json_object_set_new(rp->root, lists[k], json_array());
     json_object_set_new(rp->root, "matched", json_integer((json_int_t)matched));
     for (size_t i = 0; i < n; i++)
-        json_array_append(json_object_get(rp->root, list_of(ws_report_at(r, i)->status)),
+        json_array_append(json_object_get(rp->root, wsp_list_of(ws_report_at(r, i)->status)),
                           json_array_get(items, i));
     json_decref(items);
 }
@@ -389,6 +391,22 @@ static void action_checksum_sglang(const ws_checker *c, json_t *root, reply *rp)
     ws_dump_free(d);
 }
 
+/* Per rank of the layout (and of the dump), a zeroed digest per tensor its files hold. */
+static ws_digest **local_table(const ws_checker *c, const ws_dump *d, int *n) {
+    int tp = ws_layout_rank_count(c->l), nd = ws_dump_rank_count(d);
+    *n = tp > nd ? tp : nd;
+    ws_digest **t = calloc((size_t)*n + 1, sizeof *t);
+    for (int k = 0; t && k < *n; k++) {
+        t[k] = calloc(ws_ckpt_count(ws_dump_rank(d, k)) + 1, sizeof **t);
+        if (!t[k]) {
+            for (int j = 0; j < k; j++) free(t[j]);
+            free(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
 static void action_checksum(const ws_checker *c, json_t *root, const request *q, reply *rp) {
     unsigned algos = WS_ALGO_SHA256;
     json_t *al0 = json_object_get(root, "algorithm");
@@ -413,11 +431,15 @@ static void action_checksum(const ws_checker *c, json_t *root, const request *q,
     ws_manifest *m = NULL;
     ws_report *r = ws_report_new();
     json_t *ranks = NULL;
+    ws_digest **local = NULL;
+    int nlocal = 0;
     ws_hash_options opt = {.canon = q->canon, .algos = algos, .key = c->key, .threads = c->threads};
     if (!r) reply_start(rp, 500, false, "out of memory");
     else if (ws_dump_open(c->dir, &d, &e) != WS_OK) reply_trouble(rp, "cannot read the engine dump", &e);
-    else if (ws_hash_dump(c->l, d, &opt, c->dir, &m, r, &e) != WS_OK) reply_trouble(rp, "cannot digest the engine dump", &e);
-    else if (wsp_rank_checksums(c, d, q->canon, algos, &ranks, &e) != WS_OK) reply_trouble(rp, "cannot digest the engine's ranks", &e);
+    else if (!(local = local_table(c, d, &nlocal))) reply_start(rp, 500, false, "out of memory");
+    /* one read of every byte: canonical digests, findings and each rank's tensors' digests */
+    else if (wsi_hash_dump_pass(c->l, d, &opt, c->dir, &m, r, algos, local, &e) != WS_OK) reply_trouble(rp, "cannot digest the engine dump", &e);
+    else if (wsp_rank_checksums(c, d, q->canon, algos, local, &ranks, &e) != WS_OK) reply_trouble(rp, "cannot digest the engine's ranks", &e);
     else {
         char what[128];
         snprintf(what, sizeof what, "checksum (%s tp=%d, %s)", ws_layout_family(c->l),
@@ -450,6 +472,8 @@ static void action_checksum(const ws_checker *c, json_t *root, const request *q,
         ranks = NULL;
     }
     json_decref(ranks);
+    for (int k = 0; local && k < nlocal; k++) free(local[k]);
+    free(local);
     ws_report_free(r);
     ws_manifest_free(m);
     ws_dump_free(d);

@@ -17,6 +17,10 @@ struct ws_checker {
     size_t *hf_nranks;
 };
 
+/* The list of an answer ("mismatched", "missing", "unexpected", "replica_mismatch") that
+ * holds findings of status s. */
+WSI_HIDDEN const char *wsp_list_of(ws_status s);
+
 /* One expected digest of a request: an engine tensor name and its digest. */
 typedef struct wsp_expect {
     const char *name; /* points into the request's JSON */
@@ -48,9 +52,12 @@ WSI_HIDDEN ws_err wsp_sglang_checksum(const ws_checker *c, const ws_dump *d, jso
 WSI_HIDDEN bool wsp_parse_hex(const char *hex, ws_digest *d);
 
 /* For each rank 0..tp-1 of the layout, digest every tensor its files hold (algos, canon):
- * *out is the JSON array "ranks" of the checksum action. */
+ * *out is the JSON array "ranks" of the checksum action. known (may be NULL): per rank, per
+ * tensor index, digests already computed (those whose algos equal algos are taken as they are,
+ * the others computed here). */
 WSI_HIDDEN ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon,
-                                     unsigned algos, json_t **out, ws_error *err);
+                                     unsigned algos, ws_digest *const *known, json_t **out,
+                                     ws_error *err);
 
 /* Compare per-rank expectations: rank r of the layout reads exp[r] (n of them; a request's
  * rank_offset is the NCCL rank base of the weight-update group, never an index).

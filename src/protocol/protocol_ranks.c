@@ -134,20 +134,36 @@ json_t *wsp_parallelism_info(const ws_layout *l, int g, bool with_role) {
 }
 
 ws_err wsp_rank_checksums(const ws_checker *c, const ws_dump *d, ws_canon canon, unsigned algos,
-                          json_t **out, ws_error *err) {
+                          ws_digest *const *known, json_t **out, ws_error *err) {
     *out = NULL;
     int tp = ws_layout_rank_count(c->l); /* global ranks: tp x pp (x ep for megatron) */
     size_t n = 0;
     for (int r = 0; r < tp; r++) n += ws_ckpt_count(ws_dump_rank(d, r));
     item *items = calloc(n + 1, sizeof *items);
     if (!items) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    size_t k = 0;
+    size_t k = 0, m = 0;
+    item **todo = calloc(n + 1, sizeof *todo);
+    if (!todo) {
+        free(items);
+        return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    }
     for (int r = 0; r < tp; r++) {
         const ws_ckpt *ck = ws_dump_rank(d, r);
-        for (size_t i = 0; i < ws_ckpt_count(ck); i++)
-            items[k++] = (item){.t = ws_ckpt_tensor(ck, i), .rank = r, .algos = algos};
+        for (size_t i = 0; i < ws_ckpt_count(ck); i++) {
+            items[k] = (item){.t = ws_ckpt_tensor(ck, i), .rank = r, .algos = algos};
+            if (known && known[r] && known[r][i].algos == algos) items[k].got = known[r][i];
+            else todo[m++] = &items[k];
+            k++;
+        }
     }
-    ws_err rc = digest_all(c, canon, items, n, err);
+    /* what the one pass over the dump did not give (tensors no layout tensor binds) */
+    item *rest = calloc(m + 1, sizeof *rest);
+    ws_err rc = rest ? WS_OK : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    for (size_t i = 0; rc == WS_OK && i < m; i++) rest[i] = *todo[i];
+    if (rc == WS_OK) rc = digest_all(c, canon, rest, m, err);
+    for (size_t i = 0; rc == WS_OK && i < m; i++) todo[i]->got = rest[i].got;
+    free(rest);
+    free(todo);
     json_t *ranks = json_array();
     unsigned primary = algos & WS_ALGO_SHA256 ? WS_ALGO_SHA256 : WS_ALGO_FAST;
     bool both = (algos & WS_ALGO_SHA256) && (algos & WS_ALGO_FAST);

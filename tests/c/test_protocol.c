@@ -463,6 +463,72 @@ static void corrupt(int rank, const char *name, uint64_t at) {
     ws_ckpt_free(c);
 }
 
+/* The library's judge of the answer to body: its report (caller frees) and the judge's code. */
+static ws_report *judged(const char *body, ws_err *code) {
+    char *text = NULL;
+    int st = 0;
+    CHECK_OK(ws_checker_handle(checker, body, strlen(body), &text, &st));
+    ws_report *r = ws_report_new();
+    ws_error err;
+    *code = ws_compare_judge(text, text ? strlen(text) : 0, st, r, &err);
+    ws_free(text);
+    return r;
+}
+
+static bool judged_names(const ws_report *r, ws_status s, const char *tensor, const char *local,
+                         int rank) {
+    for (size_t i = 0; i < ws_report_count(r); i++) {
+        const ws_finding *f = ws_report_at(r, i);
+        if (f->status != s || strcmp(f->tensor, tensor) != 0) continue;
+        if (local && (!f->local || strcmp(f->local, local) != 0)) continue;
+        if (f->rank == rank) return true;
+        for (size_t k = 0; k < f->nholders; k++)
+            if (f->holders[k].rank == rank) return true;
+    }
+    return false;
+}
+
+/* ws_compare_judge on answers that are not a clean verdict: never a pass. */
+static void test_compare_judge(void) {
+    ws_error err;
+    ws_report *r = ws_report_new();
+    const char *garbage = "<html>502 Bad Gateway</html>";
+    CHECK(ws_compare_judge(garbage, strlen(garbage), 502, r, &err) == WS_ERR_JSON);
+    CHECK(strstr(err.what, "not a weights_checker answer") && strstr(err.what, "502 Bad Gateway"));
+    const char *bad = "{\"success\": false, \"message\": \"Unsupported action\"}";
+    CHECK(ws_compare_judge(bad, strlen(bad), 400, r, &err) == WS_ERR_REMOTE);
+    CHECK(strstr(err.what, "HTTP 400: Unsupported action") != NULL);
+    const char *odd = "{\"success\": true, \"message\": \"m\"}";
+    CHECK(ws_compare_judge(odd, strlen(odd), 500, r, &err) == WS_ERR_REMOTE);
+    CHECK(ws_report_count(r) == 0);
+    /* success false with four empty lists: a failed check with nothing named is no pass */
+    const char *empty = "{\"success\": false, \"message\": \"x\", \"mismatched\": [], \"missing\": [], "
+                        "\"unexpected\": [], \"replica_mismatch\": [], \"matched\": 3}";
+    CHECK_OK(ws_compare_judge(empty, strlen(empty), 400, r, &err));
+    CHECK(!ws_report_ok(r) && ws_report_matched(r) == 3);
+    ws_report_free(r);
+    /* a status this version does not know takes its list's */
+    r = ws_report_new();
+    const char *foreign = "{\"success\": false, \"message\": \"x\", \"mismatched\": [], \"missing\": "
+                          "[{\"tensor\": \"w\", \"status\": \"gone\", \"rank\": null, \"ranks\": [2, 3]}], "
+                          "\"unexpected\": [], \"replica_mismatch\": []}";
+    CHECK_OK(ws_compare_judge(foreign, strlen(foreign), 400, r, &err));
+    CHECK(ws_report_count(r) == 1 && ws_report_at(r, 0)->status == WS_MISSING);
+    CHECK(judged_names(r, WS_MISSING, "w", NULL, 3) && ws_report_at(r, 0)->rank == -1);
+    ws_report_free(r);
+    CHECK(ws_compare_judge(NULL, 1, 200, NULL, &err) == WS_ERR_ARG);
+    /* a clean dump: the engine's verdict is a match, counted */
+    char *body = NULL;
+    json_t *req = json_pack("{s:s,s:o}", "action", "compare_checksum", "checksums", digests_of(man_sha));
+    body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    ws_err code;
+    r = judged(body, &code);
+    CHECK(code == WS_OK && ws_report_ok(r) && ws_report_matched(r) == ws_manifest_count(man_sha));
+    ws_report_free(r);
+    free(body);
+}
+
 static void test_corrupted(void) {
     int st;
     /* per-rank references taken before the damage, as a trainer would hold them */
@@ -482,6 +548,18 @@ static void test_corrupted(void) {
     CHECK(!strcmp(json_string_value(json_object_get(it, "local")), qkv));
     CHECK(strstr(json_string_value(json_object_get(r, "message")), "k_proj") != NULL);
     json_decref(r);
+    {   /* the library's judge finds what the answer says, named alike (issue 8 item 5) */
+        json_t *req = compare_req(digests_of(man_sha));
+        char *body = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        ws_err code;
+        ws_report *jr = judged(body, &code);
+        CHECK(code == WS_OK && ws_report_count(jr) == 1 && !ws_report_ok(jr));
+        CHECK(judged_names(jr, WS_MISMATCH, "model.layers.1.self_attn.k_proj.weight", qkv, 1));
+        CHECK(ws_report_matched(jr) + 1 == ws_manifest_count(man_sha));
+        ws_report_free(jr);
+        free(body);
+    }
     r = ask_json(compare_req(json_incref(per_rank)), &st);
     CHECK(st == 400 && list_size(r, "mismatched") == 1 && names(r, "mismatched", qkv, 1));
     it = json_array_get(json_object_get(r, "mismatched"), 0);
@@ -719,6 +797,7 @@ int main(void) {
     if (checker) {
         test_checksum();
         test_compare_request();
+        test_compare_judge();
         test_sglang_checksum_and_expect();
         test_compare_full();
         test_compare_ranks();
