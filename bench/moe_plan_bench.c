@@ -1,6 +1,7 @@
 /* Layout and plan building for an MoE model over tp x ep (x pp): time and peak memory.
  *   moe_plan_bench CONFIG FAMILY TP EP PP */
 #include "weightsum.h"
+#include "weightsum_experimental.h"
 
 #include <stdio.h>
 #include <stdlib.h>
