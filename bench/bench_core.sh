@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WS=${WS:-build/weightsum}
+TIME_BIN=${TIME_BIN:-/usr/bin/time}  # GNU time (apt-get install time)
 REPS=${REPS:-3}
 OUT=bench/results/core-$(hostname).txt
 TMP=$(mktemp -d)
@@ -36,7 +37,7 @@ DUMPBYTES=$(du -cb "$TMP"/tp2/model-rank-*.safetensors | tail -1 | cut -f1)
 measure() {
     local w=1e30 c=1e30 m=0
     for _ in $(seq "$REPS"); do
-        /usr/bin/time -f "%e %U %S %M" -o "$TMP/time" "$@" >/dev/null 2>&1
+        "$TIME_BIN" -f "%e %U %S %M" -o "$TMP/time" "$@" >/dev/null 2>&1
         read -r e u s k <"$TMP/time"
         w=$(echo "$e $w" | awk '{print ($1 < $2 ? $1 : $2)}')
         c=$(echo "$u $s $c" | awk '{d = $1 + $2; print (d < $3 ? d : $3)}')
