@@ -180,6 +180,21 @@ static void values_to_json(const ws_finding *f, json_t *o) {
     }
 }
 
+json_t *wsi_report_warnings_json(const ws_report *r) {
+    if (!r || !r->nwarn) return NULL;
+    json_t *wa = json_array();
+    for (size_t i = 0; wa && i < r->nwarn; i++) {
+        const ws_warning *w = &r->warn[i];
+        json_t *names = json_array();
+        for (size_t k = 0; k < w->nnames; k++)
+            json_array_append_new(names, json_string(w->names[k]));
+        json_array_append_new(wa, json_pack("{s:s, s:s, s:I, s:o}", "kind", w->kind, "detail",
+                                            w->detail, "count", (json_int_t)w->nnames,
+                                            "names", names));
+    }
+    return wa;
+}
+
 ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err) {
     if (!r || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     json_t *root = json_object(), *arr = json_array(), *counts = json_object();
@@ -207,19 +222,8 @@ ws_err ws_report_to_json(const ws_report *r, char **out, ws_error *err) {
         if (n[s]) json_object_set_new(counts, ws_status_name((ws_status)s), json_integer((json_int_t)n[s]));
     json_object_set_new(root, "counts", counts);
     json_object_set_new(root, "findings", arr);
-    if (r->nwarn) { /* only when there are any: reports without keep their exact form */
-        json_t *wa = json_array();
-        for (size_t i = 0; i < r->nwarn; i++) {
-            const ws_warning *w = &r->warn[i];
-            json_t *names = json_array();
-            for (size_t k = 0; k < w->nnames; k++)
-                json_array_append_new(names, json_string(w->names[k]));
-            json_array_append_new(wa, json_pack("{s:s, s:s, s:I, s:o}", "kind", w->kind,
-                                                "detail", w->detail, "count",
-                                                (json_int_t)w->nnames, "names", names));
-        }
-        json_object_set_new(root, "warnings", wa);
-    }
+    json_t *wa = wsi_report_warnings_json(r);
+    if (wa) json_object_set_new(root, "warnings", wa); /* reports without keep their exact form */
     *out = json_dumps(root, JSON_INDENT(1));
     json_decref(root);
     return *out ? WS_OK : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");

@@ -86,6 +86,10 @@ WSI_HIDDEN ws_err wsi_warn_unseen_bits(const ws_manifest *exp, const ws_manifest
                                        ws_report *r, ws_error *err);
 WSI_HIDDEN ws_err wsi_check_comparable(const ws_manifest *exp, const ws_manifest *act,
                                        bool *same_key, ws_error *err);
+/* r's warnings as a JSON array [{kind, detail, count, names}] (a jansson json_t the caller
+ * owns); NULL when r has none. Shared by ws_report_to_json and the HTTP answers. */
+struct json_t;
+WSI_HIDDEN struct json_t *wsi_report_warnings_json(const ws_report *r);
 /* ws_report_add with the fields spelled out; WS_ERR_NOMEM (in err) when it cannot. */
 WSI_HIDDEN ws_err wsi_report_add(ws_report *r, ws_status s, const char *tensor,
                                  const char *local, int rank, int64_t row0, int64_t row1,

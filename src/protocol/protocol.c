@@ -249,6 +249,8 @@ static void reply_report(reply *rp, const ws_checker *c, const ws_report *r, con
     static const char *const lists[] = {"mismatched", "missing", "unexpected", "replica_mismatch"};
     for (size_t k = 0; k < 4; k++) json_object_set_new(rp->root, lists[k], json_array());
     json_object_set_new(rp->root, "matched", json_integer((json_int_t)matched));
+    json_t *warnings = wsi_report_warnings_json(r); /* what the check could not see */
+    if (warnings) json_object_set_new(rp->root, "warnings", warnings);
     for (size_t i = 0; i < n; i++)
         json_array_append(json_object_get(rp->root, wsp_list_of(ws_report_at(r, i)->status)),
                           json_array_get(items, i));

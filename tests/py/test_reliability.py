@@ -374,3 +374,27 @@ def test_bf16_policy_warns_about_low_bits_both_sides_hold(tmp_path, run):
     lines = run("hash", ckpt).stdout
     r = run("verify", "-", flipped, stdin=lines)
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_http_answers_carry_the_warnings(tmp_path, run, ws_bin):
+    """Plants: a look-alike rank file (model-rank-01-part-0.safetensors, a copy of rank 1's
+    file) in the dump `serve` checks. The real rank files still match, so compare_checksum with
+    the trainer's digests answers 200, but the answer must carry the ignored file as a warning,
+    as the CLI's stderr and --json do. Without the look-alike: no "warnings" key at all."""
+    import shutil
+    from test_http import Server, post, trainer_digests
+    ckpt, man = make_model(run, tmp_path, config("qwen2", 2))
+    dump = tmp_path / "dump"
+    assert run("shard", ckpt, "--layout", "sglang", "--tp", 2, "-o", dump).returncode == 0
+    good = {"action": "compare_checksum", "checksums": trainer_digests(man)}
+    with Server(ws_bin, dump) as s:
+        status, body = post(s.port, good)
+        assert status == 200 and "warnings" not in body, body
+    shutil.copy(dump / "model-rank-1-part-0.safetensors", dump / "model-rank-01-part-0.safetensors")
+    with Server(ws_bin, dump) as s:
+        status, body = post(s.port, good)
+        assert status == 200 and body["success"] is True, body
+        w = body.get("warnings")
+        assert w and w[0]["kind"] == "ignored_rank_files", body
+        assert w[0]["names"] == ["model-rank-01-part-0.safetensors"], w
+        assert "would never load" in w[0]["detail"], w
