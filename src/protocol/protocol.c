@@ -411,6 +411,13 @@ static ws_digest **local_table(const ws_checker *c, const ws_dump *d, int *n) {
 
 static void action_checksum(const ws_checker *c, json_t *root, const request *q, reply *rp) {
     unsigned algos = WS_ALGO_SHA256;
+    /* digests sent with "checksum" would be ignored, and its 200 (the dump agrees with itself)
+     * read as "they matched": a false match in the reader's eyes */
+    if (json_object_get(root, "checksums")) {
+        BAD(rp, "\"checksum\" reports this engine's digests and compares none: to compare "
+                "\"checksums\", send \"action\": \"compare_checksum\"");
+        return;
+    }
     json_t *al0 = json_object_get(root, "algorithm");
     if (!al0 || json_is_null(al0)) {
         action_checksum_sglang(c, root, rp);

@@ -398,3 +398,18 @@ def test_http_answers_carry_the_warnings(tmp_path, run, ws_bin):
         assert w and w[0]["kind"] == "ignored_rank_files", body
         assert w[0]["names"] == ["model-rank-01-part-0.safetensors"], w
         assert "would never load" in w[0]["detail"], w
+
+
+def test_checksum_action_refuses_digests_it_would_ignore(served, ws_bin):
+    """Found by fuzz_checker: {"action": "checksum", "checksums": {...}} answered 200 (the dump
+    agrees with itself) while ignoring the digests sent, which a reader takes for "they matched".
+    Plants: wrong digests sent with the "checksum" action. Must be a 400 pointing to
+    compare_checksum; the SGLang form without "checksums" is still a 200."""
+    from test_http import Server, post
+    with Server(ws_bin, served) as s:
+        for extra in ({}, {"algorithm": "sha256"}):
+            status, body = post(s.port, {"action": "checksum", **extra,
+                                         "checksums": {"model.norm.weight": "00" * 32}})
+            assert status == 400 and body["success"] is False, body
+            assert "compare_checksum" in body["message"], body
+            assert post(s.port, {"action": "checksum", **extra})[0] == 200
