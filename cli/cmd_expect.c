@@ -59,7 +59,7 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
         rc = !lo->config && err.code == WS_ERR_IO
                  ? cli_failf("%s: no config.json beside it: say --config FILE", ckpt)
                  : cli_fail(&err);
-    } else if ((rc = cli_make_layout(lo->family, &cfg, lo->tp, lo->ep, lo->pp, &l)) != EXIT_MATCH) {
+    } else if ((rc = cli_make_layout(lo->family, &cfg, lo->tp, lo->ep, lo->pp, lo, &l)) != EXIT_MATCH) {
         /* (said) */
     } else if (ws_ckpt_open(ckpt, &c, &err) != WS_OK) {
         rc = cli_fail(&err);

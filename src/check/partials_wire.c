@@ -236,7 +236,10 @@ ws_err ws_partials_deserialize(const void *buf, size_t len, ws_partials **out, w
         int32_t rank = (int32_t)get_u32(&b);
         uint32_t local = get_u32(&b);
         char *name = get_str(&b), *other = get_str(&b);
-        if (b.bad || (st != WS_UNEXPECTED && st != WS_REPLICA_MISMATCH) || rank < 0 ||
+        if (b.bad ||
+            (st != WS_UNEXPECTED && st != WS_REPLICA_MISMATCH && st != WS_MISMATCH &&
+             st != WS_SHAPE_DIFFERS) ||
+            rank < 0 ||
             (uint32_t)rank >= tp || (st == WS_REPLICA_MISMATCH && local >= nl))
             b.bad = true;
         else if (!name || !other)
