@@ -14,6 +14,7 @@
 static const char usage[] =
     "usage: weightsum shard CKPT --layout sglang|vllm|megatron|transformers|hf --tp N -o DIR\n"
     "                       [--ep N] [--pp N] (MoE expert parallelism, pipeline stages)\n"
+    "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
     "                       [--config config.json] [--force] [--[no-]progress]\n"
     "\n"
     "Write what each tensor-parallel rank holds after loading CKPT: DIR/model-rank-R-part-0\n"

@@ -254,6 +254,9 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
             return wsl_reject(l, "num_experts %llu is not divisible by ep (FusedMoE asserts it)",
                               (unsigned long long)E);
         xp->fused_shared = p->fused_shared != 0;
+        if (xp->fused_shared && xp->map)
+            return wsl_reject(l, "fused shared experts together with an expert map (EPLB) are "
+                                 "not modelled");
         if (xp->fused_shared && m->shI != m->mI)
             return wsl_reject(l, "a fused shared expert needs one shared expert of "
                                  "moe_intermediate_size rows (n_shared_experts 1)");
