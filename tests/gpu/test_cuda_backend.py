@@ -266,7 +266,7 @@ def test_sglang_expect_tp2_equals_real_shards(hf_dtype, gen):
         assert weightsum.sglang_hash_tensors(built) == want
     # a changed HF element changes a rank's answer
     before = lay.expect(0, hf) + lay.expect(1, hf)
-    hf[1].view(-1)[5] += 1
+    hf[1].view(torch.uint8).view(-1)[11] ^= 1  # an exponent bit of element 5 (bf16) or 2 (f32)
     assert lay.expect(0, hf) + lay.expect(1, hf) != before
 
 
