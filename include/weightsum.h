@@ -362,6 +362,12 @@ typedef struct ws_model_config {
     int router_bias;              /* glm4_moe: mlp.gate.e_score_correction_bias [E] */
     /* Block FP8 (quantization_config: quant_method "fp8", weight_block_size [bn, bk]); 0 = none */
     uint32_t fp8_block_n, fp8_block_k;
+    /* Multi-head latent attention (deepseek_v2, deepseek_v3: docs/layouts.md, "MLA"); 0 otherwise */
+    uint64_t q_lora_rank;         /* 0 when null: q_proj instead of q_a_proj / q_b_proj */
+    uint64_t kv_lora_rank;
+    uint64_t qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    uint64_t moe_layer_freq;      /* deepseek: layer i >= first_k_dense_replace is MoE when
+                                     i % moe_layer_freq == 0 */
 } ws_model_config;
 
 /* Parse a HF config.json held in memory / in a file. Missing required keys are WS_ERR_JSON. */

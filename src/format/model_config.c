@@ -1,7 +1,8 @@
 /*
  * Model config: the few numbers of a HF config.json that a layout needs (docs/layouts.md).
- * Defaults follow transformers' LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config, and for
- * MoE models Qwen2MoeConfig / Qwen3MoeConfig / Glm4MoeConfig.
+ * Defaults follow transformers' LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config, for
+ * MoE models Qwen2MoeConfig / Qwen3MoeConfig / Glm4MoeConfig, for MLA DeepseekV2Config /
+ * DeepseekV3Config.
  */
 #include "layout_internal.h"
 
@@ -49,6 +50,22 @@ ws_err wsl_config_check(const ws_model_config *cfg, ws_err code, const char *lab
                             "config key '%s': %llu is out of range [1, %llu]", limits[i].key,
                             (unsigned long long)v, (unsigned long long)limits[i].max);
     }
+    /* MLA fields: all zero unless deepseek; kv_lora_rank set means every one but q_lora_rank */
+    const struct {
+        const char *key;
+        uint64_t v;
+    } mla[] = {{"q_lora_rank", cfg->q_lora_rank},
+               {"kv_lora_rank", cfg->kv_lora_rank},
+               {"qk_nope_head_dim", cfg->qk_nope_head_dim},
+               {"qk_rope_head_dim", cfg->qk_rope_head_dim},
+               {"v_head_dim", cfg->v_head_dim},
+               {"moe_layer_freq", cfg->moe_layer_freq}};
+    for (size_t i = 0; i < sizeof mla / sizeof mla[0]; i++)
+        if (mla[i].v > (1u << 16) ||
+            (cfg->kv_lora_rank && i >= 1 && i <= 4 && mla[i].v == 0))
+            return wsi_fail(err, code, label, NULL, -1,
+                            "config key '%s': %llu is out of range [1, 65536]", mla[i].key,
+                            (unsigned long long)mla[i].v);
     /* MoE fields: all zero for a dense model. */
     const struct {
         const char *key;
@@ -166,6 +183,24 @@ static ws_err parse_moe(json_t *root, const char *label, ws_model_config *c, ws_
             }
             c->n_mlp_only_layers = (uint32_t)n;
         }
+    } else if (strcmp(c->model_type, "deepseek_v2") == 0 ||
+               strcmp(c->model_type, "deepseek_v3") == 0) {
+        /* DeepseekV3Config: 256 routed experts of 2048, 1 shared, first_k_dense_replace 3, and
+         * the router's e_score_correction_bias (noaux_tc); DeepseekV2Config: n_routed_experts
+         * None (a dense model), moe_intermediate_size 1407, no router bias */
+        bool v3 = strcmp(c->model_type, "deepseek_v3") == 0;
+        if ((e = get_count(root, "n_routed_experts", v3 ? 256 : 0, &c->num_experts, label, err)) ||
+            (e = get_count(root, "moe_intermediate_size", v3 ? 2048 : 1407,
+                           &c->moe_intermediate_size, label, err)) ||
+            (e = get_count(root, "n_shared_experts", v3 ? 1 : 0, &c->n_shared_experts, label,
+                           err)) ||
+            (e = get_count(root, "first_k_dense_replace", v3 ? 3 : 0, &c->first_k_dense_replace,
+                           label, err)) ||
+            (e = get_count(root, "moe_layer_freq", 1, &c->moe_layer_freq, label, err)))
+            return e;
+        if (c->moe_layer_freq == 0)
+            return bad_key(err, label, "moe_layer_freq", "0, expected a positive integer");
+        c->router_bias = v3;
     } else if (glm) {
         /* Glm4MoeConfig: 128 routed experts of 1408, 1 shared, first_k_dense_replace 1; the
          * router's e_score_correction_bias is a persistent buffer, so checkpoints hold it. */
@@ -180,6 +215,38 @@ static ws_err parse_moe(json_t *root, const char *label, ws_model_config *c, ws_
         if ((e = get_bool(root, "use_qk_norm", &qk, label, err))) return e;
         c->qk_norm = qk;
         c->router_bias = 1;
+    }
+    return WS_OK;
+}
+
+/* Multi-head latent attention (deepseek_v2 / deepseek_v3), with DeepseekV3Config's defaults:
+ * q_lora_rank 1536 (null: no q compression), kv_lora_rank 512, qk_nope_head_dim 128,
+ * qk_rope_head_dim 64, v_head_dim 128. */
+static ws_err parse_mla(json_t *root, const char *label, ws_model_config *c, ws_error *err) {
+    if (strcmp(c->model_type, "deepseek_v2") != 0 && strcmp(c->model_type, "deepseek_v3") != 0)
+        return WS_OK;
+    json_t *q = json_object_get(root, "q_lora_rank");
+    bool present;
+    ws_err e;
+    if (q && json_is_null(q))
+        c->q_lora_rank = 0;
+    else if (!q)
+        c->q_lora_rank = 1536;
+    else if ((e = get_uint(root, "q_lora_rank", false, &c->q_lora_rank, &present, label, err)))
+        return e;
+    static const struct {
+        const char *key;
+        size_t offset;
+        uint64_t dflt;
+    } keys[] = {{"kv_lora_rank", FIELD(kv_lora_rank), 512},
+                {"qk_nope_head_dim", FIELD(qk_nope_head_dim), 128},
+                {"qk_rope_head_dim", FIELD(qk_rope_head_dim), 64},
+                {"v_head_dim", FIELD(v_head_dim), 128}};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        uint64_t v = keys[i].dflt;
+        if ((e = get_uint(root, keys[i].key, false, &v, &present, label, err))) return e;
+        if (!present) v = keys[i].dflt;
+        memcpy((char *)c + keys[i].offset, &v, sizeof v);
     }
     return WS_OK;
 }
@@ -281,6 +348,7 @@ static ws_err parse_root(json_t *root, const char *label, ws_model_config *c, ws
     c->qk_norm = qwen3 || strcmp(c->model_type, "qwen3_moe") == 0;
 
     if ((e = parse_moe(root, label, c, err))) return e;
+    if ((e = parse_mla(root, label, c, err))) return e;
 
     if ((e = parse_quantization(root, label, c, err))) return e;
 

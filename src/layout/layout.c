@@ -474,10 +474,12 @@ ws_err wsl_add_replica(ws_layout *l, int rank, uint32_t replica, uint32_t hf, co
  * experts' local starts l0 = k*N to k*ceil(N/b)); any other must be whole blocks. */
 static bool scale_dim(uint64_t t0, uint64_t n, uint64_t N, uint64_t l0, uint64_t b, uint64_t *st0,
                       uint64_t *sn, uint64_t *sl0) {
-    if (t0 == 0 && n == N && l0 % N == 0) {
+    if (t0 == 0 && n == N && (l0 % b == 0 || l0 % N == 0)) {
+        /* a whole tensor at a block boundary (MLA's [q_a ; kv_a], whose scales are concatenated
+         * as the weights are) or as the k-th of stacked ones */
         *st0 = 0;
         *sn = (N + b - 1) / b;
-        *sl0 = l0 / N * *sn;
+        *sl0 = l0 % b == 0 ? l0 / b : l0 / N * *sn;
         return true;
     }
     if (t0 % b || n % b || l0 % b) return false;

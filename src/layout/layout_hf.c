@@ -1,6 +1,7 @@
 /*
  * The canonical (HF transformers) tensors of the decoder models we lay out — dense Llama,
- * Mistral, Qwen2 / Qwen2.5, Qwen3, and the MoE Qwen3-MoE, Qwen2-MoE and GLM-4.5 (glm4_moe) —
+ * Mistral, Qwen2 / Qwen2.5, Qwen3, the MoE Qwen3-MoE, Qwen2-MoE and GLM-4.5 (glm4_moe), and
+ * DeepSeek-V2 / V3 (multi-head latent attention, dense first layers, shared experts) —
  * and the identity family "hf" that holds them as they are.
  *
  * A model is a table: per layer kind (dense or MoE) which tensors it has (slot[kind][k]) and
@@ -20,6 +21,11 @@ static bool type_is(const ws_model_config *cfg, const char *t) {
 static bool layer_is_moe(const ws_model_config *cfg, uint64_t i) {
     if (cfg->num_experts == 0) return false;
     if (type_is(cfg, "glm4_moe")) return i >= cfg->first_k_dense_replace;
+    /* DeepseekV2DecoderLayer / DeepseekV3DecoderLayer: layer_idx >= first_k_dense_replace and
+     * layer_idx % moe_layer_freq == 0 */
+    if (type_is(cfg, "deepseek_v2") || type_is(cfg, "deepseek_v3"))
+        return i >= cfg->first_k_dense_replace &&
+               i % (cfg->moe_layer_freq ? cfg->moe_layer_freq : 1) == 0;
     for (uint32_t k = 0; k < cfg->n_mlp_only_layers; k++)
         if (cfg->mlp_only_layers[k] == i) return false;
     uint64_t step = cfg->decoder_sparse_step ? cfg->decoder_sparse_step : 1;
@@ -29,6 +35,7 @@ static bool layer_is_moe(const ws_model_config *cfg, uint64_t i) {
 /* The order tensors of one layer are listed in (WSL_EXPERTS stands for 3 E tensors). */
 static const wsl_kind layer_order[] = {
     WSL_Q_W,    WSL_K_W,         WSL_V_W,     WSL_Q_B,     WSL_K_B,     WSL_V_B,
+    WSL_MLA_QA, WSL_MLA_QA_NORM, WSL_MLA_QB,  WSL_MLA_KVA, WSL_MLA_KVA_NORM, WSL_MLA_KVB,
     WSL_O_W,    WSL_O_B,         WSL_Q_NORM,  WSL_K_NORM,  WSL_GATE,    WSL_UP,
     WSL_DOWN,   WSL_ROUTER,      WSL_ROUTER_BIAS, WSL_EXPERTS, WSL_SH_GATE, WSL_SH_UP,
     WSL_SH_DOWN, WSL_SH_EXPERT_GATE, WSL_IN_NORM, WSL_POST_NORM,
@@ -37,23 +44,29 @@ static const wsl_kind layer_order[] = {
 ws_err wsl_dense_describe(ws_layout *l, const ws_model_config *cfg, wsl_dense *m) {
     memset(m, 0, sizeof *m);
     bool qwen2 = type_is(cfg, "qwen2") || type_is(cfg, "qwen2_moe");
+    bool mla = type_is(cfg, "deepseek_v3") || type_is(cfg, "deepseek_v2");
     bool moe_type = type_is(cfg, "qwen3_moe") || type_is(cfg, "qwen2_moe") ||
-                    type_is(cfg, "glm4_moe");
-    if (!qwen2 && !moe_type && !type_is(cfg, "llama") && !type_is(cfg, "mistral") &&
-        !type_is(cfg, "qwen3")) {
-        if (type_is(cfg, "deepseek_v3") || type_is(cfg, "deepseek_v2"))
-            return wsl_reject(l, "model_type '%.63s' uses multi-head latent attention (MLA), "
-                                 "which no layout describes yet",
-                              cfg->model_type);
+                    type_is(cfg, "glm4_moe") || (mla && cfg->num_experts);
+    if (!qwen2 && !moe_type && !mla && !type_is(cfg, "llama") && !type_is(cfg, "mistral") &&
+        !type_is(cfg, "qwen3"))
         return wsl_reject(l,
                           "model_type '%.63s' is not a model this layout knows (llama, mistral, "
-                          "qwen2, qwen3, qwen2_moe, qwen3_moe, glm4_moe)",
+                          "qwen2, qwen3, qwen2_moe, qwen3_moe, glm4_moe, deepseek_v2, "
+                          "deepseek_v3)",
                           cfg->model_type);
-    }
+    if (mla && (cfg->kv_lora_rank == 0 || cfg->qk_nope_head_dim == 0 ||
+                cfg->qk_rope_head_dim == 0 || cfg->v_head_dim == 0))
+        return wsl_reject(l, "model_type '%.63s' needs kv_lora_rank, qk_nope_head_dim, "
+                             "qk_rope_head_dim and v_head_dim (multi-head latent attention)",
+                          cfg->model_type);
+    if (mla && cfg->attention_bias)
+        return wsl_reject(l, "multi-head latent attention with attention_bias is not laid out");
+    if (mla && cfg->qk_norm)
+        return wsl_reject(l, "multi-head latent attention has no q_norm / k_norm");
     if (moe_type && (cfg->num_experts == 0 || cfg->moe_intermediate_size == 0))
         return wsl_reject(l, "model_type '%.63s' needs num_experts and moe_intermediate_size",
                           cfg->model_type);
-    if (!moe_type && cfg->num_experts)
+    if (!moe_type && cfg->num_experts && !mla)
         return wsl_reject(l, "model_type '%.63s' is dense, but the config names %llu experts",
                           cfg->model_type, (unsigned long long)cfg->num_experts);
     m->fp8 = cfg->fp8_block_n != 0;
@@ -76,10 +89,19 @@ ws_err wsl_dense_describe(ws_layout *l, const ws_model_config *cfg, wsl_dense *m
     m->moe = moe_type;
     m->E = cfg->num_experts;
     m->mI = cfg->moe_intermediate_size;
-    m->shI = type_is(cfg, "glm4_moe") ? cfg->n_shared_experts * cfg->moe_intermediate_size
-                                      : cfg->shared_expert_intermediate_size;
+    m->shI = type_is(cfg, "glm4_moe") || mla
+                 ? cfg->n_shared_experts * cfg->moe_intermediate_size
+                 : cfg->shared_expert_intermediate_size;
+    if (!m->moe) m->shI = 0;
     bool sh_gate = type_is(cfg, "qwen2_moe") && m->shI > 0;
-    bool router_bias = type_is(cfg, "glm4_moe") && cfg->router_bias;
+    bool router_bias = (type_is(cfg, "glm4_moe") || mla) && cfg->router_bias;
+    m->mla = mla;
+    m->ql = cfg->q_lora_rank;
+    m->kvl = cfg->kv_lora_rank;
+    m->nope = cfg->qk_nope_head_dim;
+    m->rope = cfg->qk_rope_head_dim;
+    m->vd = cfg->v_head_dim;
+    if (mla) m->qkv_bias = m->o_bias = m->qk_norm = false;
 
     for (int kind = 0; kind < 2; kind++) {
         uint32_t n = 0;
@@ -89,6 +111,11 @@ ws_err wsl_dense_describe(ws_layout *l, const ws_model_config *cfg, wsl_dense *m
             wsl_kind k = layer_order[j];
             bool present = true;
             if (k == WSL_Q_B || k == WSL_K_B || k == WSL_V_B) present = m->qkv_bias;
+            if (k == WSL_Q_W) present = !mla || m->ql == 0;
+            if (k == WSL_K_W || k == WSL_V_W) present = !mla;
+            if (k == WSL_MLA_QA || k == WSL_MLA_QA_NORM || k == WSL_MLA_QB)
+                present = mla && m->ql > 0;
+            if (k == WSL_MLA_KVA || k == WSL_MLA_KVA_NORM || k == WSL_MLA_KVB) present = mla;
             if (k == WSL_O_B) present = m->o_bias;
             if (k == WSL_Q_NORM || k == WSL_K_NORM) present = m->qk_norm;
             if (k == WSL_GATE || k == WSL_UP || k == WSL_DOWN) present = kind == 0;
@@ -126,6 +153,12 @@ static const char *const kind_suffix[WSL_KIND__COUNT] = {
     [WSL_Q_B] = "self_attn.q_proj.bias",
     [WSL_K_B] = "self_attn.k_proj.bias",
     [WSL_V_B] = "self_attn.v_proj.bias",
+    [WSL_MLA_QA] = "self_attn.q_a_proj.weight",
+    [WSL_MLA_QA_NORM] = "self_attn.q_a_layernorm.weight",
+    [WSL_MLA_QB] = "self_attn.q_b_proj.weight",
+    [WSL_MLA_KVA] = "self_attn.kv_a_proj_with_mqa.weight",
+    [WSL_MLA_KVA_NORM] = "self_attn.kv_a_layernorm.weight",
+    [WSL_MLA_KVB] = "self_attn.kv_b_proj.weight",
     [WSL_O_W] = "self_attn.o_proj.weight",
     [WSL_O_B] = "self_attn.o_proj.bias",
     [WSL_Q_NORM] = "self_attn.q_norm.weight",
@@ -148,6 +181,10 @@ bool wsl_quantized(wsl_kind k) {
     case WSL_Q_W:
     case WSL_K_W:
     case WSL_V_W:
+    case WSL_MLA_QA:
+    case WSL_MLA_QB:
+    case WSL_MLA_KVA:
+    case WSL_MLA_KVB:
     case WSL_O_W:
     case WSL_GATE:
     case WSL_UP:
@@ -172,6 +209,20 @@ static ws_err add_hf_scale(ws_layout *l, const wsl_dense *m, uint32_t w) {
 static int kind_shape(const wsl_dense *m, int k, uint64_t *d0, uint64_t *d1) {
     uint64_t q = m->nh * m->hd, kv = m->nkv * m->hd;
     *d1 = 0;
+    if (m->mla) { /* DeepseekV3Attention */
+        uint64_t qk = m->nh * (m->nope + m->rope);
+        switch (k) {
+        case WSL_Q_W: *d0 = qk, *d1 = m->H; return 2;
+        case WSL_MLA_QA: *d0 = m->ql, *d1 = m->H; return 2;
+        case WSL_MLA_QA_NORM: *d0 = m->ql; return 1;
+        case WSL_MLA_QB: *d0 = qk, *d1 = m->ql; return 2;
+        case WSL_MLA_KVA: *d0 = m->kvl + m->rope, *d1 = m->H; return 2;
+        case WSL_MLA_KVA_NORM: *d0 = m->kvl; return 1;
+        case WSL_MLA_KVB: *d0 = m->nh * (m->nope + m->vd), *d1 = m->kvl; return 2;
+        case WSL_O_W: *d0 = m->H, *d1 = m->nh * m->vd; return 2;
+        default: break;
+        }
+    }
     switch (k) {
     case WSL_Q_W: *d0 = q, *d1 = m->H; return 2;
     case WSL_K_W:

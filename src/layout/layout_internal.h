@@ -68,6 +68,12 @@ typedef enum wsl_kind {
     WSL_Q_B,
     WSL_K_B,
     WSL_V_B, /* self_attn.{q,k,v}_proj.bias (attention bias) */
+    WSL_MLA_QA,
+    WSL_MLA_QA_NORM,
+    WSL_MLA_QB,  /* MLA: self_attn.q_a_proj.weight, q_a_layernorm.weight, q_b_proj.weight */
+    WSL_MLA_KVA,
+    WSL_MLA_KVA_NORM,
+    WSL_MLA_KVB, /* MLA: self_attn.kv_a_proj_with_mqa.weight, kv_a_layernorm.weight, kv_b_proj */
     WSL_O_W,
     WSL_O_B, /* self_attn.o_proj.weight / .bias */
     WSL_Q_NORM,
@@ -97,6 +103,9 @@ typedef struct wsl_dense {
     /* MoE: E routed experts of mI rows; shI rows of shared expert MLP (0: none) */
     bool moe;
     uint64_t E, mI, shI;
+    /* MLA (deepseek): WSL_Q_W is q_proj [nh*qk, H] (q_lora 0) and WSL_O_W [H, nh*vd] */
+    bool mla;
+    uint64_t ql, kvl, nope, rope, vd; /* q_lora_rank, kv_lora_rank, head dims */
     /* block FP8: quantised weights are e4m3 with a `<name>_scale_inv` fp32 tensor right after */
     bool fp8;
     uint32_t bn, bk;

@@ -78,6 +78,9 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, uint64
 ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, const wsl_par *p) {
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
+    if (m.mla)
+        return wsl_reject(l, "multi-head latent attention (deepseek) is laid out for sglang and "
+                             "vllm only");
     if (m.fp8)
         return wsl_reject(l, "block-FP8 weights are laid out for the sglang and vllm families "
                              "only (no megatron FP8 layout is modelled)");

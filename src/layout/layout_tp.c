@@ -224,6 +224,61 @@ static ws_err plan_map(ws_layout *l, const wsl_dense *m, const wsl_par *p, exper
     return WS_OK;
 }
 
+/*
+ * Multi-head latent attention of layer i on rank g (tp rank t): SGLang's and vLLM's
+ * DeepseekV2AttentionMLA. With q_lora_rank, the two down-projections are one replicated
+ * tensor [q_a_proj ; kv_a_proj_with_mqa] (SGLang fused_qkv_a_proj_with_mqa, a ReplicatedLinear
+ * loaded with torch.cat(dim=0); vLLM fused_qkv_a_proj, a MergedColumnParallelLinear with
+ * disable_tp) and q_b_proj is column-parallel; without it q_proj is column-parallel and
+ * kv_a_proj_with_mqa replicated. kv_b_proj is column-parallel (heads split), o_proj
+ * row-parallel, both layernorms replicated.
+ */
+static ws_err add_mla(ws_layout *l, const wsl_dense *m, engine eng, uint64_t i, int g, int t,
+                      int tp) {
+    unsigned long long li = (unsigned long long)i;
+    uint64_t T = (uint64_t)tp, R = (uint64_t)t, H = m->H;
+    uint64_t qk_rows = m->nh / T * (m->nope + m->rope), kvb_rows = m->nh / T * (m->nope + m->vd);
+    uint64_t v_cols = m->nh / T * m->vd, kva = m->kvl + m->rope;
+    uint32_t loc, rep = (uint32_t)t;
+    if (m->ql) {
+        WSL_TRY(wsl_add_local(l, &loc, g, 2, m->ql + kva, H, "model.layers.%llu.self_attn.%s.weight",
+                              li, eng == SGLANG ? "fused_qkv_a_proj_with_mqa" : "fused_qkv_a_proj"));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_QA), loc, rep, 0, 0, m->ql));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_KVA), loc, rep, 0, m->ql, kva));
+        WSL_TRY(wsl_add_scale(l, m, loc));
+        WSL_TRY(wsl_add_replica(l, g, rep, wsl_hf_at(m, i, WSL_MLA_QA_NORM),
+                                "model.layers.%llu.self_attn.q_a_layernorm.weight", li));
+        WSL_TRY(wsl_add_local(l, &loc, g, 2, qk_rows, m->ql,
+                              "model.layers.%llu.self_attn.q_b_proj.weight", li));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_QB), loc, 0, R * qk_rows, 0, qk_rows));
+        WSL_TRY(wsl_add_scale(l, m, loc));
+    } else {
+        WSL_TRY(wsl_add_local(l, &loc, g, 2, qk_rows, H, "model.layers.%llu.self_attn.q_proj.weight",
+                              li));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_Q_W), loc, 0, R * qk_rows, 0, qk_rows));
+        WSL_TRY(wsl_add_scale(l, m, loc));
+        WSL_TRY(wsl_add_local(l, &loc, g, 2, kva, H,
+                              "model.layers.%llu.self_attn.kv_a_proj_with_mqa.weight", li));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_KVA), loc, rep, 0, 0, kva));
+        WSL_TRY(wsl_add_scale(l, m, loc));
+    }
+    WSL_TRY(wsl_add_replica(l, g, rep, wsl_hf_at(m, i, WSL_MLA_KVA_NORM),
+                            "model.layers.%llu.self_attn.kv_a_layernorm.weight", li));
+    WSL_TRY(wsl_add_local(l, &loc, g, 2, kvb_rows, m->kvl,
+                          "model.layers.%llu.self_attn.kv_b_proj.weight", li));
+    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_KVB), loc, 0, R * kvb_rows, 0, kvb_rows));
+    WSL_TRY(wsl_add_scale(l, m, loc));
+    /* SGLang hands kv_b_proj to its RadixAttention (attn_mha.kv_b_proj = self.kv_b_proj) on the
+     * first forward, so state_dict() then lists it twice; the sharded_state saver keeps the
+     * smaller key, attn_mha's */
+    if (eng == SGLANG)
+        WSL_TRY(wsl_add_alias(l, loc, "model.layers.%llu.self_attn.attn_mha.kv_b_proj.weight", li));
+    WSL_TRY(wsl_add_local(l, &loc, g, 2, H, v_cols, "model.layers.%llu.self_attn.o_proj.weight",
+                          li));
+    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(m, i, WSL_O_W), loc, 0, R * v_cols, 0, v_cols));
+    return wsl_add_scale(l, m, loc);
+}
+
 static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine eng,
                         expert_plan *xp) {
     memset(xp, 0, sizeof *xp);
@@ -306,14 +361,19 @@ static ws_err check_fp8(ws_layout *l, const wsl_dense *m, const wsl_par *p,
                         const expert_plan *xp) {
     uint64_t T = (uint64_t)p->tp, bn = m->bn, bk = m->bk;
     uint64_t q = m->nh / T * m->hd, kv = (m->nkv >= T ? m->nkv / T : 1) * m->hd;
+    uint64_t mq = m->nh / T * (m->nope + m->rope), mkv = m->nh / T * (m->nope + m->vd),
+             mo = m->nh / T * m->vd;
     struct {
         const char *what;
         uint64_t n, b;
         bool check;
     } rules[] = {
-        {"q rows per rank (qkv_proj)", q, bn, true},
-        {"k/v rows per rank (qkv_proj)", kv, bn, true},
-        {"o_proj columns per rank", q, bk, p->tp > 1},
+        {"q rows per rank (qkv_proj)", q, bn, !m->mla},
+        {"k/v rows per rank (qkv_proj)", kv, bn, !m->mla},
+        {"o_proj columns per rank", m->mla ? mo : q, bk, p->tp > 1},
+        {"q_lora_rank rows of the fused q_a / kv_a projection", m->ql, bn, m->mla && m->ql},
+        {"q rows per rank (q_b_proj / q_proj)", mq, bn, m->mla},
+        {"kv_b_proj rows per rank", mkv, bn, m->mla},
         {"gate/up rows per rank (gate_up_proj)", m->I / T, bn, true},
         {"down_proj columns per rank", m->I / T, bk, p->tp > 1},
         {"expert rows per moe-tp rank (w13)", m->moe ? m->mI / (uint64_t)xp->moe_tp : 0, bn,
@@ -328,7 +388,7 @@ static ws_err check_fp8(ws_layout *l, const wsl_dense *m, const wsl_par *p,
     for (uint64_t i = 0; i < m->L; i++)
         dense |= !m->is_moe[i];
     for (size_t k = 0; k < sizeof rules / sizeof rules[0]; k++) {
-        if (!rules[k].check || (k == 3 && !dense) || (k == 4 && !dense)) continue;
+        if (!rules[k].check || (k == 6 && !dense) || (k == 7 && !dense)) continue;
         if (rules[k].n % rules[k].b)
             return wsl_reject(l, "block FP8: %s = %llu is not divisible by the block size %llu "
                                  "(weight_block_size; the engine refuses it)",
@@ -350,7 +410,7 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
         if (!m.is_moe[i]) /* only dense layers have intermediate_size rows */
             return wsl_reject(l, "intermediate_size %llu is not divisible by tp",
                               (unsigned long long)m.I);
-    if (m.nkv >= T ? m.nkv % T : T % m.nkv)
+    if (!m.mla && (m.nkv >= T ? m.nkv % T : T % m.nkv))
         return wsl_reject(l,
                           "num_key_value_heads %llu: with kv heads >= tp they must divide by "
                           "tp, with fewer, tp must divide by them",
@@ -367,7 +427,8 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
     if (m.fp8) WSL_TRY(check_fp8(l, &m, p, &xp));
     WSL_TRY(wsl_set_ranks(l, (uint64_t)tp * (uint64_t)p->pp));
     wsl_set_moe_tp(l, xp.moe_tp);
-    uint64_t dense_pieces = 3 * (m.qkv_bias ? 2 : 1) + 1 + m.o_bias + 2 * m.qk_norm + 2 + 1 + 2;
+    uint64_t dense_pieces = 3 * (m.qkv_bias ? 2 : 1) + 1 + m.o_bias + 2 * m.qk_norm + 2 + 1 + 2 +
+                            (m.mla ? 8 : 0);
     uint64_t moe_pieces = dense_pieces + 3 * xp.max_local + 8;
     uint64_t total = 0;
     for (uint64_t i = 0; i < m.L; i++)
@@ -410,8 +471,9 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
 
             for (uint64_t i = first; i < end; i++) {
                 unsigned long long li = (unsigned long long)i;
+                if (m.mla) WSL_TRY(add_mla(l, &m, eng, i, g, t, tp));
                 /* qkv_proj.weight (and .bias): [q_t ; k_s ; v_s] */
-                for (int b = 0; b < (m.qkv_bias ? 2 : 1); b++) {
+                for (int b = 0; b < (m.qkv_bias ? 2 : 1) && !m.mla; b++) {
                     wsl_kind q = b ? WSL_Q_B : WSL_Q_W, k = b ? WSL_K_B : WSL_K_W,
                              v = b ? WSL_V_B : WSL_V_W;
                     WSL_TRY(wsl_add_local(l, &loc, g, b ? 1 : 2, q_rows + 2 * kv_rows, H,
@@ -426,11 +488,13 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
                     if (!b) WSL_TRY(wsl_add_scale(l, &m, loc));
                 }
                 /* o_proj: row-parallel, columns [t*q_rows, (t+1)*q_rows); its bias replicated */
-                WSL_TRY(wsl_add_local(l, &loc, g, 2, H, q_rows,
-                                      "model.layers.%llu.self_attn.o_proj.weight", li));
-                WSL_TRY(
-                    wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, 0, R * q_rows, 0, q_rows));
-                WSL_TRY(wsl_add_scale(l, &m, loc));
+                if (!m.mla) {
+                    WSL_TRY(wsl_add_local(l, &loc, g, 2, H, q_rows,
+                                          "model.layers.%llu.self_attn.o_proj.weight", li));
+                    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, 0, R * q_rows, 0,
+                                           q_rows));
+                    WSL_TRY(wsl_add_scale(l, &m, loc));
+                }
                 if (m.o_bias)
                     WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_O_B),
                                                "model.layers.%llu.self_attn.o_proj.bias", li));

@@ -18,6 +18,9 @@ ws_err wsl_build_transformers(ws_layout *l, const ws_model_config *cfg, const ws
         return wsl_reject(l, "transformers' tp_plan shards over tp only: ep and pp must be 1");
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
+    if (m.mla)
+        return wsl_reject(l, "multi-head latent attention (deepseek) is laid out for sglang and "
+                             "vllm only");
     if (m.fp8)
         return wsl_reject(l, "block-FP8 weights are laid out for the sglang and vllm families "
                              "only (no transformers FP8 layout is modelled)");
