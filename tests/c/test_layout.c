@@ -1209,9 +1209,51 @@ static void test_moe_matrix(void) {
     CHECK(ws_canon_for_tensor("a.weight", WS_F32, WS_CANON_BF16) == WS_CANON_BF16);
     CHECK(ws_canon_for_tensor("a.weight_scale_inv", WS_I32, WS_CANON_BF16) == WS_CANON_BF16);
     CHECK(ws_canon_for_tensor(NULL, WS_F32, WS_CANON_BF16) == WS_CANON_BF16);
-    /* MLA models are refused by name */
+    /* an MLA model type without its MLA sizes is refused, naming them */
     snprintf(c.model_type, sizeof c.model_type, "deepseek_v3");
-    CHECK(ws_layout_create("sglang", &c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "MLA"));
+    CHECK(ws_layout_create("sglang", &c, 1, &l, &e) == WS_ERR_LAYOUT &&
+          strstr(e.what, "kv_lora_rank"));
+}
+
+/* DeepSeek-V3-shaped MLA (docs/layouts.md, "MLA"): the invariants at tp 1, 2, 4 with and
+ * without q_lora_rank; the fused a-projection is replicated, kv_b_proj split by heads. */
+static void test_mla(void) {
+    ws_model_config c = moe_cfg("deepseek_v3", 3, 8, 16);
+    c.num_kv_heads = c.num_heads;
+    c.first_k_dense_replace = 1;
+    c.moe_layer_freq = 1;
+    c.n_shared_experts = 1;
+    c.router_bias = 1;
+    c.kv_lora_rank = 16;
+    c.qk_nope_head_dim = 8;
+    c.qk_rope_head_dim = 4;
+    c.v_head_dim = 8;
+    ws_error e;
+    for (int ql = 0; ql <= 32; ql += 32) {
+        c.q_lora_rank = (uint64_t)ql;
+        for (int tp = 1; tp <= 4; tp *= 2)
+            for (int f = 0; f < 2; f++) {
+                ws_layout *l = NULL;
+                CHECK_OK(ws_layout_create(f ? "vllm" : "sglang", &c, tp, &l, &e));
+                if (!l) continue;
+                check_invariants(l);
+                CHECK(ws_layout_find_hf(l, "model.layers.0.self_attn.k_proj.weight") < 0);
+                long kvb = ws_layout_find_local(l, tp - 1, "model.layers.1.self_attn.kv_b_proj.weight");
+                CHECK(kvb >= 0 && ws_layout_local(l, (size_t)kvb)->shape[0] == 8u / tp * 16);
+                const char *fused = f ? "model.layers.1.self_attn.fused_qkv_a_proj.weight"
+                                      : "model.layers.1.self_attn.fused_qkv_a_proj_with_mqa.weight";
+                long fu = ws_layout_find_local(l, 0, fused);
+                CHECK((fu >= 0) == (ql > 0));
+                if (fu >= 0) CHECK(ws_layout_local(l, (size_t)fu)->shape[0] == 32 + 16 + 4);
+                CHECK((ws_layout_find_local(l, 0, "model.layers.1.self_attn.attn_mha.kv_b_proj.weight") >= 0) == !f);
+                CHECK(ws_layout_find_hf(l, "model.layers.1.mlp.gate.e_score_correction_bias") >= 0);
+                CHECK(ws_layout_find_hf(l, "model.layers.0.mlp.gate_proj.weight") >= 0);
+                ws_layout_free(l);
+            }
+    }
+    ws_layout *l = NULL;
+    CHECK(ws_layout_create("megatron", &c, 1, &l, &e) == WS_ERR_LAYOUT && !l);
+    CHECK(ws_layout_create("sglang", &c, 3, &l, &e) == WS_ERR_LAYOUT && !l);
 }
 
 int main(void) {
@@ -1224,6 +1266,7 @@ int main(void) {
     test_parallel_config();
     test_expert_maps();
     test_physical_expert_maps();
+    test_mla();
     test_moe_matrix();
     printf("layouts built %d, rejected %d\n", combos_built, combos_rejected);
     return check_report("test_layout");
