@@ -16,22 +16,7 @@ from conftest import ROOT
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import weightsum  # noqa: E402
 
-CONFIG = {"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 96,
-          "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
-          "vocab_size": 1000, "tie_word_embeddings": True, "head_dim": 8}
-
-
-@pytest.fixture(scope="module")
-def dump(tmp_path_factory, ws_bin):
-    d = tmp_path_factory.mktemp("leftovers")
-    (d / "config.json").write_text(json.dumps(CONFIG))
-    for args in (["synth", d / "config.json", "-o", d / "m.safetensors", "--dtype", "bf16"],
-                 ["hash", d / "m.safetensors", "-o", d / "man.json"],
-                 ["shard", d / "m.safetensors", "--layout", "vllm", "--tp", 4, "-o", d / "tp4"]):
-        r = subprocess.run([ws_bin, *map(str, args)], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-    man = json.loads((d / "man.json").read_text())
-    return d, {k: v["sha256"] for k, v in man["tensors"].items()}
+from test_python_binding import dump  # noqa: E402,F401  (the vllm tp4 dump and its digests)
 
 
 def test_checker_force(dump):
@@ -40,14 +25,14 @@ def test_checker_force(dump):
     tensors as sglang does, so the forced layout still fits) and the check runs."""
     d, digests = dump
     with pytest.raises(weightsum.WeightsumError) as e:
-        weightsum.Checker(str(d / "tp4"), "sglang", 4)
+        weightsum.Checker(str(d), "sglang", 4)
     assert "weightsum-layout.json" in str(e.value) or "force" in str(e.value), str(e.value)
-    with weightsum.Checker(str(d / "tp4"), "sglang", 4, force=True) as c:
+    with weightsum.Checker(str(d), "sglang", 4, force=True) as c:
         st, ans = c.handle({"action": "compare_checksum", "checksums": digests})
         assert st == 200 and ans["matched"] == len(digests), ans
     # forced, a layout that cannot describe the dump is still refused
     with pytest.raises(weightsum.WeightsumError):
-        weightsum.Checker(str(d / "tp4"), "sglang", 2, force=True)
+        weightsum.Checker(str(d), "sglang", 2, force=True)
 
 
 def test_compare_judge(dump):
@@ -55,7 +40,7 @@ def test_compare_judge(dump):
     compare_checksum request; the judged answer names it as a mismatch with its ranks; an
     engine's error answer is WS_ERR_REMOTE carrying its message, not a verdict."""
     d, digests = dump
-    with weightsum.Checker(str(d / "tp4")) as c:
+    with weightsum.Checker(str(d)) as c:
         st, ok = c.handle({"action": "compare_checksum", "checksums": digests})
         st_bad, bad = c.handle({"action": "compare_checksum",
                                 "checksums": dict(digests, **{"model.norm.weight": "0" * 64})})
@@ -86,7 +71,7 @@ def test_push_json_transport_error_is_a_weightsum_error(dump, ws_bin):
     """Plants: an engine URL where nothing listens. `push --json` exits 2 and prints one
     weightsum-error document (docs/json.md) naming the URL, the answers list beside it; the
     one-line message still goes to stderr. A missing manifest is one too."""
-    d, _ = dump
+    d = dump[0].parent
     url = f"http://127.0.0.1:{free_port()}"
     r = subprocess.run([ws_bin, "push", url, str(d / "man.json"), "--json", "--timeout", "5"],
                        capture_output=True, text=True)
