@@ -146,7 +146,7 @@ int cmd_demo(int argc, char **argv) {
          *manifest = path_in(dir, "manifest.json"), *dump = path_in(dir, "sglang-tp2"),
          *bad = path_in(dir, "sglang-tp2-corrupted");
     ws_error err;
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     int rc = EXIT_TROUBLE;
     ws_ckpt *c = NULL;
     printf("weightsum demo, in %s\n"
@@ -155,7 +155,7 @@ int cmd_demo(int argc, char **argv) {
            dir);
     if (ws_write_file_atomic(cfg_path, demo_config, strlen(demo_config), &err) != WS_OK ||
         ws_model_config_parse(demo_config, strlen(demo_config), "demo", &cfg, &err) != WS_OK ||
-        synth_checkpoint(&cfg, WS_F32, 1, ckpt, NULL, NULL, &err) != WS_OK) {
+        synth_checkpoint(cfg, WS_F32, 1, ckpt, NULL, NULL, &err) != WS_OK) {
         rc = cli_fail(&err);
         goto done;
     }
@@ -207,6 +207,7 @@ int cmd_demo(int argc, char **argv) {
                             : "NOT caught");
 done:
     ws_ckpt_free(c);
+    ws_model_config_free(cfg);
     if (own_dir && !keep) {
         signal(SIGINT, SIG_IGN); /* the handler would remove the same files */
         signal(SIGTERM, SIG_IGN);
