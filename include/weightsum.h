@@ -798,7 +798,8 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
  * match, or a mismatch naming how many elements differ, the first (coordinates, both values,
  * the engine tensor, rank and coordinates there), max abs and max ULP difference; plus the
  * structural findings of ws_hash_dump and tensors only on one side. Values compare under the
- * canonical policy. progress (may be NULL) gets bytes of the reference compared. */
+ * canonical policy. progress (may be NULL) gets bytes: first of the replica pieces and their
+ * replica-0 twins read from the dump, then of the reference compared. */
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
                            ws_canon canon, ws_progress_fn progress, void *progress_user,
                            ws_report *r, ws_error *err);
