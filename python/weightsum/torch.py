@@ -20,8 +20,10 @@ the ranks holding its pieces stream them there in bounded chunks, in canonical o
 
 CUDA tensors are read in place through the CUDA backend (libweightsum_cuda.so, loaded by the
 library on first use; absent, a check fails saying so): the trainer's Manifest digests them
-there, Manifest.expect predicts SGLang's answers on the GPU, the engine's partials and its own
-checksum answers read device memory where it lies. SHA-256 runs on the CPU: a tensor an owner
+there, Manifest.expect predicts every engine answer from them (SGLang's gpu_tensor_hash on the
+GPU; the SHA-256 answers of vLLM and SGLang's CPU path stream each local tensor's image from the
+HF tensors through the backend's pinned staging), the engine's partials and its own checksum
+answers read device memory where it lies. SHA-256 runs on the CPU: a tensor an owner
 rank holds whole is hashed in place through the backend's staging buffers; the chunks of a
 tensor split over ranks are built on the owner (at most `chunk_bytes`) and pass through host
 memory (counted in the cost as host_bytes). Nothing else is copied to the CPU without the
@@ -482,25 +484,28 @@ class Manifest:
         answer to its own "checksum" request (weightsum.expect, the engine dialects: engine
         "sglang" or "vllm"; device: where SGLang holds them, which picks its hash). From the
         tensors this manifest digested (kept with Manifest(keep_tensors=True)) or `tensors`.
-        CUDA tensors (C-contiguous, on one device) give SGLang's gpu_tensor_hash answers on
-        the GPU, in place; the other answers (SHA-256 streams of each local tensor) read host
-        memory, so CUDA tensors there need host_copy=True (counted in host_bytes)."""
+        CPU tensors are read in place; CUDA tensors (C-contiguous, all on one device) too, for
+        every answer: SGLang's gpu_tensor_hash on the GPU, the SHA-256 answers (vLLM's, SGLang's
+        CPU path) by streaming each local tensor's image, gathered from the HF tensors on the
+        GPU, through the CUDA backend's pinned staging buffers (bounded memory; the local
+        tensors are never built). CPU and CUDA tensors mixed in one call are refused unless
+        host_copy=True copies the CUDA ones to the host (counted in host_bytes)."""
         from .checker import expect as _expect
         src = dict(tensors) if tensors is not None else self._kept
         if src is None:
             raise ValueError("expect needs the tensors: Manifest(keep_tensors=True), or pass "
                              "tensors=")
-        in_place = engine == "sglang" and device == "cuda"
         cuda_src = [n for n, t in src.items() if t.is_cuda]
+        all_cuda = len(cuda_src) == len(src)
         use = {}
         for name, t in src.items():
             t = t.detach()
-            if t.is_cuda and in_place and len(cuda_src) == len(src):
-                use[name] = t  # read on the GPU where it lies
+            if t.is_cuda and all_cuda:
+                use[name] = t  # read on the GPU where it lies, whatever the answer
             elif not t.is_cpu:
                 if not self.host_copy:
-                    why = ("the others are in host memory" if t.is_cuda and in_place else
-                           "this answer is computed from host memory")
+                    why = ("the others are in host memory: one call reads one device or the "
+                           "host" if t.is_cuda else "only CPU and CUDA tensors are read in place")
                     raise WeightsumError("WS_ERR_NOTFOUND", f"tensor '{name}' is on {t.device}:"
                                          f" {why}; Manifest(host_copy=True) allows the copy")
                 self.host_bytes += t.numel() * t.element_size()

@@ -60,6 +60,8 @@ def run(rank, world, init_file, out_dir, device):
     fast_ref.add_all(hf_cpu)
     exp_ref = weightsum.expect(hf_cpu, "sglang", world, cfg, source="trainer")
     exp_cpu_kind = weightsum.expect(hf_cpu, "sglang", world, cfg, device="cpu")
+    exp_vllm = weightsum.expect(hf_cpu, "sglang", world, cfg, engine="vllm", source="trainer")
+    exp_cpu_src = weightsum.expect(hf_cpu, "sglang", world, cfg, device="cpu", source="trainer")
     if device == "fake":
         fake_device()
     hf = {k: v.to(dev) for k, v in hf_cpu.items()}
@@ -85,14 +87,14 @@ def run(rank, world, init_file, out_dir, device):
     a, b = ref.to_dict()["tensors"], mb.to_dict()["tensors"]
     out["manifest"]["differs"] = sorted(k for k in a if a[k] != b[k])
 
-    # --- trainer: expect() of SGLang's gpu_tensor_hash answers from device tensors ----------
+    # --- trainer: expect() of every engine answer from device tensors, in place ------------
+    # (SGLang's gpu_tensor_hash on the GPU; vLLM's SHA-256 and SGLang's CPU-path hash stream
+    # each local tensor's image through the backend's SHA-256 pipeline)
     exp = m.expect("sglang", world, cfg)
-    out["expect"] = {"equal_host": exp == exp_ref, "host_bytes": m.host_bytes}
-    try:
-        m.expect("sglang", world, cfg, engine="vllm")
-        out["expect"]["vllm"] = "ran"
-    except weightsum.WeightsumError as e:
-        out["expect"]["vllm"] = str(e)
+    out["expect"] = {"equal_host": exp == exp_ref,
+                     "vllm_equal_host": m.expect("sglang", world, cfg, engine="vllm") == exp_vllm,
+                     "cpu_equal_host": m.expect("sglang", world, cfg, device="cpu") == exp_cpu_src,
+                     "host_bytes": m.host_bytes}
 
     # --- Megatron-native manifest from this rank's device shards, at their global offsets ---
     # (Megatron splits whole kv groups: only where tp divides the kv heads)
@@ -156,8 +158,9 @@ def judge(per_rank, world):
         assert mf["host_bytes"] == 0 and mf["count"] > 0, mf
         assert mf["differs"] == ["model.layers.1.mlp.up_proj.weight"], mf
         assert res["expect"]["equal_host"] and res["expect"]["host_bytes"] == 0, res["expect"]
-        v = res["expect"]["vllm"]  # SHA-256 answers need host tensors: refused, saying so
-        assert "host_copy" in v or "pass host tensors" in v, res["expect"]
+        # the SHA-256 answers (vLLM's, SGLang's CPU path) from device tensors, no host copy
+        assert res["expect"]["vllm_equal_host"] and res["expect"]["cpu_equal_host"], \
+            res["expect"]
         if "megatron" in res or world <= 2:
             assert res["megatron"]["equal"] and 0 < res["megatron"]["bytes_moved"] < 64 << 10
             assert res["megatron"]["differs"] == ["model.layers.1.mlp.down_proj.weight"], \
