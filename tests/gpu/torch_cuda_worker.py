@@ -126,6 +126,19 @@ def run(rank, world, init_file, out_dir, device):
             out[f"{algo}-{mutation}"] = {"ok": rep.ok, "findings": findings(rep),
                                          "matched": rep.matched,
                                          "host_bytes": rep.cost.host_bytes}
+    # SHA-256 with the split tensors' chunks hashed on the CPU (assemble_bytes=0, small
+    # chunks: several per tensor, through the reused pinned buffer): the same reports
+    fm = wt.Manifest(algo="sha256")
+    fm.add_all(hf)
+    chk = wt.EngineCheck("sglang", rank, world, cfg, mode="log", assemble_bytes=0,
+                         chunk_bytes=4096)
+    for mutation, r in (("clean", None), ("flip_k", 1)):
+        sc = {"layout": "sglang", "mutation": mutation, "rank": r}
+        local = {k: v.to(dev) for k, v in W.engine_locals(sc, rank, world, hf_cpu).items()}
+        rep = chk.verify(fm, local)
+        out[f"sha256chunks-{mutation}"] = {"ok": rep.ok, "findings": findings(rep),
+                                           "matched": rep.matched,
+                                           "host_bytes": rep.cost.host_bytes}
     # SGLang's CPU hash (sha256_first8) answered from device tensors too
     fm = wt.Manifest(algo="fast")
     fm.add_all(hf)
@@ -135,6 +148,7 @@ def run(rank, world, init_file, out_dir, device):
         local = {k: v.to(dev) for k, v in W.engine_locals(sc, rank, world, hf_cpu).items()}
         rep = chk.verify(fm, local, expected=exp_cpu_kind)
         out[f"cpuhash-{mutation}"] = {"ok": rep.ok, "findings": findings(rep)}
+    out["device"] = device
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(out, f)
     dist.barrier()
@@ -148,6 +162,10 @@ def spawn(tmp, world, device):
     mp.spawn(run, args=(world, os.path.join(str(tmp), f"init{world}"), out, device),
              nprocs=world, join=True)
     return [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(world)]
+
+
+def device_kind(per_rank):
+    return per_rank[0].get("device")
 
 
 def judge(per_rank, world):
@@ -179,6 +197,15 @@ def judge(per_rank, world):
                 st = res[f"{algo}-stale_replica"]
                 assert any(f["status"] == "replica_mismatch" and f["tensor"] == K
                            and f["rank"] == 1 for f in st["findings"]), st
+        # split tensors built on the GPU and hashed through the backend: nothing via the host
+        assert res["sha256-clean"]["host_bytes"] == 0, res["sha256-clean"]
+        # the same verdicts when the chunks are hashed on the CPU instead
+        for mutation in ("clean", "flip_k"):
+            a, b = res[f"sha256-{mutation}"], res[f"sha256chunks-{mutation}"]
+            assert (a["ok"], a["findings"], a["matched"]) == (b["ok"], b["findings"],
+                                                              b["matched"]), (a, b)
+        if device_kind(per_rank) == "cuda":  # device chunks through the pinned buffer
+            assert res["sha256chunks-clean"]["host_bytes"] > 0, res["sha256chunks-clean"]
         # the per-rank answers pin the flipped element to rank 1's qkv_proj, no other rank
         exact = [f for f in res["fast-flip_k"]["findings"]
                  if f["rank"] == 1 and f["local"] == QKV and "checksum answer" in f["detail"]]
@@ -191,5 +218,5 @@ def judge(per_rank, world):
     first = per_rank[0]
     for res in per_rank[1:]:  # every rank the same report
         for k in first:
-            if k.startswith(("fast-", "sha256-", "cpuhash-")):
+            if k.startswith(("fast-", "sha256-", "sha256chunks-", "cpuhash-")):
                 assert res[k]["findings"] == first[k]["findings"], k
