@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# torch3's device call: tests/gpu/test_torch*.py (the new expect-from-CUDA cases with the
-# Qwen2.5-3B bench, and the gloo hooks at 2 and 4 ranks) plus test_cuda_backend.py (the SHA-256
-# pipeline after its zero-rectangle change), logs under $OUT.
+# torch3's device call (bench/results/torch-expect-h200.md): tests/gpu/test_torch*.py (the
+# expect-from-CUDA cases with the Qwen2.5-3B timing, the gloo hooks at 2 and 4 ranks) plus
+# test_cuda_backend.py, logs under $OUT. It runs from a bundle folder (.dev/torch3, carried)
+# holding this script as run.sh, libweightsum.so and libweightsum_cuda.so built from the tree,
+# lib/libjansson.so.4, lib-fallback/libcrypto.so.3, gpu_tensor_hash.py, and copies of python/,
+# examples/, tests/gpu, tests/py and tests/vectors.
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
 cd "$D"
