@@ -172,6 +172,14 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
         lib.ws_layout_free(lay)
 
 
+def report_warnings(rep):
+    """The warnings of a ws_report (caveats about what a check could not see, e.g.
+    "low_bits_unchecked"): [{"kind", "detail", "count", "names"}], as verify --json gives."""
+    text, err = _P(), _Error()
+    check(lib.ws_report_to_json(rep, ctypes.byref(text), ctypes.byref(err)), err)
+    return json.loads(_take_text(text)).get("warnings", [])
+
+
 def _expect_handle(expected):
     text = (expected if isinstance(expected, (str, bytes)) else json.dumps(expected))
     text = text.encode() if isinstance(text, str) else text

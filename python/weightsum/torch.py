@@ -56,6 +56,7 @@ except ImportError as e:  # torch is an optional dependency of weightsum
 from . import _api
 from . import cuda as _cuda
 from ._api import ManifestEntry, Stats, call, dtype_code, has, need, shape_array
+from .checker import report_warnings
 from ._lib import (ALGO_FAST, ALGO_SHA256, CANON, WeightsumError, _Digest, _Error, _Fast, _P,
                    check, encode, lib)
 
@@ -581,16 +582,21 @@ class Report:
     cost: Cost = field(default_factory=Cost)
     rank: int = 0
     mode: str = "enforce"
+    # caveats that are no finding (ok stays as it is): [{kind, detail, count, names}], e.g.
+    # "low_bits_unchecked" when both sides hold bits the bf16 policy could not see
+    warnings: List[Dict[str, Any]] = field(default_factory=list)
 
     def __str__(self) -> str:
         head = (f"weightsum: {'OK' if self.ok else 'FAILED'}: {self.matched} tensors match, "
                 f"{len(self.findings)} findings ({self.cost.algo}, {self.cost.seconds:.3f} s, "
                 f"{self.cost.bytes_moved} bytes moved)")
-        return "\n".join([head] + ["  " + str(f) for f in self.findings])
+        return "\n".join([head] + ["  " + str(f) for f in self.findings] +
+                         [f"  warning: {w['kind']}: {w['detail']}" for w in self.warnings])
 
     def to_dict(self) -> Dict[str, Any]:
         return {"ok": self.ok, "matched": self.matched,
-                "findings": [f.__dict__ for f in self.findings], "cost": self.cost.__dict__}
+                "findings": [f.__dict__ for f in self.findings], "cost": self.cost.__dict__,
+                "warnings": self.warnings}
 
 
 class WeightsCheckFailed(RuntimeError):
@@ -901,6 +907,8 @@ class EngineCheck:
                 log.warning("%s", rep)
             else:
                 raise WeightsCheckFailed(rep)
+        elif rep.warnings and mode == "log":
+            log.warning("%s", rep)
         return rep
 
     def _judge_answers(self, expected: Dict[str, Any],
@@ -949,7 +957,8 @@ class EngineCheck:
             r = _CReport()
             call("ws_partials_judge", lay.plan, merged.h, expected.h, r.h)
             fs = _findings(r.h)
-            rep = Report(not fs, fs, int(lib.ws_report_matched(r.h)), rank=self.tp_rank)
+            rep = Report(not fs, fs, int(lib.ws_report_matched(r.h)), rank=self.tp_rank,
+                         warnings=report_warnings(r.h))
             rep.cost = Cost(bytes_moved=moved, bytes_sent=moved // max(1, self.tp_size),
                             algo="fast")
             return rep
@@ -1009,7 +1018,8 @@ class _ShaCheck:
         call("ws_compare_manifests", self.expected.h, actual.h, r2.h)
         compared = [self._name_holders(f) for f in _findings(r2.h)]
         fs = structure + compared
-        rep = Report(not fs, fs, int(lib.ws_report_matched(r2.h)), rank=self.rank)
+        rep = Report(not fs, fs, int(lib.ws_report_matched(r2.h)), rank=self.rank,
+                     warnings=report_warnings(r2.h))
         rep.cost = Cost(bytes_moved=moved + moved2 + total_sent, bytes_sent=self.sent,
                         host_bytes=self.host_bytes, algo="sha256")
         return rep

@@ -214,6 +214,13 @@ int ws_partials_has_rank(const ws_partials *pa, int rank) {
     return pa && rank >= 0 && (uint32_t)rank < pa->tp && pa->ranks[rank];
 }
 
+const char *wsi_partials_local_name(const ws_partials *pa, const ws_layout *l, uint32_t local) {
+    for (size_t i = 0; pa && i < pa->nextras; i++)
+        if (pa->extras[i].status == WS_MATCH && pa->extras[i].local == local)
+            return pa->extras[i].name;
+    return ws_layout_local(l, local)->name;
+}
+
 ws_err wsi_partials_add_extra(ws_partials *pa, ws_status s, int rank, uint32_t local,
                               const char *name, const char *other, ws_error *err) {
     if (pa->nextras == pa->cap_extras) {
@@ -553,6 +560,11 @@ ws_err wsi_partials_compute_ex(const ws_plan *p, int rank, const ws_source *src,
                                                 t->name, ot ? ot->name : ld->name, err);
                 continue;
             }
+            /* saved under an alias only: findings name the tensor that was read */
+            if (!own)
+                rc = wsi_partials_add_extra(pa, WS_MATCH, rank, (uint32_t)li, t->name, ld->name,
+                                            err);
+            if (rc != WS_OK) break;
             f->dtype = (uint8_t)t->dtype;
             f->ndim = (uint8_t)t->ndim;
             memcpy(f->shape, t->shape, sizeof f->shape);

@@ -45,10 +45,11 @@ typedef struct wsi_local_fact {
     uint64_t pad_bad, pad_first, pad0, pad1; /* padding rows: non-zero count, first, range */
 } wsi_local_fact;
 
-/* Something a rank holds that its layout does not expect, or two names of one tied tensor
- * whose bytes differ. */
+/* Something a rank holds that its layout does not expect, two names of one tied tensor
+ * whose bytes differ, or (status WS_MATCH, no finding) the name a local tensor was read
+ * under when the rank saved it under an alias (a tied lm_head.weight): findings name that. */
 typedef struct wsi_extra {
-    uint8_t status;           /* WS_UNEXPECTED / WS_REPLICA_MISMATCH */
+    uint8_t status;           /* WS_UNEXPECTED / WS_REPLICA_MISMATCH / WS_MATCH (read as) */
     int32_t rank;
     uint32_t local;           /* REPLICA_MISMATCH: the local tensor */
     char *name, *other;
@@ -103,6 +104,10 @@ WSI_HIDDEN ws_err wsi_piece_seal(const ws_layout *l, const ws_piece *pc, const w
 /* An empty set of partials shaped like p / like another set. */
 WSI_HIDDEN ws_err wsi_partials_alloc(uint32_t np, uint32_t nl, uint32_t tp, ws_partials **out,
                                      ws_error *err);
+/* The name local tensor `local` was read under: its alias when the rank saved it so, else
+ * the layout's name. */
+WSI_HIDDEN const char *wsi_partials_local_name(const ws_partials *pa, const ws_layout *l,
+                                               uint32_t local);
 WSI_HIDDEN ws_err wsi_partials_add_extra(ws_partials *pa, ws_status s, int rank, uint32_t local,
                                          const char *name, const char *other, ws_error *err);
 #endif

@@ -64,6 +64,7 @@ static void structural(judge *j) {
                 rank);
     for (size_t i = 0; i < pa->nextras; i++) {
         const wsi_extra *e = &pa->extras[i];
+        if (e->status == WS_MATCH) continue; /* the name a local was read under: no finding */
         if (e->status == WS_UNEXPECTED)
             say(j, WS_UNEXPECTED, e->name, e->name, e->rank, -1, -1,
                 "engine tensor maps to nothing in the %s layout", ws_layout_family(l));
@@ -78,14 +79,16 @@ static void structural(judge *j) {
             char se[160], sa[160];
             wsi_shape_str(ld->ndim, ld->shape, se, sizeof se);
             wsi_shape_str(f->ndim, f->shape, sa, sizeof sa);
-            say(j, WS_SHAPE_DIFFERS, hf_of_local(l, li), ld->name, ld->rank, -1, -1,
+            say(j, WS_SHAPE_DIFFERS, hf_of_local(l, li), wsi_partials_local_name(pa, l, (uint32_t)li),
+                ld->rank, -1, -1,
                 "local shape %s expected for %s tp=%d, %s found", se, ws_layout_family(l), p->tp,
                 sa);
         } else if (f->state == WSI_LOCAL_MISSING) {
             say(j, WS_MISSING, hf_of_local(l, li), ld->name, ld->rank, -1, -1,
                 "engine tensor absent from rank %d's files", ld->rank);
         } else if (f->state == WSI_LOCAL_OK && f->pad_bad) {
-            say(j, WS_PADDING_NONZERO, hf_of_local(l, li), ld->name, ld->rank, -1, -1,
+            say(j, WS_PADDING_NONZERO, hf_of_local(l, li),
+                wsi_partials_local_name(pa, l, (uint32_t)li), ld->rank, -1, -1,
                 "padding rows %llu..%llu of the local tensor must be zero; %llu of them are "
                 "not, the first is local row %llu",
                 (unsigned long long)f->pad0, (unsigned long long)f->pad1,
@@ -110,9 +113,11 @@ static void check_copies(judge *j, size_t h) {
         const ws_piece *c = ws_layout_piece(l, ci), *o = ws_layout_piece(l, oi);
         const ws_local_desc *cd = ws_layout_local(l, c->local), *od = ws_layout_local(l, o->local);
         const wsi_local_fact *fc = &j->pa->locals[c->local], *fo = &j->pa->locals[o->local];
+        const char *cname = wsi_partials_local_name(j->pa, l, c->local);
+        const char *oname = wsi_partials_local_name(j->pa, l, o->local);
         if (fc->state != WSI_LOCAL_OK || fo->state != WSI_LOCAL_OK) {
             if (fo->state == WSI_LOCAL_OK)
-                say(j, WS_MISSING, hf->name, cd->name, cd->rank, (int64_t)c->t_row0,
+                say(j, WS_MISSING, hf->name, cname, cd->rank, (int64_t)c->t_row0,
                     (int64_t)(c->t_row0 + c->rows),
                     "replica %u cannot be checked: engine tensor %s", c->replica,
                     why_missing(fc->state));
@@ -122,7 +127,7 @@ static void check_copies(judge *j, size_t h) {
         ws_dtype dc = (ws_dtype)fc->dtype, dd = (ws_dtype)fo->dtype;
         if (ws_canonical_dtype(dc, ws_canon_for_tensor(hf->name, dc, policy)) !=
             ws_canonical_dtype(dd, ws_canon_for_tensor(hf->name, dd, policy))) {
-            say(j, WS_DTYPE_DIFFERS, hf->name, cd->name, cd->rank, -1, -1,
+            say(j, WS_DTYPE_DIFFERS, hf->name, cname, cd->rank, -1, -1,
                 "replica %u is %s, replica 0 is %s", c->replica, ws_dtype_name((ws_dtype)fc->dtype),
                 ws_dtype_name((ws_dtype)fo->dtype));
             continue;
@@ -134,13 +139,13 @@ static void check_copies(judge *j, size_t h) {
         int64_t r0 = (int64_t)c->t_row0, r1 = (int64_t)(c->t_row0 + c->rows);
         if (j->o && j->o->replica_detail &&
             j->o->replica_detail(j->o->ctx, ci, oi, detail, sizeof detail, &r0, &r1))
-            say(j, WS_REPLICA_MISMATCH, hf->name, cd->name, cd->rank, r0, r1, "%s", detail);
+            say(j, WS_REPLICA_MISMATCH, hf->name, cname, cd->rank, r0, r1, "%s", detail);
         else
-            say(j, WS_REPLICA_MISMATCH, hf->name, cd->name, cd->rank, (int64_t)c->t_row0,
+            say(j, WS_REPLICA_MISMATCH, hf->name, cname, cd->rank, (int64_t)c->t_row0,
                 (int64_t)(c->t_row0 + c->rows),
                 "replica %u differs from replica 0 (%s on rank %d): rows %llu..%llu of %s "
                 "(their fast digests differ)",
-                c->replica, od->name, od->rank, (unsigned long long)c->t_row0,
+                c->replica, oname, od->rank, (unsigned long long)c->t_row0,
                 (unsigned long long)(c->t_row0 + c->rows), hf->name);
     }
 }
@@ -168,17 +173,18 @@ static bool rebuild(judge *j, size_t h, ws_manifest_entry *en) {
         const ws_local_desc *ld = ws_layout_local(l, pc->local);
         const wsi_local_fact *f = &j->pa->locals[pc->local];
         if (f->state != WSI_LOCAL_OK) {
-            say(j, WS_MISSING, hf->name, ld->name, ld->rank, (int64_t)pc->t_row0,
+            say(j, WS_MISSING, hf->name, wsi_partials_local_name(j->pa, l, pc->local), ld->rank,
+                (int64_t)pc->t_row0,
                 (int64_t)(pc->t_row0 + pc->rows), "cannot be rebuilt: engine tensor %s on rank %d %s",
-                ld->name, ld->rank, why_missing(f->state));
+                wsi_partials_local_name(j->pa, l, pc->local), ld->rank, why_missing(f->state));
             return false;
         }
         ws_dtype dt = (ws_dtype)f->dtype;
         if (k == 0) dtype = dt;
         else if (ws_canonical_dtype(dt, ws_canon_for_tensor(hf->name, dt, policy)) !=
                  ws_canonical_dtype(dtype, ws_canon_for_tensor(hf->name, dtype, policy))) {
-            say(j, WS_DTYPE_DIFFERS, hf->name, ld->name, ld->rank, -1, -1,
-                "pieces disagree on dtype: %s here, %s elsewhere", ws_dtype_name(dt),
+            say(j, WS_DTYPE_DIFFERS, hf->name, wsi_partials_local_name(j->pa, l, pc->local),
+                ld->rank, -1, -1, "pieces disagree on dtype: %s here, %s elsewhere", ws_dtype_name(dt),
                 ws_dtype_name(dtype));
             return false;
         }
@@ -277,7 +283,8 @@ ws_err ws_partials_judge(const ws_plan *p, const ws_partials *merged,
             for (size_t k = 0; k < pl->n_primary && len < sizeof held; k++) {
                 const ws_piece *pc = ws_layout_piece(l, pl->primary[k]);
                 const ws_local_desc *ld = ws_layout_local(l, pc->local);
-                if (k == 0) local = ld->name, rank = ld->rank;
+                const char *read = wsi_partials_local_name(merged, l, pc->local);
+                if (k == 0) local = read, rank = ld->rank;
                 else if (rank != ld->rank) rank = -1;
                 if (k == 4) {
                     len += (size_t)snprintf(held + len, sizeof held - len,
@@ -285,7 +292,7 @@ ws_err ws_partials_judge(const ws_plan *p, const ws_partials *merged,
                     break;
                 }
                 len += (size_t)snprintf(held + len, sizeof held - len, "%s%s rows %llu..%llu on rank %d",
-                                        k ? "; " : "", ld->name, (unsigned long long)pc->l_row0,
+                                        k ? "; " : "", read, (unsigned long long)pc->l_row0,
                                         (unsigned long long)(pc->l_row0 + pc->rows), ld->rank);
             }
             say(&j, s, e->name, local, rank, -1, -1, "%s; %s", detail, held);
@@ -297,6 +304,8 @@ ws_err ws_partials_judge(const ws_plan *p, const ws_partials *merged,
             say(&j, WS_UNEXPECTED, a->name, NULL, -1, -1, -1,
                 "the engine holds it but the trainer's manifest does not list it");
     }
+    /* bits both sides hold that the bf16 policy could not see: a warning, as verify gives */
+    if (j.rc == WS_OK) j.rc = wsi_warn_unseen_bits(expected, actual, r, err);
     ws_manifest_free(actual);
     return j.rc;
 }

@@ -71,16 +71,17 @@ typedef struct fixture {
     ws_dump *dump;
     ws_fastkey *key;
     ws_manifest *expected; /* the trainer's fast manifest */
+    ws_canon canon;        /* of the manifest and the partials */
 } fixture;
 
-static void setup(fixture *f, const char *family, int tp) {
+static void setup_cfg(fixture *f, const char *family, int tp, const char *json) {
     memset(f, 0, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/ws_partials_XXXXXX");
     CHECK(mkdtemp(f->dir) != NULL);
     snprintf(f->hfpath, sizeof f->hfpath, "%s/model.safetensors", f->dir);
     snprintf(f->dumpdir, sizeof f->dumpdir, "%s/dump", f->dir);
     CHECK(mkdir(f->dumpdir, 0700) == 0);
-    CHECK_OK(ws_model_config_parse(cfg_json, strlen(cfg_json), "cfg", &f->cfg, NULL));
+    CHECK_OK(ws_model_config_parse(json, strlen(json), "cfg", &f->cfg, NULL));
     CHECK_OK(ws_layout_create("hf", &f->cfg, 1, &f->hf, NULL));
     CHECK_OK(ws_layout_create(family, &f->cfg, tp, &f->l, NULL));
     write_hf(f->hf, f->hfpath);
@@ -91,6 +92,17 @@ static void setup(fixture *f, const char *family, int tp) {
     CHECK_OK(ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED), &f->key, NULL));
     ws_hash_options o = {.canon = WS_CANON_BF16, .algos = WS_ALGO_FAST, .key = f->key, .threads = 1};
     CHECK_OK(ws_hash_checkpoint(f->ckpt, &o, "trainer", &f->expected, NULL));
+    f->canon = WS_CANON_BF16;
+}
+
+static void setup(fixture *f, const char *family, int tp) { setup_cfg(f, family, tp, cfg_json); }
+
+/* The trainer's manifest again, under another canonical policy (the partials follow it). */
+static void rehash(fixture *f, ws_canon canon) {
+    ws_manifest_free(f->expected);
+    ws_hash_options o = {.canon = canon, .algos = WS_ALGO_FAST, .key = f->key, .threads = 1};
+    CHECK_OK(ws_hash_checkpoint(f->ckpt, &o, "trainer", &f->expected, NULL));
+    f->canon = canon;
 }
 
 static void teardown(fixture *f) {
@@ -111,7 +123,7 @@ static void *bytes_of(fixture *f, int rank, const ws_source *s, size_t *len) {
     ws_partials *pa = NULL;
     void *b = NULL;
     ws_error e;
-    if (ws_partials_compute(f->plan, rank, s, f->key, WS_CANON_BF16, &pa, &e) != WS_OK) {
+    if (ws_partials_compute(f->plan, rank, s, f->key, f->canon, &pa, &e) != WS_OK) {
         fprintf(stderr, "compute: %s\n", e.what);
         return NULL;
     }
@@ -179,7 +191,7 @@ static ws_report *judge_sources(fixture *f, ws_source **src) {
     if (!merged) { /* no rank at all: an empty set judged alone */
         ws_source *s = NULL;
         CHECK_OK(ws_source_host_create(&s, NULL));
-        CHECK_OK(ws_partials_compute(f->plan, 0, s, f->key, WS_CANON_BF16, &merged, NULL));
+        CHECK_OK(ws_partials_compute(f->plan, 0, s, f->key, f->canon, &merged, NULL));
         ws_source_free(s);
     }
     CHECK_OK(ws_partials_judge(f->plan, merged, f->expected, r, NULL));
@@ -194,6 +206,35 @@ static bool has_finding(const ws_report *r, ws_status s, const char *tensor, int
             return true;
     }
     return false;
+}
+
+/* The finding of status s about tensor (NULL: none). */
+static const ws_finding *finding_of(const ws_report *r, ws_status s, const char *tensor) {
+    for (size_t i = 0; i < ws_report_count(r); i++) {
+        const ws_finding *fi = ws_report_at(r, i);
+        if (fi->status == s && strcmp(fi->tensor, tensor) == 0) return fi;
+    }
+    return NULL;
+}
+
+/* A warning of this kind that names tensor. */
+static bool has_warning(const ws_report *r, const char *kind, const char *tensor) {
+    for (size_t i = 0; i < ws_report_warning_count(r); i++) {
+        const ws_warning *w = ws_report_warning_at(r, i);
+        if (strcmp(w->kind, kind) != 0) continue;
+        for (size_t k = 0; k < w->nnames; k++)
+            if (strcmp(w->names[k], tensor) == 0) return true;
+    }
+    return false;
+}
+
+/* The host copy of tensor `name` in h (host_of's copy of the rank's dump, not strided). */
+static void *host_buf(fixture *f, int rank, hostcopy *h, const char *name) {
+    const ws_ckpt *c = ws_dump_rank(f->dump, rank);
+    for (size_t i = 0; i < h->n; i++)
+        if (strcmp(ws_ckpt_tensor(c, i)->name, name) == 0) return h->bufs[i];
+    CHECK(!"tensor not in the host copy");
+    return NULL;
 }
 
 static void dump_report(const ws_report *r) {
@@ -500,8 +541,125 @@ static void test_device_absent(void) {
     ws_source_free(s);
 }
 
+/* Issue 9 item 7 for partials: trainer and engine both hold model.norm.weight as F32 (the
+ * fixture writes 1-D tensors as F32); one low mantissa bit flipped on rank 0. Under the bf16
+ * policy the flip is invisible: the report must say so (low_bits_unchecked, naming the
+ * tensor), and under the native policy the same flip is a mismatch named on rank 0. */
+static void test_low_bits_warned(void) {
+    const char *norm = "model.norm.weight";
+    fixture f;
+    setup(&f, "sglang", 2);
+    hostcopy h[2];
+    ws_source *s[2];
+    for (int rank = 0; rank < 2; rank++) {
+        host_of(&f, rank, false, &h[rank]);
+        s[rank] = h[rank].src;
+    }
+    CHECK(ws_ckpt_find(ws_dump_rank(f.dump, 0), norm)->dtype == WS_F32);
+    ws_report *r = judge_sources(&f, s);
+    CHECK(ws_report_ok(r));
+    CHECK(has_warning(r, "low_bits_unchecked", norm));
+    ws_report_free(r);
+    uint32_t *nb = host_buf(&f, 0, &h[0], norm);
+    nb[7] ^= 1u; /* the lowest mantissa bit of one element */
+    r = judge_sources(&f, s);
+    CHECK(ws_report_ok(r)); /* the documented policy: bf16 does not see it ... */
+    CHECK(has_warning(r, "low_bits_unchecked", norm)); /* ... and the report says so */
+    const ws_warning *w = ws_report_warning_count(r) ? ws_report_warning_at(r, 0) : NULL;
+    CHECK(w && strstr(w->detail, "--canonical native") != NULL);
+    ws_report_free(r);
+    rehash(&f, WS_CANON_NATIVE);
+    r = judge_sources(&f, s);
+    CHECK(has_finding(r, WS_MISMATCH, norm, 0));
+    CHECK(has_finding(r, WS_REPLICA_MISMATCH, norm, 1)); /* rank 1's copy is the old one */
+    CHECK(!has_warning(r, "low_bits_unchecked", norm));
+    if (!has_finding(r, WS_MISMATCH, norm, 0)) dump_report(r);
+    ws_report_free(r);
+    nb[7] ^= 1u;
+    r = judge_sources(&f, s);
+    CHECK(ws_report_ok(r) && ws_report_warning_count(r) == 0);
+    ws_report_free(r);
+    for (int rank = 0; rank < 2; rank++) host_free(&h[rank]);
+    teardown(&f);
+}
+
+/* Host sources of a tied model's dump where every rank saved the embedding as lm_head.weight
+ * (both: under both names); flip: one element of rank 1's lm_head.weight changed. */
+static void host_tied(fixture *f, int rank, bool both, bool flip, hostcopy *h) {
+    memset(h, 0, sizeof *h);
+    CHECK_OK(ws_source_host_create(&h->src, NULL));
+    const ws_ckpt *c = ws_dump_rank(f->dump, rank);
+    for (size_t i = 0; i < ws_ckpt_count(c) && h->n < 255; i++) {
+        const ws_tensor *t = ws_ckpt_tensor(c, i);
+        bool emb = strcmp(t->name, "model.embed_tokens.weight") == 0;
+        for (int copy = 0; copy < (emb && both ? 2 : 1); copy++) {
+            uint16_t *b = malloc(t->nbytes + 1);
+            memcpy(b, t->data, t->nbytes);
+            const char *name = t->name;
+            if (emb && (copy == 1 || !both)) {
+                name = "lm_head.weight";
+                if (flip && rank == 1) b[3 * 64 + 5] ^= 0x4000;
+            }
+            h->bufs[h->n++] = b;
+            CHECK_OK(ws_source_add(h->src, name, t->dtype, t->ndim, t->shape, NULL, b, NULL));
+        }
+    }
+}
+
+/* Issue 9 item 9 for partials: a tied model (lm_head.weight tied to the embedding) whose ranks
+ * saved the shared tensor as lm_head.weight, only rank 1's copy corrupted: the finding names
+ * lm_head.weight (the tensor read) and rank 1, never the embedding as the holder. Saved under
+ * both names, lm_head's copy corrupted: lm_head.weight on rank 1 again. */
+static void test_tied_names_the_tensor_read(void) {
+    const char *tied_json =
+        "{\"model_type\": \"qwen2\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+        " \"vocab_size\": 250, \"num_hidden_layers\": 1, \"num_attention_heads\": 4,"
+        " \"num_key_value_heads\": 2, \"tie_word_embeddings\": true}";
+    const char *emb = "model.embed_tokens.weight";
+    fixture f;
+    setup_cfg(&f, "sglang", 2, tied_json);
+    for (int both = 0; both < 2; both++) {
+        hostcopy h[2];
+        ws_source *s[2];
+        for (int rank = 0; rank < 2; rank++) {
+            host_tied(&f, rank, both, false, &h[rank]);
+            s[rank] = h[rank].src;
+        }
+        ws_report *r = judge_sources(&f, s);
+        CHECK(ws_report_ok(r));
+        if (!ws_report_ok(r)) dump_report(r);
+        ws_report_free(r);
+        for (int rank = 0; rank < 2; rank++) host_free(&h[rank]);
+        for (int rank = 0; rank < 2; rank++) {
+            host_tied(&f, rank, both, true, &h[rank]);
+            s[rank] = h[rank].src;
+        }
+        r = judge_sources(&f, s);
+        CHECK(!ws_report_ok(r));
+        const ws_finding *fi = finding_of(r, both ? WS_REPLICA_MISMATCH : WS_MISMATCH, emb);
+        CHECK(fi != NULL);
+        CHECK(fi && fi->local && strcmp(fi->local, "lm_head.weight") == 0);
+        if (both) {
+            CHECK(fi && fi->rank == 1);
+        } else {
+            /* the rebuilt tensor spans both ranks: its holders are named, as read */
+            CHECK(fi && strstr(fi->detail, "lm_head.weight rows 0..122 on rank 1") != NULL);
+            CHECK(fi && strstr(fi->detail, "model.embed_tokens.weight rows") == NULL);
+        }
+        for (size_t i = 0; i < ws_report_count(r); i++) /* never the embedding as holder */
+            CHECK(!ws_report_at(r, i)->local ||
+                  strcmp(ws_report_at(r, i)->local, emb) != 0 || both);
+        if (!fi) dump_report(r);
+        ws_report_free(r);
+        for (int rank = 0; rank < 2; rank++) host_free(&h[rank]);
+    }
+    teardown(&f);
+}
+
 int main(void) {
     test_hasher();
+    test_low_bits_warned();
+    test_tied_names_the_tensor_read();
     test_sources_agree("sglang", 2);
     test_sources_agree("sglang", 4);
     test_sources_agree("vllm", 4);
