@@ -68,12 +68,20 @@ typedef struct cli_layout_opts {
     long ep, pp;        /* --ep, --pp, 0 = from the dump (else 1) */
     const char *config; /* --config, NULL = DIR/config.json */
     bool force;         /* --force: flags win over a disagreeing weightsum-layout.json */
+    const char *expert_map; /* --expert-map FILE (EPLB physical-to-logical map), or NULL */
+    long redundant;     /* --redundant-experts N, 0 = none */
 } cli_layout_opts;
-/* getopt values of the long-only layout options --ep N and --pp N. */
+/* getopt values of the long-only layout options --ep N, --pp N, --expert-map FILE and
+ * --redundant-experts N. */
 #define CLI_OPT_EP 0x101
 #define CLI_OPT_PP 0x102
+#define CLI_OPT_EXPERT_MAP 0x103
+#define CLI_OPT_REDUNDANT 0x104
 #define CLI_LAYOUT_PAR_OPTS                                                                        \
-    {"ep", required_argument, 0, CLI_OPT_EP}, { "pp", required_argument, 0, CLI_OPT_PP }
+    {"ep", required_argument, 0, CLI_OPT_EP}, {"pp", required_argument, 0, CLI_OPT_PP},            \
+        {"expert-map", required_argument, 0, CLI_OPT_EXPERT_MAP}, {                                \
+        "redundant-experts", required_argument, 0, CLI_OPT_REDUNDANT                               \
+    }
 /* Options several subcommands share, parsed in one place (cli_common_option). */
 typedef struct cli_common {
     cli_layout_opts lo; /* --layout L (L), --tp N (t), --config F (C), --force (f) */
@@ -91,11 +99,13 @@ int cli_common_option(int ch, const char *arg, cli_common *c);
  * else prints usage on stderr (false: exit with EXIT_TROUBLE). */
 bool cli_common_or_usage(int ch, const char *arg, cli_common *c, const char *usage);
 
-/* --ep / --pp value: 1 applied, -1 a bad value (said on stderr). */
+/* --ep / --pp / --expert-map / --redundant-experts value: 1 applied, -1 a bad value (said on
+ * stderr). */
 int cli_parse_par(int ch, const char *arg, cli_layout_opts *o);
-/* Build a layout for family / config over tp x ep x pp (ep, pp 0: 1; failures said). */
+/* Build a layout for family / config over tp x ep x pp (ep, pp 0: 1), with o's expert map and
+ * redundant experts (o may be NULL); failures said. */
 int cli_make_layout(const char *family, const ws_model_config *cfg, long tp, long ep, long pp,
-                    ws_layout **out);
+                    const cli_layout_opts *o, ws_layout **out);
 /* Build the layout of dump d in dir from the flags, weightsum-layout.json and config.json. */
 int cli_open_layout(const cli_layout_opts *o, const char *dir, const ws_dump *d,
                     ws_layout **out);

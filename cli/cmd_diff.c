@@ -7,6 +7,7 @@
 
 static const char usage[] =
     "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
+    "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
     "                        [--force] [--[no-]progress]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"

@@ -10,6 +10,7 @@
 
 static const char usage[] =
     "usage: weightsum expect CKPT --layout L --tp N [--ep N] [--pp N] [--config F] [-o FILE]\n"
+    "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
     "                        [--engine sglang|vllm] [--device cuda|cpu] [-j N] [--[no-]progress]\n"
     "\n"
     "Predict, from the trainer's HF checkpoint CKPT and the engine's layout, what each rank\n"
@@ -59,7 +60,7 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
         rc = !lo->config && err.code == WS_ERR_IO
                  ? cli_failf("%s: no config.json beside it: say --config FILE", ckpt)
                  : cli_fail(&err);
-    } else if ((rc = cli_make_layout(lo->family, &cfg, lo->tp, lo->ep, lo->pp, &l)) != EXIT_MATCH) {
+    } else if ((rc = cli_make_layout(lo->family, &cfg, lo->tp, lo->ep, lo->pp, lo, &l)) != EXIT_MATCH) {
         /* (said) */
     } else if (ws_ckpt_open(ckpt, &c, &err) != WS_OK) {
         rc = cli_fail(&err);

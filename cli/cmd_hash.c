@@ -9,6 +9,7 @@ static const char usage[] =
     "usage: weightsum hash CKPT [-o FILE] [--json] [--tag] [--canonical bf16|native]\n"
     "                      [--algo sha256|fast|both] [--key SEED] [-j N] [--[no-]progress]\n"
     "                      [--layout L] [--tp N] [--ep N] [--pp N] [--config config.json]\n"
+    "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
     "\n"
     "Digest every tensor of CKPT (a .safetensors file, a *.safetensors.index.json or a\n"
     "directory) after the canonical cast. Prints 'DIGEST  NAME' lines like sha256sum (one\n"

@@ -14,6 +14,7 @@
 static const char usage[] =
     "usage: weightsum shard CKPT --layout sglang|vllm|megatron|transformers|hf --tp N -o DIR\n"
     "                       [--ep N] [--pp N] (MoE expert parallelism, pipeline stages)\n"
+    "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
     "                       [--config config.json] [--force] [--[no-]progress]\n"
     "\n"
     "Write what each tensor-parallel rank holds after loading CKPT: DIR/model-rank-R-part-0\n"
@@ -80,6 +81,8 @@ int cmd_shard(int argc, char **argv) {
         case 'f': force = true; break;
         case CLI_OPT_EP:
         case CLI_OPT_PP:
+        case CLI_OPT_EXPERT_MAP:
+        case CLI_OPT_REDUNDANT:
             if (cli_parse_par(ch, optarg, &par) < 0) return EXIT_TROUBLE;
             break;
         case 'P': progress = 1; break;
@@ -113,7 +116,7 @@ int cmd_shard(int argc, char **argv) {
     ws_layout *l = NULL;
     ws_ckpt *c = NULL;
     int rc = EXIT_MATCH;
-    if ((rc = cli_make_layout(family, &cfg, tp, par.ep, par.pp, &l)) != EXIT_MATCH) goto done;
+    if ((rc = cli_make_layout(family, &cfg, tp, par.ep, par.pp, &par, &l)) != EXIT_MATCH) goto done;
     if (ws_ckpt_open(ckpt_path, &c, &err) != WS_OK) {
         rc = cli_fail(&err);
         goto done;

@@ -11,6 +11,7 @@ static const char usage[] =
     "usage: weightsum verify MANIFEST [CKPT|DIR] [--json] [-q|--status|-v] [--key SEED] [-j N]\n"
     "                        [--canonical bf16|native] [--[no-]progress] [--ignore-missing]\n"
     "                        [--layout L] [--tp N] [--ep N] [--pp N] [--config F] [--force]\n"
+    "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
     "                        [--locate REFERENCE]\n"
     "                        [--report FILE.html]\n"
     "\n"

@@ -110,7 +110,9 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
     case 'C': c->lo.config = arg; return 1;
     case 'f': c->lo.force = true; return 1;
     case CLI_OPT_EP:
-    case CLI_OPT_PP: return cli_parse_par(ch, arg, &c->lo);
+    case CLI_OPT_PP:
+    case CLI_OPT_EXPERT_MAP:
+    case CLI_OPT_REDUNDANT: return cli_parse_par(ch, arg, &c->lo);
     case 'c':
         c->canon_given = true;
         if (ws_canon_from_name(arg, &c->canon) == WS_OK) return 1;

@@ -24,6 +24,8 @@ wsc_device_state *wsc_state(ws_error *err) {
         }
         s->device = d;
         if (wsc_cuda(cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, d),
+                     "cudaDeviceGetAttribute", err) ||
+            wsc_cuda(cudaDeviceGetAttribute(&s->cc_major, cudaDevAttrComputeCapabilityMajor, d),
                      "cudaDeviceGetAttribute", err)) {
             delete s;
             return nullptr;

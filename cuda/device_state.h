@@ -18,6 +18,7 @@ struct wsc_device_state {
     std::mutex mu;
     int device = -1;
     int sms = 0;
+    int cc_major = 0; /* compute capability: the tensor-core fast digest needs 8 or more */
     /* fast digest key as the kernel wants it, and the host copy it was made from */
     void *key_dev = nullptr;
     uint64_t key_k[WS_FAST_LANES][WSI_FAST_B], key_y[WS_FAST_LANES];

@@ -14,6 +14,9 @@
 #include "device_state.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <vector>
 
 #define FB 1024u
@@ -36,10 +39,19 @@ struct FRect {
 
 enum : uint32_t { HOT_NONE = 0, HOT_RAW16_2 = 1, HOT_CAST_F32 = 2 };
 
+/* The tensor-core path (fast_tc_kernel): whole blocks of 2-byte units, 16 blocks per warp-wide
+ * tile, each block one row of an 8-bit matrix product (see the comment above the kernel). */
+#define TC_ROWS 16u   /* blocks per tile: the MMA's M */
+#define TC_STAGES 8u  /* 256-byte stages per 2048-byte block row */
+#define TC_WARPS 4
+#define TC_BIMG (TC_STAGES * WS_FAST_LANES * 4u * 32u) /* uint4 words of the key image */
+
 struct KeyDev {
     uint32_t k[WS_FAST_LANES][FB];
     uint64_t y[WS_FAST_LANES];
     uint64_t ysq[WS_FAST_LANES][64];
+    /* the keys as the MMA's B fragments, in the order the warp reads them (tc_bimg) */
+    uint4 bimg[TC_BIMG];
 };
 
 __device__ __forceinline__ uint64_t mulmod(uint64_t a, uint64_t b) {
@@ -384,6 +396,244 @@ fast_kernel(const FRect *__restrict__ rects, uint32_t nrects, uint64_t ntasks, u
     flush(R, acc, nan, inf, res);
 }
 
+/* ---- the tensor-core path ----
+ *
+ * The inner sum of a block, s_l = sum_j K_l[j] u_j over its 1024 16-bit units, is split by bytes:
+ * u_j = u0_j + 2^8 u1_j and K_l[j] = sum_b 2^(8b) K_lb[j], so s_l = sum_{a<2,b<4} 2^(8(a+b)) S_lab
+ * with S_lab = sum_j u_a,j K_lb,j, an exact sum of 8-bit products (< 1024 * 255 * 255 < 2^31).
+ * For 16 blocks at once that is an 8-bit matrix product: A = the blocks' bytes as they lie in
+ * memory (16 rows of 2048 bytes), B = 2048 x 24 (lane l, byte parity a, key byte b), B[p][(l,a,b)]
+ * = byte b of K_l[p/2] when p % 2 == a, else 0; mma.sync m16n8k32 u8 x u8 -> s32, one n-tile of
+ * 8 columns (a, b) per lane. The k order inside a block is free (the sum does not care), so each
+ * thread reads 16-byte vectors and uses them as A fragments directly; B is laid out to match
+ * (tc_pos), once per key, and read from shared memory. The epilogue turns a thread's columns
+ * into its share of s_l (exact 64-bit), multiplies by y^m mod p and keeps running lanes; lanes
+ * are reduced per piece like the general kernel's. NaN/Inf counts from the same loads. */
+
+/* Byte position inside a block row of byte i of register q (0..15) of a thread's stage (thread
+ * t = lane % 4 of its group of 4; stage S of 8): the thread's four 16-byte loads of the row sit
+ * 64 bytes apart, the group's four threads side by side. */
+__host__ __device__ __forceinline__ uint32_t tc_pos(uint32_t t, uint32_t S, uint32_t q, uint32_t i) {
+    return 256u * S + 64u * (q >> 2) + 16u * t + 4u * (q & 3u) + i;
+}
+
+struct TPiece {
+    const uint8_t *base; /* the piece's first whole block, 16-byte aligned */
+    uint64_t b0, nblk;   /* its first block's global index, whole blocks */
+    uint64_t tile0;      /* first tile (of TC_ROWS blocks) in the launch */
+    uint32_t out, special; /* result slot; exponent mask in both halves (0: no NaN/Inf) */
+};
+
+__device__ __forceinline__ void mma_u8(int c[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                       uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* One stage: the thread's 4 vectors of row g (X[0..3]) and of row g + 8 (X[4..7]). */
+__device__ __forceinline__ void tc_load(uint4 X[8], const uint8_t *pg, const uint8_t *ph, bool vg,
+                                        bool vh, uint32_t S) {
+    const uint4 z = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+        X[c] = vg ? __ldcs((const uint4 *)(pg + 256u * S + 64u * c)) : z;
+        X[4 + c] = vh ? __ldcs((const uint4 *)(ph + 256u * S + 64u * c)) : z;
+    }
+}
+
+__device__ __forceinline__ void tc_compute(const uint4 X[8], const uint4 *__restrict__ BS, uint32_t S,
+                                           uint32_t lane, int C[3][4], uint32_t special,
+                                           uint32_t &nan, uint32_t &inf) {
+#pragma unroll
+    for (int pr = 0; pr < 4; pr++) {
+#pragma unroll
+        for (int l = 0; l < 3; l++) {
+            const uint4 b = BS[((S * 3u + l) * 4u + pr) * 32u + lane];
+            mma_u8(C[l], X[pr].x, X[4 + pr].x, X[pr].y, X[4 + pr].y, b.x, b.y);
+            mma_u8(C[l], X[pr].z, X[4 + pr].z, X[pr].w, X[4 + pr].w, b.z, b.w);
+        }
+    }
+    if (special) {
+        /* a half h of w & M is M's half m only when h + (0x8000 - m) reaches bit 15 */
+        const uint32_t m = special & 0xffffu, add = (0x8000u - m) * 0x10001u;
+        uint32_t hit = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            hit |= ((X[i].x & special) + add) | ((X[i].y & special) + add) |
+                   ((X[i].z & special) + add) | ((X[i].w & special) + add);
+        if (hit & 0x80008000u) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const uint32_t w[4] = {X[i].x, X[i].y, X[i].z, X[i].w};
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    const uint32_t u = (w[k / 2] >> (16 * (k & 1))) & 0x7fffu;
+                    nan += u > m;
+                    inf += u == m;
+                }
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ void tc_flush(uint32_t out, uint64_t acc[3], uint32_t nan, uint32_t inf,
+                                         unsigned long long *res) {
+#pragma unroll
+    for (int off = 16; off; off >>= 1)
+#pragma unroll
+        for (int l = 0; l < 3; l++) acc[l] = addmod(acc[l], __shfl_xor_sync(0xffffffffu, acc[l], off));
+    nan = __reduce_add_sync(0xffffffffu, nan);
+    inf = __reduce_add_sync(0xffffffffu, inf);
+    if ((threadIdx.x & 31) == 0) {
+        unsigned long long *r = res + 8 * (size_t)out;
+#pragma unroll
+        for (int l = 0; l < 3; l++) {
+            if (!acc[l]) continue;
+            atomicAdd(&r[2 * l], (unsigned long long)(acc[l] & 0xffffffffu));
+            atomicAdd(&r[2 * l + 1], (unsigned long long)(acc[l] >> 32));
+        }
+        if (nan) atomicAdd(&r[6], (unsigned long long)nan);
+        if (inf) atomicAdd(&r[7], (unsigned long long)inf);
+    }
+#pragma unroll
+    for (int l = 0; l < 3; l++) acc[l] = 0;
+}
+
+__device__ __forceinline__ uint64_t pow_y_global(const uint64_t *__restrict__ ysq, uint64_t e) {
+    uint64_t r = 1;
+    for (int i = 0; e; i++, e >>= 1)
+        if (e & 1) r = mulmod(r, __ldg(ysq + i));
+    return r;
+}
+
+__global__ void __launch_bounds__(32 * TC_WARPS)
+fast_tc_kernel(const TPiece *__restrict__ pieces, uint32_t np, uint64_t ntiles, uint64_t per_warp,
+               const KeyDev *__restrict__ key, unsigned long long *res) {
+    extern __shared__ uint4 BS[]; /* TC_BIMG words: the key image */
+    for (uint32_t i = threadIdx.x; i < TC_BIMG; i += blockDim.x) BS[i] = key->bimg[i];
+    __syncthreads();
+
+    const uint32_t lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint64_t warp = (uint64_t)blockIdx.x * TC_WARPS + (threadIdx.x >> 5);
+    uint64_t tile = warp * per_warp;
+    if (tile >= ntiles) return;
+    const uint64_t tend = min(tile + per_warp, ntiles);
+
+    uint32_t lo_i = 0, hi_i = np;
+    while (hi_i - lo_i > 1) {
+        uint32_t mid = (lo_i + hi_i) / 2;
+        if (pieces[mid].tile0 <= tile) lo_i = mid;
+        else hi_i = mid;
+    }
+    uint32_t pi = lo_i;
+    TPiece P = pieces[pi];
+    uint64_t k = tile - P.tile0; /* tile index inside the piece */
+
+    /* this thread's two rows (blocks) of the tile */
+    uint64_t rg = k * TC_ROWS + g, rh = rg + 8;
+    bool vg = rg < P.nblk, vh = rh < P.nblk;
+    const uint8_t *pg = P.base + 2048u * rg + 16u * t, *ph = P.base + 2048u * rh + 16u * t;
+
+    uint64_t yg[3], yh[3], y8[3], y16[3];
+#pragma unroll
+    for (int l = 0; l < 3; l++) {
+        y8[l] = __ldg(&key->ysq[l][3]);
+        y16[l] = __ldg(&key->ysq[l][4]);
+        yg[l] = pow_y_global(key->ysq[l], P.b0 + rg);
+        yh[l] = mulmod(yg[l], y8[l]);
+    }
+    uint64_t acc[3] = {0, 0, 0};
+    uint32_t nan = 0, inf = 0;
+    /* the share of s_l in this thread's two columns of each n-tile: (a, b) = (t / 2, 2 (t % 2) + e) */
+    const uint32_t sh = 8u * ((t >> 1) + 2u * (t & 1));
+
+    uint4 X[8], Y[8];
+    tc_load(X, pg, ph, vg, vh, 0);
+    for (;;) {
+        int C[3][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+        /* the next tile (its first stage is loaded before this tile's last stage is used) */
+        const bool more = tile + 1 < tend;
+        uint32_t npi = pi;
+        uint64_t nk = k + 1;
+        if (more && nk * TC_ROWS >= P.nblk) {
+            npi = pi + 1;
+            nk = 0;
+        }
+        const TPiece &NP = pieces[npi];
+        const uint64_t nrg = nk * TC_ROWS + g, nrh = nrg + 8;
+        const uint64_t nblk = npi == pi ? P.nblk : NP.nblk;
+        const uint8_t *nbase = npi == pi ? P.base : NP.base;
+        const bool nvg = more && nrg < nblk, nvh = more && nrh < nblk;
+        const uint8_t *npg = nbase + 2048u * nrg + 16u * t, *nph = nbase + 2048u * nrh + 16u * t;
+#pragma unroll
+        for (uint32_t S = 0; S < TC_STAGES; S += 2) {
+            tc_load(Y, pg, ph, vg, vh, S + 1);
+            tc_compute(X, BS, S, lane, C, P.special, nan, inf);
+            if (S + 2 < TC_STAGES) tc_load(X, pg, ph, vg, vh, S + 2);
+            else tc_load(X, npg, nph, nvg, nvh, 0);
+            tc_compute(Y, BS, S + 1, lane, C, P.special, nan, inf);
+        }
+#pragma unroll
+        for (int l = 0; l < 3; l++) {
+            const uint64_t part_g = ((uint64_t)(uint32_t)C[l][0] << sh) + ((uint64_t)(uint32_t)C[l][1] << (sh + 8));
+            const uint64_t part_h = ((uint64_t)(uint32_t)C[l][2] << sh) + ((uint64_t)(uint32_t)C[l][3] << (sh + 8));
+            acc[l] = addmod(acc[l], addmod(mulmod(yg[l], part_g), mulmod(yh[l], part_h)));
+        }
+        if (!more) break;
+        tile++;
+        if (npi != pi) {
+            tc_flush(P.out, acc, nan, inf, res);
+            nan = inf = 0;
+            pi = npi;
+            P = pieces[pi];
+#pragma unroll
+            for (int l = 0; l < 3; l++) {
+                yg[l] = pow_y_global(key->ysq[l], P.b0 + nrg);
+                yh[l] = mulmod(yg[l], y8[l]);
+            }
+        } else {
+#pragma unroll
+            for (int l = 0; l < 3; l++) {
+                yg[l] = mulmod(yg[l], y16[l]);
+                yh[l] = mulmod(yh[l], y16[l]);
+            }
+        }
+        k = nk;
+        vg = nvg;
+        vh = nvh;
+        pg = npg;
+        ph = nph;
+    }
+    tc_flush(P.out, acc, nan, inf, res);
+}
+
+/* The key image: for thread (n = lane / 4, t = lane % 4) of stage S, lane l and k-steps 2pr and
+ * 2pr + 1, the B fragments {b0, b1} of each: byte i of b_r pairs with byte i of the A register
+ * q = 2s + r (tc_compute), i.e. block byte p = tc_pos(t, S, q, i); column n = 4a + b. */
+static void tc_bimg(const struct ws_fastkey *key, uint4 *img) {
+    for (uint32_t S = 0; S < TC_STAGES; S++)
+        for (uint32_t l = 0; l < 3; l++)
+            for (uint32_t pr = 0; pr < 4; pr++)
+                for (uint32_t lane = 0; lane < 32; lane++) {
+                    const uint32_t n = lane >> 2, t = lane & 3, a = n >> 2, b = n & 3;
+                    uint32_t w[4];
+                    for (uint32_t h = 0; h < 2; h++)
+                        for (uint32_t r = 0; r < 2; r++) {
+                            const uint32_t q = 2 * (2 * pr + h) + r;
+                            uint32_t v = 0;
+                            for (uint32_t i = 0; i < 4; i++) {
+                                const uint32_t p = tc_pos(t, S, q, i);
+                                const uint32_t kb = (p & 1) == a ? (uint32_t)(key->k[l][p >> 1] >> (8 * b)) & 0xffu : 0;
+                                v |= kb << (8 * i);
+                            }
+                            w[2 * h + r] = v;
+                        }
+                    img[((S * 3 + l) * 4 + pr) * 32 + lane] = make_uint4(w[0], w[1], w[2], w[3]);
+                }
+}
+
 /* ---- host side ---- */
 
 static ws_err upload_key(wsc_device_state *st, const struct ws_fastkey *key, cudaStream_t s,
@@ -399,6 +649,7 @@ static ws_err upload_key(wsc_device_state *st, const struct ws_fastkey *key, cud
         h->y[l] = key->y[l];
         for (int i = 0; i < 64; i++) h->ysq[l][i] = key->ysq[l][i];
     }
+    tc_bimg(key, h->bimg);
     cudaError_t e = cudaMemcpyAsync(st->key_dev, h, sizeof(KeyDev), cudaMemcpyHostToDevice, s);
     if (e == cudaSuccess) e = cudaStreamSynchronize(s);
     cudaFreeHost(h);
@@ -474,26 +725,78 @@ static void finish(const unsigned long long *r, ws_fast *out, ws_value_stats *st
     }
 }
 
+static uint64_t rect_tpr(const FRect &f) {
+    const uint64_t L = f.cols << f.ushift;
+    return (f.j0 + L - 1) / FB - f.j0 / FB + 1;
+}
+
+/* Split the rects the tensor-core kernel takes (whole 16-byte-aligned blocks of contiguous
+ * 2-byte units) into its pieces, keeping their partial head and tail blocks, and every other
+ * rect, for the general kernel. */
+static void split_for_tc(const std::vector<FRect> &f, bool tc, std::vector<FRect> &gen,
+                         std::vector<TPiece> &tp, uint64_t &tasks, uint64_t &tiles) {
+    tasks = tiles = 0;
+    auto add_gen = [&](FRect r) {
+        if (!r.rows || !r.cols) return;
+        if (r.rows == 1) r.tpr = rect_tpr(r);
+        r.task0 = tasks;
+        tasks += r.rows * r.tpr;
+        gen.push_back(r);
+    };
+    for (const FRect &r : f) {
+        if (!r.rows || !r.tpr) continue;
+        if (tc && r.hot == HOT_RAW16_2 && r.rows == 1 && r.es == 2 && r.col_stride_b == 2) {
+            const uint64_t fb0 = (r.j0 + FB - 1) / FB, fb1 = (r.j0 + r.cols) / FB;
+            const uint8_t *base = r.ptr + 2 * (fb0 * FB - r.j0);
+            if (fb1 > fb0 && (uintptr_t)base % 16 == 0) {
+                TPiece p;
+                p.base = base;
+                p.b0 = fb0;
+                p.nblk = fb1 - fb0;
+                p.tile0 = tiles;
+                p.out = r.out;
+                p.special = r.special;
+                tiles += (p.nblk + TC_ROWS - 1) / TC_ROWS;
+                tp.push_back(p);
+                FRect h = r, t = r;
+                h.cols = fb0 * FB - r.j0;
+                add_gen(h);
+                t.ptr = r.ptr + 2 * (fb1 * FB - r.j0);
+                t.j0 = fb1 * FB;
+                t.cols = r.j0 + r.cols - fb1 * FB;
+                add_gen(t);
+                continue;
+            }
+        }
+        add_gen(r);
+    }
+}
+
+/* WEIGHTSUM_CUDA_FAST=general: the general kernel only (for comparing the two paths). */
+static bool tc_allowed(const wsc_device_state *st) {
+    const char *e = getenv("WEIGHTSUM_CUDA_FAST");
+    return st->cc_major >= 8 && !(e && strcmp(e, "general") == 0);
+}
+
 ws_err wsc_fast_rects(const struct ws_fastkey *key, const wsi_dev_rect *rects, size_t n,
                       ws_canon canon, ws_fast *out, ws_value_stats *stats, void *stream,
                       ws_error *err) {
     if (n && (!key || !rects || !out)) return wsc_fail(err, WS_ERR_ARG, "CUDA fast digest: NULL argument");
     std::vector<FRect> f(n);
-    uint64_t tasks = 0;
+    uint64_t all = 0;
     const void *first = nullptr;
     for (size_t i = 0; i < n; i++) {
         ws_err rc = describe(&rects[i], i, canon, &f[i], err);
         if (rc) return rc;
         f[i].out = (uint32_t)i;
-        f[i].task0 = tasks;
-        tasks += f[i].rows * f[i].tpr;
+        all += f[i].rows * f[i].tpr;
         if (!first && f[i].rows && f[i].tpr) first = rects[i].ptr;
     }
     for (size_t i = 0; i < n; i++) {
         out[i] = ws_fast{{0, 0, 0}};
         if (stats) stats[i] = ws_value_stats{0, 0};
     }
-    if (!tasks) return WS_OK;
+    if (!all) return WS_OK;
     int dev = -1;
     ws_err rc = wsc_use_device_of(first, &dev, err);
     if (rc) return rc;
@@ -503,26 +806,56 @@ ws_err wsc_fast_rects(const struct ws_fastkey *key, const wsi_dev_rect *rects, s
     if (n > UINT32_MAX) return wsc_fail(err, WS_ERR_LIMIT, "CUDA fast digest: too many rects");
     wsc_device_state *st = wsc_state(err);
     if (!st) return err ? err->code : WS_ERR_IO;
+    std::vector<FRect> gen;
+    std::vector<TPiece> tp;
+    uint64_t tasks = 0, tiles = 0;
+    gen.reserve(n + 8);
+    split_for_tc(f, tc_allowed(st), gen, tp, tasks, tiles);
+    if (gen.size() > UINT32_MAX || tp.size() > UINT32_MAX)
+        return wsc_fail(err, WS_ERR_LIMIT, "CUDA fast digest: too many rects");
     std::lock_guard<std::mutex> g(st->mu);
     cudaStream_t s = (cudaStream_t)stream;
     if ((rc = upload_key(st, key, s, err))) return rc;
-    size_t dbytes = n * sizeof(FRect), rbytes = n * 8 * sizeof(unsigned long long);
-    if ((rc = wsc_buf_reserve(&st->desc, dbytes, err)) || (rc = wsc_buf_reserve(&st->result, rbytes, err)))
+    size_t gbytes = (gen.size() * sizeof(FRect) + 255) / 256 * 256, pbytes = tp.size() * sizeof(TPiece);
+    size_t rbytes = n * 8 * sizeof(unsigned long long);
+    if ((rc = wsc_buf_reserve(&st->desc, gbytes + pbytes, err)) ||
+        (rc = wsc_buf_reserve(&st->result, rbytes, err)))
         return rc;
-    memcpy(st->desc.host, f.data(), dbytes);
-    WSC_TRY(cudaMemcpyAsync(st->desc.dev, st->desc.host, dbytes, cudaMemcpyHostToDevice, s));
+    if (!gen.empty()) memcpy(st->desc.host, gen.data(), gen.size() * sizeof(FRect));
+    if (!tp.empty()) memcpy((char *)st->desc.host + gbytes, tp.data(), pbytes);
+    WSC_TRY(cudaMemcpyAsync(st->desc.dev, st->desc.host, gbytes + pbytes, cudaMemcpyHostToDevice, s));
     WSC_TRY(cudaMemsetAsync(st->result.dev, 0, rbytes, s));
-    int per_sm = 0;
-    WSC_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fast_kernel, 32 * WARPS_PER_BLOCK, 0));
-    uint64_t blocks = (uint64_t)st->sms * (per_sm > 0 ? per_sm : 1);
-    uint64_t need = (tasks + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK;
-    if (blocks > need) blocks = need;
-    uint64_t warps = blocks * WARPS_PER_BLOCK;
-    uint64_t per_warp = (tasks + warps - 1) / warps;
-    fast_kernel<<<(unsigned)blocks, 32 * WARPS_PER_BLOCK, 0, s>>>(
-        (const FRect *)st->desc.dev, (uint32_t)n, tasks, per_warp, (const KeyDev *)st->key_dev,
-        (unsigned long long *)st->result.dev);
-    WSC_TRY(cudaGetLastError());
+    if (tiles) {
+        const int smem = (int)(TC_BIMG * sizeof(uint4));
+        static std::once_flag attr_once;
+        std::call_once(attr_once, [smem] {
+            cudaFuncSetAttribute(fast_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        });
+        int per_sm = 0;
+        WSC_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fast_tc_kernel, 32 * TC_WARPS, smem));
+        uint64_t blocks = (uint64_t)st->sms * (per_sm > 0 ? per_sm : 1);
+        uint64_t need = (tiles + TC_WARPS - 1) / TC_WARPS;
+        if (blocks > need) blocks = need;
+        uint64_t warps = blocks * TC_WARPS;
+        uint64_t per_warp = (tiles + warps - 1) / warps;
+        fast_tc_kernel<<<(unsigned)blocks, 32 * TC_WARPS, smem, s>>>(
+            (const TPiece *)((char *)st->desc.dev + gbytes), (uint32_t)tp.size(), tiles, per_warp,
+            (const KeyDev *)st->key_dev, (unsigned long long *)st->result.dev);
+        WSC_TRY(cudaGetLastError());
+    }
+    if (tasks) {
+        int per_sm = 0;
+        WSC_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fast_kernel, 32 * WARPS_PER_BLOCK, 0));
+        uint64_t blocks = (uint64_t)st->sms * (per_sm > 0 ? per_sm : 1);
+        uint64_t need = (tasks + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK;
+        if (blocks > need) blocks = need;
+        uint64_t warps = blocks * WARPS_PER_BLOCK;
+        uint64_t per_warp = (tasks + warps - 1) / warps;
+        fast_kernel<<<(unsigned)blocks, 32 * WARPS_PER_BLOCK, 0, s>>>(
+            (const FRect *)st->desc.dev, (uint32_t)gen.size(), tasks, per_warp,
+            (const KeyDev *)st->key_dev, (unsigned long long *)st->result.dev);
+        WSC_TRY(cudaGetLastError());
+    }
     WSC_TRY(cudaMemcpyAsync(st->result.host, st->result.dev, rbytes, cudaMemcpyDeviceToHost, s));
     WSC_TRY(cudaStreamSynchronize(s));
     const unsigned long long *r = (const unsigned long long *)st->result.host;

@@ -113,10 +113,6 @@ sglang_kernel(const SSeg *__restrict__ segs, const STensor *__restrict__ tensors
     const uint64_t nbytes_pad = T.n_u32 * 4;
     const uint64_t T1 = min(T0 + TILE_BYTES, nbytes_pad);
 
-    for (uint32_t i = threadIdx.x; i < TILE_WORDS / 4; i += blockDim.x)
-        ((uint4 *)img32)[i] = make_uint4(0, 0, 0, 0);
-    __syncthreads();
-
     /* first segment that may reach into the tile: pm_end is non-decreasing */
     uint64_t a = T.seg0, b = T.seg0 + T.nseg;
     while (a < b) {
@@ -124,35 +120,88 @@ sglang_kernel(const SSeg *__restrict__ segs, const STensor *__restrict__ tensors
         if (segs[mid].pm_end <= T0) a = mid + 1;
         else b = mid;
     }
-    for (uint64_t j = a; j < T.seg0 + T.nseg; j++) {
-        const SSeg S = segs[j];
-        if (S.dst_offset >= T1) break;
-        if (!S.rows || !S.row_bytes) continue;
-        uint64_t r_lo = 0;
-        if (T0 >= S.dst_offset + S.row_bytes) r_lo = (T0 - S.dst_offset - S.row_bytes) / S.dst_row_stride + 1;
-        uint64_t r_hi = (T1 - S.dst_offset + S.dst_row_stride - 1) / S.dst_row_stride;
-        if (r_hi > S.rows) r_hi = S.rows;
-        for (uint64_t r = r_lo; r < r_hi; r++) {
-            uint64_t d = S.dst_offset + r * S.dst_row_stride;
-            uint64_t x0 = max(d, T0), x1 = min(d + S.row_bytes, T1);
-            if (x0 < x1) fill_row(S, r, x0, x1, T0, img);
-        }
-    }
-    __syncthreads();
-
     uint32_t h1 = 0, h2 = 0;
     const uint32_t posA = POS_A, posB = POS_B;
     const uint64_t wbase = tt * TILE_WORDS;
-#pragma unroll 8
-    for (uint32_t w = threadIdx.x; w < TILE_WORDS; w += SG_THREADS) {
-        uint64_t idx = wbase + w;
-        if (idx < T.n_u32) {
-            uint32_t v = img32[w];
-            uint32_t iu = (uint32_t)idx;
-            uint32_t p1 = (iu * posA + seed1) ^ rotl32(iu, 15);
-            uint32_t p2 = (iu * posB + seed2) ^ rotl32(iu, 13);
-            h1 += fmix32(v ^ p1);
-            h2 += fmix32(v ^ p2);
+    /* The common tile: inside one segment whose rows lie back to back in the image, same dtype,
+     * 16-byte rows and sources: each thread hashes its 16-byte words straight from the source. */
+    bool direct = false;
+    SSeg S0;
+    if (a < T.seg0 + T.nseg) {
+        S0 = segs[a];
+        direct = S0.src_dt == S0.dst_dt && S0.rows && S0.row_bytes &&
+                 (S0.rows == 1 || S0.dst_row_stride == S0.row_bytes) && S0.dst_offset <= T0 &&
+                 S0.dst_offset + S0.rows * S0.row_bytes >= T1 && ((T1 - T0) & 15) == 0 &&
+                 (S0.row_bytes & 15) == 0 && S0.row_bytes <= 0x7fffffffu &&
+                 ((uintptr_t)S0.src & 15) == 0 && (S0.src_row_stride & 15) == 0 &&
+                 ((T0 - S0.dst_offset) & 15) == 0;
+        /* no later segment may reach into the tile (segments do not overlap in an image, but
+         * the general path is the one that takes whatever comes) */
+        if (direct && a + 1 < T.seg0 + T.nseg && segs[a + 1].dst_offset < T1) direct = false;
+    }
+    if (direct) {
+        const uint64_t o0 = T0 - S0.dst_offset;
+        const uint32_t rb = (uint32_t)S0.row_bytes;
+        const uint64_t r0 = o0 / rb;
+        const uint32_t c0 = (uint32_t)(o0 - r0 * rb);
+        const uint32_t nv = (uint32_t)((T1 - T0) >> 4);
+        uint4 v[TILE_WORDS / 4 / SG_THREADS];
+#pragma unroll
+        for (uint32_t k = 0; k < TILE_WORDS / 4 / SG_THREADS; k++) {
+            const uint32_t i = threadIdx.x + SG_THREADS * k;
+            v[k] = make_uint4(0, 0, 0, 0);
+            if (i < nv) {
+                const uint32_t c = c0 + 16u * i, dr = c / rb;
+                v[k] = __ldcs((const uint4 *)(S0.src + (int64_t)(r0 + dr) * S0.src_row_stride + (c - dr * rb)));
+            }
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < TILE_WORDS / 4 / SG_THREADS; k++) {
+            const uint32_t i = threadIdx.x + SG_THREADS * k;
+            if (i < nv) {
+                const uint32_t w[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const uint32_t iu = (uint32_t)(wbase + 4u * i + e);
+                    const uint32_t p1 = (iu * posA + seed1) ^ rotl32(iu, 15);
+                    const uint32_t p2 = (iu * posB + seed2) ^ rotl32(iu, 13);
+                    h1 += fmix32(w[e] ^ p1);
+                    h2 += fmix32(w[e] ^ p2);
+                }
+            }
+        }
+    } else {
+        for (uint32_t i = threadIdx.x; i < TILE_WORDS / 4; i += blockDim.x)
+            ((uint4 *)img32)[i] = make_uint4(0, 0, 0, 0);
+        __syncthreads();
+
+        for (uint64_t j = a; j < T.seg0 + T.nseg; j++) {
+            const SSeg S = segs[j];
+            if (S.dst_offset >= T1) break;
+            if (!S.rows || !S.row_bytes) continue;
+            uint64_t r_lo = 0;
+            if (T0 >= S.dst_offset + S.row_bytes) r_lo = (T0 - S.dst_offset - S.row_bytes) / S.dst_row_stride + 1;
+            uint64_t r_hi = (T1 - S.dst_offset + S.dst_row_stride - 1) / S.dst_row_stride;
+            if (r_hi > S.rows) r_hi = S.rows;
+            for (uint64_t r = r_lo; r < r_hi; r++) {
+                uint64_t d = S.dst_offset + r * S.dst_row_stride;
+                uint64_t x0 = max(d, T0), x1 = min(d + S.row_bytes, T1);
+                if (x0 < x1) fill_row(S, r, x0, x1, T0, img);
+            }
+        }
+        __syncthreads();
+
+    #pragma unroll 8
+        for (uint32_t w = threadIdx.x; w < TILE_WORDS; w += SG_THREADS) {
+            uint64_t idx = wbase + w;
+            if (idx < T.n_u32) {
+                uint32_t v = img32[w];
+                uint32_t iu = (uint32_t)idx;
+                uint32_t p1 = (iu * posA + seed1) ^ rotl32(iu, 15);
+                uint32_t p2 = (iu * posB + seed2) ^ rotl32(iu, 13);
+                h1 += fmix32(v ^ p1);
+                h2 += fmix32(v ^ p2);
+            }
         }
     }
     h1 = __reduce_add_sync(0xffffffffu, h1);

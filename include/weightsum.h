@@ -410,6 +410,9 @@ typedef enum ws_par_key {
     WS_PAR_W13_UP_FIRST,    /* 1: w13 = [up ; gate] (SGLang load_up_proj_weight_first backends) */
     WS_PAR_FUSED_SHARED,    /* sglang: shared experts fused as extra expert slots (1) */
     WS_PAR_MEGATRON_SEQUENTIAL, /* megatron: SequentialMLP names (local_experts.{e}) */
+    WS_PAR_REDUNDANT_EXPERTS, /* sglang/vllm EPLB: physical expert slots beyond the routed
+                                 experts (--ep-num-redundant-experts / num_redundant_experts);
+                                 without an expert map slot p holds logical expert p % E */
     WS_PAR__COUNT
 } ws_par_key;
 enum { WS_EXPERTS_LINEAR = 0, WS_EXPERTS_ROUND_ROBIN = 1 };
@@ -422,6 +425,23 @@ WS_API void ws_parallel_free(ws_parallel *p);
 WS_API ws_err ws_parallel_set(ws_parallel *p, ws_par_key key, long value, ws_error *err);
 /* A key's value; -1 for a NULL p or an unknown key. */
 WS_API long ws_parallel_get(const ws_parallel *p, ws_par_key key);
+/*
+ * sglang/vllm EPLB: the logical expert of each of `physical` expert slots, map[r * physical + p]
+ * for row r of `rows` (docs/layouts.md, "Expert maps"): 1 row for every MoE layer, one per
+ * layer (num_hidden_layers rows, SGLang's physical_to_logical_map) or one per MoE layer (vLLM's
+ * EplbState). Copied; rows 0 clears it. WS_ERR_ARG for sizes past 2^16 slots / 2^16 rows or a
+ * negative entry; the layout checks it against the model (WS_ERR_LAYOUT).
+ */
+WS_API ws_err ws_parallel_set_expert_map(ws_parallel *p, size_t rows, size_t physical,
+                                         const int32_t *map, ws_error *err);
+/* The same from JSON text: {"physical_to_logical_map": ROWS} (SGLang's --init-expert-location
+ * file), or ROWS itself, ROWS a list of slots' logical experts or a list of such lists.
+ * WS_ERR_JSON naming what is wrong. */
+WS_API ws_err ws_parallel_parse_expert_map(ws_parallel *p, const char *json, size_t len,
+                                           const char *label, ws_error *err);
+/* The map set on p (NULL when none), its rows and slots per row. */
+WS_API const int32_t *ws_parallel_expert_map(const ws_parallel *p, size_t *rows,
+                                             size_t *physical);
 /* Build a layout for a parallel configuration (NULL: tp = ep = pp = 1). Same contract as
  * ws_layout_create; WS_ERR_LAYOUT for sizes the family cannot use, naming the reason. */
 WS_API ws_err ws_layout_create_parallel(const char *family, const ws_model_config *cfg,
@@ -432,6 +452,9 @@ WS_API const char *ws_layout_family(const ws_layout *l);
 WS_API int ws_layout_tp(const ws_layout *l);
 /* The layout's sizes (WS_PAR_TP, _EP, _PP, _MOE_TP) or options; -1 for NULL or a bad key. */
 WS_API long ws_layout_parallel(const ws_layout *l, ws_par_key key);
+/* The physical-to-logical expert map the layout was built with (the one given, or p % E for
+ * WS_PAR_REDUNDANT_EXPERTS alone), rows x physical as given; NULL when each expert has one slot. */
+WS_API const int32_t *ws_layout_expert_map(const ws_layout *l, size_t *rows, size_t *physical);
 /* Global ranks: tp * pp for sglang/vllm, tp * ep * pp for megatron, tp otherwise. Ranks are
  * 0 .. count-1 and name the dump's model-rank-R files. */
 WS_API int ws_layout_rank_count(const ws_layout *l);
@@ -637,6 +660,9 @@ WS_API int ws_dump_tp(const ws_dump *d);
 /* weightsum-layout.json's "ep" / "pp", or 0 when it names none. */
 WS_API int ws_dump_ep(const ws_dump *d);
 WS_API int ws_dump_pp(const ws_dump *d);
+/* weightsum-layout.json's "expert_map" (rows x physical, see ws_parallel_set_expert_map), or
+ * NULL when it has none. */
+WS_API const int32_t *ws_dump_expert_map(const ws_dump *d, size_t *rows, size_t *physical);
 /* Files of the directory that look like rank files (they start "model-rank-") but that
  * vLLM's and SGLang's loaders, globbing model-rank-{rank}-part-*.safetensors, never load
  * ("model-rank-00-part-0.safetensors"): not read; sorted; i in [0, count). */
@@ -662,6 +688,14 @@ WS_API ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char 
 WS_API ws_err ws_dump_layout_open_parallel(const ws_dump *d, const char *dir, const char *family,
                                            int tp, int ep, int pp, const char *config,
                                            unsigned flags, ws_layout **out, ws_error *err);
+/* The same with engine options (NULL: none): options' expert map, WS_PAR_REDUNDANT_EXPERTS,
+ * placement and flags are used (its sizes are not: tp, ep, pp as above); with no map there,
+ * weightsum-layout.json's "expert_map" is. A map that disagrees with that file's is a
+ * WS_ERR_LAYOUT unless flags has WS_LAYOUT_FORCE. */
+WS_API ws_err ws_dump_layout_open_options(const ws_dump *d, const char *dir, const char *family,
+                                          int tp, int ep, int pp, const ws_parallel *options,
+                                          const char *config, unsigned flags, ws_layout **out,
+                                          ws_error *err);
 /*
  * WS_OK when layout l (made from cfg) can describe dump d; else WS_ERR_LAYOUT naming the
  * mistake and what fits: most engine tensor names of another family ("say --layout megatron"),

@@ -103,6 +103,25 @@ typedef struct ws_piece {
 WS_API size_t ws_layout_piece_count(const ws_layout *l);
 WS_API const ws_piece *ws_layout_piece(const ws_layout *l, size_t i);
 
+/*
+ * A tensor an engine keeps beside its weights whose every value the layout knows, and that is
+ * no piece of any HF tensor: vLLM's FusedMoE `_expert_map` buffer (int32 [physical experts],
+ * each slot's local index on this rank or -1), present in its state_dict() with expert
+ * parallelism. Optional in a dump; when present it must hold exactly these values.
+ */
+typedef struct ws_buffer_desc {
+    const char *name;
+    int rank;
+    ws_dtype dtype; /* WS_I32 */
+    int ndim;
+    uint64_t shape[WS_MAX_DIMS];
+    const int32_t *values; /* numel of them */
+} ws_buffer_desc;
+WS_API size_t ws_layout_buffer_count(const ws_layout *l);
+WS_API const ws_buffer_desc *ws_layout_buffer(const ws_layout *l, size_t i);
+/* Index of the buffer `name` on `rank`, or -1. */
+WS_API long ws_layout_find_buffer(const ws_layout *l, int rank, const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -87,6 +87,27 @@ def main():
     row("fast digest, all tensors (bf16), descriptors packed once", med,
         f"min {mn * 1e3:.3f} ms; {nbytes / med / 1e12:.2f} TB/s")
     assert fast_b == fast
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ev = []
+    for _ in range(30):
+        start.record()
+        weightsum.fast_tensors(bt)
+        stop.record()
+        torch.cuda.synchronize()
+        ev.append(start.elapsed_time(stop) / 1e3)
+    row("  same, CUDA events around the call (device time of the launches)", statistics.median(ev),
+        f"min {min(ev) * 1e3:.3f} ms; {nbytes / statistics.median(ev) / 1e12:.2f} TB/s")
+    os.environ["WEIGHTSUM_CUDA_FAST"] = "general"  # the general kernel alone, for comparison
+    med, mn, fast_g = timeit(lambda: weightsum.fast_tensors(bt), 20, 3)
+    del os.environ["WEIGHTSUM_CUDA_FAST"]
+    row("  same, general kernel only (WEIGHTSUM_CUDA_FAST=general)", med,
+        f"min {mn * 1e3:.3f} ms; {nbytes / med / 1e12:.2f} TB/s")
+    assert fast_g == fast, "tensor-core and general kernels differ"
+    cp = torch.empty_like(tl[0])
+    med, mn, _ = timeit(lambda: [cp.copy_(tl[0]) for _ in range(4)], 10, 2)
+    row("  for scale: device copy of the embedding, 4x (read+write)", med,
+        f"{8 * tl[0].numel() * 2 / med / 1e12:.2f} TB/s read+write")
+    del cp
     for i in (0, 1, len(tl) - 1):  # spot check against the CPU path
         assert fast[i] == weightsum.fast_tensor(tl[i].cpu()), names[i]
 
@@ -94,6 +115,18 @@ def main():
     med, mn, sha = timeit(lambda: weightsum.sha256_tensors(tl), 3, 1)
     row("SHA-256, all tensors (bf16): GPU staging + CPU threads", med,
         f"min {mn * 1e3:.1f} ms; {nbytes / med / 1e9:.1f} GB/s")
+
+    big = max(range(len(tl)), key=lambda i: tl[i].numel())
+    med, mn, _ = timeit(lambda: weightsum.sha256_tensors([tl[big]]), 3, 1)
+    bb = tl[big].numel() * 2
+    row(f"SHA-256 of the largest tensor alone ({bb / 1e6:.0f} MB, one stream)", med,
+        f"min {mn * 1e3:.1f} ms; {bb / med / 1e9:.2f} GB/s")
+    host = tl[big].cpu().view(torch.uint8).numpy()
+    t0 = time.perf_counter()
+    hashlib.sha256(host).digest()
+    dt = time.perf_counter() - t0
+    row("  hashlib of the same bytes in host memory, one thread", dt, f"{bb / dt / 1e9:.2f} GB/s")
+    del host
 
     # --- the Miles checker's method: copy to the CPU, hashlib ---
     def miles():

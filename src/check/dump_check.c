@@ -97,12 +97,19 @@ static bool replica_detail(void *arg, uint32_t copy, uint32_t twin, char *detail
     uint64_t fr = cp->t_row0 + d.first / cp->cols, fc = cp->t_col0 + d.first % cp->cols;
     *row0 = (int64_t)(cp->t_row0 + first_row);
     *row1 = (int64_t)(cp->t_row0 + last_row + 1);
+    /* the copy's own element too: in a stacked expert tensor its first index is the slot */
+    const ws_local_desc *cd = ws_layout_local(l, cp->local);
+    uint64_t li = (cp->l_row0 + d.first / cp->cols) * cp->l_cols + cp->l_col0 + d.first % cp->cols;
+    uint64_t co[WS_MAX_DIMS];
+    char cs[160];
+    wsi_unravel(li, cd->ndim, cd->shape, co);
+    wsi_shape_str(cd->ndim, co, cs, sizeof cs);
     snprintf(detail, n,
              "replica %u differs from replica 0 (%s on rank %d): %llu of %llu elements; first at "
-             "row %llu, column %llu of %s: %.9g (replica 0) vs %.9g",
+             "row %llu, column %llu of %s (element %s of %s): %.9g (replica 0) vs %.9g",
              cp->replica, wsi_dumpcheck_local_name(c, op->local), od->rank, (unsigned long long)d.differ,
              (unsigned long long)d.compared, (unsigned long long)fr, (unsigned long long)fc,
-             hf->name, d.first_a, d.first_b);
+             hf->name, cs, wsi_dumpcheck_local_name(c, cp->local), d.first_a, d.first_b);
     return true;
 }
 

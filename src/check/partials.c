@@ -8,6 +8,7 @@
  * judges needs no key.
  */
 #include "partials.h"
+#include "layout_internal.h"
 
 #include "digest.h"
 #include "source.h"
@@ -287,6 +288,25 @@ static ws_err native_digest(const ws_source *src, const wsi_src_tensor *t, const
     return rc;
 }
 
+/* An engine buffer of known values (vLLM's _expert_map): its bytes, a few hundred, read to
+ * the host and judged here, so a wrong entry travels as an extra with its one-line detail. */
+static ws_err judge_buffer(ws_partials *pa, const ws_source *src, const wsi_src_tensor *t,
+                           const ws_buffer_desc *b, int rank, wsi_readbuf *buf, ws_error *err) {
+    char detail[448];
+    void *data = NULL;
+    bool fits = t->dtype == b->dtype && t->ndim == b->ndim && t->shape[0] == b->shape[0];
+    if (fits && !(data = malloc((size_t)t->numel * ws_dtype_size(t->dtype) + 1)))
+        return wsi_fail(err, WS_ERR_NOMEM, NULL, t->name, -1, "out of memory");
+    ws_err rc = fits ? wsi_source_read(src, t, 0, t->numel, data, buf, err) : WS_OK;
+    ws_status s = rc == WS_OK ? wsl_buffer_judge(b, t->dtype, t->ndim, t->shape, data, detail,
+                                                 sizeof detail)
+                              : WS_MATCH;
+    free(data);
+    if (rc == WS_OK && s != WS_MATCH)
+        rc = wsi_partials_add_extra(pa, s, rank, UINT32_MAX, t->name, detail, err);
+    return rc;
+}
+
 typedef struct pad_ctx {
     size_t rowbytes;
     uint64_t cols;
@@ -534,6 +554,12 @@ ws_err wsi_partials_compute_ex(const ws_plan *p, int rank, const ws_source *src,
         for (size_t i = 0; i < src->n && rc == WS_OK; i++) {
             const wsi_src_tensor *t = &src->t[i];
             long li = ws_layout_find_local(l, rank, t->name);
+            long bi = li < 0 ? ws_layout_find_buffer(l, rank, t->name) : -1;
+            if (bi >= 0) {
+                if (pass == 0) rc = judge_buffer(pa, src, t, ws_layout_buffer(l, (size_t)bi), rank,
+                                                 &buf, err);
+                continue;
+            }
             if (li < 0) {
                 if (pass == 0)
                     rc = wsi_partials_add_extra(pa, WS_UNEXPECTED, rank, UINT32_MAX, t->name,

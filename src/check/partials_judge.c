@@ -68,6 +68,10 @@ static void structural(judge *j) {
         if (e->status == WS_UNEXPECTED)
             say(j, WS_UNEXPECTED, e->name, e->name, e->rank, -1, -1,
                 "engine tensor maps to nothing in the %s layout", ws_layout_family(l));
+        else if (e->status == WS_MISMATCH || e->status == WS_SHAPE_DIFFERS)
+            /* an engine buffer of known values (vLLM's _expert_map); other is the detail */
+            say(j, (ws_status)e->status, e->name, e->name, e->rank, -1, -1, "%s",
+                e->other ? e->other : "");
         else
             say(j, WS_REPLICA_MISMATCH, hf_of_local(l, e->local), e->name, e->rank, -1, -1,
                 "'%s' and '%s' are one tied tensor but differ", e->name, e->other);

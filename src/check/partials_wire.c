@@ -7,7 +7,8 @@
  *   u32 n, then n x (u32 local, u8 state, u8 dtype, u8 ndim, u64 shape[ndim],
  *                    u64 pad_bad, pad_first, pad0, pad1);
  *   u32 n, then n x (u8 status, i32 rank, u32 local, u32 len, name, u32 len, other)
- *   (status WS_UNEXPECTED, WS_REPLICA_MISMATCH, or WS_MATCH: local was read under name).
+ *   (status WS_UNEXPECTED, WS_REPLICA_MISMATCH, or WS_MATCH: local was read under name;
+ *   WS_MISMATCH / WS_SHAPE_DIFFERS: an engine buffer's wrong values, other the detail).
  * About 44 bytes per piece. Deserialising trusts no count or length.
  */
 #include "partials.h"
@@ -237,8 +238,12 @@ ws_err ws_partials_deserialize(const void *buf, size_t len, ws_partials **out, w
         int32_t rank = (int32_t)get_u32(&b);
         uint32_t local = get_u32(&b);
         char *name = get_str(&b), *other = get_str(&b);
-        if (b.bad || (st != WS_UNEXPECTED && st != WS_REPLICA_MISMATCH && st != WS_MATCH) ||
-            rank < 0 || (uint32_t)rank >= tp || (st != WS_UNEXPECTED && local >= nl))
+        /* WS_MISMATCH / WS_SHAPE_DIFFERS: an engine buffer (vLLM's _expert_map) with the
+         * wrong values or shape; `other` is the detail, `local` unused */
+        bool buffer = st == WS_MISMATCH || st == WS_SHAPE_DIFFERS;
+        if (b.bad ||
+            (st != WS_UNEXPECTED && st != WS_REPLICA_MISMATCH && st != WS_MATCH && !buffer) ||
+            rank < 0 || (uint32_t)rank >= tp || (st != WS_UNEXPECTED && !buffer && local >= nl))
             b.bad = true;
         else if (!name || !other)
             rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");

@@ -1,10 +1,12 @@
 /*
  * Engine dumps in the sharded_state format that vLLM and SGLang save and load: one or more
  * model-rank-{rank}-part-{part}.safetensors files per rank, engine tensor names, each rank's
- * final local tensors. weightsum adds weightsum-layout.json ({"family", "tp"}, and "ep", "pp" when above 1) and config.json
+ * final local tensors. weightsum adds weightsum-layout.json ({"family", "tp"}, and "ep", "pp" when above 1,
+ * "expert_map" when the layout has one) and config.json
  * when it writes one (weightsum shard), so verify can find the layout by itself.
  */
 #include "internal.h"
+#include "layout_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,6 +28,8 @@ struct ws_dump {
     char family[32];
     int tp;          /* from weightsum-layout.json, 0 when absent */
     int ep, pp;      /* from weightsum-layout.json ("ep", "pp"), 0 when absent */
+    int32_t *emap;   /* weightsum-layout.json's "expert_map" (rows x physical), or NULL */
+    size_t emap_rows, emap_physical;
 };
 
 /* A rank file exactly as vLLM's and SGLang's ShardedStateLoader find rank r's files:
@@ -82,6 +86,7 @@ void ws_dump_free(ws_dump *d) {
     for (size_t i = 0; i < d->nignored; i++) free(d->ignored[i]);
     free(d->ignored);
     free(d->ranks);
+    free(d->emap);
     free(d);
 }
 
@@ -93,6 +98,11 @@ const char *ws_dump_family(const ws_dump *d) { return d && d->family[0] ? d->fam
 int ws_dump_tp(const ws_dump *d) { return d ? d->tp : 0; }
 int ws_dump_ep(const ws_dump *d) { return d ? d->ep : 0; }
 int ws_dump_pp(const ws_dump *d) { return d ? d->pp : 0; }
+const int32_t *ws_dump_expert_map(const ws_dump *d, size_t *rows, size_t *physical) {
+    if (rows) *rows = d ? d->emap_rows : 0;
+    if (physical) *physical = d ? d->emap_physical : 0;
+    return d ? d->emap : NULL;
+}
 size_t ws_dump_ignored_count(const ws_dump *d) { return d ? d->nignored : 0; }
 const char *ws_dump_ignored(const ws_dump *d, size_t i) {
     return d && i < d->nignored ? d->ignored[i] : NULL;
@@ -175,6 +185,11 @@ static ws_err read_hint(ws_dump *d, const char *dir, ws_error *err) {
             else
                 *dst[k] = (int)json_integer_value(v);
         }
+        /* optional "expert_map" (written when the layout has one) */
+        json_t *em = json_object_get(j, "expert_map");
+        if (em && rc == WS_OK)
+            rc = wsl_expert_map_from_json(em, path, &d->emap, &d->emap_rows, &d->emap_physical,
+                                          err);
     }
     json_decref(j);
     return rc;

@@ -1,5 +1,6 @@
 /* Matching a dump to a layout, and the checks that need no digest (see dump_resolve.h). */
 #include "dump_resolve.h"
+#include "layout_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,6 +64,15 @@ static void check_padding(wsi_dumpview *v, size_t li, const uint8_t *covered) {
                             (unsigned long long)bad_rows, (unsigned long long)first);
 }
 
+/* An engine buffer of known values (ws_layout_buffer, vLLM's _expert_map): every entry as the
+ * layout says. */
+static void check_buffer(wsi_dumpview *v, const ws_buffer_desc *b, const ws_tensor *t) {
+    char detail[448];
+    ws_status s = wsl_buffer_judge(b, t->dtype, t->ndim, t->shape, t->data, detail, sizeof detail);
+    if (s != WS_MATCH)
+        wsi_dumpview_report(v, s, b->name, b->name, b->rank, -1, -1, "%s", detail);
+}
+
 ws_err wsi_dumpview_open(wsi_dumpview *v, const ws_layout *l, const ws_dump *d, ws_report *r,
                          ws_error *err) {
     memset(v, 0, sizeof *v);
@@ -93,6 +103,11 @@ ws_err wsi_dumpview_open(wsi_dumpview *v, const ws_layout *l, const ws_dump *d, 
         for (size_t i = 0; c && i < ws_ckpt_count(c); i++) {
             const ws_tensor *t = ws_ckpt_tensor(c, i);
             long li = ws_layout_find_local(l, rank, t->name);
+            long bi = li < 0 ? ws_layout_find_buffer(l, rank, t->name) : -1;
+            if (bi >= 0) { /* an engine buffer the layout knows (vLLM's _expert_map) */
+                check_buffer(v, ws_layout_buffer(l, (size_t)bi), t);
+                continue;
+            }
             if (li < 0) {
                 wsi_dumpview_report(v, WS_UNEXPECTED, t->name, t->name, rank, -1, -1,
                                     "engine tensor maps to nothing in the %s layout",
@@ -188,7 +203,10 @@ static fit measure(const ws_layout *l, const ws_dump *d) {
             const ws_tensor *t = ws_ckpt_tensor(c, i);
             f.tensors++;
             long li = ws_layout_find_local(l, rank, t->name);
-            if (li < 0) continue;
+            if (li < 0) {
+                f.named += ws_layout_find_buffer(l, rank, t->name) >= 0;
+                continue;
+            }
             f.named++;
             const ws_local_desc *ld = ws_layout_local(l, (size_t)li);
             if (t->ndim == ld->ndim &&
@@ -333,6 +351,22 @@ static ws_err check_flags(const ws_dump *d, const char *dir, const char *family,
     return WS_OK;
 }
 
+/* Engine options and the expert map of `options` (else the dump's recorded map) onto par. */
+static ws_err copy_options(ws_parallel *par, const ws_parallel *options, const ws_dump *d,
+                           ws_error *err) {
+    static const ws_par_key keys[] = {WS_PAR_EXPERT_PLACEMENT, WS_PAR_W13_UP_FIRST,
+                                      WS_PAR_FUSED_SHARED, WS_PAR_MEGATRON_SEQUENTIAL,
+                                      WS_PAR_REDUNDANT_EXPERTS};
+    ws_err rc = WS_OK;
+    for (size_t k = 0; options && k < sizeof keys / sizeof keys[0] && rc == WS_OK; k++)
+        rc = ws_parallel_set(par, keys[k], ws_parallel_get(options, keys[k]), err);
+    size_t rows, phys;
+    const int32_t *map = ws_parallel_expert_map(options, &rows, &phys);
+    if (!map) map = ws_dump_expert_map(d, &rows, &phys);
+    if (rc == WS_OK && map) rc = ws_parallel_set_expert_map(par, rows, phys, map, err);
+    return rc;
+}
+
 ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family, int tp,
                            const char *config, unsigned flags, ws_layout **out, ws_error *err) {
     return ws_dump_layout_open_parallel(d, dir, family, tp, 0, 0, config, flags, out, err);
@@ -341,6 +375,28 @@ ws_err ws_dump_layout_open(const ws_dump *d, const char *dir, const char *family
 ws_err ws_dump_layout_open_parallel(const ws_dump *d, const char *dir, const char *family, int tp,
                                     int ep, int pp, const char *config, unsigned flags,
                                     ws_layout **out, ws_error *err) {
+    return ws_dump_layout_open_options(d, dir, family, tp, ep, pp, NULL, config, flags, out, err);
+}
+
+/* The options' expert map against weightsum-layout.json's: a disagreement is a mistake unless
+ * forced. */
+static ws_err check_map_flag(const ws_dump *d, const char *dir, const ws_parallel *options,
+                             unsigned flags, ws_error *err) {
+    size_t ra, pa, rb, pb;
+    const int32_t *a = ws_parallel_expert_map(options, &ra, &pa);
+    const int32_t *b = ws_dump_expert_map(d, &rb, &pb);
+    if ((flags & WS_LAYOUT_FORCE) || !a || !b) return WS_OK;
+    if (ra != rb || pa != pb || memcmp(a, b, ra * pa * sizeof *a) != 0)
+        return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
+                        "weightsum-layout.json's expert_map (%zu x %zu) differs from the one "
+                        "given (%zu x %zu) (drop the flag, or --force to use it)",
+                        rb, pb, ra, pa);
+    return WS_OK;
+}
+
+ws_err ws_dump_layout_open_options(const ws_dump *d, const char *dir, const char *family, int tp,
+                                   int ep, int pp, const ws_parallel *options, const char *config,
+                                   unsigned flags, ws_layout **out, ws_error *err) {
     if (!d || !dir || !out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (family) { /* an unknown family is a bad argument first of all (as ws_layout_create) */
@@ -357,6 +413,7 @@ ws_err ws_dump_layout_open_parallel(const ws_dump *d, const char *dir, const cha
     }
     ws_err rc = check_flags(d, dir, family, tp, flags, err);
     if (rc == WS_OK) rc = check_par_flags(d, dir, ep, pp, flags, err);
+    if (rc == WS_OK) rc = check_map_flag(d, dir, options, flags, err);
     if (rc != WS_OK) return rc;
     unsigned fit_flags = flags & WS_LAYOUT_FORCE;
     if (tp) fit_flags |= WS_FIT_TP_GIVEN;
@@ -383,6 +440,7 @@ ws_err ws_dump_layout_open_parallel(const ws_dump *d, const char *dir, const cha
     ws_layout *l = NULL;
     ws_parallel *par = NULL;
     if ((rc = ws_parallel_create(&par, err)) == WS_OK &&
+        (rc = copy_options(par, options, d, err)) == WS_OK &&
         (rc = ws_parallel_set(par, WS_PAR_TP, tp, err)) == WS_OK &&
         (rc = ws_parallel_set(par, WS_PAR_EP, ep, err)) == WS_OK &&
         (rc = ws_parallel_set(par, WS_PAR_PP, pp, err)) == WS_OK)

@@ -58,6 +58,10 @@ struct ws_layout {
     size_t n_pc, cap_pc;
     alias *al;
     size_t n_al, cap_al;
+    ws_buffer_desc *buf; /* engine buffers of known values (vLLM's _expert_map) */
+    size_t n_buf, cap_buf;
+    const int32_t *emap; /* the expert map used (owned block), or NULL */
+    size_t emap_rows, emap_physical;
     name_block *names;
     index_table hf_index, loc_index, al_index;
     ws_error *err; /* while building */
@@ -341,6 +345,65 @@ ws_err wsl_add_piece(ws_layout *l, uint32_t hf, uint32_t local, uint32_t replica
     return WS_OK;
 }
 
+ws_err wsl_set_expert_map(ws_layout *l, const int32_t *map, size_t rows, size_t physical) {
+    int32_t *m = wsl_alloc(l, rows * physical * sizeof *m + 1);
+    if (!m) return WS_ERR_NOMEM;
+    memcpy(m, map, rows * physical * sizeof *m);
+    l->emap = m;
+    l->emap_rows = rows;
+    l->emap_physical = physical;
+    return WS_OK;
+}
+
+ws_err wsl_add_buffer_i32(ws_layout *l, int rank, uint64_t n, const int32_t *values,
+                          const char *fmt, ...) {
+    char name[WSL_MAX_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    bool ok = format_name(name, fmt, ap);
+    va_end(ap);
+    if (!ok)
+        return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1, "layout '%s': name too long",
+                        l->family);
+    int32_t *v = wsl_alloc(l, (size_t)n * sizeof *v + 1);
+    const char *nm = v ? name_store(l, name, strlen(name)) : NULL;
+    if (!v || !nm || !grow((void **)&l->buf, &l->cap_buf, l->n_buf, sizeof *l->buf))
+        return nomem(l);
+    memcpy(v, values, (size_t)n * sizeof *v);
+    l->buf[l->n_buf++] = (ws_buffer_desc){
+        .name = nm, .rank = rank, .dtype = WS_I32, .ndim = 1, .shape = {n}, .values = v};
+    return WS_OK;
+}
+
+ws_status wsl_buffer_judge(const ws_buffer_desc *b, ws_dtype dtype, int ndim,
+                           const uint64_t *shape, const void *data, char *detail, size_t cap) {
+    uint64_t n = b->shape[0];
+    if (dtype != b->dtype || ndim != b->ndim || shape[0] != n) {
+        char se[160], sa[160];
+        wsi_shape_str(b->ndim, b->shape, se, sizeof se);
+        wsi_shape_str(ndim, shape, sa, sizeof sa);
+        snprintf(detail, cap, "engine buffer %s %s expected, %s %s found",
+                 ws_dtype_name(b->dtype), se, ws_dtype_name(dtype), sa);
+        return WS_SHAPE_DIFFERS;
+    }
+    uint64_t bad = 0, first = 0;
+    int32_t want = 0, got = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        int32_t x;
+        memcpy(&x, (const uint8_t *)data + k * sizeof x, sizeof x);
+        if (x != b->values[k] && bad++ == 0) first = k, want = b->values[k], got = x;
+    }
+    if (!bad) return WS_MATCH;
+    /* a wrong entry of vLLM's _expert_map routes that physical expert's tokens to another
+     * local slot (or drops them) */
+    snprintf(detail, cap,
+             "%llu of %llu entries differ from the layout's expert placement; the first, "
+             "physical expert %llu, should be %s%d, the dump says %d",
+             (unsigned long long)bad, (unsigned long long)n, (unsigned long long)first,
+             want < 0 ? "-1 (not on this rank), not " : "local slot ", (int)want, (int)got);
+    return WS_MISMATCH;
+}
+
 ws_err wsl_expect(ws_layout *l, uint64_t pieces) {
     if (pieces > WSL_MAX_PIECES)
         return wsi_fail(l->err, WS_ERR_LIMIT, NULL, NULL, -1,
@@ -573,6 +636,7 @@ void ws_layout_free(ws_layout *l) {
     free(l->loc);
     free(l->pc);
     free(l->al);
+    free(l->buf);
     free(l->hf_index.slot);
     free(l->loc_index.slot);
     free(l->al_index.slot);
@@ -653,7 +717,16 @@ ws_err ws_layout_create_parallel(const char *family, const ws_model_config *cfg,
                  .placement = (int)v[WS_PAR_EXPERT_PLACEMENT],
                  .up_first = (int)v[WS_PAR_W13_UP_FIRST],
                  .fused_shared = (int)v[WS_PAR_FUSED_SHARED],
-                 .sequential = (int)v[WS_PAR_MEGATRON_SEQUENTIAL]};
+                 .sequential = (int)v[WS_PAR_MEGATRON_SEQUENTIAL],
+                 .redundant = v[WS_PAR_REDUNDANT_EXPERTS]};
+    p.emap = ws_parallel_expert_map(par, &p.emap_rows, &p.emap_physical);
+    if ((p.emap || p.redundant) && strcmp(f->name, "sglang") != 0 && strcmp(f->name, "vllm") != 0) {
+        ws_layout_free(l);
+        return wsi_fail(err, WS_ERR_LAYOUT, NULL, NULL, -1,
+                        "layout '%s': expert maps and redundant experts (EPLB) are SGLang and "
+                        "vLLM options",
+                        f->name);
+    }
     /* tp ranks unless the family says otherwise (after its own checks of the sizes) */
     if (l->tp <= WSL_MAX_RANKS) e = wsl_set_ranks(l, (uint64_t)l->tp);
     if (!e) e = f->build(l, cfg, &p);
@@ -714,6 +787,20 @@ int ws_layout_rank_coord(const ws_layout *l, int rank, ws_par_key key) {
     }
 }
 size_t ws_layout_hf_count(const ws_layout *l) { return l ? l->n_hf : 0; }
+const int32_t *ws_layout_expert_map(const ws_layout *l, size_t *rows, size_t *physical) {
+    if (rows) *rows = l ? l->emap_rows : 0;
+    if (physical) *physical = l ? l->emap_physical : 0;
+    return l ? l->emap : NULL;
+}
+size_t ws_layout_buffer_count(const ws_layout *l) { return l ? l->n_buf : 0; }
+const ws_buffer_desc *ws_layout_buffer(const ws_layout *l, size_t i) {
+    return l && i < l->n_buf ? &l->buf[i] : NULL;
+}
+long ws_layout_find_buffer(const ws_layout *l, int rank, const char *name) {
+    for (size_t i = 0; l && name && i < l->n_buf; i++)
+        if (l->buf[i].rank == rank && strcmp(l->buf[i].name, name) == 0) return (long)i;
+    return -1;
+}
 size_t ws_layout_local_count(const ws_layout *l) { return l ? l->n_loc : 0; }
 size_t ws_layout_piece_count(const ws_layout *l) { return l ? l->n_pc : 0; }
 

@@ -13,6 +13,7 @@
 #define WSL_MAX_NAME 256           /* bytes of a tensor name, NUL included */
 #define WSL_MAX_PIECES (1u << 24)  /* pieces in one layout */
 #define WSL_MAX_TENSORS (1u << 24) /* HF or local tensors in one layout */
+#define WSL_MAX_EXPERT_SLOTS 65536 /* physical expert slots, and rows, of an expert map */
 
 /*
  * Validate a model config (as parsed, or built by hand): every size positive and below the
@@ -142,7 +143,28 @@ WSI_HIDDEN void *wsl_alloc(ws_layout *l, size_t bytes);
 typedef struct wsl_par {
     int tp, ep, pp;
     int placement, up_first, fused_shared, sequential;
+    long redundant;         /* WS_PAR_REDUNDANT_EXPERTS */
+    const int32_t *emap;    /* expert map rows x physical (ws_parallel_set_expert_map), or NULL */
+    size_t emap_rows, emap_physical;
 } wsl_par;
+
+/* Record the expert map the family used (copied; ws_layout_expert_map). */
+WSI_HIDDEN ws_err wsl_set_expert_map(ws_layout *l, const int32_t *map, size_t rows,
+                                     size_t physical);
+/* Add an engine buffer of known int32 values on `rank` (copied; ws_layout_buffer). */
+WSI_HIDDEN ws_err wsl_add_buffer_i32(ws_layout *l, int rank, uint64_t n, const int32_t *values,
+                                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Judge what a rank holds under buffer b's name (dtype, shape and, when they fit, its int32
+ * values, host memory): WS_MATCH, WS_SHAPE_DIFFERS or WS_MISMATCH with one line in detail
+ * naming the first wrong entry (the physical expert) and how many are wrong. */
+WSI_HIDDEN ws_status wsl_buffer_judge(const ws_buffer_desc *b, ws_dtype dtype, int ndim,
+                                      const uint64_t *shape, const void *data, char *detail,
+                                      size_t cap);
+/* An expert map from parsed JSON (see ws_parallel_parse_expert_map): a new malloc'd array
+ * rows x physical in *out, or WS_ERR_JSON naming `label` and what is wrong. */
+WSI_HIDDEN ws_err wsl_expert_map_from_json(const void *json_value, const char *label,
+                                           int32_t **out, size_t *rows, size_t *physical,
+                                           ws_error *err);
 
 WSI_HIDDEN void wsl_parallel_defaults(long v[WS_PAR__COUNT]);
 WSI_HIDDEN const long *wsl_parallel_values(const ws_parallel *p);

@@ -36,9 +36,25 @@ typedef struct expert_plan {
     int ep;             /* expert-parallel size */
     uint64_t max_local; /* most experts (slots) on one rank */
     bool fused_shared;  /* sglang: the shared expert is one more slot on every ep rank */
+    /* EPLB: P physical slots (E when there is no map), spread as the E experts would be; slot
+     * p of layer i holds logical expert map[row(i) * P + p] (NULL: p itself) */
+    uint64_t P;
+    const int32_t *map;
+    size_t rows;        /* 1, L (by global layer) or the MoE layer count (by MoE layer) */
+    uint64_t *moe_ord;  /* MoE ordinal of each layer */
+    uint32_t *rep;      /* scratch: each slot's copy number within its logical expert */
+    uint32_t *seen;     /* scratch: copies counted per logical expert */
+    int32_t *em;        /* scratch: vLLM's _expert_map of one rank */
 } expert_plan;
 
-/* The global experts held by ep rank `er`, in local slot order; returns their count. */
+/* The map row of layer i. */
+static const int32_t *map_row(const expert_plan *xp, uint64_t L, uint64_t i) {
+    size_t r = xp->rows == 1 ? 0 : xp->rows == L ? (size_t)i : (size_t)xp->moe_ord[i];
+    return xp->map + r * xp->P;
+}
+
+/* The physical slots held by ep rank `er` of the E (or P) there are, in local slot order;
+ * returns their count. */
 static uint64_t local_experts(engine eng, const wsl_par *p, uint64_t E, int ep, int er,
                               uint64_t *ids) {
     uint64_t n = 0, R = (uint64_t)er, P = (uint64_t)ep;
@@ -70,8 +86,18 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine
     uint64_t T = (uint64_t)p->tp, R = (uint64_t)t, H = m->H;
     int er = t / xp->moe_tp, mt = t % xp->moe_tp;
     uint64_t mir = m->mI / (uint64_t)xp->moe_tp; /* expert rows per moe-tp rank */
-    uint64_t n = local_experts(eng, p, m->E, xp->ep, er, ids);
+    uint64_t n = local_experts(eng, p, xp->P, xp->ep, er, ids);
     uint64_t slots = n + (xp->fused_shared ? 1 : 0);
+    /* logical[j]: the expert slot j holds; copy[j]: which copy of it (the lowest slot holding
+     * an expert is replica 0 of its rectangles, every other slot a replica of it) */
+    const int32_t *row = xp->map ? map_row(xp, m->L, i) : NULL;
+    if (row) {
+        memset(xp->seen, 0, (size_t)m->E * sizeof *xp->seen);
+        for (uint64_t q = 0; q < xp->P; q++)
+            xp->rep[q] = xp->seen[row[q]]++;
+    }
+#define LOGICAL(j) (row ? (uint64_t)row[ids[j]] : ids[j])
+#define COPY(j) (row ? xp->rep[ids[j]] : 0u)
     uint32_t loc, w13, w2;
     WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(m, i, WSL_ROUTER),
                             "model.layers.%llu.mlp.gate.weight", li));
@@ -86,9 +112,9 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine
     WSL_TRY(wsl_add_local3(l, &w13, g, slots, 2 * mir, H,
                            "model.layers.%llu.mlp.experts.w13_weight", li));
     for (uint64_t j = 0; j < n; j++) {
-        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, ids[j], WSL_E_GATE), w13, 0, M,
+        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, LOGICAL(j), WSL_E_GATE), w13, COPY(j), M,
                                j * 2 * mir + gate_off, mir));
-        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, ids[j], WSL_E_UP), w13, 0, M,
+        WSL_TRY(wsl_piece_rows(l, wsl_expert_at(m, i, LOGICAL(j), WSL_E_UP), w13, COPY(j), M,
                                j * 2 * mir + up_off, mir));
     }
     if (xp->fused_shared) { /* the shared expert as slot n of every ep rank */
@@ -100,11 +126,24 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine
     WSL_TRY(wsl_add_scale(l, m, w13));
     WSL_TRY(wsl_add_local3(l, &w2, g, slots, H, mir, "model.layers.%llu.mlp.experts.w2_weight", li));
     for (uint64_t j = 0; j < n; j++)
-        WSL_TRY(wsl_add_piece(l, wsl_expert_at(m, i, ids[j], WSL_E_DOWN), w2, 0, H, mir, 0, M,
-                              j * H, 0));
+        WSL_TRY(wsl_add_piece(l, wsl_expert_at(m, i, LOGICAL(j), WSL_E_DOWN), w2, COPY(j), H, mir,
+                              0, M, j * H, 0));
+#undef LOGICAL
+#undef COPY
     if (xp->fused_shared)
         WSL_TRY(wsl_add_piece(l, wsl_hf_at(m, i, WSL_SH_DOWN), w2, rep, H, mir, 0, M, n * H, 0));
     WSL_TRY(wsl_add_scale(l, m, w2));
+    if (eng == VLLM && xp->ep > 1) {
+        /* FusedMoE registers determine_expert_map's answer as the buffer _expert_map (int32,
+         * one entry per physical slot: its local index here, or -1), so state_dict() holds it */
+        int32_t *em = xp->em;
+        for (uint64_t q = 0; q < xp->P; q++)
+            em[q] = -1;
+        for (uint64_t j = 0; j < n; j++)
+            em[ids[j]] = (int32_t)j;
+        WSL_TRY(wsl_add_buffer_i32(l, g, xp->P, em, "model.layers.%llu.mlp.experts._expert_map",
+                                   li));
+    }
     if (!xp->fused_shared && m->shI) {
         /* A separate MLP, tensor-parallel over the whole tp group (not split by ep). */
         const char *sh = wsl_has_at(m, i, WSL_SH_EXPERT_GATE) ? "shared_expert" : "shared_experts";
@@ -125,6 +164,66 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine
     return WS_OK;
 }
 
+/* The physical slots and their map (WS_PAR_REDUNDANT_EXPERTS, ws_parallel_set_expert_map):
+ * both engines start every redundant slot p at logical expert p % E (SGLang's
+ * ExpertLocationMetadata.init_trivial, vLLM's build_initial_global_physical_to_logical_map). */
+static ws_err plan_map(ws_layout *l, const wsl_dense *m, const wsl_par *p, expert_plan *xp) {
+    uint64_t E = m->E, L = m->L;
+    xp->P = E;
+    if (!p->emap && !p->redundant) return WS_OK;
+    uint64_t moe_layers = 0;
+    xp->moe_ord = wsl_alloc(l, (size_t)L * sizeof *xp->moe_ord + 1);
+    if (!xp->moe_ord) return WS_ERR_NOMEM;
+    for (uint64_t i = 0; i < L; i++)
+        xp->moe_ord[i] = m->is_moe[i] ? moe_layers++ : 0;
+    if (p->emap) {
+        xp->P = p->emap_physical;
+        xp->rows = p->emap_rows;
+        xp->map = p->emap;
+        if (p->redundant && xp->P != E + (uint64_t)p->redundant)
+            return wsl_reject(l, "the expert map has %llu slots a row, not num_experts %llu + "
+                                 "%ld redundant",
+                              (unsigned long long)xp->P, (unsigned long long)E, p->redundant);
+        if (xp->rows != 1 && xp->rows != L && xp->rows != moe_layers)
+            return wsl_reject(l, "the expert map has %zu rows: 1 (every layer), %llu (one per "
+                                 "layer) or %llu (one per MoE layer) expected",
+                              xp->rows, (unsigned long long)L, (unsigned long long)moe_layers);
+    } else {
+        xp->P = E + (uint64_t)p->redundant;
+        xp->rows = 1;
+        int32_t *t = wsl_alloc(l, (size_t)xp->P * sizeof *t + 1);
+        if (!t) return WS_ERR_NOMEM;
+        for (uint64_t q = 0; q < xp->P; q++)
+            t[q] = (int32_t)(q % E);
+        xp->map = t;
+    }
+    if (xp->P < E)
+        return wsl_reject(l, "the expert map has %llu slots a row, fewer than the %llu experts",
+                          (unsigned long long)xp->P, (unsigned long long)E);
+    xp->rep = wsl_alloc(l, (size_t)xp->P * sizeof *xp->rep + 1);
+    xp->seen = wsl_alloc(l, (size_t)E * sizeof *xp->seen + 1);
+    if (!xp->rep || !xp->seen) return WS_ERR_NOMEM;
+    for (uint64_t i = 0; i < L; i++) {
+        if (!m->is_moe[i]) continue;
+        const int32_t *row = map_row(xp, L, i);
+        memset(xp->seen, 0, (size_t)E * sizeof *xp->seen);
+        for (uint64_t q = 0; q < xp->P; q++) {
+            if ((uint64_t)row[q] >= E)
+                return wsl_reject(l, "expert map, layer %llu: slot %llu holds expert %d, but "
+                                     "there are %llu",
+                                  (unsigned long long)i, (unsigned long long)q, (int)row[q],
+                                  (unsigned long long)E);
+            xp->seen[row[q]]++;
+        }
+        for (uint64_t e = 0; e < E; e++)
+            if (!xp->seen[e])
+                return wsl_reject(l, "expert map, layer %llu: expert %llu has no physical slot "
+                                     "(its weights would be loaded nowhere)",
+                                  (unsigned long long)i, (unsigned long long)e);
+    }
+    return WS_OK;
+}
+
 static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engine eng,
                         expert_plan *xp) {
     memset(xp, 0, sizeof *xp);
@@ -132,9 +231,12 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
     xp->ep = 1;
     if (!m->moe) {
         if (p->ep != 1) return wsl_reject(l, "expert parallelism needs an MoE model");
+        if (p->emap || p->redundant)
+            return wsl_reject(l, "an expert map or redundant experts need an MoE model");
         return WS_OK;
     }
     uint64_t E = m->E;
+    WSL_TRY(plan_map(l, m, p, xp));
     if (eng == SGLANG) {
         /* moe_tp = tp / ep (moe_dp 1): tp rank t is ep rank t / moe_tp, moe-tp rank t % moe_tp */
         if (p->tp % p->ep)
@@ -143,10 +245,18 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
                               p->ep);
         xp->ep = p->ep;
         xp->moe_tp = p->tp / p->ep;
-        if (E % (uint64_t)p->ep)
+        if (xp->map && xp->P % (uint64_t)p->ep)
+            return wsl_reject(l, "%llu physical expert slots are not divisible by ep "
+                                 "(ExpertLocationMetadata asserts num_physical_experts %% ep_size "
+                                 "== 0)",
+                              (unsigned long long)xp->P);
+        if (!xp->map && E % (uint64_t)p->ep)
             return wsl_reject(l, "num_experts %llu is not divisible by ep (FusedMoE asserts it)",
                               (unsigned long long)E);
         xp->fused_shared = p->fused_shared != 0;
+        if (xp->fused_shared && xp->map)
+            return wsl_reject(l, "fused shared experts together with an expert map (EPLB) are "
+                                 "not modelled");
         if (xp->fused_shared && m->shI != m->mI)
             return wsl_reject(l, "a fused shared expert needs one shared expert of "
                                  "moe_intermediate_size rows (n_shared_experts 1)");
@@ -163,6 +273,15 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
             return wsl_reject(l, "fused shared experts are an SGLang option");
         xp->ep = p->ep;
         xp->moe_tp = p->ep > 1 ? 1 : p->tp;
+        /* FusedMoE.__init__: redundant experts need EPLB, which asserts an even split and
+         * (determine_expert_placement_strategy) places them linearly */
+        if (xp->map && xp->P % (uint64_t)p->ep)
+            return wsl_reject(l, "%llu physical expert slots are not divisible by ep (vLLM's "
+                                 "EPLB asserts an even distribution)",
+                              (unsigned long long)xp->P);
+        if (xp->map && p->placement == WS_EXPERTS_ROUND_ROBIN)
+            return wsl_reject(l, "with redundant experts or an expert map (EPLB) vLLM places "
+                                 "experts linearly, not round robin");
     }
     if (p->placement == WS_EXPERTS_ROUND_ROBIN && eng == SGLANG)
         return wsl_reject(l, "round-robin expert placement is a vLLM option");
@@ -173,7 +292,10 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
     if (m->shI && !xp->fused_shared && m->shI % (uint64_t)p->tp)
         return wsl_reject(l, "the shared expert's %llu rows are not divisible by tp",
                           (unsigned long long)m->shI);
-    xp->max_local = (E + (uint64_t)xp->ep - 1) / (uint64_t)xp->ep + xp->fused_shared;
+    xp->max_local = (xp->P + (uint64_t)xp->ep - 1) / (uint64_t)xp->ep + xp->fused_shared;
+    if (eng == VLLM && xp->ep > 1 && !(xp->em = wsl_alloc(l, (size_t)xp->P * sizeof *xp->em)))
+        return WS_ERR_NOMEM;
+    if (xp->map) WSL_TRY(wsl_set_expert_map(l, xp->map, xp->rows, (size_t)xp->P));
     return WS_OK;
 }
 
@@ -260,7 +382,7 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
     uint64_t kv_rows = kv_heads * hd;
     uint64_t i_rows = m.I / T;
     uint64_t v_rows = Vp / T;
-    uint64_t *ids = m.moe ? wsl_alloc(l, (size_t)(m.E + 1) * sizeof *ids) : NULL;
+    uint64_t *ids = m.moe ? wsl_alloc(l, (size_t)(xp.P + 1) * sizeof *ids) : NULL;
     if (m.moe && !ids) return WS_ERR_NOMEM;
 
     for (int s = 0; s < p->pp; s++) {

@@ -10,18 +10,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* weightsum-layout.json: {"family", "tp"}, and "ep", "pp" when either is above 1, and the
+ * expert map when the layout has one (rows of each physical slot's logical expert). */
 static ws_err write_hint(const ws_layout *l, const char *dir, ws_error *err) {
-    char path[4096], text[160];
+    char path[4096];
     snprintf(path, sizeof path, "%s/weightsum-layout.json", dir);
     long ep = ws_layout_parallel(l, WS_PAR_EP), pp = ws_layout_parallel(l, WS_PAR_PP);
-    int n;
-    if (ep == 1 && pp == 1) /* the tp-only form, unchanged */
-        n = snprintf(text, sizeof text, "{\"family\": \"%s\", \"tp\": %d}\n",
-                     ws_layout_family(l), ws_layout_tp(l));
+    size_t rows, phys;
+    const int32_t *map = ws_layout_expert_map(l, &rows, &phys);
+    /* every entry below 65536: at most 6 bytes ("65535,") each, plus the brackets of a row */
+    size_t cap = 256 + (map ? rows * (phys * 7 + 4) : 0);
+    char *text = malloc(cap);
+    if (!text) return wsi_fail(err, WS_ERR_NOMEM, path, NULL, -1, "out of memory");
+    size_t n;
+    if (ep == 1 && pp == 1 && !map) /* the tp-only form, unchanged */
+        n = (size_t)snprintf(text, cap, "{\"family\": \"%s\", \"tp\": %d}\n",
+                             ws_layout_family(l), ws_layout_tp(l));
     else
-        n = snprintf(text, sizeof text, "{\"family\": \"%s\", \"tp\": %d, \"ep\": %ld, \"pp\": %ld}\n",
-                     ws_layout_family(l), ws_layout_tp(l), ep, pp);
-    return ws_write_file_atomic(path, text, (size_t)n, err);
+        n = (size_t)snprintf(text, cap, "{\"family\": \"%s\", \"tp\": %d, \"ep\": %ld, \"pp\": %ld",
+                             ws_layout_family(l), ws_layout_tp(l), ep, pp);
+    if (map) {
+        n += (size_t)snprintf(text + n, cap - n, ", \"expert_map\": [");
+        for (size_t r = 0; r < rows; r++) {
+            n += (size_t)snprintf(text + n, cap - n, "%s[", r ? ", " : "");
+            for (size_t q = 0; q < phys; q++)
+                n += (size_t)snprintf(text + n, cap - n, "%s%d", q ? "," : "",
+                                      (int)map[r * phys + q]);
+            n += (size_t)snprintf(text + n, cap - n, "]");
+        }
+        n += (size_t)snprintf(text + n, cap - n, "]");
+    }
+    if (ep != 1 || pp != 1 || map) n += (size_t)snprintf(text + n, cap - n, "}\n");
+    ws_err e = ws_write_file_atomic(path, text, n, err);
+    free(text);
+    return e;
 }
 
 /* Assemble one local tensor into a new zeroed *out, from the HF tensors of its pieces. */
@@ -86,12 +108,26 @@ ws_err ws_shard_checkpoint(const ws_ckpt *c, const ws_layout *l, const char *dir
             memcpy(specs[n].shape, ld->shape, sizeof specs[n].shape);
             n++;
         }
+        /* engine buffers of known values (vLLM's _expert_map), as its state_dict() has them */
+        size_t nb = ws_layout_buffer_count(l);
+        ws_tensor_spec *more = rc == WS_OK ? realloc(specs, (nl + nb + 1) * sizeof *specs) : NULL;
+        if (rc == WS_OK && !more) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+        if (more) specs = more;
+        size_t n_weights = n;
+        for (size_t b = 0; b < nb && rc == WS_OK; b++) {
+            const ws_buffer_desc *bd = ws_layout_buffer(l, b);
+            if (bd->rank != rank) continue;
+            specs[n] = (ws_tensor_spec){.name = bd->name, .dtype = bd->dtype, .ndim = bd->ndim,
+                                        .data = bd->values};
+            memcpy(specs[n].shape, bd->shape, sizeof specs[n].shape);
+            n++;
+        }
         if (rc == WS_OK) {
             char path[4096];
             snprintf(path, sizeof path, "%s/model-rank-%d-part-0.safetensors", dir, rank);
             rc = ws_safetensors_write(path, specs, n, "{\"format\":\"pt\"}", err);
         }
-        for (size_t i = 0; i < n; i++) free((void *)specs[i].data);
+        for (size_t i = 0; i < n_weights; i++) free((void *)specs[i].data);
         free(specs);
     }
     if (rc == WS_OK) rc = write_hint(l, dir, err);

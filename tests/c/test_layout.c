@@ -933,14 +933,16 @@ static void check_invariants(const ws_layout *l) {
         /* a replica-0 piece of the same rectangle on a lower rank; replica k-1 exists too */
         bool base = false, prev = false;
         int rank = ws_layout_local(l, p->local)->rank;
+        /* under an expert map two copies of an expert may share a rank (a lower slot first) */
+        int same = ws_layout_expert_map(l, NULL, NULL) ? 1 : 0;
         for (size_t j = 0; j < np; j++) {
             const ws_piece *q = ws_layout_piece(l, j);
             if (q->hf != p->hf || q->t_row0 != p->t_row0 || q->t_col0 != p->t_col0 ||
                 q->rows != p->rows || q->cols != p->cols)
                 continue;
             int qr = ws_layout_local(l, q->local)->rank;
-            if (q->replica == 0 && qr < rank) base = true;
-            if (q->replica == p->replica - 1 && qr < rank) prev = true;
+            if (q->replica == 0 && qr < rank + same) base = true;
+            if (q->replica == p->replica - 1 && qr < rank + same) prev = true;
             if (q->replica == p->replica && j != i) CHECK(!"two copies with one replica number");
         }
         CHECK(base && prev);
@@ -1052,6 +1054,91 @@ static void test_expert_maps(void) {
     ws_layout_free(l);
 }
 
+/* The replica number of the piece of `hf_name` in slot `slot` of layer 0's w13 on `rank`. */
+static int slot_replica(const ws_layout *l, int rank, int slot, int *expert) {
+    long w13 = ws_layout_find_local(l, rank, "model.layers.0.mlp.experts.w13_weight");
+    const ws_local_desc *d = w13 >= 0 ? ws_layout_local(l, (size_t)w13) : NULL;
+    for (size_t i = 0; d && i < ws_layout_piece_count(l); i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        const char *name = ws_layout_hf(l, p->hf)->name;
+        if ((long)p->local != w13 || !strstr(name, "gate_proj") ||
+            p->l_row0 / d->shape[1] != (uint64_t)slot)
+            continue;
+        *expert = atoi(name + strlen("model.layers.0.mlp.experts."));
+        return (int)p->replica;
+    }
+    return -1;
+}
+
+/* EPLB: physical slots holding logical experts (docs/layouts.md, "Expert maps"). */
+static void test_physical_expert_maps(void) {
+    ws_model_config c = moe_cfg("qwen3_moe", 2, 8, 32);
+    ws_parallel *p = NULL;
+    ws_error e;
+    ws_layout *l = NULL;
+    int ex = -1;
+    /* SGLang tp 2 ep 2: rank 0 slots [3, 1, 2, 0, 4], rank 1 [5, 6, 7, 3, 3] */
+    const int32_t map[10] = {3, 1, 2, 0, 4, 5, 6, 7, 3, 3};
+    CHECK_OK(ws_parallel_create(&p, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 2, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
+    CHECK_OK(ws_parallel_set_expert_map(p, 1, 10, map, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    size_t rows = 0, phys = 0;
+    const int32_t *got = ws_layout_expert_map(l, &rows, &phys);
+    CHECK(got && rows == 1 && phys == 10 && got[8] == 3 && got != map);
+    CHECK(slot_replica(l, 0, 0, &ex) == 0 && ex == 3);
+    CHECK(slot_replica(l, 0, 3, &ex) == 0 && ex == 0);
+    CHECK(slot_replica(l, 1, 3, &ex) == 1 && ex == 3);
+    CHECK(slot_replica(l, 1, 4, &ex) == 2 && ex == 3); /* a second copy on the same rank */
+    CHECK(ws_layout_buffer_count(l) == 0);             /* SGLang keeps no _expert_map */
+    check_invariants(l);
+    ws_layout_free(l);
+    /* vLLM: the same slots, and _expert_map buffers (physical slot -> local slot or -1) */
+    CHECK_OK(ws_layout_create_parallel("vllm", &c, p, &l, &e));
+    CHECK(ws_layout_buffer_count(l) == 4); /* 2 layers x 2 ranks */
+    long b = ws_layout_find_buffer(l, 1, "model.layers.1.mlp.experts._expert_map");
+    const ws_buffer_desc *bd = b >= 0 ? ws_layout_buffer(l, (size_t)b) : NULL;
+    CHECK(bd && bd->dtype == WS_I32 && bd->ndim == 1 && bd->shape[0] == 10);
+    CHECK(bd && bd->values[4] == -1 && bd->values[5] == 0 && bd->values[9] == 4);
+    CHECK(ws_layout_find_buffer(l, 2, "model.layers.1.mlp.experts._expert_map") < 0);
+    check_invariants(l);
+    ws_layout_free(l);
+    /* vLLM places linearly under EPLB: round robin with a map is refused */
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EXPERT_PLACEMENT, WS_EXPERTS_ROUND_ROBIN, &e));
+    CHECK(ws_layout_create_parallel("vllm", &c, p, &l, &e) == WS_ERR_LAYOUT && !l &&
+          strstr(e.what, "round robin"));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EXPERT_PLACEMENT, WS_EXPERTS_LINEAR, &e));
+    /* redundant experts alone: the trivial map p % E */
+    CHECK_OK(ws_parallel_set_expert_map(p, 0, 0, NULL, &e));
+    CHECK(ws_parallel_expert_map(p, &rows, &phys) == NULL && rows == 0);
+    CHECK_OK(ws_parallel_set(p, WS_PAR_REDUNDANT_EXPERTS, 4, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    got = ws_layout_expert_map(l, &rows, &phys);
+    CHECK(got && rows == 1 && phys == 12 && got[7] == 7 && got[8] == 0 && got[11] == 3);
+    CHECK(slot_replica(l, 1, 2, &ex) == 1 && ex == 0); /* physical 8 */
+    check_invariants(l);
+    ws_layout_free(l);
+    CHECK(ws_layout_create_parallel("megatron", &c, p, &l, &e) == WS_ERR_LAYOUT && !l);
+    /* argument errors */
+    const int32_t neg[2] = {0, -1};
+    CHECK(ws_parallel_set_expert_map(p, 1, 2, neg, &e) == WS_ERR_ARG && strstr(e.what, "slot 1"));
+    CHECK(ws_parallel_set_expert_map(p, 1, 0, map, &e) == WS_ERR_ARG);
+    CHECK(ws_parallel_set_expert_map(NULL, 1, 1, map, &e) == WS_ERR_ARG);
+    CHECK(ws_parallel_set(p, WS_PAR_REDUNDANT_EXPERTS, -1, &e) == WS_ERR_ARG);
+    const char *j = "{\"physical_to_logical_map\": [[0, 1, 2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1, 0]]}";
+    CHECK_OK(ws_parallel_set(p, WS_PAR_REDUNDANT_EXPERTS, 0, &e));
+    CHECK_OK(ws_parallel_parse_expert_map(p, j, strlen(j), "m.json", &e));
+    CHECK(ws_parallel_expert_map(p, &rows, &phys) && rows == 2 && phys == 8);
+    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    CHECK(slot_replica(l, 0, 0, &ex) == 0 && ex == 0);
+    ws_layout_free(l);
+    CHECK(ws_parallel_parse_expert_map(p, "[[0], 1]", 8, "m.json", &e) == WS_ERR_JSON &&
+          strstr(e.what, "row 1"));
+    CHECK(ws_parallel_parse_expert_map(p, "[", 1, "m.json", &e) == WS_ERR_JSON);
+    ws_parallel_free(p);
+}
+
 static void test_moe_matrix(void) {
     const char *types[] = {"qwen3_moe", "qwen2_moe", "glm4_moe"};
     const char *fams[] = {"sglang", "vllm", "megatron"};
@@ -1136,6 +1223,7 @@ int main(void) {
     test_random_configs();
     test_parallel_config();
     test_expert_maps();
+    test_physical_expert_maps();
     test_moe_matrix();
     printf("layouts built %d, rejected %d\n", combos_built, combos_rejected);
     return check_report("test_layout");

@@ -14,6 +14,9 @@ for dt in (torch.uint8, torch.bfloat16, torch.float32, torch.float64, torch.floa
                           dtype=torch.uint8, device="cuda", generator=g)
         ts.append(b.view(dt))
 ts.append(ts[7][3:])
+big = torch.randint(0, 256, (70 * 2048 * 2,), dtype=torch.uint8, device="cuda", generator=g)
+ts.append(big.view(torch.bfloat16)[8:])                          # tensor-core fast digest
+ts.append(big.view(torch.bfloat16).view(70, 2048)[:, 1024:])    # SGLang tiles read directly
 ts.append(torch.randn(33, 65, device="cuda", generator=g)[:, 1::2])
 ts.append(torch.randn(9, 7, 5, device="cuda", generator=g).permute(2, 1, 0))
 print(weightsum.digest_tensors(ts, "bf16")[:2])

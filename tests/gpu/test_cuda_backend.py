@@ -14,6 +14,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 import weightsum  # noqa: E402
 from gpu_common import SMALL, Layout, random_bits, sglang_gpu_tensor_hash  # noqa: E402
 
+MID = ('{"model_type": "qwen2", "hidden_size": 1024, "intermediate_size": 2816,'
+       ' "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,'
+       ' "vocab_size": 5003, "tie_word_embeddings": false}')
+
 DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32,
           torch.uint32, torch.int64, torch.uint64, torch.float16, torch.bfloat16, torch.float32,
           torch.float64, torch.float8_e4m3fn, torch.float8_e5m2]
@@ -134,6 +138,57 @@ def test_batch_is_each(gen):
         assert weightsum.fast_tensor(t) == both[k]["fast"]
 
 
+def test_tensor_core_path_batches(gen):
+    """The tensor-core kernel (whole 1024-unit blocks of 2-byte units, 16 per tile, one warp's
+    range of tiles crossing tensors) with the general kernel's partial blocks around it: batches
+    of 2-byte tensors of sizes around tile edges, starting at 16-byte-aligned offsets that are
+    not block-aligned, dim-0 slices, equal to the CPU path and to the general path alone."""
+    base = rand((1 << 21,), torch.bfloat16, gen)
+    views = []
+    for n in (1024, 2048, 16 * 1024, 16 * 1024 + 1, 17 * 1024 - 1, 33 * 1024 + 500, 200003):
+        for off in (0, 8, 1024, 1032, 4096 + 8 * 37):
+            views.append((n, off))
+    for dtype in (torch.bfloat16, torch.float16, torch.int16, torch.uint16):
+        b = base.view(dtype)
+        ts = [b[off:off + n] for n, off in views]
+        ts.append(b[: 64 * 4096].view(64, 4096)[5:40])      # dim-0 slice: one contiguous run
+        ts.append(b[: 64 * 4096].view(64, 4096)[:, 1024:])  # rows: the general kernel
+        ts.append(rand((3, 5), dtype, gen))                 # small ones between
+        ts.append(b[7:7 + 50000])                           # not 16-byte aligned: general
+        cpu = [t.cpu() for t in ts]
+        got = weightsum.digest_tensors(ts, "bf16", stats=True)
+        want = weightsum.digest_tensors(cpu, "bf16", stats=True)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert g == w, (dtype, i, tuple(ts[i].shape), ts[i].storage_offset())
+        os.environ["WEIGHTSUM_CUDA_FAST"] = "general"
+        try:
+            assert weightsum.digest_tensors(ts, "bf16", stats=True) == got
+        finally:
+            del os.environ["WEIGHTSUM_CUDA_FAST"]
+        one = weightsum.fast_tensors([b[: 1 << 20]])[0]
+        b.view(torch.int16)[(1 << 19) + 77] ^= -(1 << 15)              # a planted sign flip
+        assert weightsum.fast_tensors([b[: 1 << 20]])[0] != one
+        b.view(torch.int16)[(1 << 19) + 77] ^= -(1 << 15)
+
+
+def test_sglang_direct_tiles_equal_sglang_triton(gen):
+    """Tiles read straight from the source (one segment, back-to-back 16-byte rows) and tiles
+    built in shared memory, next to each other: SGLang's own kernel on the same tensors."""
+    sgl = sglang_gpu_tensor_hash()
+    big = rand((96, 8192), torch.bfloat16, gen)
+    cases = [big, big[:, :1024], big[:, 4096:5120], big[3:77], big.view(-1)[8:8 + 8192 * 40 + 4],
+             big[:, 8:1032], big.view(-1)[1:70000], big[:, :1000], rand((70001,), torch.uint8, gen),
+             rand((40, 4096), torch.float32, gen)[:, 1024:2048]]
+    ours = weightsum.sglang_hash_tensors(cases)
+    for t, h in zip(cases, ours):
+        assert h == sgl(t), (t.dtype, tuple(t.shape), t.stride(), t.storage_offset())
+    lay = Layout(MID, "sglang", 2)
+    hf = [rand(shape, torch.bfloat16, gen) for _, shape, _ in lay.hf_shapes()]
+    for rank in range(2):
+        want = [sgl(t) for t in lay.build_local(rank, hf).values()]
+        assert lay.expect(rank, hf) == want, rank
+
+
 def test_planted_change_is_caught(gen):
     t = rand((1 << 20,), torch.bfloat16, gen)
     before = weightsum.digest_tensors([t])[0]
@@ -211,7 +266,7 @@ def test_sglang_expect_tp2_equals_real_shards(hf_dtype, gen):
         assert weightsum.sglang_hash_tensors(built) == want
     # a changed HF element changes a rank's answer
     before = lay.expect(0, hf) + lay.expect(1, hf)
-    hf[1].view(-1)[5] += 1
+    hf[1].view(torch.uint8).view(-1)[11] ^= 1  # an exponent bit of element 5 (bf16) or 2 (f32)
     assert lay.expect(0, hf) + lay.expect(1, hf) != before
 
 

@@ -148,6 +148,12 @@ def sglang_vllm_ranks(family, cfg, w, tp, ep, pp, placement="linear"):
                         w[ex + f"{e}.up_proj.weight"][mt * r:(mt + 1) * r]]) for e in ids])
                     d[ex + "w2_weight"] = np.stack(
                         [w[ex + f"{e}.down_proj.weight"][:, mt * r:(mt + 1) * r] for e in ids])
+                    if family == "vllm" and ep > 1:
+                        # FusedMoE: register_buffer("_expert_map", determine_expert_map(...)),
+                        # so state_dict() holds each expert's local slot on this rank, or -1
+                        em = np.full(E, -1, np.int32)
+                        em[ids] = np.arange(len(ids), dtype=np.int32)
+                        d[ex + "_expert_map"] = em
                     d[p + "mlp.gate.weight"] = w[p + "mlp.gate.weight"]
                     if cfg["model_type"] == "glm4_moe":
                         d[p + "mlp.gate.e_score_correction_bias"] = w[p + "mlp.gate.e_score_correction_bias"]
