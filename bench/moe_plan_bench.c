@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     ws_error e;
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     ws_parallel *par = NULL;
     long v[3] = {atol(argv[3]), atol(argv[4]), atol(argv[5])};
     if (ws_model_config_load(argv[1], &cfg, &e) || ws_parallel_create(&par, &e) ||
@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     long rss0 = rss_kib();
     double t0 = now();
     ws_layout *l = NULL;
-    if (ws_layout_create_parallel(argv[2], &cfg, par, &l, &e)) {
+    if (ws_layout_create_parallel(argv[2], cfg, par, &l, &e)) {
         fprintf(stderr, "%s\n", e.what);
         return 2;
     }
@@ -61,5 +61,6 @@ int main(int argc, char **argv) {
     ws_plan_free(p);
     ws_layout_free(l);
     ws_parallel_free(par);
+    ws_model_config_free(cfg);
     return 0;
 }

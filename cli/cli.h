@@ -38,6 +38,10 @@ void cli_progress_cb(void *user, uint64_t done, uint64_t total);
 void cli_progress_end(cli_progress *p);
 /* Wipe a drawn progress line (before an error line; cli_fail does it). */
 void cli_progress_wipe(void);
+/* Hash options of a command (algos 0: SHA-256; progress through prog, may be NULL); NULL after
+ * saying why (exit 2). Free with ws_hash_options_free. */
+ws_hash_options *cli_hash_options(ws_canon canon, unsigned algos, const ws_fastkey *key,
+                                  int threads, cli_progress *prog);
 
 /* Parse "-j N" style integers; false on junk. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);

@@ -119,7 +119,7 @@ int cmd_demo(int argc, char **argv) {
     const char *files[] = {"model-rank-0-part-0.safetensors", "model-rank-1-part-0.safetensors",
                            "config.json", "weightsum-layout.json"};
     ws_error err;
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     int rc = EXIT_TROUBLE;
     ws_ckpt *c = NULL;
     printf("weightsum demo, in %s\n"
@@ -128,7 +128,7 @@ int cmd_demo(int argc, char **argv) {
            dir);
     if (ws_write_file_atomic(cfg_path, demo_config, strlen(demo_config), &err) != WS_OK ||
         ws_model_config_parse(demo_config, strlen(demo_config), "demo", &cfg, &err) != WS_OK ||
-        synth_checkpoint(&cfg, WS_F32, 1, ckpt, NULL, NULL, &err) != WS_OK) {
+        synth_checkpoint(cfg, WS_F32, 1, ckpt, NULL, NULL, &err) != WS_OK) {
         rc = cli_fail(&err);
         goto done;
     }
@@ -180,6 +180,7 @@ int cmd_demo(int argc, char **argv) {
                             : "NOT caught");
 done:
     ws_ckpt_free(c);
+    ws_model_config_free(cfg);
     if (own_dir && !keep) {
         remove_demo(dir, files, sizeof files / sizeof files[0]);
         printf("(the demo's files in %s are removed; --keep or --dir DIR keeps them)\n", dir);

@@ -51,7 +51,7 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
     char cfgpath[4096];
     if (lo->config) snprintf(cfgpath, sizeof cfgpath, "%s", lo->config);
     else default_config(ckpt, cfgpath, sizeof cfgpath);
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     ws_error err;
     ws_ckpt *c = NULL;
     ws_layout *l = NULL;
@@ -60,7 +60,7 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
         rc = !lo->config && err.code == WS_ERR_IO
                  ? cli_failf("%s: no config.json beside it: say --config FILE", ckpt)
                  : cli_fail(&err);
-    } else if ((rc = cli_make_layout(lo->family, &cfg, lo->tp, lo->ep, lo->pp, lo, &l)) != EXIT_MATCH) {
+    } else if ((rc = cli_make_layout(lo->family, cfg, lo->tp, lo->ep, lo->pp, lo, &l)) != EXIT_MATCH) {
         /* (said) */
     } else if (ws_ckpt_open(ckpt, &c, &err) != WS_OK) {
         rc = cli_fail(&err);
@@ -74,6 +74,7 @@ int cli_expect_build(const char *ckpt, const cli_layout_opts *lo, ws_engine engi
     }
     ws_ckpt_free(c);
     ws_layout_free(l);
+    ws_model_config_free(cfg);
     return rc;
 }
 

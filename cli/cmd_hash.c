@@ -32,7 +32,7 @@ static const char usage[] =
     "2 trouble. NaN/Inf counts are reported on stderr.\n";
 
 /* Digests of an engine dump, HF-named; structural problems printed on stderr (exit 1). */
-static int hash_dump(const char *path, const cli_layout_opts *lo, ws_hash_options *opt,
+static int hash_dump(const char *path, const cli_layout_opts *lo, const ws_hash_options *opt,
                      ws_manifest **out) {
     ws_error err;
     ws_dump *d = NULL;
@@ -95,20 +95,23 @@ int cli_hash_path(const char *path_given, const cli_layout_opts *lo, ws_canon ca
     cli_progress prog;
     cli_progress_init(&prog, progress_mode);
     int code = EXIT_MATCH;
+    ws_hash_options *opt = cli_hash_options(canon, algos, key, threads, &prog);
+    if (!opt) return EXIT_TROUBLE; /* said */
     if (ws_dump_detect(path)) {
-        ws_hash_options dopt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
-                                .progress = cli_progress_cb, .progress_user = &prog};
-        code = hash_dump(path, lo, &dopt, out);
+        code = hash_dump(path, lo, opt, out);
         cli_progress_end(&prog);
+        ws_hash_options_free(opt);
         if (code == EXIT_TROUBLE) return code;
     } else {
         ws_ckpt *c = NULL;
-        if (ws_ckpt_open(path, &c, &err) != WS_OK) return cli_fail(&err);
-        ws_hash_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
-                               .progress = cli_progress_cb, .progress_user = &prog};
-        ws_err rc = ws_hash_checkpoint(c, &opt, path, out, &err);
+        if (ws_ckpt_open(path, &c, &err) != WS_OK) {
+            ws_hash_options_free(opt);
+            return cli_fail(&err);
+        }
+        ws_err rc = ws_hash_checkpoint(c, opt, path, out, &err);
         cli_progress_end(&prog);
         ws_ckpt_free(c);
+        ws_hash_options_free(opt);
         if (rc != WS_OK) return cli_fail(&err);
     }
     for (size_t i = 0; i < ws_manifest_count(*out); i++) {

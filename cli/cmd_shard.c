@@ -111,12 +111,12 @@ int cmd_shard(int argc, char **argv) {
         free(copy);
     }
     ws_error err;
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     if (ws_model_config_load(cfg_path, &cfg, &err) != WS_OK) return cli_fail(&err);
     ws_layout *l = NULL;
     ws_ckpt *c = NULL;
     int rc = EXIT_MATCH;
-    if ((rc = cli_make_layout(family, &cfg, tp, par.ep, par.pp, &par, &l)) != EXIT_MATCH) goto done;
+    if ((rc = cli_make_layout(family, cfg, tp, par.ep, par.pp, &par, &l)) != EXIT_MATCH) goto done;
     if (ws_ckpt_open(ckpt_path, &c, &err) != WS_OK) {
         rc = cli_fail(&err);
         goto done;
@@ -166,5 +166,6 @@ int cmd_shard(int argc, char **argv) {
 done:
     ws_ckpt_free(c);
     ws_layout_free(l);
+    ws_model_config_free(cfg);
     return rc;
 }

@@ -50,12 +50,13 @@ int cmd_synth(int argc, char **argv) {
     if (!out) return cli_usage("synth", "say where to write: -o FILE");
     if (strcmp(out, "-") == 0) /* the file is written atomically (renamed into place) */
         return cli_usage("synth", "-o - is stdout, but synth writes a file in place: -o FILE");
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     ws_error err;
     if (ws_model_config_load(argv[optind], &cfg, &err) != WS_OK) return cli_fail(&err);
     cli_progress prog;
     cli_progress_init(&prog, progress);
-    ws_err rc = synth_checkpoint(&cfg, dt, (uint64_t)seed, out, cli_progress_cb, &prog, &err);
+    ws_err rc = synth_checkpoint(cfg, dt, (uint64_t)seed, out, cli_progress_cb, &prog, &err);
+    ws_model_config_free(cfg);
     cli_progress_end(&prog);
     if (rc != WS_OK) return cli_fail(&err);
     return EXIT_MATCH;

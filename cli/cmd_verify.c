@@ -88,19 +88,20 @@ static int verify_dump(const ws_manifest *expected, const char *dir, const cli_l
     int rc = EXIT_MATCH;
     cli_progress prog;
     cli_progress_init(&prog, progress);
-    ws_hash_options opt = {.canon = canon, .algos = algos, .key = key, .threads = threads,
-                           .progress = cli_progress_cb, .progress_user = &prog};
-    if (!r) rc = cli_failf("out of memory");
+    ws_hash_options *opt = cli_hash_options(canon, algos, key, threads, &prog);
+    if (!opt) rc = EXIT_TROUBLE; /* said */
+    else if (!r) rc = cli_failf("out of memory");
     else if (ws_dump_open(dir, &d, &err) != WS_OK) rc = cli_fail(&err);
     else if ((rc = cli_open_layout(lo, dir, d, &l)) != EXIT_MATCH) { /* said */ }
     else if (locate && ws_ckpt_open(locate, &ref, &err) != WS_OK) rc = cli_fail(&err);
-    else if (ws_verify_dump(expected, l, d, &opt, ref, r, &err) != WS_OK) rc = cli_fail(&err);
+    else if (ws_verify_dump(expected, l, d, opt, ref, r, &err) != WS_OK) rc = cli_fail(&err);
     cli_progress_end(&prog);
     if (rc == EXIT_MATCH) rc = conclude(r, expected, json, verb, dir);
     ws_report_free(r);
     ws_ckpt_free(ref);
     ws_layout_free(l);
     ws_dump_free(d);
+    ws_hash_options_free(opt);
     return rc;
 }
 

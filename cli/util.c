@@ -55,6 +55,23 @@ int cli_failf(const char *fmt, ...) {
     return EXIT_TROUBLE;
 }
 
+ws_hash_options *cli_hash_options(ws_canon canon, unsigned algos, const ws_fastkey *key,
+                                  int threads, cli_progress *prog) {
+    ws_error err;
+    ws_hash_options *o = NULL;
+    if (ws_hash_options_create(&o, &err) != WS_OK ||
+        ws_hash_options_set(o, WS_HASH_CANON, canon, &err) != WS_OK ||
+        (algos && ws_hash_options_set(o, WS_HASH_ALGOS, algos, &err) != WS_OK) ||
+        ws_hash_options_set(o, WS_HASH_THREADS, threads, &err) != WS_OK ||
+        ws_hash_options_set_key(o, key, &err) != WS_OK ||
+        (prog && ws_hash_options_set_progress(o, cli_progress_cb, prog, &err) != WS_OK)) {
+        ws_hash_options_free(o);
+        cli_fail(&err);
+        return NULL;
+    }
+    return o;
+}
+
 int cli_usage(const char *cmd, const char *fmt, ...) {
     char prefix[64], suffix[96];
     snprintf(prefix, sizeof prefix, "%s%s", cmd ? " " : "", cmd ? cmd : "");

@@ -778,6 +778,29 @@ static bool tc_allowed(const wsc_device_state *st) {
     return st->cc_major >= 8 && !(e && strcmp(e, "general") == 0);
 }
 
+typedef void (*tc_kernel_fn)(const TPiece *, uint32_t, uint64_t, uint64_t, const KeyDev *,
+                             unsigned long long *);
+
+/* Launch one tensor-core kernel over all tiles: as many blocks as fit on the device at once,
+ * each warp a contiguous range of tiles. */
+static ws_err launch_tc(tc_kernel_fn k, int warps_per_block, wsc_device_state *st,
+                        const TPiece *pd, size_t np, uint64_t tiles, cudaStream_t s, ws_error *err) {
+    const int smem = (int)(TC_BIMG * sizeof(uint4));
+    WSC_TRY(cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int per_sm = 0;
+    WSC_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, (const void *)k, 32 * warps_per_block, smem));
+    uint64_t blocks = (uint64_t)st->sms * (per_sm > 0 ? per_sm : 1);
+    uint64_t need = (tiles + warps_per_block - 1) / warps_per_block;
+    if (blocks > need) blocks = need;
+    uint64_t warps = blocks * warps_per_block;
+    uint64_t per_warp = (tiles + warps - 1) / warps;
+    k<<<(unsigned)blocks, 32 * warps_per_block, smem, s>>>(pd, (uint32_t)np, tiles, per_warp,
+                                                          (const KeyDev *)st->key_dev,
+                                                          (unsigned long long *)st->result.dev);
+    WSC_TRY(cudaGetLastError());
+    return WS_OK;
+}
+
 ws_err wsc_fast_rects(const struct ws_fastkey *key, const wsi_dev_rect *rects, size_t n,
                       ws_canon canon, ws_fast *out, ws_value_stats *stats, void *stream,
                       ws_error *err) {
@@ -826,22 +849,9 @@ ws_err wsc_fast_rects(const struct ws_fastkey *key, const wsi_dev_rect *rects, s
     WSC_TRY(cudaMemcpyAsync(st->desc.dev, st->desc.host, gbytes + pbytes, cudaMemcpyHostToDevice, s));
     WSC_TRY(cudaMemsetAsync(st->result.dev, 0, rbytes, s));
     if (tiles) {
-        const int smem = (int)(TC_BIMG * sizeof(uint4));
-        static std::once_flag attr_once;
-        std::call_once(attr_once, [smem] {
-            cudaFuncSetAttribute(fast_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        });
-        int per_sm = 0;
-        WSC_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fast_tc_kernel, 32 * TC_WARPS, smem));
-        uint64_t blocks = (uint64_t)st->sms * (per_sm > 0 ? per_sm : 1);
-        uint64_t need = (tiles + TC_WARPS - 1) / TC_WARPS;
-        if (blocks > need) blocks = need;
-        uint64_t warps = blocks * TC_WARPS;
-        uint64_t per_warp = (tiles + warps - 1) / warps;
-        fast_tc_kernel<<<(unsigned)blocks, 32 * TC_WARPS, smem, s>>>(
-            (const TPiece *)((char *)st->desc.dev + gbytes), (uint32_t)tp.size(), tiles, per_warp,
-            (const KeyDev *)st->key_dev, (unsigned long long *)st->result.dev);
-        WSC_TRY(cudaGetLastError());
+        const TPiece *pd = (const TPiece *)((char *)st->desc.dev + gbytes);
+        rc = launch_tc(fast_tc_kernel, TC_WARPS, st, pd, tp.size(), tiles, s, err);
+        if (rc) return rc;
     }
     if (tasks) {
         int per_sm = 0;

@@ -106,10 +106,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dump);
     snprintf(ckpt_path, sizeof ckpt_path, "%s/model.safetensors", dir);
     ws_error err;
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     if (ws_model_config_parse(config_json, strlen(config_json), "config", &cfg, &err)) die("config", &err);
     ws_layout *hf = NULL, *sg = NULL;
-    if (ws_layout_create("hf", &cfg, 1, &hf, &err)) die("layout hf", &err);
+    if (ws_layout_create("hf", cfg, 1, &hf, &err)) die("layout hf", &err);
     size_t n = ws_layout_hf_count(hf), k = 0;
     ws_tensor_spec *specs = calloc(n, sizeof *specs);
     float **bufs = calloc(n, sizeof *bufs);
@@ -131,7 +131,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (ws_safetensors_write(ckpt_path, specs, k, NULL, &err)) die("write", &err);
     ws_ckpt *c = NULL;
     if (ws_ckpt_open(ckpt_path, &c, &err)) die("open", &err);
-    if (ws_layout_create("sglang", &cfg, 2, &sg, &err)) die("layout sglang", &err);
+    if (ws_layout_create("sglang", cfg, 2, &sg, &err)) die("layout sglang", &err);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dump);
     if (system(cmd) != 0) die("mkdir", NULL);
@@ -139,14 +139,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (ws_shard_checkpoint(c, sg, dump, &err)) die("shard", &err);
     ws_fastkey *key = NULL;
     if (ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED), &key, &err)) die("key", &err);
-    ws_hash_options o1 = {.canon = WS_CANON_BF16, .algos = WS_ALGO_SHA256, .threads = 1};
-    ws_hash_options o2 = {.canon = WS_CANON_BF16, .algos = WS_ALGO_FAST, .key = key, .threads = 1};
-    if (ws_hash_checkpoint(c, &o1, "ckpt", &truth_sha, &err)) die("hash", &err);
-    if (ws_hash_checkpoint(c, &o2, "ckpt", &truth_fast, &err)) die("hash", &err);
+    ws_hash_options *o1 = NULL, *o2 = NULL;
+    if (ws_hash_options_create(&o1, &err) || ws_hash_options_set(o1, WS_HASH_THREADS, 1, &err) ||
+        ws_hash_options_create(&o2, &err) || ws_hash_options_set(o2, WS_HASH_THREADS, 1, &err) ||
+        ws_hash_options_set(o2, WS_HASH_ALGOS, WS_ALGO_FAST, &err) ||
+        ws_hash_options_set_key(o2, key, &err))
+        die("options", &err);
+    if (ws_hash_checkpoint(c, o1, "ckpt", &truth_sha, &err)) die("hash", &err);
+    if (ws_hash_checkpoint(c, o2, "ckpt", &truth_fast, &err)) die("hash", &err);
+    ws_hash_options_free(o1);
+    ws_hash_options_free(o2);
     ws_fastkey_free(key);
     ws_ckpt_free(c);
     ws_layout_free(sg);
     ws_layout_free(hf);
+    ws_model_config_free(cfg);
     for (size_t i = 0; i < k; i++) free(bufs[i]);
     free(bufs);
     free(specs);

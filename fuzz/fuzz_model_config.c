@@ -43,14 +43,17 @@ static void check_layout(const ws_layout *l, int tp) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     ws_error err;
-    if (ws_model_config_parse((const char *)data, size, "fuzz", &cfg, &err) != WS_OK) return 0;
+    if (ws_model_config_parse((const char *)data, size, "fuzz", &cfg, &err) != WS_OK) {
+        if (cfg) abort(); /* a failed parse hands nothing out */
+        return 0;
+    }
     static const int tps[] = {1, 2, 3, 4, 8};
     for (const char *const *f = ws_layout_families(); *f; f++)
         for (size_t t = 0; t < sizeof tps / sizeof tps[0]; t++) {
             ws_layout *l = NULL;
-            if (ws_layout_create(*f, &cfg, tps[t], &l, &err) != WS_OK) {
+            if (ws_layout_create(*f, cfg, tps[t], &l, &err) != WS_OK) {
                 if (l) abort(); /* a failed create hands nothing out */
                 continue;
             }
@@ -58,5 +61,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             check_layout(l, tps[t]);
             ws_layout_free(l);
         }
+    ws_model_config_free(cfg);
     return 0;
 }

@@ -36,7 +36,7 @@ extern "C" {
  * place to bump); the shared library's SONAME follows it (libweightsum.so.0.MINOR while the
  * major version is 0). WS_VERSION_NUMBER is MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define WS_VERSION_MAJOR 0
-#define WS_VERSION_MINOR 1
+#define WS_VERSION_MINOR 2
 #define WS_VERSION_PATCH 0
 #define WS_VERSION_NUMBER (WS_VERSION_MAJOR * 10000 + WS_VERSION_MINOR * 100 + WS_VERSION_PATCH)
 #define WS_VERSION_STR_(x) #x
@@ -44,7 +44,7 @@ extern "C" {
 #define WS_VERSION_STRING                                                                      \
     WS_VERSION_STR(WS_VERSION_MAJOR) "." WS_VERSION_STR(WS_VERSION_MINOR) "." WS_VERSION_STR( \
         WS_VERSION_PATCH)
-/* The library's version string ("0.1.0"): the one it was built with, which may differ from
+/* The library's version string ("0.2.0"): the one it was built with, which may differ from
  * WS_VERSION_STRING of the header a program was compiled against. */
 WS_API const char *ws_version(void);
 /* The library's WS_VERSION_NUMBER. */
@@ -319,14 +319,33 @@ WS_API ws_err ws_write_file_atomic(const char *path, const void *data, size_t le
 /* Progress callback: done/total in bytes of source data; called from worker threads, serialised. */
 typedef void (*ws_progress_fn)(void *user, uint64_t done, uint64_t total);
 
-typedef struct ws_hash_options {
-    ws_canon canon;
-    unsigned algos;           /* WS_ALGO_* (0 means SHA-256) */
-    const ws_fastkey *key;    /* required for WS_ALGO_FAST */
-    int threads;              /* <= 0: all cores */
-    ws_progress_fn progress;  /* may be NULL */
-    void *progress_user;
-} ws_hash_options;
+/*
+ * How to hash: canonical policy, algorithms, fast-digest key, threads, progress. Opaque, so it
+ * can grow; a new one hashes SHA-256 under bf16 on all cores, with no key and no progress.
+ */
+typedef struct ws_hash_options ws_hash_options;
+typedef enum ws_hash_key {
+    WS_HASH_CANON = 0, /* a ws_canon (default WS_CANON_BF16) */
+    WS_HASH_ALGOS,     /* WS_ALGO_* bits, at least one (default WS_ALGO_SHA256) */
+    WS_HASH_THREADS,   /* <= 0: all cores (default 0) */
+    WS_HASH__COUNT
+} ws_hash_key;
+/* New options with every key at its default; free with ws_hash_options_free. */
+WS_API ws_err ws_hash_options_create(ws_hash_options **out, ws_error *err);
+WS_API void ws_hash_options_free(ws_hash_options *o);
+/* Set one key; WS_ERR_ARG for a NULL o, an unknown key or a value out of range (an invalid
+ * policy, no or unknown algorithm bits). */
+WS_API ws_err ws_hash_options_set(ws_hash_options *o, ws_hash_key key, long value, ws_error *err);
+/* A key's value; -1 for a NULL o or an unknown key. */
+WS_API long ws_hash_options_get(const ws_hash_options *o, ws_hash_key key);
+/* The fast digest's key (not copied: it must outlive every use of o; NULL removes it).
+ * Hashing with WS_ALGO_FAST and no key is WS_ERR_ARG. */
+WS_API ws_err ws_hash_options_set_key(ws_hash_options *o, const ws_fastkey *key, ws_error *err);
+/* The key given, or NULL. */
+WS_API const ws_fastkey *ws_hash_options_key(const ws_hash_options *o);
+/* Progress callback (NULL: none) and its first argument. WS_ERR_ARG for a NULL o. */
+WS_API ws_err ws_hash_options_set_progress(ws_hash_options *o, ws_progress_fn progress,
+                                           void *user, ws_error *err);
 
 /* Digest every tensor of a checkpoint into a new manifest, tensors spread over threads. */
 WS_API ws_err ws_hash_checkpoint(const ws_ckpt *c, const ws_hash_options *opt,
@@ -336,38 +355,64 @@ WS_API ws_err ws_hash_checkpoint(const ws_ckpt *c, const ws_hash_options *opt,
 /* Model config and layouts: the pieces model (docs/layouts.md)                                */
 /* ------------------------------------------------------------------------------------------ */
 
-/* What a layout needs from a HF config.json. */
-typedef struct ws_model_config {
-    char model_type[64];          /* "llama", "mistral", "qwen2", "qwen3", ... */
-    uint64_t hidden_size;
-    uint64_t intermediate_size;
-    uint64_t vocab_size;
-    uint64_t num_layers;          /* num_hidden_layers */
-    uint64_t num_heads;           /* num_attention_heads */
-    uint64_t num_kv_heads;        /* num_key_value_heads (defaults to num_heads) */
-    uint64_t head_dim;            /* head_dim (defaults to hidden_size / num_heads) */
-    int tie_word_embeddings;
-    int attention_bias;           /* q/k/v biases (qwen2 always; else config.attention_bias);
-                                     o_proj has a bias too when set, except for qwen2 */
-    int qk_norm;                  /* q_norm / k_norm per layer (qwen3; glm4_moe use_qk_norm) */
+/*
+ * What a layout needs from a HF config.json. Opaque, so it can grow with the families: parsed
+ * from a config.json, or built key by key (ws_model_config_create, then the setters) for a
+ * model whose config is not at hand. ws_layout_create checks it (WS_ERR_ARG naming the key).
+ */
+typedef struct ws_model_config ws_model_config;
+typedef enum ws_cfg_key {
+    WS_CFG_HIDDEN_SIZE = 0,
+    WS_CFG_INTERMEDIATE_SIZE,
+    WS_CFG_VOCAB_SIZE,
+    WS_CFG_NUM_LAYERS,            /* num_hidden_layers */
+    WS_CFG_NUM_HEADS,             /* num_attention_heads */
+    WS_CFG_NUM_KV_HEADS,          /* num_key_value_heads (parsed: defaults to num_heads) */
+    WS_CFG_HEAD_DIM,              /* head_dim (parsed: defaults to hidden_size / num_heads) */
+    WS_CFG_TIE_WORD_EMBEDDINGS,   /* flag */
+    WS_CFG_ATTENTION_BIAS,        /* flag: q/k/v biases (qwen2 always; else
+                                     config.attention_bias); o_proj has one too, except qwen2 */
+    WS_CFG_QK_NORM,               /* flag: q_norm / k_norm per layer (qwen3; glm4_moe
+                                     use_qk_norm) */
     /* Mixture of experts (docs/layouts.md, "MoE models"); all 0 for a dense model. */
-    uint64_t num_experts;         /* routed experts: num_experts / n_routed_experts */
-    uint64_t moe_intermediate_size;
-    uint64_t shared_expert_intermediate_size; /* qwen2_moe: one gated shared expert */
-    uint64_t n_shared_experts;    /* glm4_moe: shared experts fused into one MLP */
-    uint64_t first_k_dense_replace; /* glm4_moe: layers [0, k) are dense */
-    uint64_t decoder_sparse_step; /* qwen*_moe: layer i is MoE when (i + 1) % step == 0 */
-    uint32_t mlp_only_layers[64]; /* qwen*_moe: layers kept dense */
-    uint32_t n_mlp_only_layers;
-    int router_bias;              /* glm4_moe: mlp.gate.e_score_correction_bias [E] */
-    /* Block FP8 (quantization_config: quant_method "fp8", weight_block_size [bn, bk]); 0 = none */
-    uint32_t fp8_block_n, fp8_block_k;
-} ws_model_config;
+    WS_CFG_NUM_EXPERTS,           /* routed experts: num_experts / n_routed_experts */
+    WS_CFG_MOE_INTERMEDIATE_SIZE,
+    WS_CFG_SHARED_EXPERT_INTERMEDIATE_SIZE, /* qwen2_moe: one gated shared expert */
+    WS_CFG_N_SHARED_EXPERTS,      /* glm4_moe: shared experts fused into one MLP */
+    WS_CFG_FIRST_K_DENSE_REPLACE, /* glm4_moe: layers [0, k) are dense */
+    WS_CFG_DECODER_SPARSE_STEP,   /* qwen*_moe: layer i is MoE when (i + 1) % step == 0 */
+    WS_CFG_ROUTER_BIAS,           /* flag: glm4_moe mlp.gate.e_score_correction_bias [E] */
+    /* Block FP8 (quantization_config: quant_method "fp8", weight_block_size [bn, bk]); 0: none */
+    WS_CFG_FP8_BLOCK_N,
+    WS_CFG_FP8_BLOCK_K,
+    WS_CFG__COUNT
+} ws_cfg_key;
+/* The most layers mlp_only_layers may list. */
+#define WS_CFG_MAX_MLP_ONLY_LAYERS 64
 
-/* Parse a HF config.json held in memory / in a file. Missing required keys are WS_ERR_JSON. */
+/* An empty config (model_type "", every key 0), to fill with the setters. */
+WS_API ws_err ws_model_config_create(ws_model_config **out, ws_error *err);
+/* Parse a HF config.json held in memory / in a file into a new config (*out, free with
+ * ws_model_config_free). Missing required keys are WS_ERR_JSON naming the key and label. */
 WS_API ws_err ws_model_config_parse(const char *json, size_t len, const char *label,
-                                    ws_model_config *out, ws_error *err);
-WS_API ws_err ws_model_config_load(const char *path, ws_model_config *out, ws_error *err);
+                                    ws_model_config **out, ws_error *err);
+WS_API ws_err ws_model_config_load(const char *path, ws_model_config **out, ws_error *err);
+WS_API void ws_model_config_free(ws_model_config *c);
+/* Set one key; WS_ERR_ARG for a NULL c, an unknown key, a negative value, a flag other than
+ * 0/1, or a value over the key's limit (docs/layouts.md). */
+WS_API ws_err ws_model_config_set(ws_model_config *c, ws_cfg_key key, long value, ws_error *err);
+/* A key's value; -1 for a NULL c or an unknown key. */
+WS_API long ws_model_config_get(const ws_model_config *c, ws_cfg_key key);
+/* model_type ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", ...): 1..63 bytes, else
+ * WS_ERR_ARG. The getter gives NULL for a NULL c. */
+WS_API ws_err ws_model_config_set_model_type(ws_model_config *c, const char *model_type,
+                                             ws_error *err);
+WS_API const char *ws_model_config_model_type(const ws_model_config *c);
+/* qwen*_moe's mlp_only_layers: layers kept dense (n <= WS_CFG_MAX_MLP_ONLY_LAYERS, else
+ * WS_ERR_ARG); the getter gives them and their count (NULL, 0 for a NULL c). */
+WS_API ws_err ws_model_config_set_mlp_only_layers(ws_model_config *c, const uint32_t *layers,
+                                                  size_t n, ws_error *err);
+WS_API const uint32_t *ws_model_config_mlp_only_layers(const ws_model_config *c, size_t *n);
 
 /* A canonical (HF) tensor as a layout sees it. */
 typedef struct ws_hf_desc {

@@ -49,9 +49,19 @@ class Piece(ctypes.Structure):  # ws_piece
                 ("l_col0", _U64), ("l_cols", _U64)]
 
 
-# ws_model_config grows with the families (MoE, FP8): the binding never relies on its size,
-# it hands the library a buffer far larger than the struct.
-_CONFIG_BYTES = 1 << 16
+
+class ModelConfig(ctypes.c_void_p):
+    """A ws_model_config the library allocated (opaque: it grows with the families), freed
+    with ws_model_config_free when the object goes."""
+
+    def __del__(self) -> None:
+        try:
+            if self.value:
+                lib.ws_model_config_free(self.value)
+                self.value = None
+        except Exception:  # interpreter shutdown
+            pass
+
 
 _sigs: Dict[str, Tuple[Any, List[Any]]] = {
     "ws_status_name": (ctypes.c_char_p, [ctypes.c_int]),
@@ -83,7 +93,8 @@ _sigs: Dict[str, Tuple[Any, List[Any]]] = {
                                          _PP, _PE]),
     "ws_write_file_atomic": (ctypes.c_int, [ctypes.c_char_p, _P, ctypes.c_size_t, _PE]),
     "ws_model_config_parse": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t,
-                                             ctypes.c_char_p, _P, _PE]),
+                                             ctypes.c_char_p, _PP, _PE]),
+    "ws_model_config_free": (None, [_P]),
     "ws_layout_create": (ctypes.c_int, [ctypes.c_char_p, _P, ctypes.c_int, _PP, _PE]),
     "ws_layout_free": (None, [_P]),
     "ws_layout_tp": (ctypes.c_int, [_P]),
@@ -164,8 +175,8 @@ def shape_array(shape: Sequence[int]) -> "ctypes.Array[ctypes.c_uint64]":
     return (_U64 * max(len(shape), 1))(*[int(n) for n in shape])
 
 
-def model_config(config: Any) -> ctypes.Array:
-    """A parsed ws_model_config from a path, JSON text or a dict (an opaque buffer)."""
+def model_config(config: Any) -> ModelConfig:
+    """A parsed ws_model_config from a path, JSON text or a dict (an opaque handle)."""
     label = "config"
     if isinstance(config, dict):
         text = json.dumps(config)
@@ -177,10 +188,10 @@ def model_config(config: Any) -> ctypes.Array:
         text = config
     else:
         raise TypeError("config must be a path, JSON text or a dict")
-    buf = (ctypes.c_uint64 * (_CONFIG_BYTES // 8))()
+    out = _P()
     raw = text.encode()
-    call("ws_model_config_parse", raw, len(raw), encode(label), ctypes.cast(buf, _P))
-    return buf
+    call("ws_model_config_parse", raw, len(raw), encode(label), ctypes.byref(out))
+    return ModelConfig(out.value)
 
 
 def take_text(p: "ctypes.c_void_p") -> str:

@@ -72,7 +72,8 @@ class Checker:
 _PP = ctypes.POINTER(_P)
 _PE = ctypes.POINTER(_Error)
 for _name, _res, _args in [
-        ("ws_model_config_parse", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _P, _PE]),
+        ("ws_model_config_parse", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _PP, _PE]),
+        ("ws_model_config_free", None, [_P]),
         ("ws_layout_create", ctypes.c_int, [ctypes.c_char_p, _P, ctypes.c_int, _PP, _PE]),
         ("ws_layout_free", None, [_P]),
         ("ws_dtype_size", ctypes.c_size_t, [ctypes.c_int]),
@@ -140,11 +141,13 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
     else:
         with open(config, "rb") as f:
             text = f.read()
-    cfg = ctypes.create_string_buffer(1 << 16)  # a ws_model_config (far smaller)
+    cfg = _P()
     err = _Error()
-    check(lib.ws_model_config_parse(text, len(text), b"config", cfg, ctypes.byref(err)), err)
+    check(lib.ws_model_config_parse(text, len(text), b"config", ctypes.byref(cfg), ctypes.byref(err)), err)
     lay = _P()
-    check(lib.ws_layout_create(encode(layout), cfg, int(tp), ctypes.byref(lay), ctypes.byref(err)), err)
+    rc = lib.ws_layout_create(encode(layout), cfg, int(tp), ctypes.byref(lay), ctypes.byref(err))
+    lib.ws_model_config_free(cfg)  # the layout keeps nothing of it
+    check(rc, err)
     try:
         named = {}
         for name, x in tensors.items():

@@ -10,6 +10,7 @@
 #define WS_DUMP_CHECK_H
 #include "partials.h"
 #include "source.h"
+#include "hash_options.h"
 
 #include <pthread.h>
 

@@ -4,6 +4,7 @@
  * partials add up. Items go largest first so the longest tensor starts at once.
  */
 #include "digest.h"
+#include "hash_options.h"
 #include "source.h"
 
 #include <pthread.h>
@@ -136,6 +137,9 @@ static ws_err collect(const job *j, const char *source, ws_manifest **out, ws_er
 
 ws_err ws_hash_checkpoint(const ws_ckpt *c, const ws_hash_options *opt, const char *source,
                           ws_manifest **out, ws_error *err) {
+    if (!c || !opt || !out)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "ws_hash_checkpoint: c, opt and out must not be NULL");
     *out = NULL;
     ws_hash_options o = *opt;
     if (!o.algos) o.algos = WS_ALGO_SHA256;

@@ -1,6 +1,7 @@
 /* Matching a dump to a layout, and the checks that need no digest (see dump_resolve.h). */
 #include "dump_resolve.h"
 #include "layout_internal.h"
+#include "model_config.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -432,7 +433,7 @@ ws_err ws_dump_layout_open_options(const ws_dump *d, const char *dir, const char
     if (config) snprintf(path, sizeof path, "%s", config);
     else snprintf(path, sizeof path, "%s/config.json", dir);
     ws_model_config cfg;
-    if ((rc = ws_model_config_load(path, &cfg, err)) != WS_OK) {
+    if ((rc = wsi_model_config_load_into(path, &cfg, err)) != WS_OK) {
         if (!config && rc == WS_ERR_IO)
             return wsi_fail(err, WS_ERR_IO, dir, NULL, -1, "no config.json here: say --config FILE");
         return rc;

@@ -293,8 +293,8 @@ static ws_err parse_root(json_t *root, const char *label, ws_model_config *c, ws
     return wsl_config_check(c, WS_ERR_JSON, label, err);
 }
 
-ws_err ws_model_config_parse(const char *json, size_t len, const char *label, ws_model_config *out,
-                             ws_error *err) {
+ws_err wsi_model_config_parse_into(const char *json, size_t len, const char *label,
+                                  ws_model_config *out, ws_error *err) {
     if (!out || (!json && len))
         return wsi_fail(err, WS_ERR_ARG, label, NULL, -1,
                         "ws_model_config_parse: json and out must not be NULL");
@@ -312,7 +312,7 @@ ws_err ws_model_config_parse(const char *json, size_t len, const char *label, ws
     return e;
 }
 
-ws_err ws_model_config_load(const char *path, ws_model_config *out, ws_error *err) {
+ws_err wsi_model_config_load_into(const char *path, ws_model_config *out, ws_error *err) {
     if (!path || !out)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
                         "ws_model_config_load: path and out must not be NULL");
@@ -321,7 +321,162 @@ ws_err ws_model_config_load(const char *path, ws_model_config *out, ws_error *er
     size_t n;
     ws_err e = wsi_read_file(path, false, CONFIG_MAX_BYTES, "a config.json", &buf, &n, err);
     if (e) return e;
-    e = ws_model_config_parse(buf, n, path, out, err);
+    e = wsi_model_config_parse_into(buf, n, path, out, err);
     free(buf);
     return e;
+}
+
+/* ---- the opaque object ------------------------------------------------------------------ */
+
+ws_err ws_model_config_create(ws_model_config **out, ws_error *err) {
+    if (!out)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "ws_model_config_create: out is NULL");
+    *out = calloc(1, sizeof **out);
+    if (!*out) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    return WS_OK;
+}
+
+void ws_model_config_free(ws_model_config *c) { free(c); }
+
+/* Parse or load into a new object (*out NULL on failure). */
+static ws_err new_config(const char *json, size_t len, const char *label, const char *path,
+                         ws_model_config **out, ws_error *err) {
+    if (!out)
+        return wsi_fail(err, WS_ERR_ARG, path ? path : label, NULL, -1,
+                        "ws_model_config_%s: out is NULL", path ? "load" : "parse");
+    *out = NULL;
+    ws_model_config *c = malloc(sizeof *c);
+    if (!c) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    ws_err e = path ? wsi_model_config_load_into(path, c, err)
+             : wsi_model_config_parse_into(json, len, label, c, err);
+    if (e) {
+        free(c);
+        return e;
+    }
+    *out = c;
+    return WS_OK;
+}
+
+ws_err ws_model_config_parse(const char *json, size_t len, const char *label,
+                             ws_model_config **out, ws_error *err) {
+    return new_config(json, len, label, NULL, out, err);
+}
+
+ws_err ws_model_config_load(const char *path, ws_model_config **out, ws_error *err) {
+    if (!path || !out) {
+        if (out) *out = NULL;
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "ws_model_config_load: path and out must not be NULL");
+    }
+    return new_config(NULL, 0, NULL, path, out, err);
+}
+
+typedef struct cfg_key {
+    const char *name;
+    size_t offset;
+    unsigned size; /* 8: uint64_t, 4: uint32_t, 0: int flag */
+    uint64_t max;
+} cfg_key;
+
+#define U64(f, m) {#f, FIELD(f), 8, m}
+#define FLAG(f) {#f, FIELD(f), 0, 1}
+static const cfg_key cfg_keys[WS_CFG__COUNT] = {
+    [WS_CFG_HIDDEN_SIZE] = U64(hidden_size, 1u << 20),
+    [WS_CFG_INTERMEDIATE_SIZE] = U64(intermediate_size, 1u << 24),
+    [WS_CFG_VOCAB_SIZE] = U64(vocab_size, 1u << 28),
+    [WS_CFG_NUM_LAYERS] = U64(num_layers, 1u << 16),
+    [WS_CFG_NUM_HEADS] = U64(num_heads, 1u << 16),
+    [WS_CFG_NUM_KV_HEADS] = U64(num_kv_heads, 1u << 16),
+    [WS_CFG_HEAD_DIM] = U64(head_dim, 1u << 16),
+    [WS_CFG_TIE_WORD_EMBEDDINGS] = FLAG(tie_word_embeddings),
+    [WS_CFG_ATTENTION_BIAS] = FLAG(attention_bias),
+    [WS_CFG_QK_NORM] = FLAG(qk_norm),
+    [WS_CFG_NUM_EXPERTS] = U64(num_experts, 1u << 16),
+    [WS_CFG_MOE_INTERMEDIATE_SIZE] = U64(moe_intermediate_size, 1u << 24),
+    [WS_CFG_SHARED_EXPERT_INTERMEDIATE_SIZE] = U64(shared_expert_intermediate_size, 1u << 24),
+    [WS_CFG_N_SHARED_EXPERTS] = U64(n_shared_experts, 1u << 8),
+    [WS_CFG_FIRST_K_DENSE_REPLACE] = U64(first_k_dense_replace, 1u << 16),
+    [WS_CFG_DECODER_SPARSE_STEP] = U64(decoder_sparse_step, 1u << 16),
+    [WS_CFG_ROUTER_BIAS] = FLAG(router_bias),
+    [WS_CFG_FP8_BLOCK_N] = {"fp8_block_n", FIELD(fp8_block_n), 4, 1u << 16},
+    [WS_CFG_FP8_BLOCK_K] = {"fp8_block_k", FIELD(fp8_block_k), 4, 1u << 16},
+};
+#undef U64
+#undef FLAG
+
+ws_err ws_model_config_set(ws_model_config *c, ws_cfg_key key, long value, ws_error *err) {
+    if (!c) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "ws_model_config_set: c is NULL");
+    if ((int)key < 0 || key >= WS_CFG__COUNT)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "ws_model_config_set: unknown key %d",
+                        (int)key);
+    const cfg_key *k = &cfg_keys[key];
+    if (value < 0 || (uint64_t)value > k->max)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "config key '%s': %ld is out of range [0, %llu]", k->name, value,
+                        (unsigned long long)k->max);
+    char *at = (char *)c + k->offset;
+    if (k->size == 8) {
+        uint64_t v = (uint64_t)value;
+        memcpy(at, &v, sizeof v);
+    } else if (k->size == 4) {
+        uint32_t v = (uint32_t)value;
+        memcpy(at, &v, sizeof v);
+    } else {
+        int v = (int)value;
+        memcpy(at, &v, sizeof v);
+    }
+    return WS_OK;
+}
+
+long ws_model_config_get(const ws_model_config *c, ws_cfg_key key) {
+    if (!c || (int)key < 0 || key >= WS_CFG__COUNT) return -1;
+    const cfg_key *k = &cfg_keys[key];
+    const char *at = (const char *)c + k->offset;
+    if (k->size == 8) return (long)field(c, k->offset);
+    if (k->size == 4) {
+        uint32_t v;
+        memcpy(&v, at, sizeof v);
+        return (long)v;
+    }
+    int v;
+    memcpy(&v, at, sizeof v);
+    return v;
+}
+
+ws_err ws_model_config_set_model_type(ws_model_config *c, const char *model_type,
+                                      ws_error *err) {
+    if (!c || !model_type)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "ws_model_config_set_model_type: c and model_type must not be NULL");
+    size_t n = strlen(model_type);
+    if (n == 0 || n >= sizeof c->model_type)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "config key 'model_type': empty or longer than %zu bytes",
+                        sizeof c->model_type - 1);
+    memset(c->model_type, 0, sizeof c->model_type);
+    memcpy(c->model_type, model_type, n);
+    return WS_OK;
+}
+
+const char *ws_model_config_model_type(const ws_model_config *c) {
+    return c ? c->model_type : NULL;
+}
+
+ws_err ws_model_config_set_mlp_only_layers(ws_model_config *c, const uint32_t *layers, size_t n,
+                                           ws_error *err) {
+    if (!c || (!layers && n))
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "ws_model_config_set_mlp_only_layers: c and layers must not be NULL");
+    if (n > WS_CFG_MAX_MLP_ONLY_LAYERS)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                        "config key 'mlp_only_layers': %zu layers, more than %d", n,
+                        WS_CFG_MAX_MLP_ONLY_LAYERS);
+    if (n) memcpy(c->mlp_only_layers, layers, n * sizeof *layers);
+    c->n_mlp_only_layers = (uint32_t)n;
+    return WS_OK;
+}
+
+const uint32_t *ws_model_config_mlp_only_layers(const ws_model_config *c, size_t *n) {
+    if (n) *n = c ? c->n_mlp_only_layers : 0;
+    return c ? c->mlp_only_layers : NULL;
 }

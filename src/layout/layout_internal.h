@@ -8,6 +8,7 @@
 #define WS_LAYOUT_INTERNAL_H
 
 #include "internal.h"
+#include "model_config.h"
 
 /* Hard ceilings that keep a layout's memory bounded whatever the config says. */
 #define WSL_MAX_NAME 256           /* bytes of a tensor name, NUL included */

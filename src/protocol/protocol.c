@@ -7,6 +7,7 @@
 #include "protocol.h"
 
 #include "dump_check.h"
+#include "model_config.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -100,7 +101,7 @@ ws_err ws_checker_create_flags(const char *dir, const char *family, int tp, cons
         if (config) snprintf(path, sizeof path, "%s", config);
         else snprintf(path, sizeof path, "%s/config.json", dir);
         ws_model_config cfg;
-        rc = ws_model_config_load(path, &cfg, err);
+        rc = wsi_model_config_load_into(path, &cfg, err);
         if (rc == WS_OK) rc = ws_layout_create(family, &cfg, tp, &c->l, err);
     }
     ws_dump_free(d);

@@ -214,11 +214,11 @@ static void test_expect(void) {
         "{\"model_type\": \"qwen2\", \"hidden_size\": 64, \"intermediate_size\": 96,"
         " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
         " \"vocab_size\": 301, \"tie_word_embeddings\": false}";
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     CHECK_OK(ws_model_config_parse(json, strlen(json), "test", &cfg, NULL));
     for (int src_f32 = 0; src_f32 < 2; src_f32++) {
         ws_layout *l;
-        CHECK_OK(ws_layout_create("sglang", &cfg, 2, &l, NULL));
+        CHECK_OK(ws_layout_create("sglang", cfg, 2, &l, NULL));
         size_t nh = ws_layout_hf_count(l), np = ws_layout_piece_count(l);
         ws_view *hv = calloc(nh, sizeof *hv);
         uint8_t **hb = calloc(nh, sizeof *hb);
@@ -341,6 +341,7 @@ static void test_expect(void) {
         free(hv);
         ws_layout_free(l);
     }
+    ws_model_config_free(cfg);
 }
 
 int main(void) {

@@ -37,20 +37,26 @@ static bool qkv_bias(const model *m) { return is_type(m, "qwen2") || m->bias; }
 static bool o_bias(const model *m) { return m->bias && !is_type(m, "qwen2"); }
 static bool qk_norm(const model *m) { return is_type(m, "qwen3"); }
 
-static ws_model_config to_cfg(const model *m) {
-    ws_model_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.model_type, sizeof c.model_type, "%s", m->type);
-    c.hidden_size = m->H;
-    c.intermediate_size = m->I;
-    c.vocab_size = m->V;
-    c.num_layers = m->L;
-    c.num_heads = m->nh;
-    c.num_kv_heads = m->nkv;
-    c.head_dim = m->hd;
-    c.tie_word_embeddings = m->tied;
-    c.attention_bias = qkv_bias(m);
-    c.qk_norm = qk_norm(m);
+/* One key of a hand-built config (ws_model_config_set must take it). */
+static void set(ws_model_config *c, ws_cfg_key k, long v) {
+    CHECK_OK(ws_model_config_set(c, k, v, NULL));
+}
+
+/* A config built key by key (free with ws_model_config_free). */
+static ws_model_config *to_cfg(const model *m) {
+    ws_model_config *c = NULL;
+    CHECK_OK(ws_model_config_create(&c, NULL));
+    CHECK_OK(ws_model_config_set_model_type(c, m->type, NULL));
+    set(c, WS_CFG_HIDDEN_SIZE, (long)m->H);
+    set(c, WS_CFG_INTERMEDIATE_SIZE, (long)m->I);
+    set(c, WS_CFG_VOCAB_SIZE, (long)m->V);
+    set(c, WS_CFG_NUM_LAYERS, (long)m->L);
+    set(c, WS_CFG_NUM_HEADS, (long)m->nh);
+    set(c, WS_CFG_NUM_KV_HEADS, (long)m->nkv);
+    set(c, WS_CFG_HEAD_DIM, (long)m->hd);
+    set(c, WS_CFG_TIE_WORD_EMBEDDINGS, m->tied);
+    set(c, WS_CFG_ATTENTION_BIAS, qkv_bias(m));
+    set(c, WS_CFG_QK_NORM, qk_norm(m));
     return c;
 }
 
@@ -588,11 +594,12 @@ static bool accepts(const char *family, const model *m, int tp) {
 static int combos_built, combos_rejected;
 
 static void run_one(const char *family, const model *m, int tp) {
-    ws_model_config cfg = to_cfg(m);
+    ws_model_config *cfg = to_cfg(m);
     ws_layout *l = NULL;
     ws_error e;
     ws_error_clear(&e);
-    ws_err r = ws_layout_create(family, &cfg, tp, &l, &e);
+    ws_err r = ws_layout_create(family, cfg, tp, &l, &e);
+    ws_model_config_free(cfg);
     if (!accepts(family, m, tp)) {
         if (r != WS_ERR_LAYOUT)
             fprintf(stderr, "%s tp %d %s nkv %llu: expected WS_ERR_LAYOUT, got %s\n", family, tp,
@@ -678,9 +685,10 @@ static void test_many_layers(void) {
     const model m = {"qwen3", 64, 128, 200, 130, 8, 2, 8, 0, 0};
     run_one("sglang", &m, 4);
     run_one("megatron", &m, 2);
-    ws_model_config cfg = to_cfg(&m);
+    ws_model_config *cfg = to_cfg(&m);
     ws_layout *l = NULL;
-    CHECK_OK(ws_layout_create("vllm", &cfg, 4, &l, NULL));
+    CHECK_OK(ws_layout_create("vllm", cfg, 4, &l, NULL));
+    ws_model_config_free(cfg);
     CHECK(ws_layout_find_local(l, 3, "model.layers.129.mlp.down_proj.weight") >= 0);
     CHECK(ws_layout_find_local(l, 0, "model.layers.100.self_attn.qkv_proj.weight") >= 0);
     CHECK(ws_layout_find_local(l, 4, "model.layers.0.mlp.down_proj.weight") == -1);
@@ -718,9 +726,10 @@ static void test_real_sizes(void) {
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
         for (size_t f = 0; f < 4; f++)
             for (size_t t = 0; t < 3; t++) {
-                ws_model_config cfg = to_cfg(&ms[i]);
+                ws_model_config *cfg = to_cfg(&ms[i]);
                 ws_layout *l = NULL;
-                ws_err r = ws_layout_create(fams[f], &cfg, tps[t], &l, NULL);
+                ws_err r = ws_layout_create(fams[f], cfg, tps[t], &l, NULL);
+                ws_model_config_free(cfg);
                 CHECK((r == WS_OK) == accepts(fams[f], &ms[i], tps[t]));
                 if (r) continue;
                 size_t nh = ws_layout_hf_count(l);
@@ -741,57 +750,83 @@ static void test_real_sizes(void) {
 
 static void test_errors(void) {
     const model m = {"llama", 64, 128, 200, 2, 8, 2, 8, 0, 0};
-    ws_model_config cfg = to_cfg(&m);
-    ws_layout *l = (ws_layout *)&cfg; /* must be reset to NULL on failure */
+    ws_model_config *cfg = to_cfg(&m);
+    ws_layout *l = (ws_layout *)cfg; /* must be reset to NULL on failure */
     ws_error e;
-    CHECK(ws_layout_create("nope", &cfg, 1, &l, &e) == WS_ERR_ARG && l == NULL);
+    CHECK(ws_layout_create("nope", cfg, 1, &l, &e) == WS_ERR_ARG && l == NULL);
     CHECK(strstr(e.what, "nope") != NULL);
-    CHECK(ws_layout_create(NULL, &cfg, 1, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create(NULL, cfg, 1, &l, &e) == WS_ERR_ARG);
     CHECK(ws_layout_create("hf", NULL, 1, &l, &e) == WS_ERR_ARG);
-    CHECK(ws_layout_create("hf", &cfg, 1, NULL, &e) == WS_ERR_ARG);
-    CHECK(ws_layout_create("sglang", &cfg, 0, &l, &e) == WS_ERR_ARG);
-    CHECK(ws_layout_create("sglang", &cfg, -4, &l, &e) == WS_ERR_ARG);
-    CHECK(ws_layout_create("hf", &cfg, 2, &l, &e) == WS_ERR_LAYOUT);
-    CHECK(ws_layout_create("sglang", &cfg, 3, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "heads"));
-    CHECK(ws_layout_create("megatron", &cfg, 4, &l, &e) == WS_ERR_LAYOUT &&
+    CHECK(ws_layout_create("hf", cfg, 1, NULL, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("sglang", cfg, 0, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("sglang", cfg, -4, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_layout_create("hf", cfg, 2, &l, &e) == WS_ERR_LAYOUT);
+    CHECK(ws_layout_create("sglang", cfg, 3, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "heads"));
+    CHECK(ws_layout_create("megatron", cfg, 4, &l, &e) == WS_ERR_LAYOUT &&
           strstr(e.what, "num_key_value_heads"));
-    CHECK(ws_layout_create("sglang", &cfg, 1 << 30, &l, NULL) == WS_ERR_LAYOUT);
+    CHECK(ws_layout_create("sglang", cfg, 1 << 30, &l, NULL) == WS_ERR_LAYOUT);
 
-    /* A hand-built config is validated like a parsed one. */
-    ws_model_config bad = cfg;
-    bad.hidden_size = 0;
-    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG && strstr(e.what, "hidden"));
-    bad = cfg;
-    bad.num_kv_heads = 3;
-    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG);
-    bad = cfg;
-    bad.vocab_size = UINT64_MAX;
-    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG);
-    bad = cfg;
-    memset(bad.model_type, 'x', sizeof bad.model_type); /* no terminator */
-    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_ARG);
-    bad = cfg;
-    snprintf(bad.model_type, sizeof bad.model_type, "qwen3_moe");
-    CHECK(ws_layout_create("vllm", &bad, 1, &l, &e) == WS_ERR_LAYOUT &&
+    /* A hand-built config is validated like a parsed one; the setters refuse what no config
+     * could say. */
+    ws_model_config *bad = to_cfg(&m);
+    set(bad, WS_CFG_HIDDEN_SIZE, 0);
+    CHECK(ws_layout_create("vllm", bad, 1, &l, &e) == WS_ERR_ARG && strstr(e.what, "hidden"));
+    ws_model_config_free(bad);
+    bad = to_cfg(&m);
+    set(bad, WS_CFG_NUM_KV_HEADS, 3);
+    CHECK(ws_layout_create("vllm", bad, 1, &l, &e) == WS_ERR_ARG);
+    CHECK(ws_model_config_set(bad, WS_CFG_VOCAB_SIZE, (1L << 28) + 1, &e) == WS_ERR_ARG &&
+          strstr(e.what, "vocab_size"));
+    CHECK(ws_model_config_set(bad, WS_CFG_VOCAB_SIZE, -1, &e) == WS_ERR_ARG);
+    CHECK(ws_model_config_set(bad, WS_CFG_QK_NORM, 2, &e) == WS_ERR_ARG);
+    CHECK(ws_model_config_set(bad, WS_CFG__COUNT, 1, &e) == WS_ERR_ARG);
+    CHECK(ws_model_config_set(NULL, WS_CFG_VOCAB_SIZE, 1, &e) == WS_ERR_ARG);
+    CHECK(ws_model_config_get(bad, WS_CFG_VOCAB_SIZE) == 200); /* refused sets left it */
+    CHECK(ws_model_config_get(bad, WS_CFG_NUM_KV_HEADS) == 3);
+    CHECK(ws_model_config_get(NULL, WS_CFG_VOCAB_SIZE) == -1 &&
+          ws_model_config_get(bad, (ws_cfg_key)99) == -1);
+    char longname[80];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    CHECK(ws_model_config_set_model_type(bad, longname, &e) == WS_ERR_ARG);
+    CHECK(ws_model_config_set_model_type(bad, "", &e) == WS_ERR_ARG);
+    CHECK(strcmp(ws_model_config_model_type(bad), "llama") == 0);
+    CHECK(ws_model_config_model_type(NULL) == NULL);
+    uint32_t only[WS_CFG_MAX_MLP_ONLY_LAYERS + 1] = {1};
+    size_t nonly = 9;
+    CHECK(ws_model_config_set_mlp_only_layers(bad, only, WS_CFG_MAX_MLP_ONLY_LAYERS + 1, &e) ==
+          WS_ERR_ARG);
+    CHECK_OK(ws_model_config_set_mlp_only_layers(bad, only, 1, &e));
+    CHECK(ws_model_config_mlp_only_layers(bad, &nonly)[0] == 1 && nonly == 1);
+    CHECK(ws_model_config_mlp_only_layers(NULL, &nonly) == NULL && nonly == 0);
+    ws_model_config_free(bad);
+    ws_model_config_free(NULL);
+    CHECK(ws_model_config_create(NULL, &e) == WS_ERR_ARG);
+    bad = to_cfg(&m);
+    CHECK_OK(ws_model_config_set_model_type(bad, "qwen3_moe", NULL));
+    CHECK(ws_layout_create("vllm", bad, 1, &l, &e) == WS_ERR_LAYOUT &&
           strstr(e.what, "qwen3_moe"));
-    CHECK(ws_layout_create("hf", &bad, 1, &l, &e) == WS_ERR_LAYOUT);
+    CHECK(ws_layout_create("hf", bad, 1, &l, &e) == WS_ERR_LAYOUT);
+    ws_model_config_free(bad);
 
     /* Vocab padded to 64 rows but 128 ranks: the engines' divide() would fail. */
     const model wide = {"llama", 128, 128, 50, 1, 128, 128, 1, 0, 0};
+    ws_model_config_free(cfg);
     cfg = to_cfg(&wide);
-    CHECK(ws_layout_create("sglang", &cfg, 128, &l, &e) == WS_ERR_LAYOUT &&
+    CHECK(ws_layout_create("sglang", cfg, 128, &l, &e) == WS_ERR_LAYOUT &&
           strstr(e.what, "vocab"));
-    CHECK_OK(ws_layout_create("megatron", &cfg, 128, &l, &e));
+    CHECK_OK(ws_layout_create("megatron", cfg, 128, &l, &e));
     ws_layout_free(l);
 
     /* Valid but enormous: refused before memory is spent. */
     const model huge = {"llama",  1u << 16, 1u << 16, 1u << 28, 1u << 16,
                         1u << 16, 1u << 16, 1,        0,        0};
+    ws_model_config_free(cfg);
     cfg = to_cfg(&huge);
-    CHECK(ws_layout_create("sglang", &cfg, 1 << 16, &l, &e) == WS_ERR_LIMIT && l == NULL);
-    CHECK(ws_layout_create("megatron", &cfg, 1 << 16, &l, &e) == WS_ERR_LIMIT);
-    CHECK(ws_layout_create("megatron", &cfg, 1, &l, &e) == WS_ERR_LIMIT);
-    CHECK_OK(ws_layout_create("hf", &cfg, 1, &l, &e)); /* 590k pieces: fine */
+    CHECK(ws_layout_create("sglang", cfg, 1 << 16, &l, &e) == WS_ERR_LIMIT && l == NULL);
+    CHECK(ws_layout_create("megatron", cfg, 1 << 16, &l, &e) == WS_ERR_LIMIT);
+    CHECK(ws_layout_create("megatron", cfg, 1, &l, &e) == WS_ERR_LIMIT);
+    CHECK_OK(ws_layout_create("hf", cfg, 1, &l, &e)); /* 590k pieces: fine */
     CHECK(ws_layout_piece_count(l) == 9 * (1u << 16) + 3);
     ws_layout_free(l);
 
@@ -802,12 +837,14 @@ static void test_errors(void) {
     CHECK(ws_layout_hf(NULL, 0) == NULL && ws_layout_local(NULL, 0) == NULL);
     CHECK(ws_layout_piece(NULL, 0) == NULL && ws_layout_family(NULL) == NULL);
     CHECK(ws_layout_find_hf(NULL, "x") == -1 && ws_layout_find_local(NULL, 0, "x") == -1);
+    ws_model_config_free(cfg);
     cfg = to_cfg(&m);
-    CHECK_OK(ws_layout_create("hf", &cfg, 1, &l, NULL));
+    CHECK_OK(ws_layout_create("hf", cfg, 1, &l, NULL));
     CHECK(ws_layout_hf(l, ws_layout_hf_count(l)) == NULL);
     CHECK(ws_layout_local(l, ws_layout_local_count(l)) == NULL);
     CHECK(ws_layout_piece(l, ws_layout_piece_count(l)) == NULL);
     ws_layout_free(l);
+    ws_model_config_free(cfg);
 }
 
 static void test_families(void) {
@@ -826,27 +863,32 @@ static void test_random_configs(void) {
     const char *fams[] = {"hf", "sglang", "vllm", "megatron", "x"};
     for (int it = 0; it < 3000; it++) {
 #define NEXT() (s ^= s << 13, s ^= s >> 7, s ^= s << 17, s)
-        ws_model_config c;
-        memset(&c, 0, sizeof c);
-        snprintf(c.model_type, sizeof c.model_type, "%s", types[NEXT() % 5]);
-        uint64_t small[] = {0, 1, 2, 3, 4, 6, 8, 12, 16, 64, 1000, UINT64_MAX};
-        c.hidden_size = small[NEXT() % 12];
-        c.intermediate_size = small[NEXT() % 12];
-        c.vocab_size = small[NEXT() % 12];
-        c.num_layers = NEXT() % 4;
-        c.num_heads = small[NEXT() % 10];
-        c.num_kv_heads = small[NEXT() % 10];
-        c.head_dim = small[NEXT() % 10];
-        c.tie_word_embeddings = (int)(NEXT() % 2);
-        c.attention_bias = (int)(NEXT() % 2);
-        c.qk_norm = (int)(NEXT() % 2);
+        ws_model_config *c = NULL;
+        CHECK_OK(ws_model_config_create(&c, NULL));
+        CHECK_OK(ws_model_config_set_model_type(c, types[NEXT() % 5], NULL));
+        /* values past a key's limit (the last one) are refused by the setter, the key kept 0 */
+        long small[] = {0, 1, 2, 3, 4, 6, 8, 12, 16, 64, 1000, -1};
+        const ws_cfg_key sized[] = {WS_CFG_HIDDEN_SIZE, WS_CFG_INTERMEDIATE_SIZE,
+                                    WS_CFG_VOCAB_SIZE};
+        for (size_t k = 0; k < 3; k++) {
+            long v = small[NEXT() % 12];
+            CHECK((ws_model_config_set(c, sized[k], v, NULL) == WS_OK) == (v >= 0));
+        }
+        set(c, WS_CFG_NUM_LAYERS, (long)(NEXT() % 4));
+        set(c, WS_CFG_NUM_HEADS, small[NEXT() % 10]);
+        set(c, WS_CFG_NUM_KV_HEADS, small[NEXT() % 10]);
+        set(c, WS_CFG_HEAD_DIM, small[NEXT() % 10]);
+        set(c, WS_CFG_TIE_WORD_EMBEDDINGS, (long)(NEXT() % 2));
+        set(c, WS_CFG_ATTENTION_BIAS, (long)(NEXT() % 2));
+        set(c, WS_CFG_QK_NORM, (long)(NEXT() % 2));
         int tp = (int)(NEXT() % 10) - 1;
         ws_layout *l = NULL;
         ws_error e;
-        ws_err r = ws_layout_create(fams[NEXT() % 5], &c, tp, &l, &e);
+        ws_err r = ws_layout_create(fams[NEXT() % 5], c, tp, &l, &e);
         CHECK((r == WS_OK) == (l != NULL));
         if (r) CHECK(e.code == r && e.what[0]);
         ws_layout_free(l);
+        ws_model_config_free(c);
 #undef NEXT
     }
 }
@@ -854,30 +896,30 @@ static void test_random_configs(void) {
 
 /* ---- MoE, expert parallelism, pipeline stages (issue 13) ------------------------------------ */
 
-static ws_model_config moe_cfg(const char *type, uint64_t L, uint64_t E, uint64_t mI) {
-    ws_model_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.model_type, sizeof c.model_type, "%s", type);
-    c.hidden_size = 64;
-    c.intermediate_size = 96;
-    c.vocab_size = 1000;
-    c.num_layers = L;
-    c.num_heads = 8;
-    c.num_kv_heads = 4;
-    c.head_dim = 8;
-    c.num_experts = E;
-    c.moe_intermediate_size = mI;
-    c.decoder_sparse_step = 1;
-    c.qk_norm = strcmp(type, "qwen3_moe") == 0;
+static ws_model_config *moe_cfg(const char *type, long L, long E, long mI) {
+    ws_model_config *c = NULL;
+    CHECK_OK(ws_model_config_create(&c, NULL));
+    CHECK_OK(ws_model_config_set_model_type(c, type, NULL));
+    set(c, WS_CFG_HIDDEN_SIZE, 64);
+    set(c, WS_CFG_INTERMEDIATE_SIZE, 96);
+    set(c, WS_CFG_VOCAB_SIZE, 1000);
+    set(c, WS_CFG_NUM_LAYERS, L);
+    set(c, WS_CFG_NUM_HEADS, 8);
+    set(c, WS_CFG_NUM_KV_HEADS, 4);
+    set(c, WS_CFG_HEAD_DIM, 8);
+    set(c, WS_CFG_NUM_EXPERTS, E);
+    set(c, WS_CFG_MOE_INTERMEDIATE_SIZE, mI);
+    set(c, WS_CFG_DECODER_SPARSE_STEP, 1);
+    set(c, WS_CFG_QK_NORM, strcmp(type, "qwen3_moe") == 0);
     if (strcmp(type, "glm4_moe") == 0) {
-        c.n_shared_experts = 1;
-        c.first_k_dense_replace = 1;
-        c.router_bias = 1;
-        c.attention_bias = 1;
+        set(c, WS_CFG_N_SHARED_EXPERTS, 1);
+        set(c, WS_CFG_FIRST_K_DENSE_REPLACE, 1);
+        set(c, WS_CFG_ROUTER_BIAS, 1);
+        set(c, WS_CFG_ATTENTION_BIAS, 1);
     }
     if (strcmp(type, "qwen2_moe") == 0) {
-        c.shared_expert_intermediate_size = 64;
-        c.attention_bias = 1;
+        set(c, WS_CFG_SHARED_EXPERT_INTERMEDIATE_SIZE, 64);
+        set(c, WS_CFG_ATTENTION_BIAS, 1);
     }
     return c;
 }
@@ -981,10 +1023,10 @@ static void test_parallel_config(void) {
 
     /* NULL parallel config: tp = ep = pp = 1, the same layout as ws_layout_create(.., 1, ..) */
     const model m = {"qwen3", 64, 96, 1000, 2, 8, 4, 8, 0, 0};
-    ws_model_config c = to_cfg(&m);
+    ws_model_config *c = to_cfg(&m);
     ws_layout *a = NULL, *b = NULL;
-    CHECK_OK(ws_layout_create_parallel("sglang", &c, NULL, &a, &e));
-    CHECK_OK(ws_layout_create("sglang", &c, 1, &b, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", c, NULL, &a, &e));
+    CHECK_OK(ws_layout_create("sglang", c, 1, &b, &e));
     CHECK(a && b && ws_layout_piece_count(a) == ws_layout_piece_count(b));
     CHECK(ws_layout_rank_count(a) == 1 && ws_layout_parallel(a, WS_PAR_EP) == 1);
     ws_layout_free(a);
@@ -994,8 +1036,8 @@ static void test_parallel_config(void) {
 
     /* A dense model refuses ep > 1; pp splits its layers. */
     ws_err rc;
-    CHECK(!build_par("sglang", &c, 2, 2, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
-    ws_layout *l = build_par("sglang", &c, 2, 1, 2, 0, &rc);
+    CHECK(!build_par("sglang", c, 2, 2, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    ws_layout *l = build_par("sglang", c, 2, 1, 2, 0, &rc);
     CHECK(l && ws_layout_rank_count(l) == 4);
     CHECK(ws_layout_rank_coord(l, 3, WS_PAR_PP) == 1 && ws_layout_rank_coord(l, 3, WS_PAR_TP) == 1);
     CHECK(ws_layout_rank_coord(l, 4, WS_PAR_TP) == -1);
@@ -1007,6 +1049,7 @@ static void test_parallel_config(void) {
     CHECK(ws_layout_find_local(l, 3, "lm_head.weight") >= 0);
     check_invariants(l);
     ws_layout_free(l);
+    ws_model_config_free(c);
 }
 
 /* The global experts whose gate rows sit in layer 0's w13 on `rank`, in slot order. */
@@ -1023,11 +1066,11 @@ static int w13_experts(const ws_layout *l, int rank, int *out) {
 }
 
 static void test_expert_maps(void) {
-    ws_model_config c = moe_cfg("qwen3_moe", 2, 10, 32);
+    ws_model_config *c = moe_cfg("qwen3_moe", 2, 10, 32);
     ws_err rc;
     int ids[16];
     /* vLLM determine_expert_map over ep 4: linear 3,3,2,2; round robin r, r+4, r+8 */
-    ws_layout *l = build_par("vllm", &c, 4, 4, 1, WS_EXPERTS_LINEAR, &rc);
+    ws_layout *l = build_par("vllm", c, 4, 4, 1, WS_EXPERTS_LINEAR, &rc);
     CHECK(l && ws_layout_parallel(l, WS_PAR_MOE_TP) == 1);
     CHECK(w13_experts(l, 0, ids) == 3 && ids[0] == 0 && ids[2] == 2);
     CHECK(w13_experts(l, 1, ids) == 3 && ids[0] == 3);
@@ -1035,23 +1078,24 @@ static void test_expert_maps(void) {
     CHECK(w13_experts(l, 3, ids) == 2 && ids[0] == 8 && ids[1] == 9);
     check_invariants(l);
     ws_layout_free(l);
-    l = build_par("vllm", &c, 4, 4, 1, WS_EXPERTS_ROUND_ROBIN, &rc);
+    l = build_par("vllm", c, 4, 4, 1, WS_EXPERTS_ROUND_ROBIN, &rc);
     CHECK(w13_experts(l, 1, ids) == 3 && ids[0] == 1 && ids[1] == 5 && ids[2] == 9);
     CHECK(w13_experts(l, 3, ids) == 2 && ids[0] == 3 && ids[1] == 7);
     check_invariants(l);
     ws_layout_free(l);
     /* SGLang: E % ep must be 0 (FusedMoE asserts it); ep must divide tp */
-    CHECK(!build_par("sglang", &c, 4, 4, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
-    CHECK(!build_par("vllm", &c, 4, 2, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
-    c.num_experts = 8;
-    CHECK(!build_par("sglang", &c, 4, 3, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
-    CHECK(!build_par("sglang", &c, 4, 2, 1, WS_EXPERTS_ROUND_ROBIN, &rc) && rc == WS_ERR_LAYOUT);
-    l = build_par("sglang", &c, 4, 2, 1, 0, &rc); /* moe_tp 2: ranks 2, 3 hold experts 4..7 */
+    CHECK(!build_par("sglang", c, 4, 4, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    CHECK(!build_par("vllm", c, 4, 2, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    set(c, WS_CFG_NUM_EXPERTS, 8);
+    CHECK(!build_par("sglang", c, 4, 3, 1, 0, &rc) && rc == WS_ERR_LAYOUT);
+    CHECK(!build_par("sglang", c, 4, 2, 1, WS_EXPERTS_ROUND_ROBIN, &rc) && rc == WS_ERR_LAYOUT);
+    l = build_par("sglang", c, 4, 2, 1, 0, &rc); /* moe_tp 2: ranks 2, 3 hold experts 4..7 */
     CHECK(l && ws_layout_parallel(l, WS_PAR_MOE_TP) == 2);
     CHECK(ws_layout_rank_coord(l, 3, WS_PAR_EP) == 1 && ws_layout_rank_coord(l, 3, WS_PAR_MOE_TP) == 1);
     CHECK(w13_experts(l, 3, ids) == 4 && ids[0] == 4 && ids[3] == 7);
     check_invariants(l);
     ws_layout_free(l);
+    ws_model_config_free(c);
 }
 
 /* The replica number of the piece of `hf_name` in slot `slot` of layer 0's w13 on `rank`. */
@@ -1072,7 +1116,7 @@ static int slot_replica(const ws_layout *l, int rank, int slot, int *expert) {
 
 /* EPLB: physical slots holding logical experts (docs/layouts.md, "Expert maps"). */
 static void test_physical_expert_maps(void) {
-    ws_model_config c = moe_cfg("qwen3_moe", 2, 8, 32);
+    ws_model_config *c = moe_cfg("qwen3_moe", 2, 8, 32);
     ws_parallel *p = NULL;
     ws_error e;
     ws_layout *l = NULL;
@@ -1083,7 +1127,7 @@ static void test_physical_expert_maps(void) {
     CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 2, &e));
     CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
     CHECK_OK(ws_parallel_set_expert_map(p, 1, 10, map, &e));
-    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", c, p, &l, &e));
     size_t rows = 0, phys = 0;
     const int32_t *got = ws_layout_expert_map(l, &rows, &phys);
     CHECK(got && rows == 1 && phys == 10 && got[8] == 3 && got != map);
@@ -1095,7 +1139,7 @@ static void test_physical_expert_maps(void) {
     check_invariants(l);
     ws_layout_free(l);
     /* vLLM: the same slots, and _expert_map buffers (physical slot -> local slot or -1) */
-    CHECK_OK(ws_layout_create_parallel("vllm", &c, p, &l, &e));
+    CHECK_OK(ws_layout_create_parallel("vllm", c, p, &l, &e));
     CHECK(ws_layout_buffer_count(l) == 4); /* 2 layers x 2 ranks */
     long b = ws_layout_find_buffer(l, 1, "model.layers.1.mlp.experts._expert_map");
     const ws_buffer_desc *bd = b >= 0 ? ws_layout_buffer(l, (size_t)b) : NULL;
@@ -1106,20 +1150,20 @@ static void test_physical_expert_maps(void) {
     ws_layout_free(l);
     /* vLLM places linearly under EPLB: round robin with a map is refused */
     CHECK_OK(ws_parallel_set(p, WS_PAR_EXPERT_PLACEMENT, WS_EXPERTS_ROUND_ROBIN, &e));
-    CHECK(ws_layout_create_parallel("vllm", &c, p, &l, &e) == WS_ERR_LAYOUT && !l &&
+    CHECK(ws_layout_create_parallel("vllm", c, p, &l, &e) == WS_ERR_LAYOUT && !l &&
           strstr(e.what, "round robin"));
     CHECK_OK(ws_parallel_set(p, WS_PAR_EXPERT_PLACEMENT, WS_EXPERTS_LINEAR, &e));
     /* redundant experts alone: the trivial map p % E */
     CHECK_OK(ws_parallel_set_expert_map(p, 0, 0, NULL, &e));
     CHECK(ws_parallel_expert_map(p, &rows, &phys) == NULL && rows == 0);
     CHECK_OK(ws_parallel_set(p, WS_PAR_REDUNDANT_EXPERTS, 4, &e));
-    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", c, p, &l, &e));
     got = ws_layout_expert_map(l, &rows, &phys);
     CHECK(got && rows == 1 && phys == 12 && got[7] == 7 && got[8] == 0 && got[11] == 3);
     CHECK(slot_replica(l, 1, 2, &ex) == 1 && ex == 0); /* physical 8 */
     check_invariants(l);
     ws_layout_free(l);
-    CHECK(ws_layout_create_parallel("megatron", &c, p, &l, &e) == WS_ERR_LAYOUT && !l);
+    CHECK(ws_layout_create_parallel("megatron", c, p, &l, &e) == WS_ERR_LAYOUT && !l);
     /* argument errors */
     const int32_t neg[2] = {0, -1};
     CHECK(ws_parallel_set_expert_map(p, 1, 2, neg, &e) == WS_ERR_ARG && strstr(e.what, "slot 1"));
@@ -1130,13 +1174,14 @@ static void test_physical_expert_maps(void) {
     CHECK_OK(ws_parallel_set(p, WS_PAR_REDUNDANT_EXPERTS, 0, &e));
     CHECK_OK(ws_parallel_parse_expert_map(p, j, strlen(j), "m.json", &e));
     CHECK(ws_parallel_expert_map(p, &rows, &phys) && rows == 2 && phys == 8);
-    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", c, p, &l, &e));
     CHECK(slot_replica(l, 0, 0, &ex) == 0 && ex == 0);
     ws_layout_free(l);
     CHECK(ws_parallel_parse_expert_map(p, "[[0], 1]", 8, "m.json", &e) == WS_ERR_JSON &&
           strstr(e.what, "row 1"));
     CHECK(ws_parallel_parse_expert_map(p, "[", 1, "m.json", &e) == WS_ERR_JSON);
     ws_parallel_free(p);
+    ws_model_config_free(c);
 }
 
 static void test_moe_matrix(void) {
@@ -1148,11 +1193,12 @@ static void test_moe_matrix(void) {
     for (size_t t = 0; t < 3; t++)
         for (size_t f = 0; f < 3; f++)
             for (size_t k = 0; k < sizeof combos / sizeof combos[0]; k++) {
-                ws_model_config c = moe_cfg(types[t], 4, 8, 32);
-                c.tie_word_embeddings = (int)(k % 2);
+                ws_model_config *c = moe_cfg(types[t], 4, 8, 32);
+                set(c, WS_CFG_TIE_WORD_EMBEDDINGS, (long)(k % 2));
                 ws_err rc;
-                ws_layout *l = build_par(fams[f], &c, combos[k][0], combos[k][1], combos[k][2],
+                ws_layout *l = build_par(fams[f], c, combos[k][0], combos[k][1], combos[k][2],
                                          0, &rc);
+                ws_model_config_free(c);
                 if (!l) continue;
                 built++;
                 int world = ws_layout_rank_count(l);
@@ -1163,7 +1209,7 @@ static void test_moe_matrix(void) {
             }
     CHECK(built >= 60);
     /* fused shared expert (SGLang): one more slot on every ep rank, a replica per ep rank */
-    ws_model_config c = moe_cfg("glm4_moe", 3, 8, 32);
+    ws_model_config *c = moe_cfg("glm4_moe", 3, 8, 32);
     ws_parallel *p = NULL;
     ws_error e;
     ws_layout *l = NULL;
@@ -1171,22 +1217,24 @@ static void test_moe_matrix(void) {
     CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 4, &e));
     CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
     CHECK_OK(ws_parallel_set(p, WS_PAR_FUSED_SHARED, 1, &e));
-    CHECK_OK(ws_layout_create_parallel("sglang", &c, p, &l, &e));
+    CHECK_OK(ws_layout_create_parallel("sglang", c, p, &l, &e));
     long w13 = ws_layout_find_local(l, 2, "model.layers.1.mlp.experts.w13_weight");
     CHECK(w13 >= 0 && ws_layout_local(l, (size_t)w13)->shape[0] == 5);
     CHECK(ws_layout_find_local(l, 2, "model.layers.1.mlp.shared_experts.gate_up_proj.weight") < 0);
     check_invariants(l);
     ws_layout_free(l);
-    CHECK(ws_layout_create_parallel("vllm", &c, p, &l, &e) == WS_ERR_LAYOUT);
+    CHECK(ws_layout_create_parallel("vllm", c, p, &l, &e) == WS_ERR_LAYOUT);
     ws_parallel_free(p);
     /* block FP8: scales follow their weights, split per segment at block granularity */
+    ws_model_config_free(c);
     c = moe_cfg("qwen3_moe", 2, 8, 32);
-    c.head_dim = 16;
-    c.fp8_block_n = c.fp8_block_k = 16;
+    set(c, WS_CFG_HEAD_DIM, 16);
+    set(c, WS_CFG_FP8_BLOCK_N, 16);
+    set(c, WS_CFG_FP8_BLOCK_K, 16);
     ws_err rc2;
     for (int tp = 1; tp <= 4; tp *= 2)
         for (int ep = 1; ep <= tp; ep *= 2) {
-            ws_layout *f = build_par("sglang", &c, tp, ep, 1, 0, &rc2);
+            ws_layout *f = build_par("sglang", c, tp, ep, 1, 0, &rc2);
             bool whole = 32 / (tp / ep) % 16 == 0; /* expert rows per moe-tp rank */
             CHECK((f != NULL) == whole);
             if (!f) {
@@ -1201,8 +1249,8 @@ static void test_moe_matrix(void) {
             CHECK(s >= 0 && ws_layout_local(f, (size_t)s)->ndim == 3);
             ws_layout_free(f);
         }
-    CHECK(!build_par("sglang", &c, 8, 1, 1, 0, &rc2) && rc2 == WS_ERR_LAYOUT); /* 4 rows / rank */
-    CHECK(ws_layout_create("megatron", &c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "FP8"));
+    CHECK(!build_par("sglang", c, 8, 1, 1, 0, &rc2) && rc2 == WS_ERR_LAYOUT); /* 4 rows / rank */
+    CHECK(ws_layout_create("megatron", c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "FP8"));
     CHECK(ws_canon_for_tensor("a.weight_scale_inv", WS_F32, WS_CANON_BF16) == WS_CANON_NATIVE);
     CHECK(ws_canon_for_tensor("m.gate.e_score_correction_bias", WS_F32, WS_CANON_BF16) ==
           WS_CANON_NATIVE);
@@ -1210,8 +1258,9 @@ static void test_moe_matrix(void) {
     CHECK(ws_canon_for_tensor("a.weight_scale_inv", WS_I32, WS_CANON_BF16) == WS_CANON_BF16);
     CHECK(ws_canon_for_tensor(NULL, WS_F32, WS_CANON_BF16) == WS_CANON_BF16);
     /* MLA models are refused by name */
-    snprintf(c.model_type, sizeof c.model_type, "deepseek_v3");
-    CHECK(ws_layout_create("sglang", &c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "MLA"));
+    CHECK_OK(ws_model_config_set_model_type(c, "deepseek_v3", NULL));
+    CHECK(ws_layout_create("sglang", c, 1, &l, &e) == WS_ERR_LAYOUT && strstr(e.what, "MLA"));
+    ws_model_config_free(c);
 }
 
 int main(void) {

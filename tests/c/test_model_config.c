@@ -1,4 +1,5 @@
-/* ws_model_config_parse / _load: real HF configs, defaults, and every kind of bad input. */
+/* ws_model_config_parse / _load: real HF configs, defaults, and every kind of bad input, read
+ * back through the getters. */
 #include "weightsum.h"
 
 #include "check.h"
@@ -10,9 +11,76 @@
 #include <string.h>
 #include <unistd.h>
 
-static ws_err parse(const char *json, ws_model_config *c, ws_error *e) {
+/* What the getters say of a config, field by field (zero when there is none). */
+typedef struct cfgv {
+    char model_type[64];
+    uint64_t hidden_size, intermediate_size, vocab_size, num_layers, num_heads, num_kv_heads,
+        head_dim;
+    int tie_word_embeddings, attention_bias, qk_norm;
+    uint64_t num_experts, moe_intermediate_size, shared_expert_intermediate_size,
+        n_shared_experts, first_k_dense_replace, decoder_sparse_step;
+    uint32_t mlp_only_layers[WS_CFG_MAX_MLP_ONLY_LAYERS];
+    uint32_t n_mlp_only_layers;
+    int router_bias;
+    uint32_t fp8_block_n, fp8_block_k;
+} cfgv;
+
+static void read_cfg(const ws_model_config *p, cfgv *c) {
+    memset(c, 0, sizeof *c);
+    if (!p) return;
+    snprintf(c->model_type, sizeof c->model_type, "%s", ws_model_config_model_type(p));
+#define G(k) ws_model_config_get(p, WS_CFG_##k)
+    c->hidden_size = (uint64_t)G(HIDDEN_SIZE);
+    c->intermediate_size = (uint64_t)G(INTERMEDIATE_SIZE);
+    c->vocab_size = (uint64_t)G(VOCAB_SIZE);
+    c->num_layers = (uint64_t)G(NUM_LAYERS);
+    c->num_heads = (uint64_t)G(NUM_HEADS);
+    c->num_kv_heads = (uint64_t)G(NUM_KV_HEADS);
+    c->head_dim = (uint64_t)G(HEAD_DIM);
+    c->tie_word_embeddings = (int)G(TIE_WORD_EMBEDDINGS);
+    c->attention_bias = (int)G(ATTENTION_BIAS);
+    c->qk_norm = (int)G(QK_NORM);
+    c->num_experts = (uint64_t)G(NUM_EXPERTS);
+    c->moe_intermediate_size = (uint64_t)G(MOE_INTERMEDIATE_SIZE);
+    c->shared_expert_intermediate_size = (uint64_t)G(SHARED_EXPERT_INTERMEDIATE_SIZE);
+    c->n_shared_experts = (uint64_t)G(N_SHARED_EXPERTS);
+    c->first_k_dense_replace = (uint64_t)G(FIRST_K_DENSE_REPLACE);
+    c->decoder_sparse_step = (uint64_t)G(DECODER_SPARSE_STEP);
+    c->router_bias = (int)G(ROUTER_BIAS);
+    c->fp8_block_n = (uint32_t)G(FP8_BLOCK_N);
+    c->fp8_block_k = (uint32_t)G(FP8_BLOCK_K);
+#undef G
+    size_t n = 0;
+    const uint32_t *only = ws_model_config_mlp_only_layers(p, &n);
+    CHECK(only != NULL && n <= WS_CFG_MAX_MLP_ONLY_LAYERS);
+    if (n > WS_CFG_MAX_MLP_ONLY_LAYERS) n = 0;
+    if (n) memcpy(c->mlp_only_layers, only, n * sizeof *only);
+    c->n_mlp_only_layers = (uint32_t)n;
+}
+
+/* Parse json (len bytes) into c through a new object, which is freed; *c zero on failure, and
+ * a failed parse hands no object out. */
+static ws_err parse_len(const char *json, size_t len, const char *label, cfgv *c, ws_error *e) {
+    ws_model_config *p = (ws_model_config *)&p; /* must be reset to NULL on failure */
+    ws_err r = ws_model_config_parse(json, len, label, &p, e);
+    CHECK((r == WS_OK) == (p != NULL));
+    read_cfg(r == WS_OK ? p : NULL, c);
+    if (r == WS_OK) ws_model_config_free(p);
+    return r;
+}
+
+static ws_err parse(const char *json, cfgv *c, ws_error *e) {
     ws_error_clear(e);
-    return ws_model_config_parse(json, strlen(json), "config.json", c, e);
+    return parse_len(json, strlen(json), "config.json", c, e);
+}
+
+static ws_err load(const char *path, cfgv *c, ws_error *e) {
+    ws_model_config *p = (ws_model_config *)&p;
+    ws_err r = ws_model_config_load(path, &p, e);
+    CHECK((r == WS_OK) == (p != NULL));
+    read_cfg(r == WS_OK ? p : NULL, c);
+    if (r == WS_OK) ws_model_config_free(p);
+    return r;
 }
 
 /* Llama-3.1-8B's config.json, abridged only of nothing that matters. */
@@ -54,7 +122,7 @@ static const char *qwen3_8b =
     " \"tie_word_embeddings\": false, \"vocab_size\": 151936}";
 
 static void test_valid(void) {
-    ws_model_config c;
+    cfgv c;
     ws_error e;
     CHECK_OK(parse(llama3_8b, &c, &e));
     CHECK(strcmp(c.model_type, "llama") == 0);
@@ -118,7 +186,7 @@ static void test_valid(void) {
     memcpy(buf, llama32_1b, n);
     memset(buf + n, 'x', sizeof buf - n);
     ws_error_clear(&e);
-    CHECK_OK(ws_model_config_parse(buf, n, NULL, &c, &e));
+    CHECK_OK(parse_len(buf, n, NULL, &c, &e));
     CHECK(c.hidden_size == 2048);
 }
 
@@ -147,7 +215,7 @@ static void build(char *out, size_t size, const char *key, const char *value) {
 }
 
 static void expect_err(const char *json, ws_err code, const char *mention) {
-    ws_model_config c;
+    cfgv c;
     ws_error e;
     memset(&c, 0xAB, sizeof c);
     ws_err r = parse(json, &c, &e);
@@ -159,14 +227,14 @@ static void expect_err(const char *json, ws_err code, const char *mention) {
         CHECK(0);
     }
     if (r != code) fprintf(stderr, "input %s gave %s: %s\n", json, ws_err_name(r), e.what);
-    /* The output is zeroed on failure, never left half-filled. */
+    /* No object is handed out on failure (parse_len checks it). */
     CHECK(c.hidden_size == 0 && c.model_type[0] == '\0');
 }
 
 static void test_bad_keys(void) {
     char json[1024];
     build(json, sizeof json, "", NULL);
-    ws_model_config c;
+    cfgv c;
     ws_error e;
     CHECK_OK(parse(json, &c, &e));
 
@@ -266,18 +334,19 @@ static void test_garbage(void) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_err(bad[i], WS_ERR_JSON, NULL);
     /* Syntax errors carry a byte offset. */
-    ws_model_config c;
+    cfgv c;
     ws_error e;
     CHECK(parse("{\"model_type\": \"llama\",, }", &c, &e) == WS_ERR_JSON);
     CHECK(e.offset > 0);
     /* Embedded NUL byte. */
     ws_error_clear(&e);
-    CHECK(ws_model_config_parse("{\"a\":\0 1}", 9, "x", &c, &e) == WS_ERR_JSON);
+    CHECK(parse_len("{\"a\":\0 1}", 9, "x", &c, &e) == WS_ERR_JSON);
     /* NULL arguments. */
-    CHECK(ws_model_config_parse(NULL, 5, "x", &c, &e) == WS_ERR_ARG);
+    CHECK(parse_len(NULL, 5, "x", &c, &e) == WS_ERR_ARG);
     CHECK(ws_model_config_parse("{}", 2, "x", NULL, &e) == WS_ERR_ARG);
-    CHECK(ws_model_config_parse(NULL, 0, "x", &c, NULL) == WS_ERR_JSON);
-    CHECK(ws_model_config_parse("{}", 2, NULL, &c, NULL) == WS_ERR_JSON);
+    CHECK(ws_model_config_load("x", NULL, &e) == WS_ERR_ARG);
+    CHECK(parse_len(NULL, 0, "x", &c, NULL) == WS_ERR_JSON);
+    CHECK(parse_len("{}", 2, NULL, &c, NULL) == WS_ERR_JSON);
 }
 
 /* Mutations of a valid config: every result is OK or a clean error, never a crash. */
@@ -301,10 +370,10 @@ static void test_mutations(void) {
             }
             if (len == 0) len = 1;
         }
-        ws_model_config c;
+        cfgv c;
         ws_error e;
         ws_error_clear(&e);
-        ws_err r = ws_model_config_parse(buf, len, "m", &c, &e);
+        ws_err r = parse_len(buf, len, "m", &c, &e);
         if (r == WS_OK) {
             ok++;
             CHECK(c.hidden_size > 0 && c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0);
@@ -326,29 +395,29 @@ static void test_load(void) {
     size_t n = strlen(qwen3_8b);
     CHECK(write(fd, qwen3_8b, n) == (ssize_t)n);
     close(fd);
-    ws_model_config c;
+    cfgv c;
     ws_error e;
     ws_error_clear(&e);
-    CHECK_OK(ws_model_config_load(path, &c, &e));
+    CHECK_OK(load(path, &c, &e));
     CHECK(c.qk_norm == 1 && c.num_layers == 36);
     /* Errors name the file. */
     FILE *f = fopen(path, "w");
     fputs("{\"model_type\": \"qwen3\"}", f);
     fclose(f);
-    CHECK(ws_model_config_load(path, &c, &e) == WS_ERR_JSON);
+    CHECK(load(path, &c, &e) == WS_ERR_JSON);
     CHECK(strcmp(e.file, path) == 0 && strstr(e.what, "hidden_size"));
     unlink(path);
-    CHECK(ws_model_config_load(path, &c, &e) == WS_ERR_IO);
+    CHECK(load(path, &c, &e) == WS_ERR_IO);
     CHECK(strcmp(e.file, path) == 0);
-    CHECK(ws_model_config_load("/", &c, &e) != WS_OK); /* a directory */
-    CHECK(ws_model_config_load(NULL, &c, &e) == WS_ERR_ARG);
+    CHECK(load("/", &c, &e) != WS_OK); /* a directory */
+    CHECK(load(NULL, &c, &e) == WS_ERR_ARG);
     char fmt[600];
     CHECK(ws_error_format(&e, fmt, sizeof fmt) > 0);
 }
 
 /* Qwen3-30B-A3B's config.json (the keys a layout reads), GLM-4.5-Air's, and Qwen2-MoE defaults. */
 static void test_moe(void) {
-    ws_model_config c;
+    cfgv c;
     ws_error e;
     CHECK_OK(parse("{\"model_type\": \"qwen3_moe\", \"hidden_size\": 2048, \"intermediate_size\":"
                    " 6144, \"vocab_size\": 151936, \"num_hidden_layers\": 48,"

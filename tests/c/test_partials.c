@@ -64,7 +64,7 @@ static void write_hf(const ws_layout *hf, const char *path) {
 
 typedef struct fixture {
     char dir[256], hfpath[300], dumpdir[300];
-    ws_model_config cfg;
+    ws_model_config *cfg;
     ws_layout *hf, *l;
     ws_plan *plan;
     ws_ckpt *ckpt;
@@ -82,16 +82,17 @@ static void setup_cfg(fixture *f, const char *family, int tp, const char *json) 
     snprintf(f->dumpdir, sizeof f->dumpdir, "%s/dump", f->dir);
     CHECK(mkdir(f->dumpdir, 0700) == 0);
     CHECK_OK(ws_model_config_parse(json, strlen(json), "cfg", &f->cfg, NULL));
-    CHECK_OK(ws_layout_create("hf", &f->cfg, 1, &f->hf, NULL));
-    CHECK_OK(ws_layout_create(family, &f->cfg, tp, &f->l, NULL));
+    CHECK_OK(ws_layout_create("hf", f->cfg, 1, &f->hf, NULL));
+    CHECK_OK(ws_layout_create(family, f->cfg, tp, &f->l, NULL));
     write_hf(f->hf, f->hfpath);
     CHECK_OK(ws_ckpt_open(f->hfpath, &f->ckpt, NULL));
     CHECK_OK(ws_shard_checkpoint(f->ckpt, f->l, f->dumpdir, NULL));
     CHECK_OK(ws_dump_open(f->dumpdir, &f->dump, NULL));
     CHECK_OK(ws_plan_create(f->l, &f->plan, NULL));
     CHECK_OK(ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED), &f->key, NULL));
-    ws_hash_options o = {.canon = WS_CANON_BF16, .algos = WS_ALGO_FAST, .key = f->key, .threads = 1};
-    CHECK_OK(ws_hash_checkpoint(f->ckpt, &o, "trainer", &f->expected, NULL));
+    ws_hash_options *o = check_hash_options(WS_CANON_BF16, WS_ALGO_FAST, f->key, 1);
+    CHECK_OK(ws_hash_checkpoint(f->ckpt, o, "trainer", &f->expected, NULL));
+    ws_hash_options_free(o);
     f->canon = WS_CANON_BF16;
 }
 
@@ -100,8 +101,9 @@ static void setup(fixture *f, const char *family, int tp) { setup_cfg(f, family,
 /* The trainer's manifest again, under another canonical policy (the partials follow it). */
 static void rehash(fixture *f, ws_canon canon) {
     ws_manifest_free(f->expected);
-    ws_hash_options o = {.canon = canon, .algos = WS_ALGO_FAST, .key = f->key, .threads = 1};
-    CHECK_OK(ws_hash_checkpoint(f->ckpt, &o, "trainer", &f->expected, NULL));
+    ws_hash_options *o = check_hash_options(canon, WS_ALGO_FAST, f->key, 1);
+    CHECK_OK(ws_hash_checkpoint(f->ckpt, o, "trainer", &f->expected, NULL));
+    ws_hash_options_free(o);
     f->canon = canon;
 }
 
@@ -113,6 +115,7 @@ static void teardown(fixture *f) {
     ws_ckpt_free(f->ckpt);
     ws_layout_free(f->l);
     ws_layout_free(f->hf);
+    ws_model_config_free(f->cfg);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     CHECK(system(cmd) == 0);
@@ -276,8 +279,9 @@ static void test_sources_agree(const char *family, int tp) {
     if (!ws_report_ok(r)) dump_report(r);
     ws_report_free(r);
     ws_manifest *viahash = NULL, *viapart = NULL;
-    ws_hash_options o = {.canon = WS_CANON_BF16, .algos = WS_ALGO_FAST, .key = f.key, .threads = 1};
-    CHECK_OK(ws_hash_dump(f.l, f.dump, &o, "dump", &viahash, NULL, NULL));
+    ws_hash_options *o = check_hash_options(WS_CANON_BF16, WS_ALGO_FAST, f.key, 1);
+    CHECK_OK(ws_hash_dump(f.l, f.dump, o, "dump", &viahash, NULL, NULL));
+    ws_hash_options_free(o);
     {
         ws_partials *m = NULL;
         for (int rank = 0; rank < tp; rank++) {
@@ -432,7 +436,7 @@ static void test_wire(void) {
     /* partials of another layout are refused */
     ws_layout *other = NULL;
     ws_plan *op = NULL;
-    CHECK_OK(ws_layout_create("vllm", &f.cfg, 2, &other, NULL));
+    CHECK_OK(ws_layout_create("vllm", f.cfg, 2, &other, NULL));
     CHECK_OK(ws_plan_create(other, &op, NULL));
     ws_report *r = ws_report_new();
     CHECK(ws_partials_judge(op, pa, f.expected, r, NULL) == WS_ERR_ARG);

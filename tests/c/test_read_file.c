@@ -60,8 +60,8 @@ static void test_read_errors_and_limits(void) {
     CHECK(buf == NULL && strstr(err.what, "read failed") && strcmp(err.file, dir) == 0);
     ws_manifest *m = NULL;
     CHECK(ws_manifest_load(dir, &m, &err) == WS_ERR_IO && m == NULL);
-    ws_model_config cfg;
-    CHECK(ws_model_config_load(dir, &cfg, &err) == WS_ERR_IO);
+    ws_model_config *cfg = NULL;
+    CHECK(ws_model_config_load(dir, &cfg, &err) == WS_ERR_IO && cfg == NULL);
     char missing[128];
     snprintf(missing, sizeof missing, "%s/missing", dir);
     CHECK(wsi_read_file(missing, false, 100, "x", &buf, &len, &err) == WS_ERR_IO);

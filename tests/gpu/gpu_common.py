@@ -53,7 +53,9 @@ class LocalDesc(ctypes.Structure):  # ws_local_desc
 
 for name, res, args in [
         ("ws_model_config_parse", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t,
-                                                  ctypes.c_char_p, _P, ctypes.POINTER(_Error)]),
+                                                  ctypes.c_char_p, ctypes.POINTER(_P),
+                                                  ctypes.POINTER(_Error)]),
+        ("ws_model_config_free", None, [_P]),
         ("ws_layout_create", ctypes.c_int, [ctypes.c_char_p, _P, ctypes.c_int,
                                              ctypes.POINTER(_P), ctypes.POINTER(_Error)]),
         ("ws_layout_free", None, [_P]),
@@ -73,13 +75,15 @@ for name, res, args in [
 
 class Layout:
     def __init__(self, config_json, family="sglang", tp=2):
-        self.cfg = ctypes.create_string_buffer(1 << 16)  # ws_model_config (well under this)
+        cfg = _P()
         err = _Error()
         b = config_json.encode()
-        check(lib.ws_model_config_parse(b, len(b), b"config", self.cfg, ctypes.byref(err)), err)
+        check(lib.ws_model_config_parse(b, len(b), b"config", ctypes.byref(cfg), ctypes.byref(err)),
+              err)
         self.h = _P()
-        check(lib.ws_layout_create(family.encode(), self.cfg, tp, ctypes.byref(self.h),
-                                   ctypes.byref(err)), err)
+        rc = lib.ws_layout_create(family.encode(), cfg, tp, ctypes.byref(self.h), ctypes.byref(err))
+        lib.ws_model_config_free(cfg)
+        check(rc, err)
         self.tp = tp
         self.hf = [lib.ws_layout_hf(self.h, i).contents for i in range(lib.ws_layout_hf_count(self.h))]
         self.local = [lib.ws_layout_local(self.h, i).contents

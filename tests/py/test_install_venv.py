@@ -60,7 +60,7 @@ def test_imports_from_the_venv_with_its_own_library(venv):
     lib, version, init = json.loads(r.stdout)
     assert os.path.realpath(lib).startswith(os.path.realpath(str(prefix)))
     assert os.path.realpath(init).startswith(os.path.realpath(str(prefix)))
-    assert version == "0.1.0"
+    assert version == "0.2.0"
     pkg = os.path.dirname(init)
     assert os.path.exists(os.path.join(pkg, "py.typed"))
     # torch is optional: without it weightsum.torch says what it needs

@@ -45,7 +45,7 @@ def ws():
     lib.ws_fastkey_id.restype = ctypes.c_char_p
     for f in ("ws_report_free", "ws_layout_free", "ws_plan_free", "ws_dump_free",
               "ws_source_free", "ws_partials_free", "ws_manifest_free", "ws_free",
-              "ws_fastkey_free"):
+              "ws_fastkey_free", "ws_model_config_free"):
         getattr(lib, f).argtypes = [P]
     return lib
 
@@ -57,10 +57,11 @@ def check(rc, err):
 def partials_verdicts(ws, man, d, cfg_path, tp):
     """Every rank alone -> bytes -> merge -> judge: the set of (status, tensor, rank)."""
     e = Error()
-    cfg = ctypes.create_string_buffer(8192)
-    check(ws.ws_model_config_load(cfg_path.encode(), cfg, ctypes.byref(e)), e)
+    cfg = P()
+    check(ws.ws_model_config_load(cfg_path.encode(), ctypes.byref(cfg), ctypes.byref(e)), e)
     lay, plan, dump, key, m = P(), P(), P(), P(), P()
     check(ws.ws_layout_create(b"sglang", cfg, tp, ctypes.byref(lay), ctypes.byref(e)), e)
+    ws.ws_model_config_free(cfg)
     check(ws.ws_plan_create(lay, ctypes.byref(plan), ctypes.byref(e)), e)
     check(ws.ws_dump_open(str(d).encode(), ctypes.byref(dump), ctypes.byref(e)), e)
     seed = b"weightsum-fast-digest-v1"
