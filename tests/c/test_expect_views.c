@@ -123,10 +123,12 @@ static size_t differing(json_t *a, json_t *b) {
 }
 
 static void one_layout(const model *m, const char *family, int tp, ws_dtype dt) {
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     CHECK_OK(ws_model_config_parse(m->json, strlen(m->json), m->name, &cfg, NULL));
     ws_layout *l = NULL;
-    if (ws_layout_create(family, &cfg, tp, &l, NULL) != WS_OK) return; /* family cannot: skip */
+    ws_err lrc = ws_layout_create(family, cfg, tp, &l, NULL);
+    ws_model_config_free(cfg);
+    if (lrc != WS_OK) return; /* the family cannot lay this config out: skip */
     size_t nh = ws_layout_hf_count(l), nl = ws_layout_local_count(l);
     ws_view *hv = calloc(nh, sizeof *hv);
     ws_tensor *ts = calloc(nh, sizeof *ts);
@@ -234,10 +236,11 @@ static void one_layout(const model *m, const char *family, int tp, ws_dtype dt) 
  * written out by hand, on the host and through the backend's entry. */
 static void test_segments(void) {
     const char *json = models[0].json;
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     CHECK_OK(ws_model_config_parse(json, strlen(json), "t", &cfg, NULL));
     ws_layout *l;
-    CHECK_OK(ws_layout_create("hf", &cfg, 1, &l, NULL));
+    CHECK_OK(ws_layout_create("hf", cfg, 1, &l, NULL));
+    ws_model_config_free(cfg);
     long x = ws_layout_find_hf(l, "model.layers.0.mlp.down_proj.weight"); /* [64, 96] */
     long y = ws_layout_find_hf(l, "model.layers.0.mlp.up_proj.weight");   /* [96, 64] */
     CHECK(x >= 0 && y >= 0);
@@ -323,10 +326,11 @@ static void test_segments(void) {
 /* What the device path refuses, named, before it reads device memory. */
 static void test_refusals(void) {
     const char *json = models[0].json;
-    ws_model_config cfg;
+    ws_model_config *cfg = NULL;
     CHECK_OK(ws_model_config_parse(json, strlen(json), "t", &cfg, NULL));
     ws_layout *l;
-    CHECK_OK(ws_layout_create("sglang", &cfg, 2, &l, NULL));
+    CHECK_OK(ws_layout_create("sglang", cfg, 2, &l, NULL));
+    ws_model_config_free(cfg);
     size_t nh = ws_layout_hf_count(l);
     ws_view *hv = calloc(nh, sizeof *hv);
     uint8_t **hb = calloc(nh, sizeof *hb);
