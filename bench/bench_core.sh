@@ -7,13 +7,18 @@
 #
 #   bench/bench_core.sh            # needs build/weightsum; xxhsum (apt-get install xxhash)
 #
-# Writes bench/results/core-<hostname>.txt. GB = 1e9 bytes.
+# Writes bench/results/core-<hostname>.txt (RESULT=another path; not OUT, which the device
+# runner sets to its own folder). GB = 1e9 bytes.
+# COLD=drop (default): cold rows after `echo 3 >/proc/sys/vm/drop_caches`, when root can;
+# COLD=file: drop only the benchmark's own files (dd iflag=nocache), for a machine shared with
+# others whose page cache should stay; COLD=none: no cold rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WS=${WS:-build/weightsum}
 TIME_BIN=${TIME_BIN:-/usr/bin/time}  # GNU time (apt-get install time)
 REPS=${REPS:-3}
-OUT=bench/results/core-$(hostname).txt
+RESULT=${RESULT:-bench/results/core-$(hostname).txt}
+COLD=${COLD:-drop}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
@@ -80,14 +85,23 @@ cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
         "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1
     mrow "hash -j 1 (sha256), TP=2 dump" "$DUMPBYTES" rss "$WS" hash "$TMP/tp2" -j 1
     mrow "hash --algo both -j 1, TP=2 dump" "$DUMPBYTES" - "$WS" hash "$TMP/tp2" --algo both -j 1
-    if [ -w /proc/sys/vm/drop_caches ]; then
-        cold() { sync; echo 3 >/proc/sys/vm/drop_caches; local t0 t1; t0=$(date +%s.%N)
+    drop() {
+        sync
+        if [ "$COLD" = file ]; then
+            for f in "$CK" "$TMP"/tp2/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done
+        else
+            echo 3 >/proc/sys/vm/drop_caches
+        fi
+    }
+    if [ "$COLD" = file ] || { [ "$COLD" = drop ] && [ -w /proc/sys/vm/drop_caches ]; }; then
+        cold() { drop; local t0 t1; t0=$(date +%s.%N)
                  "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t0 $t1" | awk '{print $2 - $1}'; }
+        echo "# cold cache ($([ "$COLD" = file ] && echo "the files' pages dropped" || echo drop_caches)), one run each: wall GB/s"
         row "cold: cat FILE >/dev/null" "$(gbs "$BYTES" "$(cold sh -c "cat '$CK' >/dev/null")")" "" "" ""
         row "cold: hash --algo fast -j 1" "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" --algo fast -j 1)")" "" "" ""
         row "cold: verify (fast) -j 1, TP=2 dump" \
             "$(gbs "$DUMPBYTES" "$(cold "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1)")" "" "" ""
     else
-        echo "# cold cache: not measured (cannot write /proc/sys/vm/drop_caches)"
+        echo "# cold cache: not measured (COLD=$COLD; drop_caches needs root)"
     fi
-} | tee "$OUT"
+} | tee "$RESULT"

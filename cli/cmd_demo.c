@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -70,24 +71,42 @@ static int copy_flipped(const char *src, const char *dst, uint64_t offset, int b
     return rc;
 }
 
-/* Remove what the demo wrote in dir (only those files), then dir itself. */
-static void remove_demo(const char *dir, const char *const *files, size_t nfiles) {
-    const char *dumps[] = {"sglang-tp2", "sglang-tp2-corrupted"};
-    const char *top[] = {"config.json", "model.safetensors", "manifest.json"};
-    char path[4096];
+/* What the demo writes in its own directory (only those files), in the order they are
+ * removed: each dump's files then the dump, the top files, the directory. Built before the
+ * first file is written, so that Ctrl-C (SIGINT, SIGTERM, SIGHUP) removes them too: the
+ * handler only calls unlink, rmdir and write, which are async-signal-safe. */
+static char demo_paths[16][4096];
+static size_t ndemo_paths;
+static char demo_gone_line[4200];
+
+static void demo_paths_of(const char *dir, const char *const *files, size_t nfiles) {
+    static const char *const dumps[] = {"sglang-tp2", "sglang-tp2-corrupted"};
+    static const char *const top[] = {"config.json", "model.safetensors", "manifest.json"};
+    ndemo_paths = 0;
     for (size_t d = 0; d < 2; d++) {
-        for (size_t i = 0; i < nfiles; i++) {
-            snprintf(path, sizeof path, "%s/%s/%s", dir, dumps[d], files[i]);
-            unlink(path);
-        }
-        snprintf(path, sizeof path, "%s/%s", dir, dumps[d]);
-        rmdir(path);
+        for (size_t i = 0; i < nfiles; i++)
+            snprintf(demo_paths[ndemo_paths++], sizeof demo_paths[0], "%s/%s/%s", dir, dumps[d],
+                     files[i]);
+        snprintf(demo_paths[ndemo_paths++], sizeof demo_paths[0], "%s/%s", dir, dumps[d]);
     }
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, top[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+    for (size_t i = 0; i < 3; i++)
+        snprintf(demo_paths[ndemo_paths++], sizeof demo_paths[0], "%s/%s", dir, top[i]);
+    snprintf(demo_paths[ndemo_paths++], sizeof demo_paths[0], "%s", dir);
+    snprintf(demo_gone_line, sizeof demo_gone_line,
+             "\nweightsum: demo interrupted; its files in %s are removed\n", dir);
+}
+
+static void remove_demo(void) {
+    for (size_t i = 0; i < ndemo_paths; i++)
+        if (unlink(demo_paths[i]) != 0) rmdir(demo_paths[i]);
+}
+
+static void on_interrupt(int sig) {
+    remove_demo();
+    ssize_t w = write(2, demo_gone_line, strlen(demo_gone_line));
+    (void)w;
+    signal(sig, SIG_DFL);
+    raise(sig); /* the exit status still says which signal ended it */
 }
 
 int cmd_demo(int argc, char **argv) {
@@ -113,11 +132,19 @@ int cmd_demo(int argc, char **argv) {
     if (!dir && !(dir = mkdtemp(tmpl)))
         return cli_failf("cannot create a demo directory in %s", tmp && *tmp ? tmp : "/tmp");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return cli_failf("cannot create %s", dir);
+    const char *files[] = {"model-rank-0-part-0.safetensors", "model-rank-1-part-0.safetensors",
+                           "config.json", "weightsum-layout.json"};
+    if (own_dir && !keep) { /* interrupted, the demo still removes what it wrote */
+        demo_paths_of(dir, files, sizeof files / sizeof files[0]);
+        struct sigaction sa = {.sa_handler = on_interrupt};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+    }
     char *cfg_path = path_in(dir, "config.json"), *ckpt = path_in(dir, "model.safetensors"),
          *manifest = path_in(dir, "manifest.json"), *dump = path_in(dir, "sglang-tp2"),
          *bad = path_in(dir, "sglang-tp2-corrupted");
-    const char *files[] = {"model-rank-0-part-0.safetensors", "model-rank-1-part-0.safetensors",
-                           "config.json", "weightsum-layout.json"};
     ws_error err;
     ws_model_config *cfg = NULL;
     int rc = EXIT_TROUBLE;
@@ -182,7 +209,10 @@ done:
     ws_ckpt_free(c);
     ws_model_config_free(cfg);
     if (own_dir && !keep) {
-        remove_demo(dir, files, sizeof files / sizeof files[0]);
+        signal(SIGINT, SIG_IGN); /* the handler would remove the same files */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        remove_demo();
         printf("(the demo's files in %s are removed; --keep or --dir DIR keeps them)\n", dir);
     } else {
         printf("(the demo's files are in %s)\n", dir);

@@ -4,6 +4,7 @@
 #include "internal.h" /* wsi_read_file */
 
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +33,8 @@ static const char usage[] =
     "  --timeout S       give up on an engine after S seconds (default 600)\n"
     "  --canonical P     policy of a line-form manifest or per-rank list (default bf16)\n"
     "  --algo A          digests to send when the manifest has both (default sha256)\n"
-    "  --json            print every engine's answer as a JSON list\n"
+    "  --json            print every engine's answer as a JSON list; on trouble (exit 2) a\n"
+    "                    weightsum-error document, the answers in its \"answers\"\n"
     "Exit: 0 every engine matches, 1 one reports a mismatch, 2 transport or protocol error.\n";
 
 #ifndef WS_HAVE_HTTP
@@ -142,21 +144,45 @@ static const char *list_name(ws_status s) {
     }
 }
 
+/* The first trouble of this run (--json: the weightsum-error document names it). */
+static struct {
+    const char *code;
+    char message[2048];
+} first_trouble;
+
+static int push_fail(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int push_fail(const char *code, const char *fmt, ...) {
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (!first_trouble.code) {
+        first_trouble.code = code;
+        snprintf(first_trouble.message, sizeof first_trouble.message, "%s", line);
+    }
+    return cli_failf("%s", line);
+}
+
+/* An engine that could not be reached or whose answer was cut: trouble naming it. */
+static int transport_fail(const target *t) {
+    return push_fail("WS_ERR_IO", "%s: %s", t->url,
+                     t->overflow ? "answer larger than 256 MiB"
+                     : t->errbuf[0] ? t->errbuf
+                                    : curl_easy_strerror(t->code));
+}
+
 /* Judge one engine's compare_checksum answer (the library judges: ws_compare_judge):
  * EXIT_MATCH, EXIT_MISMATCH or EXIT_TROUBLE (said on stderr). */
 static int judge(target *t, bool json_out) {
-    if (t->code != CURLE_OK)
-        return cli_failf("%s: %s", t->url,
-                         t->overflow ? "answer larger than 256 MiB"
-                         : t->errbuf[0] ? t->errbuf
-                                        : curl_easy_strerror(t->code));
+    if (t->code != CURLE_OK) return transport_fail(t);
     ws_report *r = ws_report_new();
     ws_error err;
     ws_error_clear(&err);
-    if (!r) return cli_failf("out of memory");
+    if (!r) return push_fail("WS_ERR_NOMEM", "out of memory");
     if (ws_compare_judge(t->buf, t->buf ? t->len : 0, (int)t->status, r, &err) != WS_OK) {
         ws_report_free(r);
-        return cli_failf("%s: %s", t->url, err.what);
+        return push_fail(ws_err_name(err.code), "%s: %s", t->url, err.what);
     }
     int code = ws_report_ok(r) ? EXIT_MATCH : EXIT_MISMATCH;
     if (!json_out && code == EXIT_MATCH) {
@@ -184,19 +210,15 @@ static int judge(target *t, bool json_out) {
  * (findings on stdout) or EXIT_TROUBLE (said on stderr, the engine's message in it). */
 static int judge_expect(target *t, const ws_expect *e, const char *const *skip, size_t nskip,
                         bool json_out) {
-    if (t->code != CURLE_OK)
-        return cli_failf("%s: %s", t->url,
-                         t->overflow ? "answer larger than 256 MiB"
-                         : t->errbuf[0] ? t->errbuf
-                                        : curl_easy_strerror(t->code));
+    if (t->code != CURLE_OK) return transport_fail(t);
     ws_report *r = ws_report_new();
     ws_error err;
     ws_error_clear(&err);
-    if (!r) return cli_failf("out of memory");
+    if (!r) return push_fail("WS_ERR_NOMEM", "out of memory");
     ws_err rc = ws_expect_judge(e, t->buf ? t->buf : "", t->len, (int)t->status, skip, nskip, r, &err);
     if (rc != WS_OK) {
         ws_report_free(r);
-        return cli_failf("%s: %s", t->url, err.what);
+        return push_fail(ws_err_name(rc), "%s: %s", t->url, err.what);
     }
     if (!json_out) {
         for (size_t i = 0; i < ws_report_count(r); i++) {
@@ -270,7 +292,7 @@ int cmd_push(int argc, char **argv) {
             if (!cli_parse_int(optarg, 1, 86400, &timeout))
                 return cli_usage("push", "--timeout needs 1..86400 seconds");
             break;
-        case 'J': json_out = true; break;
+        case 'J': json_out = cli_json_errors = true; break;
         case 'c':
             if (ws_canon_from_name(optarg, &canon) != WS_OK)
                 return cli_usage("push", "--canonical must be bf16 or native, not '%s'", optarg);
@@ -382,6 +404,8 @@ int cmd_push(int argc, char **argv) {
             if (t) t->code = msg->data.result;
         }
     json_t *all = json_out ? json_array() : NULL;
+    /* each engine's trouble is one line on stderr; with --json, one document on stdout below */
+    cli_json_errors = false;
     for (size_t i = 0; i < n; i++) {
         target *t = &ts[i];
         if (!t->h) {
@@ -405,6 +429,15 @@ int cmd_push(int argc, char **argv) {
         }
         free(t->buf);
         free(t->url);
+    }
+    if (all && rc == EXIT_TROUBLE && first_trouble.code) {
+        /* trouble is a weightsum-error document, as in every command; the answers that did
+         * come are kept beside it (docs/json.md) */
+        json_t *doc = json_pack("{s:s,s:i,s:b,s:i,s:{s:s,s:s},s:o}", "format", "weightsum-error",
+                                "version", 1, "ok", 0, "exit", EXIT_TROUBLE, "error", "code",
+                                first_trouble.code, "message", first_trouble.message,
+                                "answers", all);
+        all = doc;
     }
     if (all) {
         char *text = json_dumps(all, JSON_INDENT(1));

@@ -8,14 +8,15 @@
 #include <strings.h>
 
 static const char usage[] =
-    "usage: weightsum serve DIR [--layout L] [--tp N] [--config F] [--host H] [--port P]\n"
+    "usage: weightsum serve DIR [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
+    "                       [--host H] [--port P]\n"
     "                       [--canonical bf16|native] [--key SEED] [-j N] [--timeout S]\n"
     "                       [--max-body BYTES] [--max-connections N] [--verbose] [--force]\n"
     "\n"
     "Serve the weights_checker protocol (docs/http.md) for the engine dump in DIR: POST\n"
     "/weights_checker with {\"action\": \"checksum\"} or {\"action\": \"compare_checksum\",\n"
     "\"checksums\": ...}. The dump is re-read on every request, so the next sync is seen.\n"
-    "Layout, tp and config come from the flags or from DIR, as for verify.\n"
+    "Layout, tp, ep, pp and config come from the flags or from DIR, as for verify.\n"
     "  --host H           address to listen on (default 127.0.0.1)\n"
     "  --port P           port (default 30000; 0 picks a free one)\n"
     "  --canonical P      policy of requests that name none (default bf16)\n"
@@ -26,7 +27,8 @@ static const char usage[] =
     "  --max-body BYTES   larger request bodies get 413 (default 64 MiB)\n"
     "  --max-connections  connections served at once (default 64)\n"
     "  --verbose          one line per request on stderr\n"
-    "  --force            use --layout/--tp even where DIR's weightsum-layout.json differs\n"
+    "  --force            use --layout/--tp/--ep/--pp even where DIR's weightsum-layout.json\n"
+    "                     differs\n"
     "Prints 'listening on http://HOST:PORT' on stderr; stops cleanly on SIGINT/SIGTERM.\n";
 
 #ifndef WS_HAVE_HTTP
@@ -339,7 +341,7 @@ int cmd_serve(int argc, char **argv) {
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"timeout", required_argument, 0, 'T'}, {"max-body", required_argument, 0, 'B'},
         {"max-connections", required_argument, 0, 'M'}, {"verbose", no_argument, 0, 'v'},
-        {"force", no_argument, 0, 'f'},
+        {"force", no_argument, 0, 'f'}, CLI_LAYOUT_PAR_OPTS,
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
     const char *host = "127.0.0.1";
@@ -380,10 +382,22 @@ int cmd_serve(int argc, char **argv) {
      * in a byte at a time is dropped once it has taken four timeouts */
     server s = {.max_body = (size_t)max_body, .request_ms = 4000.0 * (double)timeout,
                 .verbose = verbose};
-    if (ws_checker_create_flags(dir, cc.lo.family, (int)cc.lo.tp, cc.lo.config,
-                                cc.lo.force ? WS_LAYOUT_FORCE : 0, cc.canon, cc.seed,
-                                (int)cc.threads, &s.checker, &err) != WS_OK)
-        return cli_fail(&err);
+    unsigned lflags = cc.lo.force ? WS_LAYOUT_FORCE : 0;
+    ws_err rc;
+    if (cc.lo.ep || cc.lo.pp) { /* the layout a dump not yet written will have: tp x ep x pp */
+        ws_parallel *par = NULL;
+        if ((rc = ws_parallel_create(&par, &err)) == WS_OK &&
+            (rc = ws_parallel_set(par, WS_PAR_TP, cc.lo.tp ? cc.lo.tp : 1, &err)) == WS_OK &&
+            (rc = ws_parallel_set(par, WS_PAR_EP, cc.lo.ep ? cc.lo.ep : 1, &err)) == WS_OK &&
+            (rc = ws_parallel_set(par, WS_PAR_PP, cc.lo.pp ? cc.lo.pp : 1, &err)) == WS_OK)
+            rc = ws_checker_create_parallel(dir, cc.lo.family, par, cc.lo.config, lflags, cc.canon,
+                                            cc.seed, (int)cc.threads, &s.checker, &err);
+        ws_parallel_free(par);
+    } else {
+        rc = ws_checker_create_flags(dir, cc.lo.family, (int)cc.lo.tp, cc.lo.config, lflags,
+                                     cc.canon, cc.seed, (int)cc.threads, &s.checker, &err);
+    }
+    if (rc != WS_OK) return cli_fail(&err);
     struct sockaddr_storage sa;
     socklen_t salen = 0;
     if (!resolve(host, port, &sa, &salen)) {

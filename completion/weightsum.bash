@@ -32,7 +32,7 @@ _weightsum() {
         diff) opts="--json -q --quiet --status --ep --pp --expert-map --redundant-experts $dump $common" ;;
         shard) opts="--layout --tp --ep --pp --expert-map --redundant-experts --config -o --output --force --progress --no-progress --help" ;;
         synth) opts="-o --output --dtype --seed --progress --no-progress --help" ;;
-        serve) opts="$dump --host --port --key --canonical -j --jobs --timeout --max-body
+        serve) opts="$dump --ep --pp --host --port --key --canonical -j --jobs --timeout --max-body
                      --max-connections --verbose --help" ;;
         push) opts="--rank-offset --timeout --json --canonical --algo --skip --selector
                     --layout --tp --config --engine --device -j --jobs --help" ;;

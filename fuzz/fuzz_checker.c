@@ -12,6 +12,7 @@
  * digests) into DIR: that is how fuzz/corpus/checker/ was started.
  */
 #include "weightsum.h"
+#include "../tests/c/digests_json.h" /* digests_of, shared with test_protocol */
 
 #include <jansson.h>
 #include <stdint.h>
@@ -51,19 +52,6 @@ static void die(const char *what, const ws_error *err) {
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     if (!f || fputs(text, f) < 0 || fclose(f) != 0) die(path, NULL);
-}
-
-/* {name: hex} of every tensor of m. */
-static json_t *digests_of(const ws_manifest *m) {
-    json_t *o = json_object();
-    for (size_t i = 0; i < ws_manifest_count(m); i++) {
-        const ws_manifest_entry *e = ws_manifest_entry_at(m, i);
-        char hex[65];
-        if (e->digest.algos & WS_ALGO_SHA256) ws_sha256_hex(e->digest.sha256, hex);
-        else ws_fast_hex(&e->digest.fast, hex);
-        json_object_set_new(o, e->name, json_string(hex));
-    }
-    return o;
 }
 
 static void write_seed(const char *seeds, const char *name, json_t *req) {

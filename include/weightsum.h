@@ -789,7 +789,8 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
  * match, or a mismatch naming how many elements differ, the first (coordinates, both values,
  * the engine tensor, rank and coordinates there), max abs and max ULP difference; plus the
  * structural findings of ws_hash_dump and tensors only on one side. Values compare under the
- * canonical policy. progress (may be NULL) gets bytes of the reference compared. */
+ * canonical policy. progress (may be NULL) gets bytes: first of the replica pieces and their
+ * replica-0 twins read from the dump, then of the reference compared. */
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
                            ws_canon canon, ws_progress_fn progress, void *progress_user,
                            ws_report *r, ws_error *err);
@@ -1000,7 +1001,8 @@ typedef struct ws_checker ws_checker;
  * from weightsum-layout.json, else the dump's rank count) and config (NULL: dir/config.json)
  * give the layout, as for `weightsum verify`; canon is the policy of requests that name none;
  * key_seed the fast digest's seed (NULL: WS_FAST_DEFAULT_SEED); threads per request (<= 0: all
- * cores). The dump is opened here only when family or tp must be read from it.
+ * cores). The dump is opened here only when family or tp must be read from it. Without a dump
+ * on disk the layout is tp-only (ep = pp = 1): ws_checker_create_parallel says more.
  */
 WS_API ws_err ws_checker_create(const char *dir, const char *family, int tp, const char *config,
                                 ws_canon canon, const char *key_seed, int threads,
@@ -1011,6 +1013,18 @@ WS_API ws_err ws_checker_create_flags(const char *dir, const char *family, int t
                                       const char *config, unsigned flags, ws_canon canon,
                                       const char *key_seed, int threads, ws_checker **out,
                                       ws_error *err);
+/*
+ * The same for a parallel configuration (tp, ep, pp and the engine options: expert placement,
+ * w13 order, fused shared experts). No dump on disk: the layout is built from family, config
+ * and par alone. A dump on disk: its layout as `weightsum verify --tp --ep --pp` finds it, par's
+ * sizes other than 1 checked against weightsum-layout.json (WS_ERR_LAYOUT on a disagreement
+ * unless flags has WS_LAYOUT_FORCE), sizes of 1 taken from that file. par NULL: every size
+ * from weightsum-layout.json (as tp 0).
+ */
+WS_API ws_err ws_checker_create_parallel(const char *dir, const char *family,
+                                         const ws_parallel *par, const char *config,
+                                         unsigned flags, ws_canon canon, const char *key_seed,
+                                         int threads, ws_checker **out, ws_error *err);
 WS_API void ws_checker_free(ws_checker *c);
 /* Identifier of the checker's fast-digest key (ws_fastkey_id). */
 WS_API const char *ws_checker_key_id(const ws_checker *c);

@@ -8,14 +8,16 @@ A ctypes binding over libweightsum.so (no compiler needed at install):
   - digest_tensors / sha256_tensors / fast_tensors / sglang_hash_tensors(list or dict): many
     tensors at once, CUDA ones in place on the GPU (weightsum.cuda, docs/cuda.md);
   - expect(tensors, layout, tp, config) -> what every engine rank must answer to SGLang's
-    (or vLLM's) "checksum"; judge(expected, answer) -> the findings; sglang_tensor_hash(x).
+    (or vLLM's) "checksum"; judge(expected, answer) -> the findings; sglang_tensor_hash(x);
+  - compare_judge(answer) -> the findings of an engine's compare_checksum answer.
 """
 from ._lib import WeightsumError, library_path, lib as _lib
-from .checker import Checker, checksum_request, expect, judge, sglang_tensor_hash
+from .checker import (Checker, checksum_request, compare_judge, expect, judge,
+                      sglang_tensor_hash)
 from .digest import fast_tensor, sha256_tensor
 from .cuda import digest_tensors, fast_tensors, sglang_hash_tensors, sha256_tensors
 
 __version__ = _lib.ws_version().decode()
-__all__ = ["Checker", "WeightsumError", "checksum_request", "digest_tensors", "expect",
+__all__ = ["Checker", "WeightsumError", "checksum_request", "compare_judge", "digest_tensors", "expect",
            "fast_tensor", "fast_tensors", "judge", "library_path", "sglang_hash_tensors",
            "sglang_tensor_hash", "sha256_tensor", "sha256_tensors"]

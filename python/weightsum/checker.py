@@ -6,25 +6,36 @@ from ._lib import CANON, _Error, _P, check, encode, lib
 from .cuda import Batch, _View, host_contiguous, is_torch, on_device, sglang_hash_tensors
 
 
+_LAYOUT_FORCE = 1  # WS_LAYOUT_FORCE
+lib.ws_checker_create_flags.restype = ctypes.c_int
+lib.ws_checker_create_flags.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
+                                        ctypes.c_char_p, ctypes.c_uint, ctypes.c_int,
+                                        ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_P),
+                                        ctypes.POINTER(_Error)]
+
+
 class Checker:
     """Answers weights_checker requests for the engine dump in `dir` (see docs/http.md).
 
     `layout` ("sglang", "vllm", "megatron", "hf"), `tp` and `config` describe the dump; left
     out, they come from dir/weightsum-layout.json and dir/config.json. `canonical` is the
     policy of requests that name none, `key` the fast digest's seed (default: the public one),
-    `threads` the hashing threads per request (0: all cores). The dump is re-read on every
-    request. handle() may be called from several threads at once.
+    `threads` the hashing threads per request (0: all cores). `force` lets `layout` / `tp` win
+    over a disagreeing dir/weightsum-layout.json (what `serve --force` does); the layout must
+    still fit the dump. The dump is re-read on every request. handle() may be called from
+    several threads at once.
     """
 
     def __init__(self, dir, layout=None, tp=0, config=None, canonical="bf16", key=None,
-                 threads=0):
+                 threads=0, force=False):
         if canonical not in CANON:
             raise ValueError("canonical must be 'bf16' or 'native'")
         self._h = _P()
         err = _Error()
-        rc = lib.ws_checker_create(encode(dir), encode(layout), int(tp or 0), encode(config),
-                                   CANON[canonical], encode(key), int(threads),
-                                   ctypes.byref(self._h), ctypes.byref(err))
+        rc = lib.ws_checker_create_flags(encode(dir), encode(layout), int(tp or 0),
+                                         encode(config), _LAYOUT_FORCE if force else 0,
+                                         CANON[canonical], encode(key), int(threads),
+                                         ctypes.byref(self._h), ctypes.byref(err))
         check(rc, err)
 
     @property
@@ -90,6 +101,8 @@ for _name, _res, _args in [
         ("ws_report_new", _P, []),
         ("ws_report_free", None, [_P]),
         ("ws_report_to_json", ctypes.c_int, [_P, _PP, _PE]),
+        ("ws_compare_judge", ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, _P,
+                                            _PE]),
         ("ws_sglang_hash", ctypes.c_int, [ctypes.c_int, _P, ctypes.c_uint64,
                                           ctypes.POINTER(ctypes.c_uint64), _PE])]:
     _f = getattr(lib, _name)
@@ -230,3 +243,27 @@ def judge(expected, answer, http_status=200, skip=()):
     finally:
         lib.ws_report_free(rep)
         lib.ws_expect_free(e)
+
+
+def compare_judge(answer, http_status=200):
+    """Judge an engine's answer (dict, str or bytes) to a compare_checksum request (the digests
+    `weightsum push MANIFEST` sends): {"ok", "matched", "findings": [{status, tensor, local,
+    rank, rows, detail}]}, as push prints them. Raises WeightsumError (WS_ERR_REMOTE with the
+    engine's message, WS_ERR_JSON for an answer that is no compare_checksum answer) when the
+    engine answered an error instead of its verdict."""
+    if isinstance(answer, dict):
+        answer = json.dumps(answer)
+    if isinstance(answer, str):
+        answer = answer.encode()
+    rep = lib.ws_report_new()
+    if not rep:
+        raise MemoryError("ws_report: out of memory")
+    try:
+        err = _Error()
+        check(lib.ws_compare_judge(answer, len(answer), int(http_status), rep, ctypes.byref(err)),
+              err)
+        text = _P()
+        check(lib.ws_report_to_json(rep, ctypes.byref(text), ctypes.byref(err)), err)
+        return json.loads(_take_text(text))
+    finally:
+        lib.ws_report_free(rep)

@@ -218,11 +218,12 @@ ws_err wsi_dumpcheck_bind(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d
         } else if (rc == WS_OK) {
             c->pa = pa;
         }
-        if (rc == WS_OK && c->fast && !defer) {
+        if (rc == WS_OK && !defer) { /* elements digested on this rank */
             uint64_t n = 0;
             for (size_t i = 0; i < c->plan->np; i++) {
                 const ws_piece *pc = ws_layout_piece(l, i);
-                if (!pc->replica && ws_layout_local(l, pc->local)->rank == rank)
+                if (ws_layout_local(l, pc->local)->rank == rank &&
+                    (want ? want[i] : !pc->replica))
                     n += pc->rows * pc->cols;
             }
             wsi_dumpcheck_progress(c, n);

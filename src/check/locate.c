@@ -6,22 +6,27 @@
  * the end, the few differing values.
  */
 #include "digest.h"
-#include "dump_resolve.h"
+#include "dump_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Every byte a side reads goes through a source (pread into reused buffers): a file that
+ * shrinks while a side reads it is an error naming it, never SIGBUS. */
 struct ws_side {
-    const ws_ckpt *ckpt;  /* a checkpoint side, or */
-    wsi_dumpview view;    /* a dump side (view.l != NULL) */
-    ws_report *own;       /* findings of the dump view (structural checks belong to verify) */
+    const ws_ckpt *ckpt;  /* a checkpoint side, read through ck_src, or */
+    ws_source *ck_src;
+    wsi_dumpcheck dc;     /* a dump side (dc.l != NULL): a source per rank, tensors bound */
+    ws_hash_options opt;  /* dc's */
+    ws_report *own;       /* findings of binding the dump (structural checks belong to verify) */
     ws_canon canon;
     const ws_fastkey *key;
 };
 
 ws_err ws_side_checkpoint(const ws_ckpt *c, ws_canon canon, const ws_fastkey *key,
                           ws_side **out, ws_error *err) {
+    if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!c || !key) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "a side needs a checkpoint and a key");
     ws_side *s = calloc(1, sizeof *s);
@@ -29,12 +34,18 @@ ws_err ws_side_checkpoint(const ws_ckpt *c, ws_canon canon, const ws_fastkey *ke
     s->ckpt = c;
     s->canon = canon;
     s->key = key;
+    ws_err rc = wsi_source_ckpt(c, WS_READ_DEFAULT, &s->ck_src, err);
+    if (rc != WS_OK) {
+        ws_side_free(s);
+        return rc;
+    }
     *out = s;
     return WS_OK;
 }
 
 ws_err ws_side_dump(const ws_layout *l, const ws_dump *d, ws_canon canon, const ws_fastkey *key,
                     ws_side **out, ws_error *err) {
+    if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!l || !d || !key) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "a side needs a layout, a dump and a key");
     ws_side *s = calloc(1, sizeof *s);
@@ -44,7 +55,9 @@ ws_err ws_side_dump(const ws_layout *l, const ws_dump *d, ws_canon canon, const 
     }
     s->canon = canon;
     s->key = key;
-    ws_err rc = wsi_dumpview_open(&s->view, l, d, s->own, err);
+    s->opt = (ws_hash_options){.canon = canon, .algos = WS_ALGO_FAST, .key = key, .threads = 1};
+    /* bound, not digested: no piece hashed, no padding scanned */
+    ws_err rc = wsi_dumpcheck_bind(&s->dc, l, d, &s->opt, s->own, true, err);
     if (rc != WS_OK) {
         ws_side_free(s);
         return rc;
@@ -55,20 +68,22 @@ ws_err ws_side_dump(const ws_layout *l, const ws_dump *d, ws_canon canon, const 
 
 void ws_side_free(ws_side *s) {
     if (!s) return;
-    if (s->view.l) wsi_dumpview_close(&s->view);
+    if (s->dc.l) wsi_dumpcheck_close(&s->dc);
+    ws_source_free(s->ck_src);
     ws_report_free(s->own);
     free(s);
 }
 
 /* The dump side's HF index for a tensor (through ties), or -1. */
 static long dump_hf(const ws_side *s, const char *tensor) {
-    long h = ws_layout_find_hf(s->view.l, tensor);
-    if (h >= 0 && ws_layout_hf(s->view.l, (size_t)h)->tied_to)
-        h = ws_layout_find_hf(s->view.l, ws_layout_hf(s->view.l, (size_t)h)->tied_to);
+    long h = ws_layout_find_hf(s->dc.l, tensor);
+    if (h >= 0 && ws_layout_hf(s->dc.l, (size_t)h)->tied_to)
+        h = ws_layout_find_hf(s->dc.l, ws_layout_hf(s->dc.l, (size_t)h)->tied_to);
     return h;
 }
 
 ws_err ws_side_numel(const ws_side *s, const char *tensor, uint64_t *numel, ws_error *err) {
+    if (!s || !tensor || !numel) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     if (s->ckpt) {
         const ws_tensor *t = ws_ckpt_find(s->ckpt, tensor);
         if (!t) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "no such tensor");
@@ -77,7 +92,21 @@ ws_err ws_side_numel(const ws_side *s, const char *tensor, uint64_t *numel, ws_e
     }
     long h = dump_hf(s, tensor);
     if (h < 0) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "no such tensor in the layout");
-    *numel = s->view.plans[h].rows * s->view.plans[h].cols;
+    *numel = s->dc.plan->plans[h].rows * s->dc.plan->plans[h].cols;
+    return WS_OK;
+}
+
+/* Elements read from a source, fed to the sink at canonical index base + at. */
+typedef struct feed_ctx {
+    wsi_sink *sink;
+    ws_dtype dtype;
+    ws_canon canon;
+    uint64_t base;
+} feed_ctx;
+
+static ws_err feed(void *arg, uint64_t at, const void *data, uint64_t n) {
+    feed_ctx *f = arg;
+    wsi_sink_feed(f->sink, f->dtype, f->canon, f->base + at, data, n, NULL);
     return WS_OK;
 }
 
@@ -87,6 +116,8 @@ typedef struct range_ctx {
     const char *tensor; /* its name picks the canonical rule (ws_canon_for_tensor) */
     uint64_t begin, end;
     bool missing;
+    wsi_readbuf buf;
+    ws_error *err;
 } range_ctx;
 
 /* Feed the part of a run that falls inside [begin, end). */
@@ -95,15 +126,19 @@ static ws_err feed_clipped(void *arg, const wsi_run *run) {
     uint64_t a = run->t_at > c->begin ? run->t_at : c->begin;
     uint64_t b = run->t_at + run->n < c->end ? run->t_at + run->n : c->end;
     if (a >= b) return WS_OK;
-    const ws_tensor *t = c->s->view.loc[run->local];
+    const wsi_src_tensor *t = c->s->dc.bound[run->local];
     if (!t) {
         c->missing = true;
         return WS_OK;
     }
-    const uint8_t *p = (const uint8_t *)t->data + (run->l_at + (a - run->t_at)) * ws_dtype_size(t->dtype);
-    wsi_sink_feed(c->sink, t->dtype, ws_canon_for_tensor(c->tensor, t->dtype, c->s->canon), a, p,
-                  b - a, NULL);
-    return WS_OK;
+    feed_ctx f = {c->sink, t->dtype, ws_canon_for_tensor(c->tensor, t->dtype, c->s->canon), a};
+    return wsi_dumpcheck_read(&c->s->dc, run->local, run->l_at + (a - run->t_at), b - a, &c->buf,
+                              feed, &f, c->err);
+}
+
+/* The checkpoint side's tensor called name, as its source holds it, or NULL. */
+static const wsi_src_tensor *ckpt_tensor(const ws_side *s, const char *name) {
+    return ws_ckpt_find(s->ckpt, name) ? wsi_source_find(s->ck_src, name) : NULL;
 }
 
 ws_err ws_side_range_digest(const ws_side *s, const char *tensor, uint64_t begin, uint64_t end,
@@ -111,36 +146,43 @@ ws_err ws_side_range_digest(const ws_side *s, const char *tensor, uint64_t begin
     uint64_t numel;
     ws_err rc = ws_side_numel(s, tensor, &numel, err);
     if (rc != WS_OK) return rc;
+    if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, tensor, -1, "NULL argument");
     if (begin > end || end > numel)
         return wsi_fail(err, WS_ERR_ARG, NULL, tensor, -1, "range %llu..%llu outside 0..%llu",
                         (unsigned long long)begin, (unsigned long long)end,
                         (unsigned long long)numel);
     wsi_sink sink;
     ws_dtype dt;
-    const ws_tensor *t = s->ckpt ? ws_ckpt_find(s->ckpt, tensor) : NULL;
+    const wsi_src_tensor *t = s->ckpt ? ckpt_tensor(s, tensor) : NULL;
+    if (s->ckpt && !t) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "no such tensor");
     long h = s->ckpt ? -1 : dump_hf(s, tensor);
     if (t) dt = t->dtype;
     else {
-        const wsi_plan *p = &s->view.plans[h];
-        const ws_tensor *lt = p->n_primary ? s->view.loc[ws_layout_piece(s->view.l, p->primary[0])->local] : NULL;
+        const wsi_plan *p = &s->dc.plan->plans[h];
+        const wsi_src_tensor *lt =
+            p->n_primary ? s->dc.bound[ws_layout_piece(s->dc.l, p->primary[0])->local] : NULL;
         if (!lt) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "the dump cannot rebuild it");
         dt = lt->dtype;
     }
     ws_canon canon = ws_canon_for_tensor(tensor, dt, s->canon);
     rc = wsi_sink_init(&sink, WS_ALGO_FAST, ws_canonical_dtype(dt, canon), s->key, err);
     if (rc != WS_OK) return rc;
-    if (t) {
-        size_t es = ws_dtype_size(t->dtype);
-        wsi_sink_feed(&sink, t->dtype, canon, begin, (const uint8_t *)t->data + begin * es,
-                      end - begin, NULL);
-    } else if (begin < end) {
-        const wsi_plan *p = &s->view.plans[h];
-        range_ctx c = {.s = s, .sink = &sink, .tensor = tensor, .begin = begin, .end = end};
+    wsi_readbuf buf = {0};
+    if (t && begin < end) {
+        feed_ctx f = {&sink, t->dtype, canon, begin};
+        rc = wsi_source_rect(s->ck_src, t, 0, begin, 1, end - begin, t->numel, &buf, feed, &f,
+                             err);
+    } else if (!t && begin < end) {
+        const wsi_plan *p = &s->dc.plan->plans[h];
+        range_ctx c = {.s = s, .sink = &sink, .tensor = tensor, .begin = begin, .end = end,
+                       .err = err};
         uint64_t cols = p->cols ? p->cols : 1;
-        rc = wsi_sweep(s->view.l, p, begin / cols, (end - 1) / cols + 1, feed_clipped, &c, NULL);
+        rc = wsi_sweep(s->dc.l, p, begin / cols, (end - 1) / cols + 1, feed_clipped, &c, NULL);
+        wsi_readbuf_free(&c.buf);
         if (rc == WS_OK && c.missing)
             rc = wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "the dump cannot rebuild it");
     }
+    wsi_readbuf_free(&buf);
     ws_digest d;
     if (rc == WS_OK) rc = wsi_sink_final(&sink, &d, err);
     wsi_sink_destroy(&sink);
@@ -148,46 +190,59 @@ ws_err ws_side_range_digest(const ws_side *s, const char *tensor, uint64_t begin
     return rc;
 }
 
+/* Canonical value of element i of source tensor t (policy rule for tensor). */
+static ws_err element_value(const ws_source *src, const wsi_src_tensor *t, const char *tensor,
+                            ws_canon policy, uint64_t i, double *value, ws_error *err) {
+    uint8_t raw[8], canon[8];
+    wsi_readbuf buf = {0};
+    ws_err rc = wsi_source_read(src, t, i, 1, raw, &buf, err);
+    wsi_readbuf_free(&buf);
+    if (rc != WS_OK) return rc;
+    ws_canon rule = ws_canon_for_tensor(tensor, t->dtype, policy);
+    wsi_cast_to_canonical(t->dtype, rule, raw, 1, canon, NULL);
+    *value = ws_element_as_double(ws_canonical_dtype(t->dtype, rule), canon, 0);
+    return WS_OK;
+}
+
 ws_err ws_side_element(const ws_side *s, const char *tensor, uint64_t i, double *value,
                        char *where, size_t where_size, ws_error *err) {
     uint64_t numel;
     ws_err rc = ws_side_numel(s, tensor, &numel, err);
     if (rc != WS_OK) return rc;
+    if (!value) return wsi_fail(err, WS_ERR_ARG, NULL, tensor, -1, "NULL argument");
     if (i >= numel) return wsi_fail(err, WS_ERR_ARG, NULL, tensor, -1, "element %llu out of range", (unsigned long long)i);
-    uint8_t canon[8];
     uint64_t co[WS_MAX_DIMS];
     char cs[160];
     if (s->ckpt) {
         const ws_tensor *t = ws_ckpt_find(s->ckpt, tensor);
-        size_t es = ws_dtype_size(t->dtype);
-        ws_canon rule = ws_canon_for_tensor(tensor, t->dtype, s->canon);
-        wsi_cast_to_canonical(t->dtype, rule, (const uint8_t *)t->data + i * es, 1, canon, NULL);
-        *value = ws_element_as_double(ws_canonical_dtype(t->dtype, rule), canon, 0);
+        const wsi_src_tensor *st = ckpt_tensor(s, tensor);
+        if (!st) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "no such tensor");
+        rc = element_value(s->ck_src, st, tensor, s->canon, i, value, err);
+        if (rc != WS_OK) return rc;
         wsi_unravel(i, t->ndim, t->shape, co);
         wsi_shape_str(t->ndim, co, cs, sizeof cs);
         if (where) snprintf(where, where_size, "element %s", cs);
         return WS_OK;
     }
     long h = dump_hf(s, tensor);
-    const wsi_plan *p = &s->view.plans[h];
+    const wsi_plan *p = &s->dc.plan->plans[h];
     uint64_t cols = p->cols ? p->cols : 1, row = i / cols, col = i % cols;
     for (size_t k = 0; k < p->n_primary; k++) {
-        const ws_piece *pc = ws_layout_piece(s->view.l, p->primary[k]);
+        const ws_piece *pc = ws_layout_piece(s->dc.l, p->primary[k]);
         if (row < pc->t_row0 || row >= pc->t_row0 + pc->rows || col < pc->t_col0 ||
             col >= pc->t_col0 + pc->cols)
             continue;
-        const ws_tensor *t = s->view.loc[pc->local];
-        const ws_local_desc *ld = ws_layout_local(s->view.l, pc->local);
+        const wsi_src_tensor *t = s->dc.bound[pc->local];
+        const ws_local_desc *ld = ws_layout_local(s->dc.l, pc->local);
         if (!t) return wsi_fail(err, WS_ERR_NOTFOUND, NULL, tensor, -1, "%s on rank %d is missing", ld->name, ld->rank);
         uint64_t li = (pc->l_row0 + row - pc->t_row0) * pc->l_cols + pc->l_col0 + (col - pc->t_col0);
-        size_t es = ws_dtype_size(t->dtype);
-        ws_canon rule = ws_canon_for_tensor(tensor, t->dtype, s->canon);
-        wsi_cast_to_canonical(t->dtype, rule, (const uint8_t *)t->data + li * es, 1, canon, NULL);
-        *value = ws_element_as_double(ws_canonical_dtype(t->dtype, rule), canon, 0);
+        rc = element_value(s->dc.src[ld->rank], t, tensor, s->canon, li, value, err);
+        if (rc != WS_OK) return rc;
         wsi_unravel(li, ld->ndim, ld->shape, co);
         wsi_shape_str(ld->ndim, co, cs, sizeof cs);
         if (where) /* the name the bytes were read under (a tied embedding: lm_head.weight) */
-            snprintf(where, where_size, "element %s of %s on rank %d", cs, t->name, ld->rank);
+            snprintf(where, where_size, "element %s of %s on rank %d", cs,
+                     wsi_dumpcheck_local_name(&s->dc, pc->local), ld->rank);
         return WS_OK;
     }
     return wsi_fail(err, WS_ERR_COVERAGE, NULL, tensor, -1, "no piece holds element %llu", (unsigned long long)i);

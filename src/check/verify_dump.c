@@ -262,19 +262,64 @@ static void locate(wsi_dumpcheck *v, uint32_t h, const ws_ckpt *reference,
     }
 }
 
+/* diff's progress over its two phases, in bytes: the replica pieces (and their replica-0
+ * twins) read from the dump, then the reference compared. */
+typedef struct diff_progress {
+    ws_progress_fn fn;
+    void *user;
+    uint64_t rep_elems, rep_bytes, total;
+} diff_progress;
+
+/* The dump check counts elements of the replica pieces: as bytes of the same pieces. */
+static void replica_progress(void *user, uint64_t done, uint64_t total_elems) {
+    const diff_progress *p = user;
+    (void)total_elems;
+    uint64_t b = p->rep_elems ? (uint64_t)((double)p->rep_bytes * ((double)done / (double)p->rep_elems)) : 0;
+    p->fn(p->user, b < p->rep_bytes ? b : p->rep_bytes, p->total);
+}
+
 ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws_canon canon,
                     ws_progress_fn progress, void *progress_user, ws_report *r, ws_error *err) {
     if (!ref || !l || !d || !r) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     /* the dump bound once: structural findings and every replica against replica 0 */
     wsi_dumpcheck v;
     ws_hash_options opt = {.canon = canon, .algos = WS_ALGO_SHA256, .threads = 0};
+    diff_progress dp = {.fn = progress, .user = progress_user};
     uint64_t done = 0, total = 0; /* bytes of the reference compared, for progress */
     for (size_t h = 0; progress && h < ws_layout_hf_count(l); h++) {
         const ws_tensor *t = ws_ckpt_find(ref, ws_layout_hf(l, h)->name);
         if (t) total += t->nbytes;
     }
-    if (progress) progress(progress_user, 0, total);
+    /* the replica check reads every replica piece and its replica-0 twin (at the reference's
+     * element size, which is what the dump holds when the two agree) */
+    if (progress) {
+        ws_plan *pl = NULL; /* its twins: the replica-0 piece of each replica's rectangle */
+        ws_err prc = ws_plan_create(l, &pl, err);
+        uint8_t *read = prc == WS_OK ? calloc(pl->np + 1, 1) : NULL;
+        if (prc == WS_OK && !read) prc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+        for (size_t i = 0; read && i < pl->np; i++)
+            if (pl->twin[i] != i && pl->twin[i] != UINT32_MAX) read[i] = read[pl->twin[i]] = 1;
+        for (size_t i = 0; read && i < pl->np; i++) {
+            if (!read[i]) continue;
+            const ws_piece *pc = ws_layout_piece(l, i);
+            const ws_tensor *t = ws_ckpt_find(ref, ws_layout_hf(l, pc->hf)->name);
+            uint64_t es = t && t->numel ? t->nbytes / t->numel : 2;
+            dp.rep_elems += pc->rows * pc->cols;
+            dp.rep_bytes += pc->rows * pc->cols * es;
+        }
+        free(read);
+        ws_plan_free(pl);
+        if (prc != WS_OK) return prc;
+    }
+    dp.total = total + dp.rep_bytes;
+    if (progress) {
+        opt.progress = replica_progress;
+        opt.progress_user = &dp;
+        progress(progress_user, 0, dp.total);
+    }
     ws_err rc = wsi_dumpcheck_open(&v, l, d, &opt, r, err);
+    done = dp.rep_bytes;
+    total = dp.total;
     for (size_t h = 0; rc == WS_OK && h < ws_layout_hf_count(l); h++) {
         const ws_hf_desc *hf = ws_layout_hf(l, h);
         const ws_tensor *t = ws_ckpt_find(ref, hf->name);

@@ -55,6 +55,11 @@ WSI_HIDDEN void wsi_unravel(uint64_t i, int ndim, const uint64_t *shape, uint64_
 WSI_HIDDEN void wsi_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
                                     const void *data, size_t n_units, int unit_bytes);
 WSI_HIDDEN void wsi_fast_add(ws_fast *acc, const ws_fast *part);
+/* wsi_fast_accumulate of 16-bit units that also says whether any unit, sign bit cleared, is at
+ * least `special` (the exponent mask of a 16-bit float: 0x7f80 bf16, 0x7c00 f16): a NaN/Inf
+ * candidate. The scan runs on each 2 KiB block right after the kernel, while it is in L1. */
+WSI_HIDDEN bool wsi_fast_accumulate_scan(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
+                                         const void *data, size_t n_units, uint16_t special);
 
 /* Add the NaN/Inf counts of n elements of float dtype t to st (no-op for other dtypes). */
 WSI_HIDDEN void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st);

@@ -64,15 +64,13 @@ void ws_checker_free(ws_checker *c) {
     free(c);
 }
 
-ws_err ws_checker_create(const char *dir, const char *family, int tp, const char *config,
-                         ws_canon canon, const char *key_seed, int threads, ws_checker **out,
-                         ws_error *err) {
-    return ws_checker_create_flags(dir, family, tp, config, 0, canon, key_seed, threads, out, err);
-}
-
-ws_err ws_checker_create_flags(const char *dir, const char *family, int tp, const char *config,
-                               unsigned flags, ws_canon canon, const char *key_seed, int threads,
-                               ws_checker **out, ws_error *err) {
+/* The checker for dir: with a dump on disk its layout as verify finds it (tp, ep, pp 0: from
+ * weightsum-layout.json; opts' engine options), else built from family, config and par (when
+ * given; else tp alone). */
+static ws_err checker_create(const char *dir, const char *family, int tp, int ep, int pp,
+                             const ws_parallel *par, const char *config, unsigned flags,
+                             ws_canon canon, const char *key_seed, int threads,
+                             ws_checker **out, ws_error *err) {
     if (!out) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     *out = NULL;
     if (!dir || !*dir) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "no dump directory");
@@ -91,8 +89,8 @@ ws_err ws_checker_create_flags(const char *dir, const char *family, int tp, cons
     ws_dump *d = NULL;
     ws_error derr;
     if (rc == WS_OK && ws_dump_open(dir, &d, &derr) == WS_OK) {
-        rc = ws_dump_layout_open(d, dir, family, tp, config, flags & WS_LAYOUT_FORCE, &c->l,
-                                 err);
+        rc = ws_dump_layout_open_options(d, dir, family, tp, ep, pp, par, config,
+                                         flags & WS_LAYOUT_FORCE, &c->l, err);
     } else if (rc == WS_OK && (!family || tp == 0)) {
         if (err) *err = derr;
         rc = derr.code;
@@ -102,7 +100,9 @@ ws_err ws_checker_create_flags(const char *dir, const char *family, int tp, cons
         else snprintf(path, sizeof path, "%s/config.json", dir);
         ws_model_config cfg;
         rc = wsi_model_config_load_into(path, &cfg, err);
-        if (rc == WS_OK) rc = ws_layout_create(family, &cfg, tp, &c->l, err);
+        if (rc == WS_OK)
+            rc = par ? ws_layout_create_parallel(family, &cfg, par, &c->l, err)
+                     : ws_layout_create(family, &cfg, tp, &c->l, err);
     }
     ws_dump_free(d);
     const char *seed = key_seed ? key_seed : WS_FAST_DEFAULT_SEED;
@@ -114,6 +114,40 @@ ws_err ws_checker_create_flags(const char *dir, const char *family, int tp, cons
     }
     *out = c;
     return WS_OK;
+}
+
+ws_err ws_checker_create(const char *dir, const char *family, int tp, const char *config,
+                         ws_canon canon, const char *key_seed, int threads, ws_checker **out,
+                         ws_error *err) {
+    return ws_checker_create_flags(dir, family, tp, config, 0, canon, key_seed, threads, out, err);
+}
+
+ws_err ws_checker_create_flags(const char *dir, const char *family, int tp, const char *config,
+                               unsigned flags, ws_canon canon, const char *key_seed, int threads,
+                               ws_checker **out, ws_error *err) {
+    return checker_create(dir, family, tp, 0, 0, NULL, config, flags, canon, key_seed, threads,
+                          out, err);
+}
+
+ws_err ws_checker_create_parallel(const char *dir, const char *family, const ws_parallel *par,
+                                  const char *config, unsigned flags, ws_canon canon,
+                                  const char *key_seed, int threads, ws_checker **out,
+                                  ws_error *err) {
+    if (!par) /* every size from weightsum-layout.json */
+        return checker_create(dir, family, 0, 0, 0, NULL, config, flags, canon, key_seed, threads,
+                              out, err);
+    /* with a dump on disk a size of 1 is not said: weightsum-layout.json's is taken */
+    long tp = ws_parallel_get(par, WS_PAR_TP), ep = ws_parallel_get(par, WS_PAR_EP),
+         pp = ws_parallel_get(par, WS_PAR_PP);
+    if (out) *out = NULL;
+    if (tp < 1 || tp > 4096)
+        return wsi_fail(err, WS_ERR_ARG, dir, NULL, -1, "tp must be 1..4096");
+    if (dir && *dir && ws_dump_detect(dir))
+        return checker_create(dir, family, tp == 1 ? 0 : (int)tp, ep == 1 ? 0 : (int)ep,
+                              pp == 1 ? 0 : (int)pp, par, config, flags, canon, key_seed,
+                              threads, out, err);
+    return checker_create(dir, family, (int)tp, 0, 0, par, config, flags, canon, key_seed,
+                          threads, out, err);
 }
 
 const char *ws_checker_key_id(const ws_checker *c) { return c ? ws_fastkey_id(c->key) : NULL; }

@@ -602,6 +602,40 @@ static void test_vectors(void) {
     json_decref(doc);
 }
 
+/* wsi_fast_accumulate_scan: the digest of wsi_fast_accumulate, and a NaN/Inf candidate found
+ * wherever it sits (first, last, inside any block; either sign), none reported without one. */
+static void test_accumulate_scan(const ws_fastkey *k) {
+    const size_t n = 3 * B + 77;
+    uint16_t *u = malloc(n * 2);
+    static const struct { uint16_t mask, finite, special; } fmt[] = {
+        {0x7f80u, 0x7f7fu, 0x7f80u}, /* bf16: largest finite, +Inf */
+        {0x7f80u, 0x7f7fu, 0x7fc1u}, /* bf16 NaN */
+        {0x7c00u, 0x7bffu, 0x7c00u}, /* f16 */
+        {0x7c00u, 0x7bffu, 0x7e00u},
+    };
+    static const size_t at[] = {0, 1, B - 1, B, 2 * B + 5, 3 * B + 76};
+    for (size_t f = 0; f < sizeof fmt / sizeof fmt[0]; f++)
+        for (uint64_t start = 0; start < 2 * B; start += B - 3) {
+            for (size_t i = 0; i < n; i++) u[i] = (uint16_t)(rnd() % (fmt[f].finite + 1u));
+            u[n / 2] = fmt[f].finite | 0x8000u; /* finite with the sign set: not a candidate */
+            ws_fast want = {{0, 0, 0}}, got = {{0, 0, 0}};
+            wsi_fast_accumulate(k, &want, start, u, n, 2);
+            CHECK(!wsi_fast_accumulate_scan(k, &got, start, u, n, fmt[f].mask));
+            CHECK(fast_eq(&want, &got));
+            for (size_t a = 0; a < sizeof at / sizeof at[0]; a++)
+                for (int sign = 0; sign < 2; sign++) {
+                    uint16_t keep = u[at[a]];
+                    u[at[a]] = (uint16_t)(fmt[f].special | (sign ? 0x8000u : 0));
+                    ws_fast w = {{0, 0, 0}}, g = {{0, 0, 0}};
+                    wsi_fast_accumulate(k, &w, start, u, n, 2);
+                    CHECK(wsi_fast_accumulate_scan(k, &g, start, u, n, fmt[f].mask));
+                    CHECK(fast_eq(&w, &g));
+                    u[at[a]] = keep;
+                }
+        }
+    free(u);
+}
+
 int main(void) {
     ws_fastkey *k = NULL;
     CHECK_OK(ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED), &k, NULL));
@@ -614,6 +648,7 @@ int main(void) {
     test_shards_and_bands(k);
     test_sensitivity(k);
     test_single_units(k);
+    test_accumulate_scan(k);
     test_hex();
     test_add_and_args(k);
     test_vectors();

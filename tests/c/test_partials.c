@@ -660,8 +660,67 @@ static void test_tied_names_the_tensor_read(void) {
     teardown(&f);
 }
 
+typedef struct progress_log {
+    uint64_t done[4096], total[4096];
+    size_t n;
+} progress_log;
+
+static void log_progress(void *user, uint64_t done, uint64_t total) {
+    progress_log *p = user;
+    if (p->n < 4096) p->done[p->n] = done, p->total[p->n] = total, p->n++;
+}
+
+/* diff CKPT DUMP counts the replica comparison in its progress (issue 14 item 5): at sglang
+ * tp=4 with 2 kv heads (k/v rows and norms replicated), the total is the reference's bytes
+ * plus those of every replica piece and its replica-0 twin, the count reaches the replica
+ * bytes before the reference is compared (it no longer sits at 0 meanwhile), never goes
+ * back, and ends at the total. */
+static void test_diff_progress_counts_replicas(void) {
+    fixture f;
+    setup(&f, "sglang", 4);
+    uint64_t ref = 0, rep = 0;
+    for (size_t i = 0; i < ws_ckpt_count(f.ckpt); i++) ref += ws_ckpt_tensor(f.ckpt, i)->nbytes;
+    size_t np = ws_layout_piece_count(f.l);
+    uint8_t *read = calloc(np, 1);
+    for (size_t i = 0; i < np; i++) {
+        const ws_piece *c = ws_layout_piece(f.l, i);
+        if (!c->replica) continue;
+        read[i] = 1;
+        for (size_t k = 0; k < np; k++) {
+            const ws_piece *q = ws_layout_piece(f.l, k);
+            if (!q->replica && q->hf == c->hf && q->t_row0 == c->t_row0 && q->t_col0 == c->t_col0 &&
+                q->rows == c->rows && q->cols == c->cols)
+                read[k] = 1;
+        }
+    }
+    for (size_t i = 0; i < np; i++) {
+        const ws_piece *c = ws_layout_piece(f.l, i);
+        const ws_tensor *t = ws_ckpt_find(f.ckpt, ws_layout_hf(f.l, c->hf)->name);
+        if (read[i] && t) rep += c->rows * c->cols * (t->nbytes / t->numel);
+    }
+    free(read);
+    CHECK(rep > 0);
+    progress_log *lg = calloc(1, sizeof *lg);
+    ws_report *r = ws_report_new();
+    CHECK_OK(ws_diff_dump(f.ckpt, f.l, f.dump, WS_CANON_BF16, log_progress, lg, r, NULL));
+    CHECK(ws_report_ok(r));
+    CHECK(lg->n > 2);
+    bool reached = false;
+    for (size_t i = 0; i < lg->n; i++) {
+        CHECK(lg->total[i] == ref + rep);
+        CHECK(i == 0 || lg->done[i] >= lg->done[i - 1]);
+        if (lg->done[i] == rep) reached = true;
+    }
+    CHECK(reached);
+    CHECK(lg->n && lg->done[lg->n - 1] == ref + rep);
+    free(lg);
+    ws_report_free(r);
+    teardown(&f);
+}
+
 int main(void) {
     test_hasher();
+    test_diff_progress_counts_replicas();
     test_low_bits_warned();
     test_tied_names_the_tensor_read();
     test_sources_agree("sglang", 2);

@@ -6,6 +6,7 @@
  * on one checker.
  */
 #include "check.h"
+#include "digests_json.h"
 #include "weightsum.h"
 
 #include <dirent.h>
@@ -97,19 +98,6 @@ static void make_model(void) {
     for (size_t i = 0; i < k; i++) free(bufs[i]);
     free(bufs);
     free(specs);
-}
-
-/* {name: hex} of a manifest (sha256 or fast), as a request's "checksums". */
-static json_t *digests_of(const ws_manifest *m) {
-    json_t *o = json_object();
-    for (size_t i = 0; i < ws_manifest_count(m); i++) {
-        const ws_manifest_entry *e = ws_manifest_entry_at(m, i);
-        char hex[65];
-        if (e->digest.algos & WS_ALGO_SHA256) ws_sha256_hex(e->digest.sha256, hex);
-        else ws_fast_hex(&e->digest.fast, hex);
-        json_object_set_new(o, e->name, json_string(hex));
-    }
-    return o;
 }
 
 /* Handle a request; returns the parsed response (caller decrefs) and its status. */

@@ -15,6 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file as load_torch, save_file as save_torch
 
+import rank_files
+from rank_files import rank_file
+
 from test_moe_layouts import engine_experts, is_moe_layer, n_experts, pp_range, \
     sglang_vllm_ranks, shared_prefix, shared_rows
 
@@ -117,14 +120,8 @@ def scales_of_rank(family, cfg, s, tp, ep, pp, stage, t):
     return out
 
 
-def rank_file(d, rank):
-    return os.path.join(d, f"model-rank-{rank}-part-0.safetensors")
-
-
 def mutate(d, rank, fn):
-    t = load_torch(rank_file(d, rank))
-    fn(t)
-    save_torch(t, rank_file(d, rank))
+    rank_files.mutate(d, rank, fn, load=load_torch, save=save_torch)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

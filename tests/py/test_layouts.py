@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
 
 from conftest import ROOT
+from rank_files import mutate, rank_file
 
 H, HEADS, HD, INTER, VOCAB = 64, 8, 8, 96, 1000  # vocab not a multiple of 64
 
@@ -84,16 +84,6 @@ def dumps(tmp_path, run, request):
         assert run("shard", ckpt, "--layout", "sglang", "--tp", tp, "-o",
                    tmp_path / f"tp{tp}").returncode == 0
     return tmp_path, ckpt, man
-
-
-def rank_file(d, rank):
-    return os.path.join(d, f"model-rank-{rank}-part-0.safetensors")
-
-
-def mutate(d, rank, fn):
-    t = load_file(rank_file(d, rank))
-    fn(t)
-    save_file(t, rank_file(d, rank))
 
 
 def flip(t, name, row, col, bit=30):

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from rank_files import mutate, rank_file
+
 H, HD, VOCAB = 64, 8, 1000
 
 
@@ -278,16 +280,6 @@ def make_model(run, d, cfg):
         mans[algo] = os.path.join(d, f"manifest-{algo}.json")
         assert run("hash", ckpt, "--algo", algo, "-o", mans[algo]).returncode == 0
     return ckpt, mans
-
-
-def rank_file(d, rank):
-    return os.path.join(d, f"model-rank-{rank}-part-0.safetensors")
-
-
-def mutate(d, rank, fn):
-    t = load_file(rank_file(d, rank))
-    fn(t)
-    save_file(t, rank_file(d, rank))
 
 
 def shard(run, ckpt, out, family, tp, ep=1, pp=1):

@@ -1,0 +1,20 @@
+/* A manifest's digests as a request's "checksums" ({name: hex}, sha256 where the entry has it,
+ * else fast), shared by the protocol test and the checker fuzz target. Needs jansson. */
+#ifndef WS_TEST_DIGESTS_JSON_H
+#define WS_TEST_DIGESTS_JSON_H
+#include "weightsum.h"
+
+#include <jansson.h>
+
+static json_t *digests_of(const ws_manifest *m) {
+    json_t *o = json_object();
+    for (size_t i = 0; i < ws_manifest_count(m); i++) {
+        const ws_manifest_entry *e = ws_manifest_entry_at(m, i);
+        char hex[65];
+        if (e->digest.algos & WS_ALGO_SHA256) ws_sha256_hex(e->digest.sha256, hex);
+        else ws_fast_hex(&e->digest.fast, hex);
+        json_object_set_new(o, e->name, json_string(hex));
+    }
+    return o;
+}
+#endif
