@@ -18,8 +18,9 @@ __global__ void gather_kernel(wsc_grect R, uint64_t e0, uint64_t n, uint8_t *dst
             r = e / R.cols;
             c = e - r * R.cols;
         }
-        const uint8_t *p = R.ptr + (int64_t)r * R.row_stride_b + (int64_t)c * R.col_stride_b;
-        uint64_t bits = load_bits(p, R.es);
+        uint64_t bits = 0; /* a NULL ptr: zeros (padding of an image, device_backend.h) */
+        if (R.ptr)
+            bits = load_bits(R.ptr + (int64_t)r * R.row_stride_b + (int64_t)c * R.col_stride_b, R.es);
         if (fl) classify(R.dt, bits, nan, inf);
         if (R.cast) {
             ((uint16_t *)dst)[i] = (uint16_t)to_bf16(R.dt, bits);
@@ -55,7 +56,7 @@ ws_err wsc_grect_make(const wsi_dev_rect *r, ws_canon canon, wsc_grect *g, ws_er
     g->es = es;
     g->cast = cd != r->dtype;
     g->out_es = wsc_dtype_size(cd);
-    if (r->rows && r->cols && (!r->ptr || (uintptr_t)r->ptr % es))
+    if (r->rows && r->cols && r->ptr && (uintptr_t)r->ptr % es) /* NULL: zeros */
         return wsc_fail(err, WS_ERR_ARG, "CUDA cast: pointer %p not aligned to its %u-byte elements", r->ptr, es);
     return WS_OK;
 }
@@ -72,7 +73,8 @@ ws_err wsc_gather(const wsc_grect *g, uint64_t e0, uint64_t n, void *dst,
 
 ws_err wsc_cast(const wsi_dev_rect *rect, ws_canon canon, void *dst, ws_value_stats *stats,
                 void *stream, ws_error *err) {
-    if (!rect) return wsc_fail(err, WS_ERR_ARG, "CUDA cast: NULL rect");
+    if (!rect || (!rect->ptr && rect->rows && rect->cols))
+        return wsc_fail(err, WS_ERR_ARG, "CUDA cast: NULL rect or pointer");
     wsc_grect g;
     ws_err rc = wsc_grect_make(rect, canon, &g, err);
     if (rc) return rc;

@@ -174,10 +174,12 @@ ws_err wsc_sha256_rects(const wsi_dev_rect *rects, size_t n_rects, const wsi_dev
     j.stats = stats;
     j.g.resize(n_rects);
     const void *first = nullptr;
+    bool zeros = false; /* rects with a NULL ptr: zero elements (device_backend.h) */
     for (size_t r = 0; r < n_rects; r++) {
         ws_err rc = wsc_grect_make(&rects[r], canon, &j.g[r], err);
         if (rc) return rc;
         if (!first && rects[r].rows && rects[r].cols) first = rects[r].ptr;
+        zeros = zeros || (!rects[r].ptr && rects[r].rows && rects[r].cols);
     }
     std::vector<uint64_t> bytes(n, 0);
     for (size_t i = 0; i < n; i++) {
@@ -188,7 +190,7 @@ ws_err wsc_sha256_rects(const wsi_dev_rect *rects, size_t n_rects, const wsi_dev
         j.order.push_back(i);
     }
     std::stable_sort(j.order.begin(), j.order.end(), [&](size_t a, size_t b) { return bytes[a] > bytes[b]; });
-    if (!first) { /* nothing on a device: every tensor is empty */
+    if (!first && !zeros) { /* nothing on a device: every tensor is empty */
         for (size_t i = 0; i < n; i++) {
             unsigned len = 0;
             EVP_Digest("", 0, out[i], &len, EVP_sha256(), NULL);
@@ -196,10 +198,15 @@ ws_err wsc_sha256_rects(const wsi_dev_rect *rects, size_t n_rects, const wsi_dev
         }
         return WS_OK;
     }
-    ws_err rc = wsc_use_device_of(first, &j.device, err);
-    if (rc) return rc;
+    ws_err rc = WS_OK;
+    if (first) {
+        if ((rc = wsc_use_device_of(first, &j.device, err))) return rc;
+    } else { /* zeros only: the stream's (current) device makes them */
+        WSC_TRY(cudaGetDevice(&j.device));
+    }
     for (size_t r = 0; r < n_rects; r++)
-        if (rects[r].rows && rects[r].cols && wsc_pointer_device(rects[r].ptr) != j.device)
+        if (rects[r].ptr && rects[r].rows && rects[r].cols &&
+            wsc_pointer_device(rects[r].ptr) != j.device)
             return wsc_fail(err, WS_ERR_ARG, "CUDA SHA-256: rect %zu is not on device %d like the first", r, j.device);
     WSC_TRY(cudaDeviceGetAttribute(&j.sms, cudaDevAttrMultiProcessorCount, j.device));
 

@@ -1143,9 +1143,11 @@ WS_API ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, siz
                                ws_engine engine, ws_sglang_path path, const char *source,
                                int threads, ws_expect **out, ws_error *err);
 /* The same from tensors where they lie (ws_view, named, C-contiguous): all in host memory (as
- * ws_expect_create), or all on one CUDA device, whose SGLang gpu_tensor_hash answers (engine
- * SGLANG, path CUDA only) are computed on the GPU from the HF tensors in place, one launch per
- * rank, after the data is ready on `stream`; nothing is copied to the host. */
+ * ws_expect_create), or all on one CUDA device, read in place after the data is ready on
+ * `stream`: SGLang's gpu_tensor_hash answers on the GPU, one launch per rank; the SHA-256
+ * answers (vLLM, SGLang's CPU path) by streaming each local tensor's image, gathered from the HF
+ * tensors on the GPU, through the CUDA backend's pinned staging buffers (bounded memory) to
+ * `threads` CPU threads. The local tensors are never built; the answers equal ws_expect_create's. */
 WS_API ws_err ws_expect_create_views(const ws_layout *l, const ws_view *tensors, size_t n,
                                      ws_engine engine, ws_sglang_path path, const char *source,
                                      void *stream, int threads, ws_expect **out,

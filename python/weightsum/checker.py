@@ -143,8 +143,8 @@ def expect(tensors, layout, tp, config, engine="sglang", device="cuda", threads=
     config.json (a path or a dict). engine "sglang" predicts SGLang's answer (device: where it
     holds the weights, "cuda" or "cpu"), "vllm" the proposed vLLM one. CUDA tensors (all on one
     device) are read in place on the GPU: SGLang's gpu_tensor_hash answers of every rank are
-    computed there from the HF tensors (ws_expect_create_views); the other answers need host
-    tensors. Returns the expectation as a dict (the JSON `weightsum expect` writes; judge()
+    computed there from the HF tensors (ws_expect_create_views), the SHA-256 answers stream each
+    local tensor's image from them through the CUDA backend's pinned staging. Returns the expectation as a dict (the JSON `weightsum expect` writes; judge()
     takes it).
     """
     if engine not in _ENGINES or device not in _DEVICES:

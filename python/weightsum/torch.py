@@ -20,12 +20,19 @@ the ranks holding its pieces stream them there in bounded chunks, in canonical o
 
 CUDA tensors are read in place through the CUDA backend (libweightsum_cuda.so, loaded by the
 library on first use; absent, a check fails saying so): the trainer's Manifest digests them
-there, Manifest.expect predicts SGLang's answers on the GPU, the engine's partials and its own
-checksum answers read device memory where it lies. SHA-256 runs on the CPU: a tensor an owner
-rank holds whole is hashed in place through the backend's staging buffers; the chunks of a
-tensor split over ranks are built on the owner (at most `chunk_bytes`) and pass through host
-memory (counted in the cost as host_bytes). Nothing else is copied to the CPU without the
-caller's say (Manifest(host_copy=True), for tensors the backend cannot read).
+there, Manifest.expect predicts every engine answer from them (SGLang's gpu_tensor_hash on the
+GPU; the SHA-256 answers of vLLM and SGLang's CPU path stream each local tensor's image from the
+HF tensors through the backend's pinned staging), the engine's partials and its own checksum
+answers read device memory where it lies. SHA-256 runs on the CPU, fed through the backend's
+pinned staging buffers: a tensor an owner rank holds whole is hashed in place; a tensor split
+over ranks is built whole on the owner's GPU from the chunks streamed there (at most
+EngineCheck(assemble_bytes=), 2 GiB, held at a time) and hashed the same way, many at once.
+Only a split tensor larger than assemble_bytes (or any, with assemble_bytes=0), or one whose
+owner holds no CUDA tensor, is hashed chunk by chunk here: each device chunk (at most
+chunk_bytes) is copied into one reused pinned host buffer, counted in the cost as host_bytes,
+because the backend's SHA-256 hashes a whole tensor per call (its hash state does not outlive
+the call) while the owner holds one chunk of it at a time. Nothing else is copied to the CPU
+without the caller's say (Manifest(host_copy=True), for tensors the backend cannot read).
 """
 from __future__ import annotations
 
@@ -62,6 +69,7 @@ MODES = ("off", "log", "enforce")
 _ALGOS = {"sha256": ALGO_SHA256, "fast": ALGO_FAST, "both": ALGO_SHA256 | ALGO_FAST}
 _DEFAULT_SEED = b"weightsum-fast-digest-v1"
 _CHUNK = 64 << 20
+_ASSEMBLE = 2 << 30  # device bytes an owner may hold to hash split tensors on its GPU
 
 # torch dtype <-> safetensors name: weightsum.cuda's table (the package's one description of
 # tensors: dtype, shape, strides, pointer, device, stream)
@@ -483,25 +491,28 @@ class Manifest:
         answer to its own "checksum" request (weightsum.expect, the engine dialects: engine
         "sglang" or "vllm"; device: where SGLang holds them, which picks its hash). From the
         tensors this manifest digested (kept with Manifest(keep_tensors=True)) or `tensors`.
-        CUDA tensors (C-contiguous, on one device) give SGLang's gpu_tensor_hash answers on
-        the GPU, in place; the other answers (SHA-256 streams of each local tensor) read host
-        memory, so CUDA tensors there need host_copy=True (counted in host_bytes)."""
+        CPU tensors are read in place; CUDA tensors (C-contiguous, all on one device) too, for
+        every answer: SGLang's gpu_tensor_hash on the GPU, the SHA-256 answers (vLLM's, SGLang's
+        CPU path) by streaming each local tensor's image, gathered from the HF tensors on the
+        GPU, through the CUDA backend's pinned staging buffers (bounded memory; the local
+        tensors are never built). CPU and CUDA tensors mixed in one call are refused unless
+        host_copy=True copies the CUDA ones to the host (counted in host_bytes)."""
         from .checker import expect as _expect
         src = dict(tensors) if tensors is not None else self._kept
         if src is None:
             raise ValueError("expect needs the tensors: Manifest(keep_tensors=True), or pass "
                              "tensors=")
-        in_place = engine == "sglang" and device == "cuda"
         cuda_src = [n for n, t in src.items() if t.is_cuda]
+        all_cuda = len(cuda_src) == len(src)
         use = {}
         for name, t in src.items():
             t = t.detach()
-            if t.is_cuda and in_place and len(cuda_src) == len(src):
-                use[name] = t  # read on the GPU where it lies
+            if t.is_cuda and all_cuda:
+                use[name] = t  # read on the GPU where it lies, whatever the answer
             elif not t.is_cpu:
                 if not self.host_copy:
-                    why = ("the others are in host memory" if t.is_cuda and in_place else
-                           "this answer is computed from host memory")
+                    why = ("the others are in host memory: one call reads one device or the "
+                           "host" if t.is_cuda else "only CPU and CUDA tensors are read in place")
                     raise WeightsumError("WS_ERR_NOTFOUND", f"tensor '{name}' is on {t.device}:"
                                          f" {why}; Manifest(host_copy=True) allows the copy")
                 self.host_bytes += t.numel() * t.element_size()
@@ -834,12 +845,16 @@ class EngineCheck:
     (findings logged as one warning; trouble logged as an error) or "enforce" (raise
     WeightsCheckFailed carrying the report); default $WEIGHTSUM_MODE, else "enforce".
     key: the fast digest's seed (the manifest's must match); chunk_bytes bounds each chunk a
-    SHA-256 check streams. Build it once (the plan is reused for every check).
+    SHA-256 check streams; assemble_bytes: the device memory an owner rank whose parameters
+    are CUDA tensors may use to build tensors split over ranks whole on its GPU from those
+    chunks and hash them through the CUDA backend's SHA-256 pipeline (0: every split tensor's
+    chunks through host memory instead). Build it once (the plan is reused for every check).
     """
 
     def __init__(self, layout: str, tp_rank: int, tp_size: int, config: Any,
                  group: Any = None, mode: Optional[str] = None,
-                 key: Union[str, bytes, None] = None, chunk_bytes: int = _CHUNK) -> None:
+                 key: Union[str, bytes, None] = None, chunk_bytes: int = _CHUNK,
+                 assemble_bytes: int = _ASSEMBLE) -> None:
         self.mode = _mode(mode)
         self.layout = _Layout(layout, config, tp_size)
         self.tp_rank, self.tp_size, self.group = int(tp_rank), int(tp_size), group
@@ -847,6 +862,7 @@ class EngineCheck:
             raise ValueError(f"tp_rank {tp_rank} outside 0..{tp_size - 1}")
         self.key = _Key(key)
         self.chunk_bytes = int(chunk_bytes)
+        self.assemble_bytes = int(assemble_bytes)
         self.last: Optional[Report] = None
 
     def verify(self, manifest: Any, named_params: Union[Mapping[str, "torch.Tensor"],
@@ -1121,6 +1137,28 @@ class _ShaCheck:
                                      st[i].inf)
         rounds = max((len(v) for v in per_owner.values()), default=0)
         hashers: Dict[int, _StreamHasher] = {}
+        # split tensors built whole on this rank's GPU (at most assemble_bytes at a time) and
+        # hashed through the backend's pipeline, in batches; the others chunk by chunk on the CPU
+        home = next((t.device for t in tensors.values() if _cuda.on_device(t)), None)
+        built: Dict[int, "torch.Tensor"] = {}
+        stage: List[Optional["torch.Tensor"]] = [None]
+        pending: List[Tuple[Any, "torch.Tensor"]] = []
+        held = [0]
+
+        def flush() -> None:
+            if not pending:
+                return
+            rule = [_canon_for(self.lay.hf[j[0]][0], dtype_code(j[1]), self.canon)
+                    for j, _ in pending]
+            for c in sorted(set(rule)):
+                sub = [x for x, r in zip(pending, rule) if r == c]
+                _, _, out, st = _cuda.digest_batch([t for _, t in sub], c, ALGO_SHA256)
+                for i, (j, _) in enumerate(sub):
+                    name, shape, _ = self.lay.hf[j[0]]
+                    results[name] = (j[1], list(shape), bytes(out[i].sha256), st[i].nan,
+                                     st[i].inf)
+            pending.clear()
+            held[0] = 0
         sent = 0
         algos = ALGO_SHA256
         for k in range(rounds):
@@ -1165,7 +1203,19 @@ class _ShaCheck:
             t_cols = int(job[3][0][7])
             own = self._rects(job, a, b, self.rank)
             dev = next((tensors[self.lay.locals[x[0][1]][0]].device for x in own), self.dev)
-            chunk = torch.empty((b - a, t_cols), dtype=tdt, device=dev)
+            if a == 0 and home is not None:
+                nbytes = job[4] * torch.empty((), dtype=tdt).element_size()
+                if nbytes <= self.ec.assemble_bytes:
+                    if held[0] + nbytes > self.ec.assemble_bytes:
+                        flush()
+                    built[h] = torch.empty((job[4] // max(1, t_cols), t_cols), dtype=tdt,
+                                           device=home)
+                    held[0] += nbytes
+            if h in built:
+                chunk = built[h][a:b]
+                dev = chunk.device
+            else:
+                chunk = torch.empty((b - a, t_cols), dtype=tdt, device=dev)
             for x in own:
                 p, r0, r1 = x
                 chunk[r0 - a:r1 - a, int(p[6]):int(p[6]) + int(p[4])] = \
@@ -1178,18 +1228,27 @@ class _ShaCheck:
                     chunk[r0 - a:r1 - a, int(p[6]):int(p[6]) + int(p[4])] = \
                         vals[off:off + n].reshape(r1 - r0, int(p[4])).to(dev)
                     off += n
+            if h in built:
+                if b == self._chunks(job)[-1][1]:
+                    pending.append((job, built.pop(h)))
+                continue
             if h not in hashers:
                 code = dtype_code(dt)
                 hashers[h] = _StreamHasher(code, _canon_for(name, code, self.canon), algos, None,
                                            shape)
             host = chunk
-            if chunk.device.type != "cpu":
-                host = chunk.cpu()
-                self.host_bytes += host.numel() * host.element_size()
+            if chunk.device.type != "cpu":  # a device chunk: through one reused pinned buffer
+                nb = chunk.numel() * chunk.element_size()
+                if stage[0] is None or stage[0].numel() < nb:
+                    stage[0] = torch.empty(nb, dtype=torch.uint8, pin_memory=_pinnable())
+                host = stage[0][:nb].view(chunk.dtype).view(chunk.shape)
+                host.copy_(chunk)  # synchronous: host holds the bytes when it returns
+                self.host_bytes += nb
             hashers[h].update(host.data_ptr(), host.numel())
             if b == self._chunks(job)[-1][1]:
                 d, st = hashers.pop(h).final()
                 results[name] = (dt, list(shape), bytes(d.sha256), st.nan, st.inf)
+        flush()
         self.sent = sent
         return results, sent
 

@@ -86,7 +86,9 @@ typedef struct wsi_device_backend {
                                 void *stream, ws_error *err);
     /* SHA-256 of n tensors' canonical bytes (hashlib-identical), cast on the device, copied
      * through pinned staging buffers, hashed on `threads` CPU threads (<= 0: all cores);
-     * stats[i] (stats may be NULL): NaN/Inf counts in the stored dtype. */
+     * stats[i] (stats may be NULL): NaN/Inf counts in the stored dtype. A rectangle whose ptr
+     * is NULL (rows * cols > 0) stands for that many zero elements (the padding of a local
+     * tensor's image, expect_image.c); only this entry takes such rectangles. */
     ws_err (*sha256_rects)(const wsi_dev_rect *rects, size_t n_rects,
                            const wsi_dev_tensor *tensors, size_t n, ws_canon canon,
                            int threads, uint8_t (*out)[32], ws_value_stats *stats, void *stream,

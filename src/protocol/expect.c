@@ -55,7 +55,7 @@ typedef struct ctx {
     size_t *order;
     ws_engine engine;
     ws_sglang_path path;
-    const uint64_t *given; /* per local tensor, hashes computed elsewhere (device), or NULL */
+    const char (*given)[65]; /* per local tensor, answers computed elsewhere (device), or NULL */
     ws_progress_fn progress; /* may be NULL; called under lock */
     void *progress_user;
     pthread_mutex_t lock;
@@ -141,18 +141,20 @@ static ws_err hash_image(const ctx *c, job *j, ws_error *err) {
     unsigned len = 0;
     if (rc == WS_OK && (EVP_DigestFinal_ex(sha, md, &len) != 1 || len != 32))
         rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
-    if (rc == WS_OK) {
-        if (c->engine == WS_ENGINE_VLLM) {
-            ws_sha256_hex(md, j->hex);
-        } else { /* SGLang's CPU path: the first 8 bytes, big-endian */
-            uint64_t v = 0;
-            for (int i = 0; i < 8; i++) v = v << 8 | md[i];
-            ws_sglang_hex(v, j->hex);
-        }
-    }
+    if (rc == WS_OK) wsp_image_hex(c->engine, md, j->hex);
     EVP_MD_CTX_free(sha);
     free(buf);
     return rc;
+}
+
+void wsp_image_hex(ws_engine e, const uint8_t md[32], char hex[65]) {
+    if (e == WS_ENGINE_VLLM) {
+        ws_sha256_hex(md, hex);
+        return;
+    }
+    uint64_t v = 0; /* SGLang's CPU path: the first 8 bytes, big-endian */
+    for (int i = 0; i < 8; i++) v = v << 8 | md[i];
+    ws_sglang_hex(v, hex);
 }
 
 static void run_job(void *arg, size_t k) {
@@ -160,11 +162,8 @@ static void run_job(void *arg, size_t k) {
     job *j = &c->jobs[c->order[k]];
     ws_error_clear(&j->err);
     j->rc = WS_OK;
-    for (size_t i = 0; j->rc == WS_OK && i < j->npieces; i++)
-        j->rc = check_piece(c, j, ws_layout_piece(c->l, j->pieces[i]), &j->err);
-    if (j->rc != WS_OK) return;
     if (c->given) { /* hashed where the tensors lie (expect_views.c) */
-        ws_sglang_hex(c->given[j->local], j->hex);
+        memcpy(j->hex, c->given[j->local], sizeof j->hex);
         return;
     }
     bool direct = c->engine == WS_ENGINE_SGLANG && c->path == WS_SGLANG_CUDA;
@@ -379,12 +378,16 @@ static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t
         j->dtype = c.hf[p0->hf]->dtype;
         c.order[i] = i;
     }
-    uint64_t *given = NULL;
+    /* every piece inside its tensors, before anything reads them (here or where they lie) */
+    for (size_t i = 0; rc == WS_OK && i < nl; i++)
+        for (size_t k = 0; rc == WS_OK && k < c.jobs[i].npieces; k++)
+            rc = check_piece(&c, &c.jobs[i], ws_layout_piece(l, c.jobs[i].pieces[k]), err);
+    char (*given)[65] = NULL;
     if (rc == WS_OK && hashes) {
         given = calloc(nl + 1, sizeof *given);
         rc = given ? hashes(arg, l, c.hf, given, err)
                    : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-        c.given = given;
+        c.given = (const char (*)[65])given;
     }
     if (rc == WS_OK) {
         sized *sz = malloc((nl + 1) * sizeof *sz); /* largest first: the last to start is small */

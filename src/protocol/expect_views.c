@@ -1,10 +1,15 @@
 /*
  * Predicted "checksum" answers from the trainer's tensors where they lie (ws_view): host
- * views go through ws_expect_create; CUDA views have their SGLang gpu_tensor_hash answers
- * computed on the GPU by ws_sglang_expect_views, one launch per rank, from the HF tensors in
- * place (the local tensors are never built); the expectation around them (names, holds, the
- * per-GPU and per-engine checksums) is the one ws_expect_create writes.
+ * views go through ws_expect_create. From CUDA views, SGLang's gpu_tensor_hash answers are
+ * computed on the GPU by ws_sglang_expect_views, one launch per rank; the SHA-256 answers
+ * (vLLM's, SGLang's CPU path) stream each local tensor's image, described as rectangles of
+ * the HF tensors (expect_image.c), through the backend's SHA-256 pipeline (gathered on the
+ * GPU into its staging slots, copied to pinned host buffers, hashed on CPU threads; memory
+ * bounded by the pipeline's slots, whatever the tensors' size). The local tensors are never
+ * built, nothing else is copied to the host; the expectation around the answers (names, holds,
+ * the per-GPU and per-engine checksums) is the one ws_expect_create writes.
  */
+#include "device_loader.h"
 #include "expect.h"
 
 #include <stdio.h>
@@ -16,10 +21,12 @@ typedef struct views_arg {
     const ws_tensor *ts; /* ts[i] describes v[i] */
     size_t n;
     void *stream;
+    ws_engine engine;
+    int threads;
 } views_arg;
 
 static ws_err device_hashes(void *arg, const ws_layout *l, const ws_tensor *const *hf,
-                            uint64_t *out, ws_error *err) {
+                            char (*out)[65], ws_error *err) {
     const views_arg *a = arg;
     size_t nh = ws_layout_hf_count(l), nl = ws_layout_local_count(l);
     int ranks = 0;
@@ -40,10 +47,63 @@ static ws_err device_hashes(void *arg, const ws_layout *l, const ws_tensor *cons
         rc = ws_sglang_expect_views(l, r, hv, nh, WS_DTYPE__COUNT, a->stream, one, k, err);
         k = 0;
         for (size_t i = 0; rc == WS_OK && i < nl; i++)
-            if (ws_layout_local(l, i)->rank == r) out[i] = one[k++];
+            if (ws_layout_local(l, i)->rank == r) ws_sglang_hex(one[k++], out[i]);
     }
     free(hv);
     free(one);
+    return rc;
+}
+
+/* SHA-256 answers: every local tensor's image through the backend's pipeline, in one call (its
+ * workers take the tensors largest first, each streamed in order through its two slots). */
+static ws_err device_images(void *arg, const ws_layout *l, const ws_tensor *const *hf,
+                            char (*out)[65], ws_error *err) {
+    const views_arg *a = arg;
+    const wsi_device_backend *b = wsi_device_backend_get(err);
+    if (!b) return err && err->code ? err->code : WS_ERR_NOTFOUND;
+    size_t nl = ws_layout_local_count(l), np = ws_layout_piece_count(l);
+    size_t *start = calloc(nl + 2, sizeof *start), *by_local = malloc((np + 1) * sizeof *by_local);
+    wsi_dev_tensor *tens = calloc(nl + 1, sizeof *tens);
+    uint8_t (*md)[32] = calloc(nl + 1, sizeof *md);
+    wsi_dev_rect *all = NULL;
+    size_t total = 0, cap = 0;
+    ws_err rc = start && by_local && tens && md
+                    ? WS_OK
+                    : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    /* pieces grouped by local tensor, layout order kept (the order the host image uses) */
+    for (size_t i = 0; rc == WS_OK && i < np; i++) start[ws_layout_piece(l, i)->local + 2]++;
+    for (size_t i = 0; rc == WS_OK && i < nl; i++) start[i + 2] += start[i + 1];
+    for (size_t i = 0; rc == WS_OK && i < np; i++)
+        by_local[start[ws_layout_piece(l, i)->local + 1]++] = i;
+    for (size_t i = 0; rc == WS_OK && i < nl; i++) {
+        wsi_dev_rect *r = NULL;
+        size_t m = 0;
+        rc = wsp_image_rects(l, i, by_local + start[i], start[i + 1] - start[i], hf, &r, &m, err);
+        if (rc == WS_OK && total + m > cap) {
+            size_t nc = cap ? cap : 256;
+            while (nc < total + m) nc *= 2;
+            wsi_dev_rect *g = realloc(all, nc * sizeof *g);
+            if (g) {
+                all = g;
+                cap = nc;
+            } else {
+                rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+            }
+        }
+        if (rc == WS_OK && m) memcpy(all + total, r, m * sizeof *r);
+        tens[i] = (wsi_dev_tensor){total, m};
+        total += rc == WS_OK ? m : 0;
+        free(r);
+    }
+    if (rc == WS_OK)
+        rc = b->sha256_rects(all, total, tens, nl, WS_CANON_NATIVE, a->threads, md, NULL,
+                             a->stream, err);
+    for (size_t i = 0; rc == WS_OK && i < nl; i++) wsp_image_hex(a->engine, md[i], out[i]);
+    free(start);
+    free(by_local);
+    free(tens);
+    free(md);
+    free(all);
     return rc;
 }
 
@@ -93,14 +153,13 @@ ws_err ws_expect_create_views(const ws_layout *l, const ws_view *v, size_t n, ws
         t->nbytes = t->numel * ws_dtype_size(x->dtype);
         t->data = x->data;
     }
-    if (rc == WS_OK && device >= 0 && (engine != WS_ENGINE_SGLANG || path != WS_SGLANG_CUDA))
-        rc = wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
-                      "from CUDA tensors only SGLang's gpu_tensor_hash answers are computed "
-                      "(vLLM's and SGLang's CPU answers are SHA-256 streams: pass host tensors)");
     if (rc == WS_OK) {
-        views_arg a = {v, ts, n, stream};
-        rc = wsp_expect_create_with(l, ts, n, engine, path, source, threads,
-                                    device >= 0 ? device_hashes : NULL, &a, out, err);
+        views_arg a = {v, ts, n, stream, engine, threads};
+        wsp_local_hashes_fn fn = NULL;
+        if (device >= 0)
+            fn = engine == WS_ENGINE_SGLANG && path == WS_SGLANG_CUDA ? device_hashes
+                                                                      : device_images;
+        rc = wsp_expect_create_with(l, ts, n, engine, path, source, threads, fn, &a, out, err);
     }
     free(ts);
     return rc;

@@ -37,8 +37,10 @@ static ws_err fake_read(const void *ptr, size_t n, void *dst, void *stream, ws_e
 static size_t element(const wsi_dev_rect *r, ws_canon canon, uint64_t row, uint64_t col,
                       uint8_t *out, ws_value_stats *st) {
     size_t es = ws_dtype_size(r->dtype);
-    const uint8_t *p = (const uint8_t *)r->ptr +
-                       (row * (uint64_t)r->row_stride + col * (uint64_t)r->col_stride) * es;
+    static const uint8_t zero[8] = {0}; /* a NULL ptr: zeros (sha256_rects only) */
+    const uint8_t *p = !r->ptr ? zero
+                               : (const uint8_t *)r->ptr +
+                                     (row * (uint64_t)r->row_stride + col * (uint64_t)r->col_stride) * es;
     if (ws_cast_to_canonical(r->dtype, canon, p, 1, out, st, NULL) != WS_OK) return 0;
     return ws_dtype_size(ws_canonical_dtype(r->dtype, canon));
 }

@@ -60,6 +60,8 @@ def run(rank, world, init_file, out_dir, device):
     fast_ref.add_all(hf_cpu)
     exp_ref = weightsum.expect(hf_cpu, "sglang", world, cfg, source="trainer")
     exp_cpu_kind = weightsum.expect(hf_cpu, "sglang", world, cfg, device="cpu")
+    exp_vllm = weightsum.expect(hf_cpu, "sglang", world, cfg, engine="vllm", source="trainer")
+    exp_cpu_src = weightsum.expect(hf_cpu, "sglang", world, cfg, device="cpu", source="trainer")
     if device == "fake":
         fake_device()
     hf = {k: v.to(dev) for k, v in hf_cpu.items()}
@@ -85,14 +87,14 @@ def run(rank, world, init_file, out_dir, device):
     a, b = ref.to_dict()["tensors"], mb.to_dict()["tensors"]
     out["manifest"]["differs"] = sorted(k for k in a if a[k] != b[k])
 
-    # --- trainer: expect() of SGLang's gpu_tensor_hash answers from device tensors ----------
+    # --- trainer: expect() of every engine answer from device tensors, in place ------------
+    # (SGLang's gpu_tensor_hash on the GPU; vLLM's SHA-256 and SGLang's CPU-path hash stream
+    # each local tensor's image through the backend's SHA-256 pipeline)
     exp = m.expect("sglang", world, cfg)
-    out["expect"] = {"equal_host": exp == exp_ref, "host_bytes": m.host_bytes}
-    try:
-        m.expect("sglang", world, cfg, engine="vllm")
-        out["expect"]["vllm"] = "ran"
-    except weightsum.WeightsumError as e:
-        out["expect"]["vllm"] = str(e)
+    out["expect"] = {"equal_host": exp == exp_ref,
+                     "vllm_equal_host": m.expect("sglang", world, cfg, engine="vllm") == exp_vllm,
+                     "cpu_equal_host": m.expect("sglang", world, cfg, device="cpu") == exp_cpu_src,
+                     "host_bytes": m.host_bytes}
 
     # --- Megatron-native manifest from this rank's device shards, at their global offsets ---
     # (Megatron splits whole kv groups: only where tp divides the kv heads)
@@ -124,6 +126,19 @@ def run(rank, world, init_file, out_dir, device):
             out[f"{algo}-{mutation}"] = {"ok": rep.ok, "findings": findings(rep),
                                          "matched": rep.matched,
                                          "host_bytes": rep.cost.host_bytes}
+    # SHA-256 with the split tensors' chunks hashed on the CPU (assemble_bytes=0, small
+    # chunks: several per tensor, through the reused pinned buffer): the same reports
+    fm = wt.Manifest(algo="sha256")
+    fm.add_all(hf)
+    chk = wt.EngineCheck("sglang", rank, world, cfg, mode="log", assemble_bytes=0,
+                         chunk_bytes=4096)
+    for mutation, r in (("clean", None), ("flip_k", 1)):
+        sc = {"layout": "sglang", "mutation": mutation, "rank": r}
+        local = {k: v.to(dev) for k, v in W.engine_locals(sc, rank, world, hf_cpu).items()}
+        rep = chk.verify(fm, local)
+        out[f"sha256chunks-{mutation}"] = {"ok": rep.ok, "findings": findings(rep),
+                                           "matched": rep.matched,
+                                           "host_bytes": rep.cost.host_bytes}
     # SGLang's CPU hash (sha256_first8) answered from device tensors too
     fm = wt.Manifest(algo="fast")
     fm.add_all(hf)
@@ -133,6 +148,7 @@ def run(rank, world, init_file, out_dir, device):
         local = {k: v.to(dev) for k, v in W.engine_locals(sc, rank, world, hf_cpu).items()}
         rep = chk.verify(fm, local, expected=exp_cpu_kind)
         out[f"cpuhash-{mutation}"] = {"ok": rep.ok, "findings": findings(rep)}
+    out["device"] = device
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(out, f)
     dist.barrier()
@@ -148,6 +164,10 @@ def spawn(tmp, world, device):
     return [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(world)]
 
 
+def device_kind(per_rank):
+    return per_rank[0].get("device")
+
+
 def judge(per_rank, world):
     """Assertions shared by the GPU and the fake-backend runs."""
     for res in per_rank:
@@ -156,8 +176,9 @@ def judge(per_rank, world):
         assert mf["host_bytes"] == 0 and mf["count"] > 0, mf
         assert mf["differs"] == ["model.layers.1.mlp.up_proj.weight"], mf
         assert res["expect"]["equal_host"] and res["expect"]["host_bytes"] == 0, res["expect"]
-        v = res["expect"]["vllm"]  # SHA-256 answers need host tensors: refused, saying so
-        assert "host_copy" in v or "pass host tensors" in v, res["expect"]
+        # the SHA-256 answers (vLLM's, SGLang's CPU path) from device tensors, no host copy
+        assert res["expect"]["vllm_equal_host"] and res["expect"]["cpu_equal_host"], \
+            res["expect"]
         if "megatron" in res or world <= 2:
             assert res["megatron"]["equal"] and 0 < res["megatron"]["bytes_moved"] < 64 << 10
             assert res["megatron"]["differs"] == ["model.layers.1.mlp.down_proj.weight"], \
@@ -176,6 +197,15 @@ def judge(per_rank, world):
                 st = res[f"{algo}-stale_replica"]
                 assert any(f["status"] == "replica_mismatch" and f["tensor"] == K
                            and f["rank"] == 1 for f in st["findings"]), st
+        # split tensors built on the GPU and hashed through the backend: nothing via the host
+        assert res["sha256-clean"]["host_bytes"] == 0, res["sha256-clean"]
+        # the same verdicts when the chunks are hashed on the CPU instead
+        for mutation in ("clean", "flip_k"):
+            a, b = res[f"sha256-{mutation}"], res[f"sha256chunks-{mutation}"]
+            assert (a["ok"], a["findings"], a["matched"]) == (b["ok"], b["findings"],
+                                                              b["matched"]), (a, b)
+        if device_kind(per_rank) == "cuda":  # device chunks through the pinned buffer
+            assert res["sha256chunks-clean"]["host_bytes"] > 0, res["sha256chunks-clean"]
         # the per-rank answers pin the flipped element to rank 1's qkv_proj, no other rank
         exact = [f for f in res["fast-flip_k"]["findings"]
                  if f["rank"] == 1 and f["local"] == QKV and "checksum answer" in f["detail"]]
@@ -188,5 +218,5 @@ def judge(per_rank, world):
     first = per_rank[0]
     for res in per_rank[1:]:  # every rank the same report
         for k in first:
-            if k.startswith(("fast-", "sha256-", "cpuhash-")):
+            if k.startswith(("fast-", "sha256-", "sha256chunks-", "cpuhash-")):
                 assert res[k]["findings"] == first[k]["findings"], k
