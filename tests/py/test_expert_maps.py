@@ -16,7 +16,9 @@ import os
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+
+from rank_files import make_model, mutate, rank_file
 
 H, HD = 64, 8
 E, MI = 8, 32
@@ -28,29 +30,6 @@ def qwen3_moe(layers=2, **extra):
          "head_dim": HD, "vocab_size": 1000, "num_experts": E, "moe_intermediate_size": MI}
     c.update(extra)
     return c
-
-
-def make_model(run, d, cfg):
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    ckpt = os.path.join(d, "model.safetensors")
-    assert run("synth", os.path.join(d, "config.json"), "-o", ckpt).returncode == 0
-    mans = {}
-    for algo in ("sha256", "fast"):
-        mans[algo] = os.path.join(d, f"manifest-{algo}.json")
-        assert run("hash", ckpt, "--algo", algo, "-o", mans[algo]).returncode == 0
-    return ckpt, mans
-
-
-def rank_file(d, rank):
-    return os.path.join(d, f"model-rank-{rank}-part-0.safetensors")
-
-
-def mutate(d, rank, fn):
-    t = load_file(rank_file(d, rank))
-    fn(t)
-    save_file(t, rank_file(d, rank))
 
 
 def write_map(path, rows):

@@ -16,7 +16,9 @@ import os
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+
+from rank_files import make_model, mutate, rank_file
 
 H = 64
 
@@ -42,30 +44,6 @@ CONFIGS = {
     # a dense DeepSeek-V2 (n_routed_experts None), MoE every other layer would need experts
     "deepseek-v2-dense": ds_config("deepseek_v2", 24, layers=2, experts=0),
 }
-
-
-def make_model(run, d, cfg):
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    ckpt = os.path.join(d, "model.safetensors")
-    r = run("synth", os.path.join(d, "config.json"), "-o", ckpt)
-    assert r.returncode == 0, r.stderr
-    mans = {}
-    for algo in ("sha256", "fast"):
-        mans[algo] = os.path.join(d, f"manifest-{algo}.json")
-        assert run("hash", ckpt, "--algo", algo, "-o", mans[algo]).returncode == 0
-    return ckpt, mans
-
-
-def rank_file(d, rank):
-    return os.path.join(d, f"model-rank-{rank}-part-0.safetensors")
-
-
-def mutate(d, rank, fn):
-    t = load_file(rank_file(d, rank))
-    fn(t)
-    save_file(t, rank_file(d, rank))
 
 
 def is_moe(cfg, i):

@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
-from rank_files import mutate, rank_file
+from rank_files import make_model, mutate, rank_file
 
 H, HD, VOCAB = 64, 8, 1000
 
@@ -268,18 +268,6 @@ def expected_ranks(family, cfg, w, tp, ep, pp, placement="linear"):
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-def make_model(run, d, cfg):
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    ckpt = os.path.join(d, "model.safetensors")
-    assert run("synth", os.path.join(d, "config.json"), "-o", ckpt).returncode == 0
-    mans = {}
-    for algo in ("sha256", "fast"):
-        mans[algo] = os.path.join(d, f"manifest-{algo}.json")
-        assert run("hash", ckpt, "--algo", algo, "-o", mans[algo]).returncode == 0
-    return ckpt, mans
 
 
 def shard(run, ckpt, out, family, tp, ep=1, pp=1):
