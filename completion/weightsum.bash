@@ -30,7 +30,7 @@ _weightsum() {
         hash) opts="-o --output --json --tag --canonical --algo --key -c --check --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
         verify) opts="--json -q --quiet --status -v --verbose --ignore-missing --strict --key
                       --canonical --locate --report --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
-        diff) opts="--json -q --quiet --status --ep --pp --expert-map --redundant-experts $dump $common" ;;
+        diff) opts="--json -q --quiet --status --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
         shard) opts="--layout --tp --ep --pp --expert-map --redundant-experts --config -o --output --force --progress --no-progress --help" ;;
         synth) opts="-o --output --dtype --seed --progress --no-progress --help" ;;
         serve) opts="$dump --ep --pp --host --port --key --canonical -j --jobs --timeout --max-body

@@ -220,7 +220,7 @@ def test_file_truncated_while_read(tmp_path, run, ws_bin, cmd, read):
     size = os.path.getsize(victim)
     args = {"verify": ["verify", man, d, "-j", "1"], "hash": ["hash", d, "-j", "1"],
             "diff": ["diff", ckpt, d], "hash-checkpoint": ["hash", ckpt, "-j", "1"]}[cmd]
-    args += ["--read", read] if cmd != "diff" else []  # diff: the CLI's default (mmap)
+    args += ["--read", read]
     for delay in (0.0, 0.02, 0.1, 0.3):
         shutil.copy(keep, victim)
         p = subprocess.Popen([ws_bin, *map(str, args)], stdout=subprocess.PIPE,
