@@ -803,6 +803,13 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
                            ws_canon canon, ws_progress_fn progress, void *progress_user,
                            ws_report *r, ws_error *err);
+/* ws_diff_dump with both sides' files read in read_mode (WS_READ_*, as ws_source_dump's; the
+ * reference too): a chunk at a time into reused buffers or through the mapping, never by
+ * pointers into it, so memory stays bounded by a chunk and a file that shrinks while it is
+ * read is WS_ERR_IO naming it. ws_diff_dump is this with WS_READ_DEFAULT. */
+WS_API ws_err ws_diff_dump_read(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
+                                ws_canon canon, int read_mode, ws_progress_fn progress,
+                                void *progress_user, ws_report *r, ws_error *err);
 
 /* Element-level diff of two checkpoints (`weightsum diff A B`): per tensor of a, match, or a
  * mismatch naming how many elements differ, the first (flat index, coordinates, both values),
@@ -811,6 +818,10 @@ WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const w
  * (may be NULL) gets bytes of a done. */
 WS_API ws_err ws_diff_checkpoints(const ws_ckpt *a, const ws_ckpt *b, ws_progress_fn progress,
                                   void *progress_user, ws_report *r, ws_error *err);
+/* ws_diff_checkpoints with both files read in read_mode (as ws_diff_dump_read's). */
+WS_API ws_err ws_diff_checkpoints_read(const ws_ckpt *a, const ws_ckpt *b, int read_mode,
+                                       ws_progress_fn progress, void *progress_user,
+                                       ws_report *r, ws_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Localisation by region digests (docs/fast-digest.md, "Localisation")                        */
