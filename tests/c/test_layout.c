@@ -1304,9 +1304,31 @@ static void test_mla(void) {
                 CHECK(ws_layout_find_hf(l, "model.layers.0.mlp.gate_proj.weight") >= 0);
                 ws_layout_free(l);
             }
+        /* megatron MLASelfAttention: down projections whole, up projections split by heads,
+         * the q / kv norms fused into the up projections (test_megatron_mla.py in full) */
+        for (int tp = 1; tp <= 4; tp *= 2) {
+            ws_layout *l = NULL;
+            CHECK_OK(ws_layout_create("megatron", c, tp, &l, &e));
+            if (!l) continue;
+            check_invariants(l);
+            const char *a = "decoder.layers.1.self_attention.";
+            char n[128];
+            snprintf(n, sizeof n, "%slinear_kv_up_proj.weight", a);
+            long kvb = ws_layout_find_local(l, tp - 1, n);
+            CHECK(kvb >= 0 && ws_layout_local(l, (size_t)kvb)->shape[0] == 8u / tp * 16);
+            snprintf(n, sizeof n, "%slinear_kv_down_proj.weight", a);
+            long kva = ws_layout_find_local(l, tp - 1, n);
+            CHECK(kva >= 0 && ws_layout_local(l, (size_t)kva)->shape[0] == 16 + 4);
+            snprintf(n, sizeof n, "%slinear_q_up_proj.layer_norm_weight", a);
+            CHECK((ws_layout_find_local(l, 0, n) >= 0) == (ql > 0));
+            snprintf(n, sizeof n, "%slinear_q_proj.weight", a);
+            CHECK((ws_layout_find_local(l, 0, n) >= 0) == (ql == 0));
+            CHECK(ws_layout_find_local(l, 0, "decoder.layers.0.input_layernorm.weight") >= 0);
+            ws_layout_free(l);
+        }
     }
     ws_layout *l = NULL;
-    CHECK(ws_layout_create("megatron", c, 1, &l, &e) == WS_ERR_LAYOUT && !l);
+    CHECK(ws_layout_create("transformers", c, 1, &l, &e) == WS_ERR_LAYOUT && !l);
     CHECK(ws_layout_create("sglang", c, 3, &l, &e) == WS_ERR_LAYOUT && !l);
     /* a missing MLA size is refused by the config check, naming the key */
     set(c, WS_CFG_V_HEAD_DIM, 0);
