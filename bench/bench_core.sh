@@ -4,6 +4,8 @@
 # it) against `cat FILE >/dev/null`; peak RSS from /usr/bin/time. Every row also gives the CPU
 # seconds (user + sys, best of the runs, /usr/bin/time) and the bytes per CPU second: on a
 # machine shared with other jobs the wall clock says more about them than about us.
+# weightsum rows run in the CLI's default read mode (--read mmap: through the mapping) and
+# again with --read pread (large preads into reused buffers, the library's default).
 #
 #   bench/bench_core.sh            # needs build/weightsum; xxhsum (apt-get install xxhash)
 #
@@ -51,7 +53,7 @@ measure() {
     echo "$w $c $m"
 }
 gbs() { echo "$1 $2" | awk '{printf "%.2f", ($2 > 0 ? $1 / $2 / 1e9 : 0)}'; }
-row() { printf '%-46s %7s %8s %9s %9s\n' "$1" "$2" "$3" "$4" "$5"; }
+row() { printf '%-60s %7s %8s %9s %9s\n' "$1" "$2" "$3" "$4" "$5"; }
 # mrow LABEL BYTES [rss] CMD...: one measured row
 mrow() {
     local label=$1 bytes=$2 want_rss=$3
@@ -77,14 +79,20 @@ cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
         awk '$1 == "sha256" {v = $NF} END {sub(/k$/, "", v); printf "%.2f", v * 1000 / 1e9}')
     row "openssl speed -evp sha256 (16 KiB blocks)" "$sha" "" "$sha" ""
     mrow "cat FILE >/dev/null" "$BYTES" - sh -c "cat '$CK' >/dev/null"
-    mrow "hash --algo fast -j 1" "$BYTES" rss "$WS" hash "$CK" --algo fast -j 1
-    mrow "hash -j 1 (sha256)" "$BYTES" rss "$WS" hash "$CK" -j 1
-    mrow "hash -j 2 (sha256)" "$BYTES" - "$WS" hash "$CK" -j 2
-    mrow "hash --algo fast -j 1, TP=2 dump" "$DUMPBYTES" rss "$WS" hash "$TMP/tp2" --algo fast -j 1
-    mrow "verify (fast manifest) -j 1, TP=2 dump" "$DUMPBYTES" rss \
-        "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1
-    mrow "hash -j 1 (sha256), TP=2 dump" "$DUMPBYTES" rss "$WS" hash "$TMP/tp2" -j 1
-    mrow "hash --algo both -j 1, TP=2 dump" "$DUMPBYTES" - "$WS" hash "$TMP/tp2" --algo both -j 1
+    for mode in mmap pread; do
+        sfx=$([ "$mode" = mmap ] && echo "" || echo ", --read pread")
+        R=(--read "$mode")
+        mrow "hash --algo fast -j 1$sfx" "$BYTES" rss "$WS" hash "$CK" --algo fast -j 1 "${R[@]}"
+        mrow "hash -j 1 (sha256)$sfx" "$BYTES" rss "$WS" hash "$CK" -j 1 "${R[@]}"
+        mrow "hash -j 2 (sha256)$sfx" "$BYTES" - "$WS" hash "$CK" -j 2 "${R[@]}"
+        mrow "hash --algo fast -j 1, TP=2 dump$sfx" "$DUMPBYTES" rss \
+            "$WS" hash "$TMP/tp2" --algo fast -j 1 "${R[@]}"
+        mrow "verify (fast manifest) -j 1, TP=2 dump$sfx" "$DUMPBYTES" rss \
+            "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1 "${R[@]}"
+        mrow "hash -j 1 (sha256), TP=2 dump$sfx" "$DUMPBYTES" rss "$WS" hash "$TMP/tp2" -j 1 "${R[@]}"
+        mrow "hash --algo both -j 1, TP=2 dump$sfx" "$DUMPBYTES" - \
+            "$WS" hash "$TMP/tp2" --algo both -j 1 "${R[@]}"
+    done
     drop() {
         sync
         if [ "$COLD" = file ]; then
@@ -98,9 +106,18 @@ cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
                  "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t0 $t1" | awk '{print $2 - $1}'; }
         echo "# cold cache ($([ "$COLD" = file ] && echo "the files' pages dropped" || echo drop_caches)), one run each: wall GB/s"
         row "cold: cat FILE >/dev/null" "$(gbs "$BYTES" "$(cold sh -c "cat '$CK' >/dev/null")")" "" "" ""
-        row "cold: hash --algo fast -j 1" "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" --algo fast -j 1)")" "" "" ""
-        row "cold: verify (fast) -j 1, TP=2 dump" \
-            "$(gbs "$DUMPBYTES" "$(cold "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1)")" "" "" ""
+        for mode in mmap pread; do
+            sfx=$([ "$mode" = mmap ] && echo "" || echo ", --read pread")
+            row "cold: hash --algo fast -j 1$sfx" \
+                "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" --algo fast -j 1 --read "$mode")")" "" "" ""
+            row "cold: hash -j 1 (sha256)$sfx" \
+                "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" -j 1 --read "$mode")")" "" "" ""
+            row "cold: verify (fast) -j 1, TP=2 dump$sfx" \
+                "$(gbs "$DUMPBYTES" "$(cold "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1 \
+                    --read "$mode")")" "" "" ""
+        done
+        row "cold: cat FILE >/dev/null (again, last)" \
+            "$(gbs "$BYTES" "$(cold sh -c "cat '$CK' >/dev/null")")" "" "" ""
     else
         echo "# cold cache: not measured (COLD=$COLD; drop_caches needs root)"
     fi

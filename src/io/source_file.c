@@ -1,7 +1,8 @@
 /*
  * File sources: a dump rank's safetensors files, read by large sequential preads into reused
- * buffers (the default) or through the checkpoint's read-only mapping. This is the one place
- * that sets page-cache policy (fadvise for preads, madvise to let mapped pages go once read).
+ * buffers or through the checkpoint's read-only mapping. This is the one place that sets
+ * page-cache policy (fadvise: sequential, and WILLNEED one chunk ahead of the reader so a cold
+ * file's disk reads overlap the hashing; madvise to let mapped pages go once read).
  *
  * A file that shrinks while it is read (an engine re-saving its dump in place) must be an
  * error naming it, never SIGBUS. preads simply come back short. The mapping is guarded by
@@ -164,8 +165,19 @@ static ws_err check_size(const wsi_src_tensor *t, uint64_t end, ws_error *err) {
     return WS_OK;
 }
 
+/* Read-ahead for a cold file: ask the kernel to start reading file bytes [a, b) (clipped to
+ * the span [a, end) being walked) now, one chunk before they are needed, so the disk works
+ * while the current chunk is hashed instead of after it. Both readers use it (for a mapping,
+ * as madvise(MADV_WILLNEED) would: both reach the same page-cache read-ahead); pages already
+ * cached cost a lookup. */
+static void ahead(const wsi_src_tensor *t, uint64_t a, uint64_t b, uint64_t end) {
+    if (t->fd < 0 || a >= end) return;
+    if (b > end) b = end;
+    posix_fadvise(t->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
+}
+
 /* Mapped reads: chunks of at most WSI_READ_CHUNK bytes of file span, each size-checked before
- * its pages are touched and let go of after. */
+ * its pages are touched and let go of after; the next chunk is read ahead (ahead). */
 static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
                         uint64_t cols, uint64_t l_cols, wsi_rect_fn fn, void *ctx,
                         ws_error *err) {
@@ -173,10 +185,11 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
     ws_err rc = WS_OK;
     if (cols == l_cols) {
         uint64_t n = rows * cols, per = WSI_READ_CHUNK / es;
-        uint64_t first = row0 * l_cols;
+        uint64_t first = row0 * l_cols, end = t->file_offset + (first + n) * es;
         for (uint64_t k = 0; k < n && rc == WS_OK; k += per) {
             uint64_t m = n - k < per ? n - k : per;
             uint64_t off = t->file_offset + (first + k) * es;
+            ahead(t, k ? off + m * es : off, off + m * es + WSI_READ_CHUNK, end);
             rc = check_size(t, off + m * es, err);
             if (rc == WS_OK) {
                 touch_begin(t, (first + k) * es, (size_t)(m * es));
@@ -189,10 +202,12 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
     }
     uint64_t rowbytes = l_cols * es;
     uint64_t band = rowbytes >= WSI_READ_CHUNK ? 1 : WSI_READ_CHUNK / rowbytes;
+    uint64_t end = t->file_offset + ((row0 + rows - 1) * l_cols + col0 + cols) * es;
     for (uint64_t r = 0; r < rows && rc == WS_OK; r += band) {
         uint64_t nr = rows - r < band ? rows - r : band;
         uint64_t a = ((row0 + r) * l_cols + col0) * es;
         uint64_t b = ((row0 + r + nr - 1) * l_cols + col0 + cols) * es;
+        ahead(t, t->file_offset + (r ? b : a), t->file_offset + b + band * rowbytes, end);
         rc = check_size(t, t->file_offset + b, err);
         if (rc == WS_OK) touch_begin(t, a, (size_t)(b - a));
         for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
@@ -217,8 +232,13 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
     posix_fadvise(t->fd, (off_t)span0, (off_t)(span1 - span0), POSIX_FADV_SEQUENTIAL);
     if (cols == l_cols) {
         uint64_t n = rows * cols, small = WSI_PREAD_CHUNK / es ? WSI_PREAD_CHUNK / es : 1;
-        for (uint64_t k = 0; k < n && rc == WS_OK; k += small) {
+        for (uint64_t k = 0, next = 0; k < n && rc == WS_OK; k += small) {
             uint64_t m = n - k < small ? n - k : small;
+            if (k * es >= next) { /* every WSI_READ_CHUNK: the one after it, ahead */
+                ahead(t, span0 + (k ? next + WSI_READ_CHUNK : 0), span0 + next + 2 * WSI_READ_CHUNK,
+                      span1);
+                next += WSI_READ_CHUNK;
+            }
             rc = read_at(t, span0 + k * es, buf->p, (size_t)(m * es), err);
             if (rc == WS_OK) rc = fn(ctx, k, buf->p, m);
         }
@@ -232,6 +252,8 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
             uint64_t nr = rows - r < band ? rows - r : band;
             uint64_t a = ((row0 + r) * l_cols + col0) * es;
             uint64_t len = (nr - 1) * rowbytes + segbytes;
+            ahead(t, t->file_offset + a + (r ? len : 0), t->file_offset + a + len + band * rowbytes,
+                  span1);
             rc = read_at(t, t->file_offset + a, buf->p, (size_t)len, err);
             for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
                 rc = fn(ctx, (r + k) * cols, buf->p + k * rowbytes, cols);
@@ -239,13 +261,16 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
         return rc;
     }
     uint64_t small = WSI_PREAD_CHUNK / es ? WSI_PREAD_CHUNK / es : 1;
-    for (uint64_t r = 0; r < rows && rc == WS_OK; r++)
+    for (uint64_t r = 0; r < rows && rc == WS_OK; r++) {
+        uint64_t next = t->file_offset + ((row0 + r + 1) * l_cols + col0) * es;
+        ahead(t, next, next + segbytes, span1); /* the next row's segment */
         for (uint64_t c = 0; c < cols && rc == WS_OK; c += small) {
             uint64_t m = cols - c < small ? cols - c : small;
             rc = read_at(t, t->file_offset + ((row0 + r) * l_cols + col0 + c) * es, buf->p,
                          (size_t)(m * es), err);
             if (rc == WS_OK) rc = fn(ctx, r * cols + c, buf->p, m);
         }
+    }
     return rc;
 }
 
@@ -260,6 +285,7 @@ ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst
     ws_err rc = WS_OK;
     for (uint64_t k = 0; k < len && rc == WS_OK; k += WSI_READ_CHUNK) {
         uint64_t m = len - k < WSI_READ_CHUNK ? len - k : WSI_READ_CHUNK;
+        ahead(t, off + k + m, off + k + m + WSI_READ_CHUNK, off + len);
         rc = read_at(t, off + k, (uint8_t *)dst + k, (size_t)m, err);
     }
     return rc;
