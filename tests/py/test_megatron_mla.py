@@ -221,8 +221,10 @@ def test_stale_replicated_kv_layernorm_on_one_rank(v3, run):
     mutate(d, 6, stale)
     out = verify_fails(run, man, d)
     hf = "model.layers.2.self_attn.kv_a_layernorm.weight"
-    assert f"{hf}: replica_mismatch [{loc} on rank 6]" in out, out
-    assert "element [9]" in out or "row 9" in out, out
+    # rank 6 = stage 1, ep rank 1, tp 0: copy d*tp + t = 2 of the stage's, against rank 4's
+    assert (f"{hf}: replica_mismatch [{loc} on rank 6] rows 9..10: replica 2 differs from "
+            f"replica 0 ({loc} on rank 4)") in out, out
+    assert f"(element [9] of {loc})" in out, out
     assert ": mismatch" not in out
 
 
