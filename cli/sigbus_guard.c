@@ -13,11 +13,15 @@
 #include "cli.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
 static bool err_tty; /* a progress line may be drawn: wipe it first */
+/* Threads reading past the cut fault together: the first says it and exits, the rest wait
+ * for that exit (returning would fault again), so there is one line. */
+static atomic_flag saying = ATOMIC_FLAG_INIT;
 
 typedef struct line {
     char buf[3072];
@@ -64,6 +68,8 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc) {
     ws_mapped_read r;
     if (si && si->si_code > 0 && ws_mapped_read_current(&r) &&
         (uintptr_t)si->si_addr - (uintptr_t)r.begin < r.len) {
+        if (atomic_flag_test_and_set(&saying))
+            for (;;) pause();
         uint64_t at = r.file_offset + ((uintptr_t)si->si_addr - (uintptr_t)r.begin);
         static const char what[] = "the file shrank while being read (changed on disk? a mapped "
                                    "page past its new end)";

@@ -38,35 +38,47 @@ int ws_read_mode(void) { return atomic_load(&default_mode); }
 
 /* The mapped range this thread is touching (ws_mapped_read_current). A SIGBUS handler runs on
  * the faulting thread, between any two of these stores: len is written last when a touch
- * begins and first when it ends, and the handler trusts the rest only while len != 0. */
-static _Thread_local struct {
-    const char *volatile file, *volatile tensor;
-    const uint8_t *volatile begin;
-    volatile uint64_t file_offset;
-    volatile size_t len;
-} touching;
+ * begins and first when it ends, and the handler trusts the rest only while len != 0.
+ * Touches nest (a walk of one file whose callback reads another through its mapping: diff's
+ * reference inside the dump's walk): each end restores the touch it interrupted. */
+typedef struct touch {
+    const char *file, *tensor;
+    const uint8_t *begin;
+    uint64_t file_offset;
+    size_t len;
+} touch;
+static _Thread_local volatile touch touching;
 
-static void touch_begin(const wsi_src_tensor *t, uint64_t map_off, size_t n) {
-    touching.file = t->file ? t->file : "";
-    touching.tensor = t->name ? t->name : "";
-    touching.begin = t->map + map_off;
-    touching.file_offset = t->file_offset + map_off;
-    atomic_signal_fence(memory_order_seq_cst);
-    touching.len = n;
-    atomic_signal_fence(memory_order_seq_cst);
-}
-
-static void touch_end(void) {
-    atomic_signal_fence(memory_order_seq_cst);
+static void touch_set(const touch *t) {
     touching.len = 0;
     atomic_signal_fence(memory_order_seq_cst);
+    touching.file = t->file;
+    touching.tensor = t->tensor;
+    touching.begin = t->begin;
+    touching.file_offset = t->file_offset;
+    atomic_signal_fence(memory_order_seq_cst);
+    touching.len = t->len;
+    atomic_signal_fence(memory_order_seq_cst);
 }
+
+/* Record [map_off, map_off + n) of t's mapping as touched; returns the touch it interrupts
+ * (pass it to touch_end). */
+static touch touch_begin(const wsi_src_tensor *t, uint64_t map_off, size_t n) {
+    touch prev = {touching.file, touching.tensor, touching.begin, touching.file_offset,
+                  touching.len};
+    touch now = {t->file ? t->file : "", t->name ? t->name : "", t->map + map_off,
+                 t->file_offset + map_off, n};
+    touch_set(&now);
+    return prev;
+}
+
+static void touch_end(const touch *prev) { touch_set(prev); }
 
 int ws_mapped_read_current(ws_mapped_read *out) {
     if (!out) return 0;
     size_t len = touching.len;
     atomic_signal_fence(memory_order_seq_cst);
-    if (len == 0) return 0;
+    if (len == 0) return 0; /* none, or one being set: its pages are not touched yet */
     out->file = touching.file;
     out->tensor = touching.tensor;
     out->begin = touching.begin;
@@ -192,9 +204,9 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
             ahead(t, k ? off + m * es : off, off + m * es + WSI_READ_CHUNK, end);
             rc = check_size(t, off + m * es, err);
             if (rc == WS_OK) {
-                touch_begin(t, (first + k) * es, (size_t)(m * es));
+                touch prev = touch_begin(t, (first + k) * es, (size_t)(m * es));
                 rc = fn(ctx, k, t->map + (first + k) * es, m);
-                touch_end();
+                touch_end(&prev);
             }
             wsi_ckpt_release(t->ckpt, t->map + (first + k) * es, (size_t)(m * es));
         }
@@ -209,10 +221,13 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
         uint64_t b = ((row0 + r + nr - 1) * l_cols + col0 + cols) * es;
         ahead(t, t->file_offset + (r ? b : a), t->file_offset + b + band * rowbytes, end);
         rc = check_size(t, t->file_offset + b, err);
-        if (rc == WS_OK) touch_begin(t, a, (size_t)(b - a));
-        for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
-            rc = fn(ctx, (r + k) * cols, t->map + ((row0 + r + k) * l_cols + col0) * es, cols);
-        touch_end();
+        if (rc == WS_OK) {
+            touch prev = touch_begin(t, a, (size_t)(b - a));
+            for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
+                rc = fn(ctx, (r + k) * cols, t->map + ((row0 + r + k) * l_cols + col0) * es,
+                        cols);
+            touch_end(&prev);
+        }
         wsi_ckpt_release(t->ckpt, t->map + a, (size_t)(b - a));
     }
     return rc;

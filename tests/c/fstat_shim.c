@@ -3,10 +3,14 @@
  * happen every time. On the WS_SHIM_AT-th fstat of the file WS_SHIM_FILE (1: when it is
  * opened) it cuts the file to WS_SHIM_CUT bytes, and from then on fstat reports the size the
  * file had: the size check before each mapped chunk passes, the touch of a page past the new
- * end faults. Built by the test (cc -shared -fPIC); not part of the library.
+ * end faults. WS_SHIM_AT=N > 1 cuts in the middle of the run (after N - 1 size checks), with
+ * WS_SHIM_COUNT=FILE it writes how many fstat calls of the file it saw when the process exits
+ * (a run with a WS_SHIM_AT it never reaches counts them). Built by the test (cc -shared -fPIC);
+ * not part of the library.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +30,15 @@ __attribute__((constructor)) static void init(void) {
     }
     dev = st.st_dev, ino = st.st_ino, size = st.st_size;
     if (getenv("WS_SHIM_AT")) at = atol(getenv("WS_SHIM_AT"));
+}
+
+__attribute__((destructor)) static void fini(void) {
+    const char *out = getenv("WS_SHIM_COUNT");
+    FILE *f = out ? fopen(out, "w") : NULL;
+    if (f) {
+        fprintf(f, "%ld\n", seen);
+        fclose(f);
+    }
 }
 
 static void adjust(struct stat *st) {

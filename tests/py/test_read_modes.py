@@ -103,9 +103,11 @@ def test_modes_give_identical_verdicts(model, ws_bin, tmp_path, layout):
             assert outs[(state, algo, "mmap")][0] == (0 if state == "clean" else 1)
 
 
-def cut_env(shim, victim, cut):
+def cut_env(shim, victim, cut, at=1, count=None):
     env = dict(os.environ)
-    env.update(LD_PRELOAD=shim, WS_SHIM_FILE=str(victim), WS_SHIM_CUT=str(cut), WS_SHIM_AT="1")
+    env.update(LD_PRELOAD=shim, WS_SHIM_FILE=str(victim), WS_SHIM_CUT=str(cut), WS_SHIM_AT=str(at))
+    if count:
+        env["WS_SHIM_COUNT"] = str(count)
     return env
 
 
@@ -116,19 +118,26 @@ CASES = {  # args (victim: ckpt or rank 1 of the dump), and whether -o writes a 
                                             rank_file(d, 1)),
     "verify-dump": lambda ckpt, d, man, out: (["verify", man, d, "-j", 2], rank_file(d, 1)),
     "verify-checkpoint": lambda ckpt, d, man, out: (["verify", man, ckpt, "-j", 1], ckpt),
+    "diff-dump": lambda ckpt, d, man, out: (["diff", ckpt, d], rank_file(d, 1)),
+    "diff-reference": lambda ckpt, d, man, out: (["diff", ckpt, d], ckpt),
+    "diff-checkpoints": lambda ckpt, d, man, out: (["diff", str(ckpt) + ".a", ckpt], ckpt),
 }
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode,when", [("mmap", "open"), ("mmap", "mid"), ("pread", "open")])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, mode, case):
-    """The shim cuts the victim to a third when it is opened and fstat keeps saying the old
-    size: the mapped reader's check passes and its touch faults (the guard's line), the pread
-    reader comes back short (the library's line). Either way: exit 2, one line naming the
-    file, no signal death, no output file and no temporary file beside it."""
+def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, mode, when, case):
+    """The shim cuts the victim to a third when it is opened (or, "mid", at the middle one of
+    the size checks a clean run makes) and fstat keeps saying the old size: the mapped reader's
+    check passes and its touch faults (the guard's line), the pread reader comes back short
+    (the library's line). Either way: exit 2, one line naming the file, no signal death, no
+    output file and no temporary file beside it. ("mid" found a walk whose callback reads a
+    second file through its mapping, diff's reference inside the dump's walk, ending the
+    outer touch's record.)"""
     tmp, ckpt0, mans = model
     ckpt = tmp_path / "model.safetensors"
     shutil.copy(ckpt0, ckpt)
+    shutil.copy(ckpt0, str(ckpt) + ".a")
     d = tmp_path / "d"
     shutil.copytree(tmp / "sglang", d)
     outdir = tmp_path / "out"
@@ -136,7 +145,15 @@ def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, mode, case):
     out = outdir / "manifest.json"
     args, victim = CASES[case](ckpt, d, mans["fast"], out)
     size = os.path.getsize(victim)
-    r = run_mode(ws_bin, mode, *args, env=cut_env(shim, victim, size // 3))
+    at = 1
+    if when == "mid":
+        count = tmp_path / "count"
+        r = run_mode(ws_bin, mode, *args, env=cut_env(shim, victim, size // 3, 10**9, count))
+        assert r.returncode == 0, r.stderr
+        if os.path.exists(out):
+            os.remove(out)
+        at = max(2, int(count.read_text()) // 2)
+    r = run_mode(ws_bin, mode, *args, env=cut_env(shim, victim, size // 3, at))
     assert os.path.getsize(victim) == size // 3, "the shim did not cut the file"
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)  # not -SIGBUS
     lines = r.stderr.strip().splitlines()
