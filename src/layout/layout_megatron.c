@@ -103,14 +103,14 @@ static const struct {
     {WSL_O_W, "self_attention.linear_proj.weight", MLA_COLS},
     {WSL_IN_NORM, "input_layernorm.weight", MLA_WHOLE},
 };
-#define MLA_ROWS_COUNT (sizeof mla_attention / sizeof mla_attention[0])
+#define MLA_TENSORS (sizeof mla_attention / sizeof mla_attention[0])
 
 /* Layer i's attention (local name index lj) on rank g = (d, t): a tp-split piece is replica d
  * (one copy per data-parallel rank), a whole tensor replica rep_all (one per rank of a stage). */
 static ws_err add_mla(ws_layout *l, const wsl_dense *m, uint64_t i, unsigned long long lj, int g,
                       int d, int t, int tp, uint32_t rep_all) {
     uint64_t T = (uint64_t)tp, R = (uint64_t)t;
-    for (size_t k = 0; k < MLA_ROWS_COUNT; k++) {
+    for (size_t k = 0; k < MLA_TENSORS; k++) {
         if (!wsl_has_at(m, i, mla_attention[k].kind)) continue;
         uint32_t hf = wsl_hf_at(m, i, mla_attention[k].kind), loc;
         const ws_hf_desc *h = ws_layout_hf(l, hf);
@@ -222,7 +222,7 @@ ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, const wsl_pa
     wsl_set_moe_tp(l, tp);
     uint64_t div = MEGATRON_VOCAB_DIVISOR * T;
     uint64_t Vp = (m.V + div - 1) / div * div;
-    uint64_t attn = m.mla ? MLA_ROWS_COUNT : 3 * (m.nkv / T) * (m.qkv_bias ? 2 : 1) + 2 +
+    uint64_t attn = m.mla ? MLA_TENSORS : 3 * (m.nkv / T) * (m.qkv_bias ? 2 : 1) + 2 +
                                                  2 * m.qk_norm;
     uint64_t dense = attn + 2 + 1 + 1;
     uint64_t total = 0;

@@ -221,8 +221,10 @@ def test_stale_replicated_kv_layernorm_on_one_rank(v3, run):
     mutate(d, 6, stale)
     out = verify_fails(run, man, d)
     hf = "model.layers.2.self_attn.kv_a_layernorm.weight"
-    assert f"{hf}: replica_mismatch [{loc} on rank 6]" in out, out
-    assert "element [9]" in out or "row 9" in out, out
+    # rank 6 = stage 1, ep rank 1, tp 0: copy d*tp + t = 2 of the stage's, against rank 4's
+    assert (f"{hf}: replica_mismatch [{loc} on rank 6] rows 9..10: replica 2 differs from "
+            f"replica 0 ({loc} on rank 4)") in out, out
+    assert f"(element [9] of {loc})" in out, out
     assert ": mismatch" not in out
 
 
@@ -278,3 +280,61 @@ def test_missing_stage_layer(v3, run):
             "[decoder.layers.1.self_attention.linear_kv_up_proj.weight on rank 4]") in out, out
     assert "model.layers.3.mlp.experts.7.down_proj.weight: missing" in out, out
     assert "model.layers.2." not in out, out  # stage 1's local layer 0 is whole
+
+
+# ---- the trainer side: Megatron-native HF manifest from MLA shards, no TP gather --------------
+
+def _trainer_rank(rank, world, init, d, cfg, out, flip):
+    """One Megatron tp rank: its shards as `weightsum shard` wrote them into
+    weightsum.torch.megatron_manifest over gloo, as they are and then with one element of
+    flip = (rank, tensor, flat index) changed."""
+    import json as _json
+    import sys as _sys
+    import torch.distributed as dist
+    from safetensors.torch import load_file as load_torch
+    _sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "python"))
+    import weightsum.torch as wt
+    dist.init_process_group("gloo", init_method="file://" + init, rank=rank, world_size=world)
+    shards = load_torch(rank_file(d, rank))
+    res = {}
+    for case in ("clean", "flip"):
+        if case == "flip" and flip[0] == rank:
+            x = shards[flip[1]].clone()
+            x.view(-1)[flip[2]] += 1.0
+            shards[flip[1]] = x
+        mm = wt.megatron_manifest("megatron", cfg, rank, world, shards.items())
+        res[case] = {"tensors": mm.to_dict()["tensors"], "moved": mm.bytes_moved}
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        _json.dump(res, f)
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif("asan" in os.environ.get("WEIGHTSUM_BIN", ""),
+                    reason="loads the plain library either way: covered by the plain run")
+def test_trainer_manifest_from_megatron_mla_shards(tmp_path, run):
+    """weightsum.torch.megatron_manifest on DeepSeek-V3-shaped Megatron shards (tp 2, the
+    trainer's own names: linear_q_down_proj, linear_kv_up_proj with its fused norm, grouped
+    experts): every rank gets the HF-level fast manifest the checkpoint has, without gathering
+    a tensor; with one element of rank 1's linear_q_up_proj changed, exactly q_b_proj differs."""
+    pytest.importorskip("torch")
+    import json
+    import torch.multiprocessing as mp
+    cfg = CONFIGS["deepseek-v3"]
+    ckpt, mans = make_model(run, tmp_path, cfg)
+    d = tmp_path / "m"
+    assert shard(run, ckpt, d, 2).returncode == 0
+    want = {k: v["fast"] for k, v in json.load(open(mans["fast"]))["tensors"].items()}
+    q_up = "decoder.layers.1.self_attention.linear_q_up_proj.weight"
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.spawn(_trainer_rank, args=(2, str(tmp_path / "init"), str(d), cfg, str(out),
+                                  (1, q_up, 5)), nprocs=2, join=True)
+    for r in range(2):
+        got = json.load(open(out / f"rank{r}.json"))
+        for case, expect in (("clean", []), ("flip", ["model.layers.1.self_attn.q_b_proj.weight"])):
+            digests = {k: v["fast"] for k, v in got[case]["tensors"].items()}
+            assert set(digests) == set(want)
+            assert all(want.values())
+            assert sorted(k for k in want if digests[k] != want[k]) == expect, (r, case)
+            assert 0 < got[case]["moved"] < 64 * 1024
