@@ -78,9 +78,11 @@ typedef struct cli_layout_opts {
      * --moe-dense-tp-size N (0 = unset) */
     long attn_dp, moe_dense_tp;
     bool dp_lm_head;
+    bool fused_shared; /* --fused-shared-experts (SGLang's shared expert as one more slot) */
 } cli_layout_opts;
 /* getopt values of the long-only layout options --ep N, --pp N, --expert-map FILE,
- * --redundant-experts N, --attn-dp-size N, --enable-dp-lm-head and --moe-dense-tp-size N. */
+ * --redundant-experts N, --attn-dp-size N, --enable-dp-lm-head, --moe-dense-tp-size N and
+ * --fused-shared-experts. */
 #define CLI_OPT_EP 0x101
 #define CLI_OPT_PP 0x102
 #define CLI_OPT_EXPERT_MAP 0x103
@@ -97,18 +99,21 @@ void cli_sigbus_guard_install(void);
 #define CLI_OPT_ATTN_DP 0x106
 #define CLI_OPT_DP_LM_HEAD 0x107
 #define CLI_OPT_MOE_DENSE_TP 0x108
+#define CLI_OPT_FUSED_SHARED 0x109
 #define CLI_LAYOUT_PAR_OPTS                                                                        \
     {"ep", required_argument, 0, CLI_OPT_EP}, {"pp", required_argument, 0, CLI_OPT_PP},            \
         {"expert-map", required_argument, 0, CLI_OPT_EXPERT_MAP},                                  \
         {"redundant-experts", required_argument, 0, CLI_OPT_REDUNDANT},                            \
         {"attn-dp-size", required_argument, 0, CLI_OPT_ATTN_DP},                                   \
-        {"enable-dp-lm-head", no_argument, 0, CLI_OPT_DP_LM_HEAD}, {                               \
-        "moe-dense-tp-size", required_argument, 0, CLI_OPT_MOE_DENSE_TP                            \
+        {"enable-dp-lm-head", no_argument, 0, CLI_OPT_DP_LM_HEAD},                                 \
+        {"moe-dense-tp-size", required_argument, 0, CLI_OPT_MOE_DENSE_TP}, {                       \
+        "fused-shared-experts", no_argument, 0, CLI_OPT_FUSED_SHARED                               \
     }
-/* The usage line of those SGLang options (every command that takes a layout names them). */
+/* The usage lines of those SGLang options (every command that takes a layout names them). */
 #define CLI_DP_USAGE                                                                               \
     "                [--attn-dp-size N] [--enable-dp-lm-head] [--moe-dense-tp-size N] (SGLang DP "  \
-    "attention)\n"
+    "attention)\n"                                                                                 \
+    "                [--fused-shared-experts] (SGLang: the shared expert as one more expert slot)\n"
 /* Options several subcommands share, parsed in one place (cli_common_option). */
 typedef struct cli_common {
     cli_layout_opts lo; /* --layout L (L), --tp N (t), --config F (C), --force (f) */

@@ -392,7 +392,7 @@ int cmd_serve(int argc, char **argv) {
     unsigned lflags = cc.lo.force ? WS_LAYOUT_FORCE : 0;
     ws_err rc;
     if (cc.lo.ep || cc.lo.pp || cc.lo.expert_map || cc.lo.redundant || cc.lo.attn_dp ||
-        cc.lo.dp_lm_head || cc.lo.moe_dense_tp) {
+        cc.lo.dp_lm_head || cc.lo.moe_dense_tp || cc.lo.fused_shared) {
         /* the layout a dump not yet written will have: tp x ep x pp and the engine options */
         ws_parallel *par = NULL;
         if ((rc = ws_parallel_create(&par, &err)) == WS_OK &&

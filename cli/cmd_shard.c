@@ -87,6 +87,7 @@ int cmd_shard(int argc, char **argv) {
         case CLI_OPT_ATTN_DP:
         case CLI_OPT_DP_LM_HEAD:
         case CLI_OPT_MOE_DENSE_TP:
+        case CLI_OPT_FUSED_SHARED:
             if (cli_parse_par(ch, optarg, &par) < 0) return EXIT_TROUBLE;
             break;
         case 'P': progress = 1; break;

@@ -22,6 +22,10 @@ int cli_parse_par(int ch, const char *arg, cli_layout_opts *o) {
         o->dp_lm_head = true;
         return 1;
     }
+    if (ch == CLI_OPT_FUSED_SHARED) {
+        o->fused_shared = true;
+        return 1;
+    }
     if (ch == CLI_OPT_ATTN_DP) {
         if (cli_parse_int(arg, 1, 4096, &o->attn_dp)) return 1;
         cli_usage(cli_cmd, "--attn-dp-size needs a size from 1 to 4096, not '%s'", arg);
@@ -47,6 +51,7 @@ ws_err cli_set_par_options(ws_parallel *par, const cli_layout_opts *o, ws_error 
     if (!e && o->attn_dp) e = ws_parallel_set(par, WS_PAR_ATTN_DP, o->attn_dp, err);
     if (!e && o->dp_lm_head) e = ws_parallel_set(par, WS_PAR_DP_LM_HEAD, 1, err);
     if (!e && o->moe_dense_tp) e = ws_parallel_set(par, WS_PAR_MOE_DENSE_TP, o->moe_dense_tp, err);
+    if (!e && o->fused_shared) e = ws_parallel_set(par, WS_PAR_FUSED_SHARED, 1, err);
     if (!e && o->expert_map) {
         char *text = NULL;
         size_t n = 0;

@@ -724,8 +724,8 @@ WS_API int ws_dump_tp(const ws_dump *d);
 WS_API int ws_dump_ep(const ws_dump *d);
 WS_API int ws_dump_pp(const ws_dump *d);
 /* weightsum-layout.json's value of an engine option it records (WS_PAR_ATTN_DP,
- * WS_PAR_DP_LM_HEAD, WS_PAR_MOE_DENSE_TP; written by shard when not the default), or 0 when it
- * names none or for another key. */
+ * WS_PAR_DP_LM_HEAD, WS_PAR_MOE_DENSE_TP, WS_PAR_FUSED_SHARED; written by shard when not the
+ * default), or 0 when it names none or for another key. */
 WS_API long ws_dump_parallel(const ws_dump *d, ws_par_key key);
 /* weightsum-layout.json's "expert_map" (rows x physical, see ws_parallel_set_expert_map), or
  * NULL when it has none. */

@@ -28,7 +28,8 @@ struct ws_dump {
     char family[32];
     int tp;          /* from weightsum-layout.json, 0 when absent */
     int ep, pp;      /* from weightsum-layout.json ("ep", "pp"), 0 when absent */
-    long attn_dp, dp_lm_head, moe_dense_tp; /* "attn_dp", "dp_lm_head", "moe_dense_tp", or 0 */
+    /* "attn_dp", "dp_lm_head", "moe_dense_tp", "fused_shared_experts", or 0 */
+    long attn_dp, dp_lm_head, moe_dense_tp, fused_shared;
     int32_t *emap;   /* weightsum-layout.json's "expert_map" (rows x physical), or NULL */
     size_t emap_rows, emap_physical;
 };
@@ -105,6 +106,7 @@ long ws_dump_parallel(const ws_dump *d, ws_par_key key) {
     case WS_PAR_ATTN_DP: return d->attn_dp;
     case WS_PAR_DP_LM_HEAD: return d->dp_lm_head;
     case WS_PAR_MOE_DENSE_TP: return d->moe_dense_tp;
+    case WS_PAR_FUSED_SHARED: return d->fused_shared;
     default: return 0;
     }
 }
@@ -195,11 +197,12 @@ static ws_err read_hint(ws_dump *d, const char *dir, ws_error *err) {
             else
                 *dst[k] = (int)json_integer_value(v);
         }
-        /* optional SGLang DP attention options (written when not the default) */
-        static const char *const opt[3] = {"attn_dp", "dp_lm_head", "moe_dense_tp"};
-        static const long hi[3] = {MAX_RANKS, 1, MAX_RANKS};
-        long *odst[3] = {&d->attn_dp, &d->dp_lm_head, &d->moe_dense_tp};
-        for (int k = 0; k < 3 && rc == WS_OK; k++) {
+        /* optional SGLang options (written when not the default) */
+        static const char *const opt[4] = {"attn_dp", "dp_lm_head", "moe_dense_tp",
+                                           "fused_shared_experts"};
+        static const long hi[4] = {MAX_RANKS, 1, MAX_RANKS, 1};
+        long *odst[4] = {&d->attn_dp, &d->dp_lm_head, &d->moe_dense_tp, &d->fused_shared};
+        for (int k = 0; k < 4 && rc == WS_OK; k++) {
             json_t *v = json_object_get(j, opt[k]);
             if (!v) continue;
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > hi[k])

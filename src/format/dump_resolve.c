@@ -151,7 +151,8 @@ static ws_err check_dp_flags(const ws_dump *d, const char *dir, const ws_paralle
         long unset;
     } k[] = {{WS_PAR_ATTN_DP, "--attn-dp-size", 1},
              {WS_PAR_DP_LM_HEAD, "--enable-dp-lm-head", 0},
-             {WS_PAR_MOE_DENSE_TP, "--moe-dense-tp-size", 0}};
+             {WS_PAR_MOE_DENSE_TP, "--moe-dense-tp-size", 0},
+             {WS_PAR_FUSED_SHARED, "--fused-shared-experts", 0}};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         long given = ws_parallel_get(options, k[i].key), rec = ws_dump_parallel(d, k[i].key);
         if (rec < k[i].unset) rec = k[i].unset;
@@ -211,8 +212,10 @@ static ws_err copy_options(ws_parallel *par, const ws_parallel *options, const w
     ws_err rc = WS_OK;
     for (size_t k = 0; options && k < sizeof keys / sizeof keys[0] && rc == WS_OK; k++)
         rc = ws_parallel_set(par, keys[k], ws_parallel_get(options, keys[k]), err);
-    /* SGLang DP attention: the options' value when said, else weightsum-layout.json's */
-    static const ws_par_key dp_keys[] = {WS_PAR_ATTN_DP, WS_PAR_DP_LM_HEAD, WS_PAR_MOE_DENSE_TP};
+    /* SGLang DP attention, fused shared experts: the options' value when said, else
+     * weightsum-layout.json's */
+    static const ws_par_key dp_keys[] = {WS_PAR_ATTN_DP, WS_PAR_DP_LM_HEAD, WS_PAR_MOE_DENSE_TP,
+                                         WS_PAR_FUSED_SHARED};
     for (size_t k = 0; k < sizeof dp_keys / sizeof dp_keys[0] && rc == WS_OK; k++) {
         long v = options ? ws_parallel_get(options, dp_keys[k]) : 0;
         if (v <= (dp_keys[k] == WS_PAR_ATTN_DP ? 1 : 0)) v = ws_dump_parallel(d, dp_keys[k]);

@@ -311,10 +311,12 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
         if (!xp->map && E % (uint64_t)p->ep)
             return wsl_reject(l, "num_experts %llu is not divisible by ep (FusedMoE asserts it)",
                               (unsigned long long)E);
+        /* With an expert map too the shared expert stays one slot after the rank's P/ep
+         * physical ones: FusedMoE's _num_global_routed is the P physical routed slots, and the
+         * checkpoint's shared expert (id num_logical_experts) is loaded into physical id P,
+         * local slot P/ep on every rank (weight_loader, _map_global_expert_id_to_local_expert_id;
+         * not the per-rank shared slots of the DeepEP-class backends). */
         xp->fused_shared = p->fused_shared != 0;
-        if (xp->fused_shared && xp->map)
-            return wsl_reject(l, "fused shared experts together with an expert map (EPLB) are "
-                                 "not modelled");
         if (xp->fused_shared && m->shI != m->mI)
             return wsl_reject(l, "a fused shared expert needs one shared expert of "
                                  "moe_intermediate_size rows (n_shared_experts 1)");

@@ -1518,6 +1518,74 @@ static void test_dp_attention(void) {
     ws_parallel_free(p);
 }
 
+/* SGLang's fused shared expert together with an EPLB expert map (docs/layouts.md, "Expert
+ * maps"): the shared expert is the slot after the rank's P/ep physical ones, copy = ep rank;
+ * routed slots follow the map, copies of one logical expert numbered in slot order. With DP
+ * attention on top (tp 4, attn-dp 2, ep 2: moe_tp 2). */
+static int w13_slot(const ws_layout *l, int rank, uint64_t slot, uint64_t rows_per_slot,
+                    char *name, size_t n, uint32_t *replica) {
+    long w = ws_layout_find_local(l, rank, "model.layers.1.mlp.experts.w13_weight");
+    for (size_t i = 0; w >= 0 && i < ws_layout_piece_count(l); i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        if ((long)p->local != w || p->l_row0 != slot * rows_per_slot) continue;
+        snprintf(name, n, "%s", ws_layout_hf(l, p->hf)->name);
+        *replica = p->replica;
+        return 1;
+    }
+    return 0;
+}
+
+static void test_fused_shared_with_map(void) {
+    ws_model_config *c = moe_cfg("glm4_moe", 3, 8, 32);
+    ws_parallel *p = NULL;
+    ws_error e;
+    ws_layout *l = NULL;
+    const int32_t map[10] = {0, 1, 2, 3, 4, 5, 6, 7, 3, 3}; /* 2 redundant slots: expert 3 */
+    for (int dp = 1; dp <= 2; dp++) {
+        CHECK_OK(ws_parallel_create(&p, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 4, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_ATTN_DP, dp, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_FUSED_SHARED, 1, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_REDUNDANT_EXPERTS, 2, &e));
+        CHECK_OK(ws_parallel_set_expert_map(p, 1, 10, map, &e));
+        CHECK_OK(ws_layout_create_parallel("sglang", c, p, &l, &e));
+        ws_parallel_free(p);
+        if (!l) continue;
+        check_invariants(l);
+        long w13 = ws_layout_find_local(l, 3, "model.layers.1.mlp.experts.w13_weight");
+        CHECK(w13 >= 0 && ws_layout_local(l, (size_t)w13)->shape[0] == 6 &&
+              ws_layout_local(l, (size_t)w13)->shape[1] == 32);
+        char name[256];
+        uint32_t rep = 99;
+        /* ep rank 1 (tp ranks 2, 3): physical 5..9 = experts 5, 6, 7, 3, 3, then the shared one */
+        CHECK(w13_slot(l, 3, 3, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.experts.3.gate_proj.weight") == 0 && rep == 1);
+        CHECK(w13_slot(l, 3, 4, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.experts.3.gate_proj.weight") == 0 && rep == 2);
+        CHECK(w13_slot(l, 3, 5, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.shared_experts.gate_proj.weight") == 0 && rep == 1);
+        CHECK(w13_slot(l, 0, 5, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.shared_experts.gate_proj.weight") == 0 && rep == 0);
+        CHECK(w13_slot(l, 0, 3, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.experts.3.gate_proj.weight") == 0 && rep == 0);
+        CHECK(ws_layout_find_local(l, 0, "model.layers.1.mlp.shared_experts.gate_up_proj.weight") <
+              0);
+        ws_layout_free(l);
+        l = NULL;
+    }
+    /* a map whose slots do not split over ep stays refused, as FusedMoE asserts */
+    CHECK_OK(ws_parallel_create(&p, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 4, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_FUSED_SHARED, 1, &e));
+    CHECK_OK(ws_parallel_set_expert_map(p, 1, 9, map, &e));
+    CHECK(ws_layout_create_parallel("sglang", c, p, &l, &e) == WS_ERR_LAYOUT &&
+          strstr(e.what, "not divisible by ep"));
+    ws_parallel_free(p);
+    ws_model_config_free(c);
+}
+
 int main(void) {
     test_families();
     test_matrix();
@@ -1531,6 +1599,7 @@ int main(void) {
     test_mla();
     test_moe_matrix();
     test_dp_attention();
+    test_fused_shared_with_map();
     printf("layouts built %d, rejected %d\n", combos_built, combos_rejected);
     return check_report("test_layout");
 }

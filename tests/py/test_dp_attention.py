@@ -419,3 +419,73 @@ def test_expect_for_a_dp_attention_rank(tmp_path, run):
         assert (f"{A0}q_proj.weight: mismatch [{A0}qkv_proj.weight on rank 3] rows 32..64" in
                 r.stdout and "found on rank 3 (dp_rank 1)" in r.stdout), r.stdout
         assert "on rank 1" not in r.stdout
+
+
+def fused_shared_ranks(cfg, w, tp, dp, ep, rows):
+    """sglang_ranks with the shared expert fused (one more slot) and an EPLB map: FusedMoE's
+    _num_global_routed is the P physical slots (E + redundant), ep rank k holds physical slots
+    [k*P/ep, (k+1)*P/ep) loaded from logical expert map[layer][p] (weight_loader:
+    logical_to_all_physical), and the checkpoint's shared expert (id num_logical_experts) goes
+    to physical id P: local slot P/ep of every rank (_map_global_expert_id_to_local_expert_id)."""
+    out = sglang_ranks(cfg, w, tp, dp, ep)
+    mi = cfg["moe_intermediate_size"]
+    mtp = tp // ep
+    r = mi // mtp
+    for t, d in enumerate(out):
+        er, mt = t // mtp, t % mtp
+        for i in range(cfg["num_hidden_layers"]):
+            if not moe_layer(cfg, i):
+                continue
+            p = f"model.layers.{i}.mlp."
+            row = rows[i]
+            per = len(row) // ep
+            slots = [(p + f"experts.{row[q]}.") for q in range(er * per, (er + 1) * per)]
+            slots.append(p + "shared_experts.")
+            d[p + "experts.w13_weight"] = np.stack([np.concatenate([
+                rows_of(w[s + "gate_proj.weight"], mt, r),
+                rows_of(w[s + "up_proj.weight"], mt, r)]) for s in slots])
+            d[p + "experts.w2_weight"] = np.stack(
+                [cols(w[s + "down_proj.weight"], mt, r) for s in slots])
+            del d[p + "shared_experts.gate_up_proj.weight"], d[p + "shared_experts.down_proj.weight"]
+    return out
+
+
+rows_of = rows
+
+
+def test_fused_shared_experts_with_an_expert_map(tmp_path, run):
+    """DeepSeek-V3-shaped, tp 4, attn-dp 2, ep 2, 2 redundant slots (10 physical, 5 per ep
+    rank) and the shared expert fused as slot 5: every rank element by element, both digests;
+    a stale shared-expert slot on ep rank 1 and a stale redundant copy are named."""
+    cfg = DEEPSEEK_V3
+    ckpt, mans = make_model(run, tmp_path, cfg)
+    w = load_file(ckpt)
+    rows = [list(range(8)) + [3, 3], list(range(8)) + [5, 0], [7, 6, 5, 4, 3, 2, 1, 0, 1, 2]]
+    emap = tmp_path / "map.json"
+    emap.write_text(json.dumps({"physical_to_logical_map": rows}))
+    d = shard(run, ckpt, tmp_path / "d", 4, 2, 2, "--fused-shared-experts", "--expert-map", emap)
+    hint = json.loads((d / "weightsum-layout.json").read_text())
+    assert hint["fused_shared_experts"] == 1 and hint["expert_map"] == rows
+    want = fused_shared_ranks(cfg, w, 4, 2, 2, rows)
+    for t, exp in enumerate(want):
+        got = load_file(rank_file(d, t))
+        assert sorted(got) == sorted(exp), (t, sorted(set(got) ^ set(exp)))
+        for k in exp:
+            assert got[k].tobytes() == exp[k].tobytes(), (t, k)
+    for man in mans.values():
+        v = run("verify", man, d)
+        assert v.returncode == 0 and v.stdout.endswith("-> OK\n"), v.stdout + v.stderr
+    w13 = "model.layers.1.mlp.experts.w13_weight"
+    # rank 2 (ep rank 1, moe-tp rank 0): slot 5 is the shared expert, slot 4 layer 2's expert 2
+    mutate(d, 2, bump(w13, (5, 3, 1)))
+    mutate(d, 3, bump("model.layers.2.mlp.experts.w13_weight", (4, 0, 0)))
+    for man in mans.values():
+        out = verify_fails(run, man, d)
+        sh = "model.layers.1.mlp.shared_experts.gate_proj.weight"
+        assert f"{sh}: replica_mismatch [{w13} on rank 2]" in out, out
+        assert f"row 3, column 1 of {sh} (element [5, 3, 1] of {w13})" in out, out
+        e2 = "model.layers.2.mlp.experts.2.gate_proj.weight"
+        # physical slot 9 holds expert 2, a copy of slot 5's (rank 2 / 3's local slot 0)
+        assert f"{e2}: replica_mismatch [model.layers.2.mlp.experts.w13_weight on rank 3]" in out, out
+        assert "row 8, column 0 of " + e2 in out, out  # moe-tp rank 1: rows 8.. of the expert
+        assert out.endswith("2 replica_mismatch -> FAILED\n"), out
