@@ -282,6 +282,18 @@ def test_missing_stage_layer(v3, run):
     assert "model.layers.2." not in out, out  # stage 1's local layer 0 is whole
 
 
+def test_shape_message_names_every_size(v3, run):
+    """A local tensor of the wrong shape names the layout by all its sizes (it said tp=8, the
+    rank count, for this tp 2, ep 2, pp 2 dump)."""
+    d, ckpt, man = v3
+    loc = "decoder.layers.0.self_attention.linear_kv_up_proj.weight"
+    mutate(d, 1, lambda t: t.__setitem__(loc, t[loc][:-16].copy()))
+    r = run("verify", man, d)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "expected for megatron tp=2 ep=2 pp=2, " in r.stdout, r.stdout
+    assert "tp=8" not in r.stdout, r.stdout
+
+
 # ---- the trainer side: Megatron-native HF manifest from MLA shards, no TP gather --------------
 
 def _trainer_rank(rank, world, init, d, cfg, out, flip):
