@@ -796,6 +796,8 @@ long ws_layout_parallel(const ws_layout *l, ws_par_key key) {
 }
 const char *wsi_layout_sizes(const ws_layout *l, char *buf, size_t n) {
     int k = snprintf(buf, n, "%s tp=%d", l->family, l->tp);
+    if (k > 0 && (size_t)k < n && l->par[WS_PAR_ATTN_DP] > 1) /* SGLang DP attention */
+        k += snprintf(buf + k, n - (size_t)k, " attn-dp=%ld", l->par[WS_PAR_ATTN_DP]);
     if (k > 0 && (size_t)k < n && l->par[WS_PAR_EP] > 1)
         k += snprintf(buf + k, n - (size_t)k, " ep=%ld", l->par[WS_PAR_EP]);
     if (k > 0 && (size_t)k < n && l->par[WS_PAR_PP] > 1)
