@@ -174,6 +174,40 @@ def sglang_ranks(cfg, w, tp, dp, ep=1, dp_lm_head=False, moe_dense_tp=None):
     return out
 
 
+def pp_indices(L, s, pp):
+    """sglang.srt.distributed.utils.get_pp_indices: L // pp layers a stage, the last L % pp
+    stages one more."""
+    base, rem = divmod(L, pp)
+    first = s * base + max(0, s - (pp - rem))
+    return first, first + base + (1 if s >= pp - rem else 0)
+
+
+def staged(cfg, one_stage, tp, pp):
+    """The ranks of pp stages (global rank s * tp + t) from one stage's prediction: stage s
+    keeps its layers (global names), embed_tokens the first stage, norm and lm_head the last; tied
+    with pp > 1 the last stage's ParallelLMHead named lm_head.weight is loaded from the embedding
+    (Qwen3ForCausalLM / Qwen2ForCausalLM: lm_head = embed_tokens only when pp == 1)."""
+    L, tied = cfg["num_hidden_layers"], cfg.get("tie_word_embeddings", False)
+    out = []
+    for s in range(pp):
+        lo, hi = pp_indices(L, s, pp)
+        for t in range(tp):
+            d = {}
+            for k, v in one_stage[t].items():
+                if k.startswith("model.layers."):
+                    if lo <= int(k.split(".")[2]) < hi:
+                        d[k] = v
+                elif k == "model.embed_tokens.weight":
+                    if s == 0:
+                        d[k] = v
+                    if tied and pp > 1 and s == pp - 1:
+                        d["lm_head.weight"] = v
+                elif s == pp - 1:
+                    d[k] = v
+            out.append(d)
+    return out
+
+
 def shard(run, ckpt, out, tp, dp, ep=1, *more):
     r = run("shard", ckpt, "--layout", "sglang", "--tp", tp, "--attn-dp-size", dp, "--ep", ep,
             "-o", out, *more)
@@ -189,6 +223,9 @@ CASES = [  # (config, tp, attn_dp, ep, options)
     ("deepseek-v3", 4, 2, 4, ("--moe-dense-tp-size", "1")),
     ("deepseek-v3", 8, 4, 8, ("--enable-dp-lm-head", "--moe-dense-tp-size", "1")),
     ("qwen3-tied", 4, 2, 1, ()), ("qwen3-tied", 8, 4, 1, ()),
+    # pipeline stages on top: global rank s * tp + t, the tied copy on the last stage
+    ("qwen3-moe-dense1", 4, 2, 2, ("--pp", "2")), ("deepseek-v3", 4, 2, 2, ("--pp", "3")),
+    ("qwen3-tied", 4, 2, 1, ("--pp", "2", "--enable-dp-lm-head")),
 ]
 CONFIGS = {"qwen3-moe": QWEN3_MOE, "deepseek-v3": DEEPSEEK_V3, "qwen3-tied": QWEN3_TIED,
            "qwen3-moe-dense1": dict(QWEN3_MOE, num_hidden_layers=3, mlp_only_layers=[1])}
@@ -202,10 +239,13 @@ def test_dp_attention_loader_element_by_element(tmp_path, run, name):
     cases = [c for c in CASES if c[0] == name]
     assert cases
     for _, tp, dp, ep, opts in cases:
-        out = shard(run, ckpt, tmp_path / f"tp{tp}-dp{dp}-ep{ep}-{len(opts)}", tp, dp, ep, *opts)
-        want = sglang_ranks(cfg, w, tp, dp, ep, dp_lm_head="--enable-dp-lm-head" in opts,
-                            moe_dense_tp=1 if "--moe-dense-tp-size" in opts else None)
-        assert not os.path.exists(rank_file(out, tp))
+        out = shard(run, ckpt, tmp_path / f"tp{tp}-dp{dp}-ep{ep}-{'_'.join(opts)}", tp, dp, ep,
+                    *opts)
+        pp = int(opts[opts.index("--pp") + 1]) if "--pp" in opts else 1
+        want = staged(cfg, sglang_ranks(cfg, w, tp, dp, ep, dp_lm_head="--enable-dp-lm-head" in opts,
+                                        moe_dense_tp=1 if "--moe-dense-tp-size" in opts else None),
+                      tp, pp)
+        assert not os.path.exists(rank_file(out, tp * pp))
         for t, exp in enumerate(want):
             got = load_file(rank_file(out, t))
             assert sorted(got) == sorted(exp), (tp, dp, t, sorted(set(got) ^ set(exp)))
@@ -487,3 +527,21 @@ def test_fused_shared_experts_with_an_expert_map(tmp_path, run):
         assert f"{e2}: replica_mismatch [model.layers.2.mlp.experts.w13_weight on rank 3]" in out, out
         assert "row 8, column 0 of " + e2 in out, out  # moe-tp rank 1: rows 8.. of the expert
         assert out.endswith("2 replica_mismatch -> FAILED\n"), out
+
+
+def test_stale_tied_lm_head_copy_on_the_last_stage(tmp_path, run):
+    """Tied Qwen3 at tp 4, attn-dp 2, pp 2 with the DP lm_head: the last stage's lm_head.weight
+    copies the embedding's attention-TP shard; rank 7 (stage 1, DP group 1, attention-TP rank 1)
+    kept a stale row."""
+    ckpt, mans = make_model(run, tmp_path, QWEN3_TIED)
+    d = shard(run, ckpt, tmp_path / "d", 4, 2, 1, "--pp", 2, "--enable-dp-lm-head")
+    mutate(d, 7, bump("lm_head.weight", (3, 2)))
+    for man in mans.values():
+        out = verify_fails(run, man, d)
+        assert ("model.embed_tokens.weight: replica_mismatch [lm_head.weight on rank 7]" in out), out
+        assert "row 515, column 2 of model.embed_tokens.weight" in out, out
+        assert out.endswith("1 replica_mismatch -> FAILED\n"), out
+    # without the DP lm_head the copy would be split over tp, the embedding over 2 ranks: refused
+    r = run("shard", ckpt, "--layout", "sglang", "--tp", 4, "--attn-dp-size", 2, "--pp", 2,
+            "-o", tmp_path / "x")
+    assert r.returncode == 2 and "--enable-dp-lm-head" in r.stderr, r.stderr
