@@ -314,6 +314,207 @@ def sglang_hash_tensors(tensors):
     return _answer(names, [int(out[i]) for i in range(n)])
 
 
+_sigs2 = {
+    "ws_sglang_expect_views_ranks": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_int),
+                                                    ctypes.c_size_t, ctypes.POINTER(_View),
+                                                    ctypes.c_size_t, ctypes.c_int, _P,
+                                                    ctypes.POINTER(ctypes.c_uint64),
+                                                    ctypes.c_size_t, ctypes.POINTER(_Error)]),
+}
+for _name, (_res, _args) in _sigs2.items():
+    _f = getattr(lib, _name, None)
+    if _f is not None:
+        _f.restype, _f.argtypes = _res, _args
+
+
+class SglangExpect:
+    """The values SGLang's gpu_tensor_hash gives for engine ranks' local tensors (what each rank
+    answers to {"action": "checksum"} when it holds the weights on the GPU), predicted from the
+    HF tensors alone, without building any shard (ws_sglang_expect_views_ranks).
+
+      x = SglangExpect("sglang", 2, config)      # the layout, made once
+      x(hf_tensors)                              # {rank: {local name: int}}, every rank
+      x(hf_tensors, ranks=[1])                   # only rank 1
+
+    hf_tensors: {HF name: tensor} (tied tensors may be left out), a list in the layout's HF
+    order (x.hf_names; None for tied ones), or a Batch of that list. Tensors C-contiguous, all
+    CUDA tensors on one device (every asked rank in one launch) or all in host memory. Each call
+    describes the tensors once for all the ranks asked. engine_dtype: what the engine holds
+    ("BF16": HF floats cast canonically; None: each local tensor its HF tensors' dtype)."""
+
+    def __init__(self, layout: str, tp: int, config: Any, engine_dtype: Optional[str] = None):
+        from . import _api
+        self._cfg = _api.model_config(config)
+        self.h = _P()
+        _api.call("ws_layout_create", layout.encode(), ctypes.cast(self._cfg, _P), int(tp),
+                  ctypes.byref(self.h))
+        L = self.h
+        self.hf_names, hf_numel = [], []
+        for i in range(lib.ws_layout_hf_count(L)):
+            d = lib.ws_layout_hf(L, i).contents
+            self.hf_names.append(d.name.decode())
+            n = 1
+            for k in range(d.ndim):
+                n *= d.shape[k]
+            hf_numel.append(n)
+        self._hf_index = {n: i for i, n in enumerate(self.hf_names)}
+        self._hf_numel = hf_numel
+        self.local_names: Dict[int, List[str]] = {}
+        for i in range(lib.ws_layout_local_count(L)):
+            d = lib.ws_layout_local(L, i).contents
+            self.local_names.setdefault(d.rank, []).append(d.name.decode())
+        self.ranks = sorted(self.local_names)
+        self._dtype = dtype_code(engine_dtype) if engine_dtype else _dtype_count()
+        import numpy as np
+        nh = len(self.hf_names)
+        self._views = np.zeros(max(nh, 1), _view_dtype())
+        self._numel = np.array(hf_numel if nh else [0], dtype=np.uint64)
+        self._views["ndim"][:nh] = 1  # described by element count: the layout has the shape
+        self._views["shape"][:nh] = np.uint64(self._numel.ctypes.data) + \
+            8 * np.arange(nh, dtype=np.uint64)
+        self._vptr = ctypes.cast(ctypes.c_void_p(self._views.ctypes.data), ctypes.POINTER(_View))
+
+    def _describe(self, hf: Any) -> Tuple[Any, Any, List[Any]]:
+        """(ws_view pointer, stream, keep-alive) of the HF tensors, in layout order."""
+        if isinstance(hf, Batch):
+            if hf.n != len(self.hf_names):
+                raise ValueError(f"{hf.n} tensors for a layout of {len(self.hf_names)} HF tensors")
+            return hf.ptr, hf.stream, [hf]
+        if isinstance(hf, dict):
+            items: List[Any] = [None] * len(self.hf_names)
+            for name, t in hf.items():
+                i = self._hf_index.get(name)
+                if i is None:
+                    raise KeyError(f"tensor '{name}' is not an HF tensor of this layout")
+                items[i] = t
+        else:
+            items = list(hf)
+            if len(items) != len(self.hf_names):
+                raise ValueError(f"{len(items)} tensors for a layout of {len(self.hf_names)} "
+                                 "HF tensors")
+        # the one description of this call, for every rank asked: pointer, dtype, device (the
+        # layout has the shapes: element counts are checked here and in C); torch tensors in a
+        # few list passes, the rest one by one
+        tm = sys.modules.get("torch")
+        T = tm.Tensor if tm is not None else None
+        if T is not None and all(t is None or isinstance(t, T) for t in items):
+            return self._describe_torch(items)
+        codes, ptrs, devs = [], [], []
+        stream = None
+        dev0 = None
+        for i, t in enumerate(items):
+            if t is None:  # tied (no piece reads it) or not given (refused if a piece needs it)
+                codes.append(0)
+                ptrs.append(0)
+                devs.append(-1)
+                continue
+            if not is_torch(t):
+                code, shape, st, ptr, dev, _, k = describe(t, self.hf_names[i])
+                n = 1
+                for d in shape:
+                    n *= int(d)
+                if not getattr(k, "flags", None) or not k.flags.c_contiguous:
+                    raise ValueError(f"tensor '{self.hf_names[i]}' must be C-contiguous")
+            else:
+                if not t.is_contiguous():
+                    raise ValueError(f"tensor '{self.hf_names[i]}' must be C-contiguous")
+                code, ptr, n = torch_code(t.dtype, self.hf_names[i]), t.data_ptr(), t.numel()
+                dev = t.get_device() if t.is_cuda else -1
+                if dev >= 0 and stream is None:
+                    import torch
+                    stream = torch.cuda.current_stream(dev).cuda_stream
+            if n != self._hf_numel[i]:
+                raise ValueError(f"tensor '{self.hf_names[i]}' has {n} elements, the layout "
+                                 f"{self._hf_numel[i]}")
+            if dev0 is None:
+                dev0 = dev
+            elif dev != dev0:
+                raise ValueError("HF tensors must all be on one CUDA device or all on the host")
+            codes.append(code)
+            ptrs.append(ptr)
+            devs.append(dev)
+        return self._fill(items, codes, ptrs, devs, stream)
+
+    def _describe_torch(self, items: List[Any]) -> Tuple[Any, Any, List[Any]]:
+        idx = [i for i, t in enumerate(items) if t is not None]  # None: tied or not given
+        ts = [items[i] for i in idx] if len(idx) < len(items) else items
+        bad = [i for i, t in zip(idx, ts) if not t.is_contiguous()]
+        if bad:
+            raise ValueError(f"tensor '{self.hf_names[bad[0]]}' must be C-contiguous")
+        numel = [t.numel() for t in ts]
+        want = self._hf_numel if ts is items else [self._hf_numel[i] for i in idx]
+        if numel != want:
+            k = next(k for k, n in enumerate(numel) if n != want[k])
+            raise ValueError(f"tensor '{self.hf_names[idx[k]]}' has {numel[k]} elements, the "
+                             f"layout {want[k]}")
+        codes = [_TCODES.get(id(t.dtype)) for t in ts]
+        if None in codes:
+            codes = [torch_code(t.dtype, self.hf_names[i]) for i, t in zip(idx, ts)]
+        ptrs = [t.data_ptr() for t in ts]
+        cuda = [t.is_cuda for t in ts]
+        stream = None
+        if any(cuda):
+            devs = [t.get_device() for t in ts]
+            if not all(cuda) or devs.count(devs[0]) != len(devs):
+                raise ValueError("HF tensors must all be on one CUDA device or all on the host")
+            import torch
+            stream = torch.cuda.current_stream(devs[0]).cuda_stream
+        else:
+            if not all(t.is_cpu for t in ts):
+                raise ValueError("HF tensors must be CUDA or CPU tensors")
+            devs = [-1] * len(ts)
+        if ts is not items:  # scatter back; the missing ones: no data
+            full_c, full_p, full_d = [0] * len(items), [0] * len(items), [-1] * len(items)
+            for k, i in enumerate(idx):
+                full_c[i], full_p[i], full_d[i] = codes[k], ptrs[k], devs[k]
+            codes, ptrs, devs = full_c, full_p, full_d
+        return self._fill(items, codes, ptrs, devs, stream)
+
+    def _fill(self, items, codes, ptrs, devs, stream):
+        v = self._views
+        nh = len(items)
+        if nh:
+            v["dtype"][:nh] = codes
+            v["data"][:nh] = ptrs
+            v["device"][:nh] = devs
+        return self._vptr, stream, items
+
+    def __call__(self, hf: Any, ranks: Optional[Sequence[int]] = None) -> Dict[int, Dict[str, int]]:
+        """{rank: {local tensor name: SGLang's gpu_tensor_hash}} for `ranks` (default: all)."""
+        rk = list(self.ranks if ranks is None else ranks)
+        for r in rk:
+            if r not in self.local_names:
+                raise ValueError(f"rank {r} is not a rank of this layout ({self.ranks})")
+        views, stream, keep = self._describe(hf)
+        n = sum(len(self.local_names[r]) for r in rk)
+        out = (ctypes.c_uint64 * max(n, 1))()
+        arr = (ctypes.c_int * max(len(rk), 1))(*rk)
+        err = _Error()
+        rc = lib.ws_sglang_expect_views_ranks(self.h, arr, len(rk), views, len(self.hf_names),
+                                              self._dtype, stream, out, n, ctypes.byref(err))
+        del keep
+        check(rc, err)
+        res, k = {}, 0
+        for r in rk:
+            names = self.local_names[r]
+            res[r] = dict(zip(names, out[k:k + len(names)]))
+            k += len(names)
+        return res
+
+    def __del__(self) -> None:
+        if getattr(self, "h", None) is not None and self.h.value:
+            lib.ws_layout_free(self.h)
+            self.h = None
+
+
+def _dtype_count() -> int:
+    """WS_DTYPE__COUNT: the count of dtypes (one past the last name the library knows)."""
+    n = 0
+    while lib.ws_dtype_name(n):
+        n += 1
+    return n
+
+
 def device_memory() -> Tuple[int, int]:
     """(device bytes, pinned host bytes) the CUDA backend keeps between calls."""
     d, h, err = ctypes.c_uint64(), ctypes.c_uint64(), _Error()
