@@ -185,6 +185,10 @@ class Batch:
         self.stream = None
         self.device = -1
         streams: Dict[int, int] = {}
+        fast = _torch_lists(items)  # CUDA/CPU torch tensors: a few list passes, same answers
+        if fast is not None:
+            codes, ndims, ptrs, devs, shp, strd, keep, self.device, self.stream = fast
+            items = []
         for i, x in enumerate(items):
             code, shape, st, ptr, dev, stream, k = describe(
                 x, self.names[i] if self.names is not None else "", streams)
@@ -225,6 +229,47 @@ class Batch:
         self.ptr = ctypes.cast(ctypes.c_void_p(v.ctypes.data), ctypes.POINTER(_View))
 
 
+def _torch_lists(items: List[Any]):
+    """Batch's lists for torch tensors that all lie on one CUDA device or all in host memory,
+    built in a few passes (describe's rules; None when any tensor needs describe's care)."""
+    tm = sys.modules.get("torch")
+    if tm is None or not items:
+        return None
+    T = tm.Tensor
+    if not all(isinstance(t, T) for t in items):
+        return None
+    cuda = [t.is_cuda for t in items]
+    if any(cuda):
+        if not all(cuda):
+            return None
+        devs = [t.get_device() for t in items]
+        if devs.count(devs[0]) != len(devs):
+            return None  # describe names the problem
+        device = devs[0]
+        stream = tm.cuda.current_stream(device).cuda_stream
+    else:
+        if not all(t.is_cpu for t in items):
+            return None
+        devs, device, stream = [-1] * len(items), -1, None
+    codes = [_TCODES.get(id(t.dtype)) for t in items]
+    if None in codes:
+        return None
+    shapes = [t.shape for t in items]
+    ndims = [len(x) for x in shapes]
+    if max(ndims) > MAX_DIMS:
+        return None
+    strides = [t.stride() for t in items]
+    ptrs = [t.data_ptr() if t.numel() else 0 for t in items]
+    shp: List[int] = []
+    strd: List[int] = []
+    for sh, st, nd in zip(shapes, strides, ndims):
+        shp.extend(sh)
+        shp.extend(_PAD[nd])
+        strd.extend(st)
+        strd.extend(_PAD[nd])
+    return codes, ndims, ptrs, devs, shp, strd, list(items), device, stream
+
+
 def _batch(tensors):
     b = tensors if isinstance(tensors, Batch) else Batch(tensors)
     return b.names, b.n, b.ptr, b, b.stream
@@ -234,11 +279,35 @@ def _answer(names, values):
     return dict(zip(names, values)) if names is not None else values
 
 
+_KEYS: Dict[bytes, Any] = {}  # seed -> ws_fastkey: derived once per seed (read-only, shared)
+_KEYS_MAX = 8
+
+
 def _key(key):
-    k, err = _P(), _Error()
+    """The ws_fastkey of a seed, made once and kept (a few of them; the oldest freed beyond)."""
     seed = encode(key) if key is not None else b"weightsum-fast-digest-v1"
-    check(lib.ws_fastkey_create(seed, len(seed), ctypes.byref(k), ctypes.byref(err)), err)
+    k = _KEYS.get(seed)
+    if k is None:
+        k, err = _P(), _Error()
+        check(lib.ws_fastkey_create(seed, len(seed), ctypes.byref(k), ctypes.byref(err)), err)
+        if len(_KEYS) >= _KEYS_MAX:  # the oldest: no call holds it (one thread per call, GIL)
+            lib.ws_fastkey_free(_KEYS.pop(next(iter(_KEYS))))
+        _KEYS[seed] = k
     return k
+
+
+def _hexes(out: Any, n: int, field: str, width: int) -> List[str]:
+    """The hex of one field of n ws_digest results at once (numpy, no per-result ctypes call):
+    SHA-256 bytes as they are, fast-digest lanes as 16 big-endian hex digits each."""
+    import numpy as np
+    raw = np.frombuffer(out, dtype=np.uint8).reshape(-1, ctypes.sizeof(_Digest))[:n]
+    off = getattr(_Digest, field).offset
+    col = raw[:, off:off + width]
+    if field == "fast":
+        col = np.ascontiguousarray(col).view("<u8").astype(">u8")
+    text = np.ascontiguousarray(col).tobytes().hex()
+    w = 2 * width
+    return [text[i * w:(i + 1) * w] for i in range(n)]
 
 
 def digest_batch(tensors: Any, canon: int, algos: int, key_handle: Any = None,
@@ -266,40 +335,34 @@ def digest_tensors(tensors, canonical: str = "bf16", algos=("sha256", "fast"),
     if not mask or set(algos) - {"sha256", "fast"}:
         raise ValueError("algos: 'sha256' and/or 'fast'")
     k = _key(key) if mask & ALGO_FAST else None
-    try:
-        names, n, out, st = digest_batch(tensors, CANON[canonical], mask, k, threads)
-    finally:
-        if k:
-            lib.ws_fastkey_free(k)
-    res = []
-    for i in range(n):
-        d = {}
-        if mask & ALGO_SHA256:
-            buf = ctypes.create_string_buffer(65)
-            lib.ws_sha256_hex(out[i].sha256, buf)
-            d["sha256"] = buf.value.decode()
-        if mask & ALGO_FAST:
-            buf = ctypes.create_string_buffer(49)
-            lib.ws_fast_hex(ctypes.byref(out[i].fast), buf)
-            d["fast"] = buf.value.decode()
-        if stats:
+    names, n, out, st = digest_batch(tensors, CANON[canonical], mask, k, threads)
+    res: List[Dict[str, Any]] = [{} for _ in range(n)]
+    if mask & ALGO_SHA256:
+        for d, h in zip(res, _hexes(out, n, "sha256", 32)):
+            d["sha256"] = h
+    if mask & ALGO_FAST:
+        for d, h in zip(res, _hexes(out, n, "fast", 24)):
+            d["fast"] = h
+    if stats:
+        for i, d in enumerate(res):
             d["nan"], d["inf"] = st[i].nan, st[i].inf
-        res.append(d)
     return _answer(names, res)
 
 
 def sha256_tensors(tensors, canonical: str = "bf16", threads: int = 0):
     """SHA-256 hex of each tensor's canonical bytes (hashlib-identical), many at once."""
-    r = digest_tensors(tensors, canonical, ("sha256",), threads=threads)
-    return ({k: d["sha256"] for k, d in r.items()} if isinstance(r, dict)
-            else [d["sha256"] for d in r])
+    if canonical not in CANON:
+        raise ValueError("canonical must be 'bf16' or 'native'")
+    names, n, out, _ = digest_batch(tensors, CANON[canonical], ALGO_SHA256, None, threads)
+    return _answer(names, _hexes(out, n, "sha256", 32))
 
 
 def fast_tensors(tensors, canonical: str = "bf16", key: Optional[str] = None):
     """Fast digest hex of each tensor; CUDA tensors all in one kernel launch."""
-    r = digest_tensors(tensors, canonical, ("fast",), key=key)
-    return ({k: d["fast"] for k, d in r.items()} if isinstance(r, dict)
-            else [d["fast"] for d in r])
+    if canonical not in CANON:
+        raise ValueError("canonical must be 'bf16' or 'native'")
+    names, n, out, _ = digest_batch(tensors, CANON[canonical], ALGO_FAST, _key(key))
+    return _answer(names, _hexes(out, n, "fast", 24))
 
 
 def sglang_hash_tensors(tensors):
