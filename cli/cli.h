@@ -81,6 +81,14 @@ typedef struct cli_layout_opts {
 #define CLI_OPT_PP 0x102
 #define CLI_OPT_EXPERT_MAP 0x103
 #define CLI_OPT_REDUNDANT 0x104
+/* --read pread|mmap (the commands that read weights through sources: hash, verify, diff, serve):
+ * sets the process's read mode (ws_set_read_mode) as it is parsed. main sets WS_READ_MMAP
+ * before a command runs and installs the SIGBUS guard (cli/sigbus_guard.c). */
+#define CLI_OPT_READ 0x105
+#define CLI_READ_OPT {"read", required_argument, 0, CLI_OPT_READ}
+/* Install the SIGBUS handler that turns a fault in the mapped range being read into the
+ * one-line error naming the file (exit 2); any other SIGBUS keeps its default action. */
+void cli_sigbus_guard_install(void);
 #define CLI_LAYOUT_PAR_OPTS                                                                        \
     {"ep", required_argument, 0, CLI_OPT_EP}, {"pp", required_argument, 0, CLI_OPT_PP},            \
         {"expert-map", required_argument, 0, CLI_OPT_EXPERT_MAP}, {                                \

@@ -8,7 +8,7 @@
 static const char usage[] =
     "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
-    "                        [--force] [--[no-]progress]\n"
+    "                        [--force] [--[no-]progress] [--read mmap|pread]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"
     "bf16 values otherwise). For each differing tensor: how many elements differ, the first\n"
@@ -16,6 +16,8 @@ static const char usage[] =
     "B may be an engine dump of A (any layout): each HF tensor is rebuilt from the shards and\n"
     "compared in canonical bf16 values; the first bad element also names its engine tensor,\n"
     "rank and coordinates there.\n"
+    "  --read M   mmap (default: through the file mapping, no copy) or pread (into buffers);\n"
+    "             either way a file cut while being read is exit 2 naming it\n"
     "Exit: 0 identical, 1 differences, 2 trouble.\n";
 
 void cli_coords(FILE *f, uint64_t flat, int ndim, const uint64_t *shape) {
@@ -71,7 +73,7 @@ int cmd_diff(int argc, char **argv) {
         {"layout", required_argument, 0, 'L'},  {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'C'},  {"force", no_argument, 0, 'f'},
         {"status", no_argument, 0, 'S'},        {"progress", no_argument, 0, 'P'},
-        {"no-progress", no_argument, 0, 'N'},   {"help", no_argument, 0, 'h'},
+        {"no-progress", no_argument, 0, 'N'},   CLI_READ_OPT, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
     bool json = false;

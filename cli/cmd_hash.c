@@ -10,6 +10,7 @@ static const char usage[] =
     "                      [--algo sha256|fast|both] [--key SEED] [-j N] [--[no-]progress]\n"
     "                      [--layout L] [--tp N] [--ep N] [--pp N] [--config config.json]\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
+    "                      [--read mmap|pread]\n"
     "\n"
     "Digest every tensor of CKPT (a .safetensors file, a *.safetensors.index.json or a\n"
     "directory) after the canonical cast. Prints 'DIGEST  NAME' lines like sha256sum (one\n"
@@ -24,6 +25,8 @@ static const char usage[] =
     "  --algo A        sha256 (default), fast (layout-invariant) or both\n"
     "  --key SEED      seed of the fast digest's keys (default: the public seed)\n"
     "  -j N            threads (default: all cores)\n"
+    "  --read M        mmap (default: through the file mapping, no copy) or pread (into\n"
+    "                  buffers); either way a file cut while being read is exit 2 naming it\n"
     "  -o FILE         write the JSON manifest to FILE ('-': stdout); with --json also stdout\n"
     "  -c, --check     verify instead: 'hash -c MANIFEST [CKPT]' is 'verify MANIFEST [CKPT]'\n"
     "  --force         use --layout/--tp even where the dump's weightsum-layout.json differs\n"
@@ -143,7 +146,7 @@ int cmd_hash(int argc, char **argv) {
         {"progress", no_argument, 0, 'P'}, {"no-progress", no_argument, 0, 'N'},
         {"layout", required_argument, 0, 'L'}, {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS,
         {"config", required_argument, 0, 'C'}, {"force", no_argument, 0, 'f'},
-        {"tag", no_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"tag", no_argument, 0, 'T'}, CLI_READ_OPT, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     if (take_check_flag(&argc, argv)) {
         argv[0] = "verify";
         return cmd_verify(argc, argv);

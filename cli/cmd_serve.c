@@ -12,6 +12,7 @@ static const char usage[] =
     "                       [--host H] [--port P]\n"
     "                       [--canonical bf16|native] [--key SEED] [-j N] [--timeout S]\n"
     "                       [--max-body BYTES] [--max-connections N] [--verbose] [--force]\n"
+    "                       [--read pread|mmap]\n"
     "\n"
     "Serve the weights_checker protocol (docs/http.md) for the engine dump in DIR: POST\n"
     "/weights_checker with {\"action\": \"checksum\"} or {\"action\": \"compare_checksum\",\n"
@@ -29,6 +30,9 @@ static const char usage[] =
     "  --verbose          one line per request on stderr\n"
     "  --force            use --layout/--tp/--ep/--pp even where DIR's weightsum-layout.json\n"
     "                     differs\n"
+    "  --read M           pread (default: the server outlives a dump re-saved under a\n"
+    "                     request, which gets an error answer) or mmap (no copy; a file cut\n"
+    "                     while read ends the server, exit 2 naming it)\n"
     "Prints 'listening on http://HOST:PORT' on stderr; stops cleanly on SIGINT/SIGTERM.\n";
 
 #ifndef WS_HAVE_HTTP
@@ -341,9 +345,10 @@ int cmd_serve(int argc, char **argv) {
         {"key", required_argument, 0, 'k'}, {"jobs", required_argument, 0, 'j'},
         {"timeout", required_argument, 0, 'T'}, {"max-body", required_argument, 0, 'B'},
         {"max-connections", required_argument, 0, 'M'}, {"verbose", no_argument, 0, 'v'},
-        {"force", no_argument, 0, 'f'}, CLI_LAYOUT_PAR_OPTS,
+        {"force", no_argument, 0, 'f'}, CLI_LAYOUT_PAR_OPTS, CLI_READ_OPT,
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
+    ws_set_read_mode(WS_READ_PREAD, NULL); /* --read mmap may change it */
     const char *host = "127.0.0.1";
     long port = 30000, timeout = 30, max_conns = 64;
     long max_body = (long)WS_CHECKER_MAX_BODY;

@@ -13,7 +13,7 @@ static const char usage[] =
     "                        [--layout L] [--tp N] [--ep N] [--pp N] [--config F] [--force]\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
     "                        [--locate REFERENCE]\n"
-    "                        [--report FILE.html]\n"
+    "                        [--report FILE.html] [--read mmap|pread]\n"
     "\n"
     "Check CKPT against MANIFEST (JSON from 'weightsum hash -o', or sha256sum-style lines;\n"
     "'-' reads it from stdin). Prints one line per problem and a summary line.\n"
@@ -35,6 +35,8 @@ static const char usage[] =
     "  --report FILE  also write the report as one self-contained HTML page: a grid of\n"
     "                 layers x kinds of tensor coloured by verdict, the findings under it\n"
     "  --force        use --layout/--tp even where the dump's weightsum-layout.json differs\n"
+    "  --read M       mmap (default: through the file mapping, no copy) or pread (into\n"
+    "                 buffers); either way a file cut while being read is exit 2 naming it\n"
     "With one argument, CKPT is a JSON manifest's \"source\" (as 'sha256sum -c'); a line\n"
     "manifest records none: name the checkpoint.\n"
     "Exit: 0 all match, 1 a mismatch/missing/unexpected tensor, 2 trouble.\n";
@@ -175,7 +177,7 @@ int cmd_verify(int argc, char **argv) {
         {"no-progress", no_argument, 0, 'N'}, {"layout", required_argument, 0, 'L'},
         {"tp", required_argument, 0, 't'}, CLI_LAYOUT_PAR_OPTS, {"config", required_argument, 0, 'C'},
         {"locate", required_argument, 0, 'l'}, {"report", required_argument, 0, 'R'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        CLI_READ_OPT, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_common cc = CLI_COMMON_INIT;
     const char *locate = NULL;
     report_html = NULL;

@@ -39,6 +39,10 @@ int main(int argc, char **argv) {
         return EXIT_TROUBLE;
     }
     const char *cmd = argv[1];
+    /* warm files are read through the mapping (no copy); a file cut under it is an error
+     * naming it, caught by the guard (--read pread: preads, which cannot fault) */
+    cli_sigbus_guard_install();
+    ws_set_read_mode(WS_READ_MMAP, NULL);
     int (*fn)(int, char **) = find_cmd(cmd);
     if (fn) return fn(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {

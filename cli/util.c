@@ -142,6 +142,13 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
         return -1;
     case 'P': c->progress = 1; return 1;
     case 'N': c->progress = 0; return 1;
+    case CLI_OPT_READ: {
+        int mode = strcmp(arg, "pread") == 0 ? WS_READ_PREAD
+                   : strcmp(arg, "mmap") == 0 ? WS_READ_MMAP : -1;
+        if (mode > 0 && ws_set_read_mode(mode, NULL) == WS_OK) return 1;
+        cli_usage(cli_cmd, "--read must be pread or mmap, not '%s'", arg);
+        return -1;
+    }
     default: return 0;
     }
 }

@@ -18,6 +18,7 @@ _weightsum() {
         --engine) COMPREPLY=($(compgen -W "sglang vllm" -- "$cur")); return ;;
         --device) COMPREPLY=($(compgen -W "cuda cpu" -- "$cur")); return ;;
         --selector) COMPREPLY=($(compgen -W "target draft all" -- "$cur")); return ;;
+        --read) COMPREPLY=($(compgen -W "mmap pread" -- "$cur")); return ;;
         --key|--seed|-j|--jobs|--port|--host|--timeout|--rank-offset|--skip|--max-body|--max-connections) return ;;
         --config|--locate|--report|-o|--output|--dir|--expert-map)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -26,14 +27,14 @@ _weightsum() {
     local dump="--layout --tp --config --force"
     local opts
     case $cmd in
-        hash) opts="-o --output --json --tag --canonical --algo --key -c --check --ep --pp --expert-map --redundant-experts $dump $common" ;;
+        hash) opts="-o --output --json --tag --canonical --algo --key -c --check --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
         verify) opts="--json -q --quiet --status -v --verbose --ignore-missing --strict --key
-                      --canonical --locate --report --ep --pp --expert-map --redundant-experts $dump $common" ;;
-        diff) opts="--json -q --quiet --status --ep --pp --expert-map --redundant-experts $dump $common" ;;
+                      --canonical --locate --report --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
+        diff) opts="--json -q --quiet --status --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
         shard) opts="--layout --tp --ep --pp --expert-map --redundant-experts --config -o --output --force --progress --no-progress --help" ;;
         synth) opts="-o --output --dtype --seed --progress --no-progress --help" ;;
         serve) opts="$dump --ep --pp --host --port --key --canonical -j --jobs --timeout --max-body
-                     --max-connections --verbose --help" ;;
+                     --max-connections --verbose --read --help" ;;
         push) opts="--rank-offset --timeout --json --canonical --algo --skip --selector
                     --layout --tp --config --engine --device -j --jobs --help" ;;
         expect) opts="--layout --tp --ep --pp --expert-map --redundant-experts --config -o --output --engine --device $common" ;;

@@ -13,6 +13,7 @@
  */
 #include "weightsum.h"
 #include "../tests/c/digests_json.h" /* digests_of, shared with test_protocol */
+#include "../tests/c/hf_fixture.h"   /* write_random_hf, shared with the C tests */
 
 #include <jansson.h>
 #include <stdint.h>
@@ -83,6 +84,12 @@ static void write_seeds(const char *seeds) {
     ws_free(text);
 }
 
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float next_float(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((int64_t)(rng >> 40) - (1 << 23)) / (float)(1 << 27);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
@@ -98,25 +105,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (ws_model_config_parse(config_json, strlen(config_json), "config", &cfg, &err)) die("config", &err);
     ws_layout *hf = NULL, *sg = NULL;
     if (ws_layout_create("hf", cfg, 1, &hf, &err)) die("layout hf", &err);
-    size_t n = ws_layout_hf_count(hf), k = 0;
-    ws_tensor_spec *specs = calloc(n, sizeof *specs);
-    float **bufs = calloc(n, sizeof *bufs);
-    uint64_t rng = 0x9E3779B97F4A7C15ull;
-    for (size_t i = 0; i < n; i++) {
-        const ws_hf_desc *d = ws_layout_hf(hf, i);
-        if (d->tied_to) continue;
-        uint64_t numel = 1;
-        for (int j = 0; j < d->ndim; j++) numel *= d->shape[j];
-        bufs[k] = malloc(numel * sizeof(float));
-        for (uint64_t e = 0; e < numel; e++) {
-            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-            bufs[k][e] = (float)((int64_t)(rng >> 40) - (1 << 23)) / (float)(1 << 27);
-        }
-        specs[k] = (ws_tensor_spec){.name = d->name, .dtype = WS_F32, .ndim = d->ndim, .data = bufs[k]};
-        memcpy(specs[k].shape, d->shape, sizeof d->shape);
-        k++;
-    }
-    if (ws_safetensors_write(ckpt_path, specs, k, NULL, &err)) die("write", &err);
+    if (write_random_hf(hf, ckpt_path, hf_all_f32, next_float, &err)) die("write", &err);
     ws_ckpt *c = NULL;
     if (ws_ckpt_open(ckpt_path, &c, &err)) die("open", &err);
     if (ws_layout_create("sglang", cfg, 2, &sg, &err)) die("layout sglang", &err);
@@ -142,9 +131,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     ws_layout_free(sg);
     ws_layout_free(hf);
     ws_model_config_free(cfg);
-    for (size_t i = 0; i < k; i++) free(bufs[i]);
-    free(bufs);
-    free(specs);
     if (ws_checker_create(dump, "sglang", 2, cfg_path, WS_CANON_BF16, NULL, 1, &checker, &err))
         die("checker", &err);
     const char *seeds = getenv("WS_FUZZ_WRITE_SEEDS");

@@ -803,6 +803,13 @@ WS_API ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, co
 WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
                            ws_canon canon, ws_progress_fn progress, void *progress_user,
                            ws_report *r, ws_error *err);
+/* ws_diff_dump with both sides' files read in read_mode (WS_READ_*, as ws_source_dump's; the
+ * reference too): a chunk at a time into reused buffers or through the mapping, never by
+ * pointers into it, so memory stays bounded by a chunk and a file that shrinks while it is
+ * read is WS_ERR_IO naming it. ws_diff_dump is this with WS_READ_DEFAULT. */
+WS_API ws_err ws_diff_dump_read(const ws_ckpt *reference, const ws_layout *l, const ws_dump *d,
+                                ws_canon canon, int read_mode, ws_progress_fn progress,
+                                void *progress_user, ws_report *r, ws_error *err);
 
 /* Element-level diff of two checkpoints (`weightsum diff A B`): per tensor of a, match, or a
  * mismatch naming how many elements differ, the first (flat index, coordinates, both values),
@@ -811,6 +818,10 @@ WS_API ws_err ws_diff_dump(const ws_ckpt *reference, const ws_layout *l, const w
  * (may be NULL) gets bytes of a done. */
 WS_API ws_err ws_diff_checkpoints(const ws_ckpt *a, const ws_ckpt *b, ws_progress_fn progress,
                                   void *progress_user, ws_report *r, ws_error *err);
+/* ws_diff_checkpoints with both files read in read_mode (as ws_diff_dump_read's). */
+WS_API ws_err ws_diff_checkpoints_read(const ws_ckpt *a, const ws_ckpt *b, int read_mode,
+                                       ws_progress_fn progress, void *progress_user,
+                                       ws_report *r, ws_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Localisation by region digests (docs/fast-digest.md, "Localisation")                        */
@@ -873,10 +884,39 @@ WS_API ws_err ws_locate(const ws_side *a, const ws_side *b, const char *tensor, 
 typedef struct ws_source ws_source;
 enum { WS_READ_DEFAULT = 0, WS_READ_PREAD = 1, WS_READ_MMAP = 2 };
 /* Rank `rank` of dump d (d must outlive the source), read by large sequential preads into
- * reused buffers (WS_READ_PREAD, the default) or through the file mapping (WS_READ_MMAP, whose
- * pages are let go once read). WS_ERR_NOTFOUND when the rank has no file. */
+ * reused buffers (WS_READ_PREAD) or through the file mapping (WS_READ_MMAP, whose pages are
+ * let go once read); WS_READ_DEFAULT: the process's mode (ws_set_read_mode). WS_ERR_NOTFOUND
+ * when the rank has no file. */
 WS_API ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out,
                              ws_error *err);
+/*
+ * The read mode WS_READ_DEFAULT stands for in this process, for every file source the library
+ * makes (ws_hash_checkpoint, ws_hash_dump, ws_verify_dump, the diffs, the checker, locate):
+ * WS_READ_PREAD until changed. Set it before work starts (a check already running keeps the
+ * mode it began with); WS_READ_DEFAULT sets WS_READ_PREAD; another value is WS_ERR_ARG.
+ *
+ * The mapping skips the copy a pread makes, but a file cut after its size was checked (each
+ * chunk of at most 8 MiB is checked with fstat just before its pages are touched) raises SIGBUS
+ * on the touch. The library installs no signal handler: a program that sets WS_READ_MMAP
+ * should install one that asks ws_mapped_read_current (the CLI does: cli/sigbus_guard.c).
+ */
+WS_API ws_err ws_set_read_mode(int mode, ws_error *err);
+/* The mode set (WS_READ_PREAD or WS_READ_MMAP). */
+WS_API int ws_read_mode(void);
+/* The mapped bytes the calling thread is touching for a file source right now. */
+typedef struct ws_mapped_read {
+    const char *file;     /* the file's path, as the checkpoint or dump named it */
+    const char *tensor;   /* the tensor being read */
+    const void *begin;    /* the touched bytes: [begin, begin + len) of the mapping */
+    size_t len;
+    uint64_t file_offset; /* offset in the file of begin */
+} ws_mapped_read;
+/* 1 and *out filled while this thread reads through a mapping (WS_READ_MMAP), else 0 (nothing
+ * written to out). For a SIGBUS handler (SA_SIGINFO): a fault whose si_addr lies in
+ * [begin, begin + len) is that file shrinking under the read (say so, naming out->file, and
+ * exit: the read cannot go on); any other SIGBUS is not the library's. Async-signal-safe: it
+ * reads only this thread's own record. */
+WS_API int ws_mapped_read_current(ws_mapped_read *out);
 /* An empty source of caller-provided buffers (filled with ws_source_add / _add_device). */
 WS_API ws_err ws_source_host_create(ws_source **out, ws_error *err);
 /* A named local tensor in host memory (not copied: it must outlive the source). strides in

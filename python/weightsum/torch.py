@@ -980,6 +980,7 @@ class _ShaCheck:
         self.dev = _comm_device(self.group)
         self.sent = 0
         self.host_bytes = 0
+        self.read_as: Dict[int, str] = {}
 
     def _peer(self, group_rank_of_tp: Dict[int, int], tp: int) -> int:
         g = group_rank_of_tp[tp]
@@ -1002,6 +1003,7 @@ class _ShaCheck:
         structure = _findings(r.h)
         tp_to_group = {tp: m[0] for tp, m in enumerate(metas)}
         local_meta = {tp: m[1] for tp, m in enumerate(metas)}
+        self.read_as = self._read_names(local_meta)
         plan = self._plan(local_meta)
         results, sent = self._stream(plan, tensors, tp_to_group)
         # every owner's digests to every rank: each builds the same actual manifest
@@ -1024,6 +1026,21 @@ class _ShaCheck:
                         host_bytes=self.host_bytes, algo="sha256")
         return rep
 
+    def _read_names(self, local_meta: Dict[int, Dict[str, Any]]) -> Dict[int, str]:
+        """The name each local tensor is held under on its rank: its own, else an alias the
+        layout gives it (a tied embedding kept as lm_head.weight only, as the partials bind
+        it), so that its bytes are read and judged rather than reported missing."""
+        out: Dict[int, str] = {}
+        for rank, meta in local_meta.items():
+            for name in sorted(meta):
+                li = int(lib.ws_layout_find_local(self.lay.h, rank, name.encode()))
+                if li >= 0 and (li not in out or self.lay.locals[li][0] == name):
+                    out[li] = name
+        return out
+
+    def _lname(self, local: int) -> str:
+        return self.read_as.get(local, self.lay.locals[local][0])
+
     def _name_holders(self, f: Finding) -> Finding:
         """A digest verdict names the engine tensors and ranks that hold the HF tensor's
         replica-0 pieces (the rank itself when only one does)."""
@@ -1033,7 +1050,7 @@ class _ShaCheck:
             return f
         if lay.hf[h][2] is not None:  # tied: held where its target is
             h = next((i for i, d in enumerate(lay.hf) if d[0] == lay.hf[h][2]), h)
-        held = [(lay.locals[p[1]][0], lay.locals[p[1]][1], p[8], p[8] + p[3])
+        held = [(self._lname(p[1]), lay.locals[p[1]][1], p[8], p[8] + p[3])
                 for p in lay.pieces if p[0] == h and p[2] == 0]
         if not held:
             return f
@@ -1058,8 +1075,8 @@ class _ShaCheck:
             dts = set()
             ok = True
             for p in by_hf[h]:
-                lname, lrank, lshape = lay.locals[p[1]]
-                m = local_meta.get(lrank, {}).get(lname)
+                _, lrank, lshape = lay.locals[p[1]]
+                m = local_meta.get(lrank, {}).get(self._lname(p[1]))
                 if m is None or list(m[1]) != list(lshape):
                     ok = False  # missing or misshapen: the structural findings name it
                     break
@@ -1105,8 +1122,7 @@ class _ShaCheck:
 
     def _local_rect(self, tensors: Dict[str, "torch.Tensor"], p: Any, r0: int,
                     r1: int) -> "torch.Tensor":
-        lname = self.lay.locals[p[1]][0]
-        t = tensors[lname]
+        t = tensors[self._lname(p[1])]
         v = t.reshape(-1, int(p[10]))
         lr0 = int(p[8]) + (r0 - int(p[5]))
         return v[lr0:lr0 + (r1 - r0), int(p[9]):int(p[9]) + int(p[4])]
@@ -1202,7 +1218,7 @@ class _ShaCheck:
             tdt = _WS_TO_TORCH[dt]
             t_cols = int(job[3][0][7])
             own = self._rects(job, a, b, self.rank)
-            dev = next((tensors[self.lay.locals[x[0][1]][0]].device for x in own), self.dev)
+            dev = next((tensors[self._lname(x[0][1])].device for x in own), self.dev)
             if a == 0 and home is not None:
                 nbytes = job[4] * torch.empty((), dtype=tdt).element_size()
                 if nbytes <= self.ec.assemble_bytes:

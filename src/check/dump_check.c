@@ -208,7 +208,7 @@ ws_err wsi_dumpcheck_bind(wsi_dumpcheck *c, const ws_layout *l, const ws_dump *d
         ws_partials *pa = NULL;
         wsi_compute_opts co = {.want = want, .no_padding = defer, .threads = opt->threads,
                                .bound = c->bound};
-        rc = ws_source_dump(d, rank, WS_READ_DEFAULT, &c->src[rank], err);
+        rc = ws_source_dump(d, rank, opt->read_mode, &c->src[rank], err);
         if (rc == WS_OK)
             rc = wsi_partials_compute_ex(c->plan, rank, c->src[rank], c->key, c->canon, &co, &pa,
                                          err);

@@ -80,13 +80,12 @@ static void structural(judge *j) {
         const ws_local_desc *ld = ws_layout_local(l, li);
         const wsi_local_fact *f = &pa->locals[li];
         if (f->state == WSI_LOCAL_BAD_SHAPE) {
-            char se[160], sa[160];
+            char se[160], sa[160], sz[96];
             wsi_shape_str(ld->ndim, ld->shape, se, sizeof se);
             wsi_shape_str(f->ndim, f->shape, sa, sizeof sa);
             say(j, WS_SHAPE_DIFFERS, hf_of_local(l, li), wsi_partials_local_name(pa, l, (uint32_t)li),
-                ld->rank, -1, -1,
-                "local shape %s expected for %s tp=%d, %s found", se, ws_layout_family(l), p->tp,
-                sa);
+                ld->rank, -1, -1, "local shape %s expected for %s, %s found", se,
+                wsi_layout_sizes(l, sz, sizeof sz), sa);
         } else if (f->state == WSI_LOCAL_MISSING) {
             say(j, WS_MISSING, hf_of_local(l, li), ld->name, ld->rank, -1, -1,
                 "engine tensor absent from rank %d's files", ld->rank);

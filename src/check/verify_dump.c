@@ -54,6 +54,10 @@ static size_t holder_list(const wsi_dumpcheck *v, uint32_t h, ws_holder *out, si
 typedef struct locate_ctx {
     const wsi_dumpcheck *v;
     const ws_tensor *ref;
+    const ws_source *ref_src;    /* the reference's bytes, read a chunk at a time */
+    const wsi_src_tensor *ref_t;
+    uint8_t *rr;                 /* its raw chunk */
+    wsi_readbuf ref_buf;
     ws_canon policy, canon; /* the run's policy; the reference tensor's rule under it */
     ws_dtype cdt;
     uint64_t cols;
@@ -76,13 +80,14 @@ static ws_err locate_chunk(void *arg, uint64_t at, const void *data, uint64_t n_
     chunk_ctx *x = arg;
     locate_ctx *c = x->c;
     const wsi_run *run = x->run;
-    size_t sl = ws_dtype_size(x->dtype), sr = ws_dtype_size(c->ref->dtype);
+    size_t sl = ws_dtype_size(x->dtype);
     const uint8_t *pl = data;
     for (uint64_t k = 0; k < n_all; k += WSI_CHUNK_ELEMS) {
         uint64_t n = n_all - k < WSI_CHUNK_ELEMS ? n_all - k : WSI_CHUNK_ELEMS;
         uint64_t t_at = run->t_at + at + k;
-        wsi_cast_to_canonical(c->ref->dtype, c->canon, (const uint8_t *)c->ref->data + t_at * sr,
-                             n, c->ba, NULL);
+        ws_err rc = wsi_source_read(c->ref_src, c->ref_t, t_at, n, c->rr, &c->ref_buf, &c->err);
+        if (rc != WS_OK) return rc;
+        wsi_cast_to_canonical(c->ref->dtype, c->canon, c->rr, n, c->ba, NULL);
         wsi_cast_to_canonical(x->dtype, x->canon, pl + k * sl, n, c->bb, NULL);
         uint64_t before = c->d.differ, first = c->d.first;
         wsi_diff_update(&c->d, c->cdt, t_at, c->ba, c->bb, n);
@@ -110,8 +115,8 @@ static ws_err locate_run(void *arg, const wsi_run *run) {
 /* Compare T, rebuilt from the dump's pieces, with the reference tensor element by element.
  * Returns false (with why) when they cannot be compared. */
 static ws_err compare_with_reference(wsi_dumpcheck *v, uint32_t h, const ws_tensor *ref,
-                                     ws_canon canon, locate_ctx *c, const char **why,
-                                     ws_error *err) {
+                                     const ws_source *ref_src, ws_canon canon, locate_ctx *c,
+                                     const char **why, ws_error *err) {
     const ws_hf_desc *hf = ws_layout_hf(v->l, h);
     const wsi_plan *p = &v->plan->plans[h];
     memset(c, 0, sizeof *c);
@@ -122,6 +127,8 @@ static ws_err compare_with_reference(wsi_dumpcheck *v, uint32_t h, const ws_tens
     }
     c->v = v;
     c->ref = ref;
+    c->ref_src = ref_src;
+    c->ref_t = wsi_source_find(ref_src, ref->name);
     c->policy = canon;
     c->canon = ws_canon_for_tensor(hf->name, ref->dtype, canon);
     c->cols = p->cols ? p->cols : 1;
@@ -139,11 +146,15 @@ static ws_err compare_with_reference(wsi_dumpcheck *v, uint32_t h, const ws_tens
     }
     c->ba = malloc((size_t)WSI_CHUNK_ELEMS * 8);
     c->bb = malloc((size_t)WSI_CHUNK_ELEMS * 8);
-    ws_err rc = c->ba && c->bb ? wsi_sweep(v->l, p, 0, p->rows, locate_run, c, NULL)
-                               : WS_ERR_NOMEM;
+    c->rr = malloc((size_t)WSI_CHUNK_ELEMS * 8);
+    ws_err rc = c->ba && c->bb && c->rr && c->ref_t
+                    ? wsi_sweep(v->l, p, 0, p->rows, locate_run, c, NULL)
+                    : WS_ERR_NOMEM;
     free(c->ba);
     free(c->bb);
+    free(c->rr);
     wsi_readbuf_free(&c->buf);
+    wsi_readbuf_free(&c->ref_buf);
     if (rc == WS_ERR_NOMEM) return wsi_fail(err, rc, NULL, hf->name, -1, "out of memory");
     if (rc != WS_OK && err) *err = c->err;
     return rc;
@@ -278,12 +289,17 @@ static void replica_progress(void *user, uint64_t done, uint64_t total_elems) {
     p->fn(p->user, b < p->rep_bytes ? b : p->rep_bytes, p->total);
 }
 
-ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws_canon canon,
-                    ws_progress_fn progress, void *progress_user, ws_report *r, ws_error *err) {
+ws_err ws_diff_dump_read(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d,
+                         ws_canon canon, int read_mode, ws_progress_fn progress,
+                         void *progress_user, ws_report *r, ws_error *err) {
     if (!ref || !l || !d || !r) return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL argument");
     /* the dump bound once: structural findings and every replica against replica 0 */
     wsi_dumpcheck v;
-    ws_hash_options opt = {.canon = canon, .algos = WS_ALGO_SHA256, .threads = 0};
+    ws_hash_options opt = {.canon = canon, .algos = WS_ALGO_SHA256, .threads = 0,
+                           .read_mode = read_mode};
+    ws_source *ref_src = NULL; /* the reference read like the dump, never through pointers */
+    ws_err src_rc = wsi_source_ckpt(ref, read_mode, &ref_src, err);
+    if (src_rc != WS_OK) return src_rc;
     diff_progress dp = {.fn = progress, .user = progress_user};
     uint64_t done = 0, total = 0; /* bytes of the reference compared, for progress */
     for (size_t h = 0; progress && h < ws_layout_hf_count(l); h++) {
@@ -309,7 +325,10 @@ ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws
         }
         free(read);
         ws_plan_free(pl);
-        if (prc != WS_OK) return prc;
+        if (prc != WS_OK) {
+            ws_source_free(ref_src);
+            return prc;
+        }
     }
     dp.total = total + dp.rep_bytes;
     if (progress) {
@@ -337,7 +356,7 @@ ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws
         }
         locate_ctx c;
         const char *why = NULL;
-        rc = compare_with_reference(&v, src, t, canon, &c, &why, err);
+        rc = compare_with_reference(&v, src, t, ref_src, canon, &c, &why, err);
         if (rc != WS_OK) break;
         if (why)
             wsi_dumpcheck_report(&v, WS_NOT_COMPARABLE, hf->name, NULL, -1, -1, -1, "%s", why);
@@ -352,7 +371,13 @@ ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws
     }
     if (rc == WS_OK && progress) progress(progress_user, done, total);
     wsi_dumpcheck_close(&v);
+    ws_source_free(ref_src);
     return rc;
+}
+
+ws_err ws_diff_dump(const ws_ckpt *ref, const ws_layout *l, const ws_dump *d, ws_canon canon,
+                    ws_progress_fn progress, void *progress_user, ws_report *r, ws_error *err) {
+    return ws_diff_dump_read(ref, l, d, canon, WS_READ_DEFAULT, progress, progress_user, r, err);
 }
 
 ws_err ws_verify_dump(const ws_manifest *expected, const ws_layout *l, const ws_dump *d,

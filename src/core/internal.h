@@ -79,6 +79,8 @@ WSI_HIDDEN bool wsi_ckpt_file_of(const ws_ckpt *c, const ws_tensor *t, wsi_ckpt_
 /* ---- comparison helpers (compare.c) ---- */
 /* "[a, b, c]" */
 WSI_HIDDEN void wsi_shape_str(int ndim, const uint64_t *shape, char *buf, size_t n);
+/* "FAMILY tp=T" plus " ep=E" / " pp=P" where they are not 1, into buf; returns buf. */
+WSI_HIDDEN const char *wsi_layout_sizes(const ws_layout *l, char *buf, size_t n);
 /* Verdict for one tensor present on both sides; detail gets one line when not a match. */
 WSI_HIDDEN ws_status wsi_compare_entry(const ws_manifest_entry *expected,
                                        const ws_manifest_entry *actual, bool same_key,

@@ -15,6 +15,7 @@
 #include "fastdigest.h"
 
 #if defined(__x86_64__)
+#include "avx512_reduce.h"
 #include <immintrin.h>
 
 #define PREFETCH(p) _mm_prefetch((const char *)(p) + WSI_FAST_PREFETCH, _MM_HINT_T1)
@@ -69,9 +70,9 @@ void wsi_fast_run_avx512(const struct ws_fastkey *k, size_t off, const void *dat
     }
     uint64_t tail[WS_FAST_LANES] = {0, 0, 0};
     if (i < n) wsi_fast_run_scalar(k, off + i, p + i * (size_t)unit_bytes, n - i, unit_bytes, tail);
-    sums[0] = (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(a0, b0)) + tail[0];
-    sums[1] = (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(a1, b1)) + tail[1];
-    sums[2] = (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(a2, b2)) + tail[2];
+    sums[0] = wsi_hsum_u64x8(_mm512_add_epi64(a0, b0)) + tail[0];
+    sums[1] = wsi_hsum_u64x8(_mm512_add_epi64(a1, b1)) + tail[1];
+    sums[2] = wsi_hsum_u64x8(_mm512_add_epi64(a2, b2)) + tail[2];
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -152,7 +153,7 @@ VNNI void wsi_fast_run_avx512vnni(const struct ws_fastkey *k, size_t off, const 
     uint64_t bias = unit_bytes == 2 ? 32768 : 0;
     const __m512i w[WS_FAST_LANES] = {w0, w1, w2};
     for (int l = 0; l < WS_FAST_LANES; l++)
-        sums[l] = (uint64_t)_mm512_reduce_add_epi64(w[l]) +
+        sums[l] = wsi_hsum_u64x8(w[l]) +
                   bias * (k->kprefix[l][off + n] - k->kprefix[l][off]);
 }
 #endif

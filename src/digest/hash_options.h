@@ -11,6 +11,7 @@ struct ws_hash_options {
     int threads;              /* <= 0: all cores */
     ws_progress_fn progress;  /* may be NULL */
     void *progress_user;
+    int read_mode;            /* WS_READ_* of dump files (0: the default) */
 };
 
 #endif

@@ -3,6 +3,7 @@
 #include "sglang_hash.h"
 
 #if defined(__x86_64__)
+#include "avx512_reduce.h"
 #include <immintrin.h>
 
 static inline __m512i fmix16(__m512i x) {
@@ -49,7 +50,7 @@ void wsi_sgl_run_avx512(const void *data, uint32_t idx0, size_t n, uint32_t sums
         m1 = _mm512_add_epi32(m1, d1);
         m2 = _mm512_add_epi32(m2, d2);
     }
-    sums[0] += (uint32_t)_mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
-    sums[1] += (uint32_t)_mm512_reduce_add_epi32(_mm512_add_epi32(b0, b1));
+    sums[0] += wsi_hsum_u32x16(_mm512_add_epi32(a0, a1));
+    sums[1] += wsi_hsum_u32x16(_mm512_add_epi32(b0, b1));
 }
 #endif

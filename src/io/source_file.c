@@ -5,18 +5,74 @@
  *
  * A file that shrinks while it is read (an engine re-saving its dump in place) must be an
  * error naming it, never SIGBUS. preads simply come back short. The mapping is guarded by
- * fstat: before a chunk of pages is touched, the file must still hold all of it; a file cut
- * between that check and the touch can still fault, so pread, which has no such window, is
- * the default, and the mapped reader keeps each checked chunk small (WSI_READ_CHUNK).
+ * fstat: before a chunk of pages is touched, the file must still hold all of it. A file cut
+ * between that check and the touch still faults; the library installs no signal handlers, so
+ * it records, per thread, the mapped range it is touching (ws_mapped_read_current) and a
+ * program that reads through the mapping (the CLI) turns a SIGBUS inside that range into the
+ * same one-line error. Library callers get pread unless they ask (ws_set_read_mode).
  */
 #include "source.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* What WS_READ_DEFAULT means in this process (ws_set_read_mode). */
+static atomic_int default_mode = WS_READ_PREAD;
+
+ws_err ws_set_read_mode(int mode, ws_error *err) {
+    if (mode == WS_READ_DEFAULT) mode = WS_READ_PREAD;
+    if (mode != WS_READ_PREAD && mode != WS_READ_MMAP)
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "unknown read mode %d", mode);
+    atomic_store(&default_mode, mode);
+    return WS_OK;
+}
+
+int ws_read_mode(void) { return atomic_load(&default_mode); }
+
+/* The mapped range this thread is touching (ws_mapped_read_current). A SIGBUS handler runs on
+ * the faulting thread, between any two of these stores: len is written last when a touch
+ * begins and first when it ends, and the handler trusts the rest only while len != 0. */
+static _Thread_local struct {
+    const char *volatile file, *volatile tensor;
+    const uint8_t *volatile begin;
+    volatile uint64_t file_offset;
+    volatile size_t len;
+} touching;
+
+static void touch_begin(const wsi_src_tensor *t, uint64_t map_off, size_t n) {
+    touching.file = t->file ? t->file : "";
+    touching.tensor = t->name ? t->name : "";
+    touching.begin = t->map + map_off;
+    touching.file_offset = t->file_offset + map_off;
+    atomic_signal_fence(memory_order_seq_cst);
+    touching.len = n;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+static void touch_end(void) {
+    atomic_signal_fence(memory_order_seq_cst);
+    touching.len = 0;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+int ws_mapped_read_current(ws_mapped_read *out) {
+    if (!out) return 0;
+    size_t len = touching.len;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (len == 0) return 0;
+    out->file = touching.file;
+    out->tensor = touching.tensor;
+    out->begin = touching.begin;
+    out->len = len;
+    out->file_offset = touching.file_offset;
+    return 1;
+}
 
 ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out,
                       ws_error *err) {
@@ -33,7 +89,7 @@ ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out
 
 ws_err wsi_source_ckpt(const ws_ckpt *c, int read_mode, ws_source **out, ws_error *err) {
     *out = NULL;
-    if (read_mode == WS_READ_DEFAULT) read_mode = WS_READ_PREAD;
+    if (read_mode == WS_READ_DEFAULT) read_mode = ws_read_mode();
     if (read_mode != WS_READ_PREAD && read_mode != WS_READ_MMAP)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "unknown read mode %d", read_mode);
     ws_source *s = calloc(1, sizeof *s);
@@ -122,7 +178,11 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
             uint64_t m = n - k < per ? n - k : per;
             uint64_t off = t->file_offset + (first + k) * es;
             rc = check_size(t, off + m * es, err);
-            if (rc == WS_OK) rc = fn(ctx, k, t->map + (first + k) * es, m);
+            if (rc == WS_OK) {
+                touch_begin(t, (first + k) * es, (size_t)(m * es));
+                rc = fn(ctx, k, t->map + (first + k) * es, m);
+                touch_end();
+            }
             wsi_ckpt_release(t->ckpt, t->map + (first + k) * es, (size_t)(m * es));
         }
         return rc;
@@ -134,8 +194,10 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
         uint64_t a = ((row0 + r) * l_cols + col0) * es;
         uint64_t b = ((row0 + r + nr - 1) * l_cols + col0 + cols) * es;
         rc = check_size(t, t->file_offset + b, err);
+        if (rc == WS_OK) touch_begin(t, a, (size_t)(b - a));
         for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
             rc = fn(ctx, (r + k) * cols, t->map + ((row0 + r + k) * l_cols + col0) * es, cols);
+        touch_end();
         wsi_ckpt_release(t->ckpt, t->map + a, (size_t)(b - a));
     }
     return rc;

@@ -776,6 +776,14 @@ long ws_layout_parallel(const ws_layout *l, ws_par_key key) {
     if (!l || (int)key < 0 || key >= WS_PAR__COUNT) return -1;
     return l->par[key];
 }
+const char *wsi_layout_sizes(const ws_layout *l, char *buf, size_t n) {
+    int k = snprintf(buf, n, "%s tp=%d", l->family, l->tp);
+    if (k > 0 && (size_t)k < n && l->par[WS_PAR_EP] > 1)
+        k += snprintf(buf + k, n - (size_t)k, " ep=%ld", l->par[WS_PAR_EP]);
+    if (k > 0 && (size_t)k < n && l->par[WS_PAR_PP] > 1)
+        snprintf(buf + k, n - (size_t)k, " pp=%ld", l->par[WS_PAR_PP]);
+    return buf;
+}
 int ws_layout_rank_count(const ws_layout *l) { return l ? l->n_ranks : 0; }
 int ws_layout_rank_coord(const ws_layout *l, int rank, ws_par_key key) {
     if (!l || rank < 0 || rank >= l->n_ranks) return -1;

@@ -17,6 +17,9 @@
  * (replica d); ep rank d holds experts [d*E/ep, (d+1)*E/ep), named from 0
  * (local_expert_indices_offset = ep_rank * num_local_experts). Stage s holds layers
  * [s*L/pp, (s+1)*L/pp), named decoder.layers.{j} from 0.
+ *
+ * DeepSeek-V2 / V3 attention is MLASelfAttention (the table mla_attention below) in place of
+ * linear_qkv; the MLP side (dense first layers, MoE blocks) is the same as for other models.
  */
 #include "layout_internal.h"
 
@@ -75,12 +78,103 @@ static ws_err add_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, uint64
                            "decoder.layers.%llu.pre_mlp_layernorm.weight", lj);
 }
 
+/*
+ * Multi-latent attention: MLASelfAttention under the Transformer Engine spec with qk_layernorm
+ * (what Megatron-Bridge's and slime's DeepSeek providers build). The down projections are
+ * TELinear(parallel_mode="duplicated"): whole on every rank; the up projections and q_proj
+ * are column-parallel (heads split, rows), TELayerNormColumnParallelLinear when their norm is
+ * fused into them (q_a_layernorm, kv_a_layernorm as layer_norm_weight); linear_proj is
+ * row-parallel. The pre-attention norm is a TENorm of its own. A kind absent from the model
+ * (q_proj with q_lora_rank, the q_a tensors without) is skipped.
+ */
+typedef enum mla_split { MLA_WHOLE, MLA_ROWS, MLA_COLS } mla_split;
+static const struct {
+    wsl_kind kind;
+    const char *name; /* after decoder.layers.{j}. */
+    mla_split split;
+} mla_attention[] = {
+    {WSL_MLA_QA, "self_attention.linear_q_down_proj.weight", MLA_WHOLE},
+    {WSL_MLA_QB, "self_attention.linear_q_up_proj.weight", MLA_ROWS},
+    {WSL_MLA_QA_NORM, "self_attention.linear_q_up_proj.layer_norm_weight", MLA_WHOLE},
+    {WSL_Q_W, "self_attention.linear_q_proj.weight", MLA_ROWS},
+    {WSL_MLA_KVA, "self_attention.linear_kv_down_proj.weight", MLA_WHOLE},
+    {WSL_MLA_KVB, "self_attention.linear_kv_up_proj.weight", MLA_ROWS},
+    {WSL_MLA_KVA_NORM, "self_attention.linear_kv_up_proj.layer_norm_weight", MLA_WHOLE},
+    {WSL_O_W, "self_attention.linear_proj.weight", MLA_COLS},
+    {WSL_IN_NORM, "input_layernorm.weight", MLA_WHOLE},
+};
+#define MLA_TENSORS (sizeof mla_attention / sizeof mla_attention[0])
+
+/* Layer i's attention (local name index lj) on rank g = (d, t): a tp-split piece is replica d
+ * (one copy per data-parallel rank), a whole tensor replica rep_all (one per rank of a stage). */
+static ws_err add_mla(ws_layout *l, const wsl_dense *m, uint64_t i, unsigned long long lj, int g,
+                      int d, int t, int tp, uint32_t rep_all) {
+    uint64_t T = (uint64_t)tp, R = (uint64_t)t;
+    for (size_t k = 0; k < MLA_TENSORS; k++) {
+        if (!wsl_has_at(m, i, mla_attention[k].kind)) continue;
+        uint32_t hf = wsl_hf_at(m, i, mla_attention[k].kind), loc;
+        const ws_hf_desc *h = ws_layout_hf(l, hf);
+        const char *name = mla_attention[k].name;
+        if (mla_attention[k].split == MLA_WHOLE) {
+            WSL_TRY(wsl_add_replica(l, g, rep_all, hf, "decoder.layers.%llu.%s", lj, name));
+        } else if (mla_attention[k].split == MLA_ROWS) {
+            uint64_t n = h->shape[0] / T;
+            WSL_TRY(wsl_add_local(l, &loc, g, 2, n, h->shape[1], "decoder.layers.%llu.%s", lj,
+                                  name));
+            WSL_TRY(wsl_piece_rows(l, hf, loc, (uint32_t)d, R * n, 0, n));
+        } else {
+            uint64_t c = h->shape[1] / T;
+            WSL_TRY(wsl_add_local(l, &loc, g, 2, h->shape[0], c, "decoder.layers.%llu.%s", lj,
+                                  name));
+            WSL_TRY(wsl_piece_cols(l, hf, loc, (uint32_t)d, R * c, 0, c));
+        }
+    }
+    return WS_OK;
+}
+
+/* Layer i's grouped-query attention: linear_qkv (and its bias) per query group, its fused
+ * input norm, linear_proj, and qwen3's q/k norms. */
+static ws_err add_gqa(ws_layout *l, const wsl_dense *m, uint64_t i, unsigned long long lj, int g,
+                      int d, int t, int tp, uint32_t rep_all) {
+    uint64_t T = (uint64_t)tp, R = (uint64_t)t, hd = m->hd;
+    uint64_t groups = m->nkv / T;         /* query groups per rank */
+    uint64_t qpg = m->nh / m->nkv;        /* q heads per group */
+    uint64_t group_rows = (qpg + 2) * hd; /* rows of one group in linear_qkv */
+    uint64_t q_cols = m->nh / T * hd;     /* linear_proj columns per rank */
+    uint32_t rep = (uint32_t)d, loc;
+    /* linear_qkv.weight (and .bias): groups t*G .. t*G+G-1, each [q ; k ; v] */
+    for (int b = 0; b < (m->qkv_bias ? 2 : 1); b++) {
+        wsl_kind q = b ? WSL_Q_B : WSL_Q_W, k = b ? WSL_K_B : WSL_K_W, v = b ? WSL_V_B : WSL_V_W;
+        WSL_TRY(wsl_add_local(l, &loc, g, b ? 1 : 2, groups * group_rows, m->H,
+                              "decoder.layers.%llu.self_attention.linear_qkv.%s", lj,
+                              b ? "bias" : "weight"));
+        for (uint64_t x = 0; x < groups; x++) {
+            uint64_t gr = R * groups + x, base = x * group_rows;
+            WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, q), loc, rep, gr * qpg * hd, base,
+                                   qpg * hd));
+            WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, k), loc, rep, gr * hd, base + qpg * hd,
+                                   hd));
+            WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, v), loc, rep, gr * hd,
+                                   base + (qpg + 1) * hd, hd));
+        }
+    }
+    WSL_TRY(wsl_add_replica(l, g, rep_all, wsl_hf_at(m, i, WSL_IN_NORM),
+                            "decoder.layers.%llu.self_attention.linear_qkv.layer_norm_weight", lj));
+    WSL_TRY(wsl_add_local(l, &loc, g, 2, m->H, q_cols,
+                          "decoder.layers.%llu.self_attention.linear_proj.weight", lj));
+    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(m, i, WSL_O_W), loc, rep, R * q_cols, 0, q_cols));
+    if (m->qk_norm) {
+        WSL_TRY(wsl_add_replica(l, g, rep_all, wsl_hf_at(m, i, WSL_Q_NORM),
+                                "decoder.layers.%llu.self_attention.q_layernorm.weight", lj));
+        WSL_TRY(wsl_add_replica(l, g, rep_all, wsl_hf_at(m, i, WSL_K_NORM),
+                                "decoder.layers.%llu.self_attention.k_layernorm.weight", lj));
+    }
+    return WS_OK;
+}
+
 ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, const wsl_par *p) {
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
-    if (m.mla)
-        return wsl_reject(l, "multi-head latent attention (deepseek) is laid out for sglang and "
-                             "vllm only");
     if (m.fp8)
         return wsl_reject(l, "block-FP8 weights are laid out for the sglang and vllm families "
                              "only (no megatron FP8 layout is modelled)");
@@ -89,7 +183,7 @@ ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, const wsl_pa
     if (m.nh % T)
         return wsl_reject(l, "num_attention_heads %llu is not divisible by tp",
                           (unsigned long long)m.nh);
-    if (m.nkv % T)
+    if (!m.mla && m.nkv % T)
         return wsl_reject(l,
                           "num_key_value_heads %llu is not divisible by tp: Megatron splits "
                           "whole query groups over ranks and never replicates a kv head",
@@ -128,8 +222,9 @@ ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, const wsl_pa
     wsl_set_moe_tp(l, tp);
     uint64_t div = MEGATRON_VOCAB_DIVISOR * T;
     uint64_t Vp = (m.V + div - 1) / div * div;
-    uint64_t groups = m.nkv / T; /* query groups per rank */
-    uint64_t dense = 3 * groups * (m.qkv_bias ? 2 : 1) + 2 + 2 * m.qk_norm + 2 + 1 + 1;
+    uint64_t attn = m.mla ? MLA_TENSORS : 3 * (m.nkv / T) * (m.qkv_bias ? 2 : 1) + 2 +
+                                                 2 * m.qk_norm;
+    uint64_t dense = attn + 2 + 1 + 1;
     uint64_t total = 0;
     for (uint64_t i = 0; i < m.L; i++)
         total += m.is_moe[i] ? dense + 4 * (m.E / (uint64_t)ep) + 8 : dense;
@@ -137,11 +232,8 @@ ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, const wsl_pa
     WSL_TRY(wsl_expect(l, (uint64_t)per_stage * (total + 4 * (uint64_t)pp)));
     WSL_TRY(wsl_dense_add_hf(l, &m));
 
-    uint64_t hd = m.hd, H = m.H;
-    uint64_t qpg = m.nh / m.nkv;          /* q heads per group */
-    uint64_t group_rows = (qpg + 2) * hd; /* rows of one group in linear_qkv */
+    uint64_t H = m.H;
     uint64_t i_rows = m.I / T;
-    uint64_t q_cols = m.nh / T * hd; /* linear_proj columns per rank */
     uint64_t v_rows = Vp / T;
     uint64_t per = m.L / (uint64_t)pp;
 
@@ -166,39 +258,10 @@ ws_err wsl_build_megatron(ws_layout *l, const ws_model_config *cfg, const wsl_pa
                 for (uint64_t j = 0; j < per; j++) {
                     uint64_t i = (uint64_t)s * per + j; /* global layer */
                     unsigned long long lj = (unsigned long long)j;
-                    /* linear_qkv.weight (and .bias): groups t*G .. t*G+G-1, each [q ; k ; v] */
-                    for (int b = 0; b < (m.qkv_bias ? 2 : 1); b++) {
-                        wsl_kind q = b ? WSL_Q_B : WSL_Q_W, k = b ? WSL_K_B : WSL_K_W,
-                                 v = b ? WSL_V_B : WSL_V_W;
-                        WSL_TRY(wsl_add_local(l, &loc, g, b ? 1 : 2, groups * group_rows, H,
-                                              "decoder.layers.%llu.self_attention.linear_qkv.%s",
-                                              lj, b ? "bias" : "weight"));
-                        for (uint64_t x = 0; x < groups; x++) {
-                            uint64_t gr = R * groups + x, base = x * group_rows;
-                            WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, q), loc, rep,
-                                                   gr * qpg * hd, base, qpg * hd));
-                            WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, k), loc, rep, gr * hd,
-                                                   base + qpg * hd, hd));
-                            WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, v), loc, rep, gr * hd,
-                                                   base + (qpg + 1) * hd, hd));
-                        }
-                    }
-                    WSL_TRY(wsl_add_replica(
-                        l, g, rep_all, wsl_hf_at(&m, i, WSL_IN_NORM),
-                        "decoder.layers.%llu.self_attention.linear_qkv.layer_norm_weight", lj));
-                    WSL_TRY(wsl_add_local(l, &loc, g, 2, H, q_cols,
-                                          "decoder.layers.%llu.self_attention.linear_proj.weight",
-                                          lj));
-                    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, rep, R * q_cols, 0,
-                                           q_cols));
-                    if (m.qk_norm) {
-                        WSL_TRY(wsl_add_replica(
-                            l, g, rep_all, wsl_hf_at(&m, i, WSL_Q_NORM),
-                            "decoder.layers.%llu.self_attention.q_layernorm.weight", lj));
-                        WSL_TRY(wsl_add_replica(
-                            l, g, rep_all, wsl_hf_at(&m, i, WSL_K_NORM),
-                            "decoder.layers.%llu.self_attention.k_layernorm.weight", lj));
-                    }
+                    if (m.mla)
+                        WSL_TRY(add_mla(l, &m, i, lj, g, d, t, tp, rep_all));
+                    else
+                        WSL_TRY(add_gqa(l, &m, i, lj, g, d, t, tp, rep_all));
                     if (m.is_moe[i]) {
                         WSL_TRY(add_moe(l, &m, p, i, lj, g, d, t, rep_all));
                         continue;

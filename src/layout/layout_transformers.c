@@ -18,9 +18,12 @@ ws_err wsl_build_transformers(ws_layout *l, const ws_model_config *cfg, const ws
         return wsl_reject(l, "transformers' tp_plan shards over tp only: ep and pp must be 1");
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
+    /* DeepSeek's base_model_tp_plan differs between transformers releases (V3's shards only
+     * the MLP and the experts; V2's splits the attention with its own "mla_kv_a_proj" style):
+     * docs/layouts.md */
     if (m.mla)
-        return wsl_reject(l, "multi-head latent attention (deepseek) is laid out for sglang and "
-                             "vllm only");
+        return wsl_reject(l, "multi-head latent attention (deepseek) is laid out for sglang, "
+                             "vllm and megatron, not under transformers' tp_plan");
     if (m.fp8)
         return wsl_reject(l, "block-FP8 weights are laid out for the sglang and vllm families "
                              "only (no transformers FP8 layout is modelled)");

@@ -4,6 +4,8 @@
  * compare_checksum that matches; a tp-only checker cannot read that dump; and experts swapped
  * between two slots of one rank are caught and named (tensor and rank). */
 #include "check.h"
+#include "digests_json.h"
+#include "hf_fixture.h"
 #include "weightsum.h"
 
 #include <jansson.h>
@@ -38,25 +40,7 @@ static float next_float(void) {
 static void write_checkpoint(const ws_model_config *cfg) {
     ws_layout *hf = NULL;
     CHECK_OK(ws_layout_create("hf", cfg, 1, &hf, NULL));
-    size_t n = ws_layout_hf_count(hf), k = 0;
-    ws_tensor_spec *specs = calloc(n, sizeof *specs);
-    float **bufs = calloc(n, sizeof *bufs);
-    for (size_t i = 0; i < n; i++) {
-        const ws_hf_desc *d = ws_layout_hf(hf, i);
-        if (d->tied_to) continue;
-        uint64_t numel = 1;
-        for (int j = 0; j < d->ndim; j++) numel *= d->shape[j];
-        bufs[k] = malloc(numel * sizeof(float));
-        for (uint64_t e = 0; e < numel; e++) bufs[k][e] = next_float();
-        specs[k] = (ws_tensor_spec){.name = d->name, .dtype = WS_F32, .ndim = d->ndim,
-                                    .data = bufs[k]};
-        memcpy(specs[k].shape, d->shape, sizeof d->shape);
-        k++;
-    }
-    CHECK_OK(ws_safetensors_write(ckpt_path, specs, k, NULL, NULL));
-    for (size_t i = 0; i < k; i++) free(bufs[i]);
-    free(bufs);
-    free(specs);
+    CHECK_OK(write_random_hf(hf, ckpt_path, hf_all_f32, next_float, NULL));
     ws_layout_free(hf);
 }
 
@@ -204,15 +188,7 @@ int main(void) {
     char *raw = NULL;
     json_t *r = ask(ep, "{\"action\": \"checksum\", \"algorithm\": \"sha256\"}", &st, &raw);
     CHECK(st == 200);
-    json_t *sums = json_object_get(r, "checksums");
-    CHECK(json_object_size(sums) == ws_manifest_count(man));
-    for (size_t i = 0; i < ws_manifest_count(man); i++) {
-        const ws_manifest_entry *e = ws_manifest_entry_at(man, i);
-        char hex[65];
-        ws_sha256_hex(e->digest.sha256, hex);
-        const char *got = json_string_value(json_object_get(sums, e->name));
-        CHECK(got && strcmp(got, hex) == 0);
-    }
+    CHECK(digests_equal(json_object_get(r, "checksums"), man));
     CHECK(json_array_size(json_object_get(r, "ranks")) == 2);
     json_decref(r);
     ws_free(raw);

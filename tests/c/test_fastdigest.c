@@ -73,16 +73,18 @@ static void test_kernel_selection(void) {
     printf("; auto picks %s\n", ws_fast_kernel());
 }
 
+/* The kernels in kernel_names order, scalar first (NULL where not compiled in). */
+static const wsi_fast_run_fn runs[NKERNELS] = {wsi_fast_run_scalar,
+#ifdef WSI_FAST_HAVE_X86
+                                               wsi_fast_run_avx2, wsi_fast_run_avx512,
+                                               wsi_fast_run_avx512vnni
+#else
+                                               NULL, NULL, NULL
+#endif
+};
+
 /* Each SIMD kernel equals the scalar one on every (offset, length) inside a block. */
 static void test_kernels_direct(const ws_fastkey *k) {
-    wsi_fast_run_fn runs[NKERNELS] = {wsi_fast_run_scalar,
-#ifdef WSI_FAST_HAVE_X86
-                                      wsi_fast_run_avx2, wsi_fast_run_avx512,
-                                      wsi_fast_run_avx512vnni
-#else
-                                      NULL, NULL, NULL
-#endif
-    };
     uint8_t *buf = malloc(2 * B + 64);
     fill_random(buf, 2 * B + 64);
     for (int ub = 1; ub <= 2; ub++)
@@ -119,14 +121,6 @@ static void test_kernels_direct(const ws_fastkey *k) {
 /* Extreme keys and units: the largest inner sums, the largest 32-bit partial sums of the
  * avx512vnni kernel (keys whose pieces are all 2047 against units 0 and 0xFFFF). */
 static void test_kernels_extremes(const ws_fastkey *real) {
-    wsi_fast_run_fn runs[NKERNELS] = {wsi_fast_run_scalar,
-#ifdef WSI_FAST_HAVE_X86
-                                      wsi_fast_run_avx2, wsi_fast_run_avx512,
-                                      wsi_fast_run_avx512vnni
-#else
-                                      NULL, NULL, NULL
-#endif
-    };
     ws_fastkey *k = aligned_alloc(64, (sizeof *k + 63) / 64 * 64);
     memcpy(k, real, sizeof *k);
     static const uint64_t fills[] = {UINT32_MAX, (UINT64_C(1) << 22) - 1, 1};

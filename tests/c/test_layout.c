@@ -1304,9 +1304,69 @@ static void test_mla(void) {
                 CHECK(ws_layout_find_hf(l, "model.layers.0.mlp.gate_proj.weight") >= 0);
                 ws_layout_free(l);
             }
+        /* megatron MLASelfAttention: down projections whole, up projections split by heads,
+         * the q / kv norms fused into the up projections (test_megatron_mla.py in full) */
+        for (int tp = 1; tp <= 4; tp *= 2) {
+            ws_layout *l = NULL;
+            CHECK_OK(ws_layout_create("megatron", c, tp, &l, &e));
+            if (!l) continue;
+            check_invariants(l);
+            const char *a = "decoder.layers.1.self_attention.";
+            char n[128];
+            snprintf(n, sizeof n, "%slinear_kv_up_proj.weight", a);
+            long kvb = ws_layout_find_local(l, tp - 1, n);
+            CHECK(kvb >= 0 && ws_layout_local(l, (size_t)kvb)->shape[0] == 8u / tp * 16);
+            snprintf(n, sizeof n, "%slinear_kv_down_proj.weight", a);
+            long kva = ws_layout_find_local(l, tp - 1, n);
+            CHECK(kva >= 0 && ws_layout_local(l, (size_t)kva)->shape[0] == 16 + 4);
+            snprintf(n, sizeof n, "%slinear_q_up_proj.layer_norm_weight", a);
+            CHECK((ws_layout_find_local(l, 0, n) >= 0) == (ql > 0));
+            snprintf(n, sizeof n, "%slinear_q_proj.weight", a);
+            CHECK((ws_layout_find_local(l, 0, n) >= 0) == (ql == 0));
+            CHECK(ws_layout_find_local(l, 0, "decoder.layers.0.input_layernorm.weight") >= 0);
+            ws_layout_free(l);
+        }
+        /* SequentialMLP names beside MLA at tp 2, ep 2, pp 2 (4 layers): rank 6 is stage 1,
+         * ep rank 1, tp 0; its local expert 1 of local layer 0 (global 2) is expert 4 + 1 */
+        set(c, WS_CFG_NUM_LAYERS, 4);
+        ws_parallel *p = NULL;
+        ws_layout *l = NULL;
+        CHECK_OK(ws_parallel_create(&p, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 2, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_PP, 2, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_MEGATRON_SEQUENTIAL, 1, &e));
+        CHECK_OK(ws_layout_create_parallel("megatron", c, p, &l, &e));
+        ws_parallel_free(p);
+        if (l) {
+            check_invariants(l);
+            CHECK(ws_layout_rank_count(l) == 8);
+            CHECK(ws_layout_find_local(l, 6, "decoder.layers.0.mlp.experts.linear_fc1.weight1") < 0);
+            long fc1 = ws_layout_find_local(
+                l, 6, "decoder.layers.0.mlp.experts.local_experts.1.linear_fc1.weight");
+            CHECK(fc1 >= 0);
+            int seen = 0;
+            for (size_t k = 0; k < ws_layout_piece_count(l); k++) {
+                const ws_piece *pc = ws_layout_piece(l, k);
+                if ((long)pc->local != fc1) continue;
+                const char *hf = ws_layout_hf(l, pc->hf)->name;
+                bool gate = strcmp(hf, "model.layers.2.mlp.experts.5.gate_proj.weight") == 0;
+                bool up = strcmp(hf, "model.layers.2.mlp.experts.5.up_proj.weight") == 0;
+                CHECK(gate || up);
+                CHECK(pc->t_row0 == 0 && pc->rows == 8 && pc->l_row0 == (gate ? 0u : 8u));
+                seen++;
+            }
+            CHECK(seen == 2);
+            CHECK(ws_layout_find_local(
+                      l, 6, "decoder.layers.1.self_attention.linear_kv_up_proj.layer_norm_weight") >=
+                  0);
+            CHECK(ws_layout_find_local(l, 6, "decoder.layers.2.input_layernorm.weight") < 0);
+            ws_layout_free(l);
+        }
+        set(c, WS_CFG_NUM_LAYERS, 3);
     }
     ws_layout *l = NULL;
-    CHECK(ws_layout_create("megatron", c, 1, &l, &e) == WS_ERR_LAYOUT && !l);
+    CHECK(ws_layout_create("transformers", c, 1, &l, &e) == WS_ERR_LAYOUT && !l);
     CHECK(ws_layout_create("sglang", c, 3, &l, &e) == WS_ERR_LAYOUT && !l);
     /* a missing MLA size is refused by the config check, naming the key */
     set(c, WS_CFG_V_HEAD_DIM, 0);

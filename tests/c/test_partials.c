@@ -7,6 +7,7 @@
  * is an error naming it; the hasher gives ws_digest_buffer's digests in pieces.
  */
 #include "check.h"
+#include "hf_fixture.h"
 #include "weightsum.h"
 #include "weightsum_experimental.h"
 
@@ -29,37 +30,13 @@ static uint32_t rnd(void) {
     return (uint32_t)rng;
 }
 
+/* Norms and biases F32, matrices bf16. */
+static ws_dtype hf_dtype(const ws_hf_desc *d) { return d->ndim == 1 ? WS_F32 : WS_BF16; }
+static float hf_value(void) { return (float)(rnd() % 20000) / 1000.0f - 10.0f; }
+
 /* Write the HF checkpoint of layout hf (random bf16 / f32 values) to path. */
 static void write_hf(const ws_layout *hf, const char *path) {
-    size_t n = ws_layout_hf_count(hf);
-    ws_tensor_spec *specs = calloc(n, sizeof *specs);
-    void **bufs = calloc(n, sizeof *bufs);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        const ws_hf_desc *d = ws_layout_hf(hf, i);
-        if (d->tied_to) continue;
-        uint64_t numel = 1;
-        for (int j = 0; j < d->ndim; j++) numel *= d->shape[j];
-        ws_dtype dt = d->ndim == 1 ? WS_F32 : WS_BF16;
-        uint8_t *b = malloc(numel * ws_dtype_size(dt) + 1);
-        for (uint64_t e = 0; e < numel; e++) {
-            if (dt == WS_F32) {
-                float f = (float)(rnd() % 20000) / 1000.0f - 10.0f;
-                memcpy(b + 4 * e, &f, 4);
-            } else {
-                uint16_t v = ws_f32_to_bf16((float)(rnd() % 20000) / 1000.0f - 10.0f);
-                memcpy(b + 2 * e, &v, 2);
-            }
-        }
-        bufs[k] = b;
-        specs[k] = (ws_tensor_spec){.name = d->name, .dtype = dt, .ndim = d->ndim, .data = b};
-        memcpy(specs[k].shape, d->shape, sizeof specs[k].shape);
-        k++;
-    }
-    CHECK_OK(ws_safetensors_write(path, specs, k, NULL, NULL));
-    for (size_t i = 0; i < k; i++) free(bufs[i]);
-    free(bufs);
-    free(specs);
+    CHECK_OK(write_random_hf(hf, path, hf_dtype, hf_value, NULL));
 }
 
 typedef struct fixture {

@@ -7,6 +7,7 @@
  */
 #include "check.h"
 #include "digests_json.h"
+#include "hf_fixture.h"
 #include "weightsum.h"
 
 #include <dirent.h>
@@ -59,22 +60,7 @@ static void make_model(void) {
     CHECK_OK(ws_model_config_parse(config_json, strlen(config_json), "config", &cfg, &err));
     ws_layout *hf = NULL, *sg = NULL;
     CHECK_OK(ws_layout_create("hf", cfg, 1, &hf, &err));
-    size_t n = ws_layout_hf_count(hf);
-    ws_tensor_spec *specs = calloc(n, sizeof *specs);
-    float **bufs = calloc(n, sizeof *bufs);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        const ws_hf_desc *d = ws_layout_hf(hf, i);
-        if (d->tied_to) continue;
-        uint64_t numel = 1;
-        for (int j = 0; j < d->ndim; j++) numel *= d->shape[j];
-        bufs[k] = malloc(numel * sizeof(float));
-        for (uint64_t e = 0; e < numel; e++) bufs[k][e] = next_float();
-        specs[k] = (ws_tensor_spec){.name = d->name, .dtype = WS_F32, .ndim = d->ndim, .data = bufs[k]};
-        memcpy(specs[k].shape, d->shape, sizeof d->shape);
-        k++;
-    }
-    CHECK_OK(ws_safetensors_write(ckpt_path, specs, k, NULL, &err));
+    CHECK_OK(write_random_hf(hf, ckpt_path, hf_all_f32, next_float, &err));
     ws_ckpt *c = NULL;
     CHECK_OK(ws_ckpt_open(ckpt_path, &c, &err));
     CHECK_OK(ws_layout_create("sglang", cfg, 2, &sg, &err));
@@ -95,9 +81,6 @@ static void make_model(void) {
     ws_ckpt_free(c);
     ws_layout_free(sg);
     ws_layout_free(hf);
-    for (size_t i = 0; i < k; i++) free(bufs[i]);
-    free(bufs);
-    free(specs);
 }
 
 /* Handle a request; returns the parsed response (caller decrefs) and its status. */
@@ -167,15 +150,7 @@ static void test_checksum(void) {
     int st;
     json_t *r = ask("{\"action\": \"checksum\", \"algorithm\": \"sha256\"}", &st);
     CHECK(st == 200);
-    json_t *sums = json_object_get(r, "checksums");
-    CHECK(json_object_size(sums) == ws_manifest_count(man_sha));
-    for (size_t i = 0; i < ws_manifest_count(man_sha); i++) {
-        const ws_manifest_entry *e = ws_manifest_entry_at(man_sha, i);
-        char hex[65];
-        ws_sha256_hex(e->digest.sha256, hex);
-        const char *got = json_string_value(json_object_get(sums, e->name));
-        CHECK(got && strcmp(got, hex) == 0);
-    }
+    CHECK(digests_equal(json_object_get(r, "checksums"), man_sha));
     json_t *ranks = json_object_get(r, "ranks");
     CHECK(json_array_size(ranks) == 2);
     for (size_t k = 0; k < 2; k++) {
@@ -191,14 +166,7 @@ static void test_checksum(void) {
 
     r = ask("{\"action\": \"checksum\", \"algorithm\": \"fast\"}", &st);
     CHECK(st == 200);
-    sums = json_object_get(r, "checksums");
-    for (size_t i = 0; i < ws_manifest_count(man_fast); i++) {
-        const ws_manifest_entry *e = ws_manifest_entry_at(man_fast, i);
-        char hex[49];
-        ws_fast_hex(&e->digest.fast, hex);
-        const char *got = json_string_value(json_object_get(sums, e->name));
-        CHECK(got && strcmp(got, hex) == 0);
-    }
+    CHECK(digests_equal(json_object_get(r, "checksums"), man_fast));
     CHECK(json_is_string(json_object_get(r, "key_id")));
     json_decref(r);
     r = ask("{\"action\": \"checksum\", \"algorithm\": \"both\", \"canonical\": \"native\"}", &st);

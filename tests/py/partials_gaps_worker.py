@@ -42,7 +42,7 @@ def _locals(sc, rank, world, hf, cfg):
         _loud(local[QKV], 5)
     if sc.get("as_lm_head"):  # the tied tensor saved under its alias only
         local["lm_head.weight"] = local.pop(EMB)
-        if rank == 1:
+        if rank == 1 and not sc.get("clean"):
             _loud(local["lm_head.weight"], 3 * cfg["hidden_size"] + 5)
     return local
 

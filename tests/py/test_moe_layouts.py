@@ -3,7 +3,8 @@
 An independent re-implementation of each engine's loader (numpy, written from the engines'
 sources as docs/layouts.md cites them, not from weightsum's C code) predicts every rank's local
 tensors over tp x ep x pp for configs shaped like Qwen3-30B-A3B, Qwen3-235B-A22B, GLM-4.5-Air,
-DeepSeek-V3 (its MoE block: MLA attention is not modelled) and Qwen2-MoE, scaled down; what
+DeepSeek-V3 (its MoE block, with GQA attention here: MLA is tested in test_mla_layouts.py
+and test_megatron_mla.py) and Qwen2-MoE, scaled down; what
 `weightsum shard` writes must equal it element by element, and verify with both digests must
 pass. Then one mutation per bug class of the issue, each caught and named (expert, engine slot,
 rank)."""

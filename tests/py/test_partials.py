@@ -201,8 +201,9 @@ def test_diff_checks_every_replica(model, run, tmp_path):
     assert "on rank 6" in r.stdout and "differs from replica 0" in r.stdout
 
 
+@pytest.mark.parametrize("read", ["mmap", "pread"])
 @pytest.mark.parametrize("cmd", ["verify", "hash", "diff", "hash-checkpoint"])
-def test_file_truncated_while_read(tmp_path, run, ws_bin, cmd):
+def test_file_truncated_while_read(tmp_path, run, ws_bin, cmd, read):
     """A rank file cut while weightsum reads it (an engine re-saving in place): never SIGBUS,
     and an error is one line naming the file, wherever the cut lands. The cut at once lands
     before the read ends, so it must fail; a later cut may land after the last byte was read
@@ -219,6 +220,7 @@ def test_file_truncated_while_read(tmp_path, run, ws_bin, cmd):
     size = os.path.getsize(victim)
     args = {"verify": ["verify", man, d, "-j", "1"], "hash": ["hash", d, "-j", "1"],
             "diff": ["diff", ckpt, d], "hash-checkpoint": ["hash", ckpt, "-j", "1"]}[cmd]
+    args += ["--read", read]
     for delay in (0.0, 0.02, 0.1, 0.3):
         shutil.copy(keep, victim)
         p = subprocess.Popen([ws_bin, *map(str, args)], stdout=subprocess.PIPE,

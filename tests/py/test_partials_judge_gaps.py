@@ -6,7 +6,9 @@ computed in other processes) across 2 gloo ranks, for the two gaps the CLI did n
   (Report.warnings, logged in mode "log", in the enforce exception's text), and the same flip
   under canonical native is a finding naming the tensor and rank 1;
 - a tied model whose ranks hold the embedding as lm_head.weight only, rank 1's copy corrupted:
-  the finding names lm_head.weight (the tensor read), on rank 1, never the embedding."""
+  the finding names lm_head.weight (the tensor read), on rank 1, never the embedding; under
+  a fast and under a sha256 manifest (the SHA-256 path once called it missing), and equal
+  bytes under the alias pass."""
 import json
 import os
 import sys
@@ -39,9 +41,11 @@ def res(tmp_path_factory):
                dict(f32, id=f"{algo}-f32-low", low_bit=True),
                dict(f32, id=f"{algo}-f32-low-loud", low_bit=True, loud=True),
                dict(f32, id=f"{algo}-f32-native", low_bit=True, canonical="native")]
-    # the fast path judges the partials alone (the SHA-256 path of weightsum.torch streams
-    # tensors by the layout's names: an alias-only rank is reported missing there)
-    sc.append({"algo": "fast", "tied": True, "as_lm_head": True, "id": "fast-tied"})
+    # a tied embedding held as lm_head.weight only: the fast path judges the partials, the
+    # SHA-256 path streams the tensors under the names the ranks hold them by
+    for algo in ("fast", "sha256"):
+        tied = {"algo": algo, "tied": True, "as_lm_head": True}
+        sc += [dict(tied, id=f"{algo}-tied"), dict(tied, id=f"{algo}-tied-clean", clean=True)]
     sc.append({"algo": "fast", "id": "bf16-clean"})
     out = tmp / "out"
     out.mkdir()
@@ -88,12 +92,23 @@ def test_f32_low_bit_named_under_native(res, algo):
         assert r["enforce"] != "passed"
 
 
-def test_tied_names_lm_head_on_rank_1(res):
-    for r in res["fast-tied"]:
+@pytest.mark.parametrize("algo", ["fast", "sha256"])
+def test_tied_alias_only_clean_passes(res, algo):
+    """Equal bytes under the alias are a verdict, not a missing tensor."""
+    for r in res[f"{algo}-tied-clean"]:
+        rep = r["report"]
+        assert rep["ok"] and rep["findings"] == [], rep
+        assert rep["matched"] > 0 and r["enforce"] == "passed", rep
+
+
+@pytest.mark.parametrize("algo", ["fast", "sha256"])
+def test_tied_names_lm_head_on_rank_1(res, algo):
+    for r in res[f"{algo}-tied"]:
         rep = r["report"]
         assert not rep["ok"], rep
         hits = [f for f in rep["findings"] if f["tensor"] == G.EMB]
         assert hits, rep["findings"]
+        assert all(f["status"] == "mismatch" for f in rep["findings"]), rep["findings"]
         for f in hits:
             assert f["local"] == "lm_head.weight", f
             assert f["rank"] == 1 or "lm_head.weight rows 0..36 on rank 1" in f["detail"], f

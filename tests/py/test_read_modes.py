@@ -1,0 +1,204 @@
+"""The two ways the CLI reads weights (--read mmap, the default, and --read pread) give
+byte-identical outputs; and a file cut while it is read through the mapping, after the size
+check that precedes each mapped chunk, is the one-line error naming it (exit 2), not a SIGBUS
+death: an LD_PRELOAD shim (tests/c/fstat_shim.c) cuts the file when it is opened and makes
+fstat keep reporting the old size, so the touch of its pages faults every time. A SIGBUS that
+is not the library's still kills the process."""
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from test_exports import lib_path
+from rank_files import make_model, rank_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ASAN = "asan" in os.environ.get("WEIGHTSUM_BIN", "")
+MODES = ("mmap", "pread")
+# several 8 MiB chunks per tensor, dim-0 and dim-1 shards (band reads) in the dump
+BIG = {"model_type": "llama", "hidden_size": 1024, "intermediate_size": 4096,
+       "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 4,
+       "vocab_size": 8192, "tie_word_embeddings": False}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, ws_bin):
+    def run(*args):
+        return subprocess.run([ws_bin, *map(str, args)], capture_output=True, text=True,
+                              timeout=600)
+    tmp = tmp_path_factory.mktemp("read_modes")
+    ckpt, mans = make_model(run, tmp, BIG)
+    for layout in ("sglang", "vllm"):
+        assert run("shard", ckpt, "--layout", layout, "--tp", 2, "-o",
+                   tmp / layout).returncode == 0
+    return tmp, ckpt, mans
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    if ASAN:
+        pytest.skip("the LD_PRELOAD shim does not mix with ASan's interposition")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler for the fstat shim")
+    so = str(tmp_path_factory.mktemp("shim") / "fstat_shim.so")
+    src = os.path.join(ROOT, "tests", "c", "fstat_shim.c")
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o", so,
+                        src, "-ldl"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return so
+
+
+def run_mode(ws_bin, mode, *args, env=None):
+    return subprocess.run([ws_bin, *map(str, args), "--read", mode], capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "sglang", "vllm"])
+@pytest.mark.parametrize("algo", ["sha256", "fast", "both"])
+def test_modes_give_identical_manifests(model, ws_bin, tmp_path, what, algo):
+    tmp, ckpt, _ = model
+    src = ckpt if what == "checkpoint" else tmp / what
+    out = {}
+    for mode in MODES:
+        path = tmp_path / f"{mode}.json"
+        r = run_mode(ws_bin, mode, "hash", src, "--algo", algo, "-j", 2, "-o", path)
+        assert r.returncode == 0, r.stderr
+        with open(path, "rb") as f:
+            out[mode] = f.read()
+        # the lines form too, and the default (mmap) without the flag
+        r2 = subprocess.run([ws_bin, "hash", str(src), "--algo", algo], capture_output=True)
+        r3 = run_mode(ws_bin, mode, "hash", src, "--algo", algo)
+        assert r2.returncode == 0 and r3.returncode == 0
+        assert r2.stdout == r3.stdout.encode()
+    assert out["mmap"] == out["pread"]
+    assert len(json.loads(out["mmap"])["tensors"]) > 0
+
+
+@pytest.mark.parametrize("layout", ["sglang", "vllm"])
+def test_modes_give_identical_verdicts(model, ws_bin, tmp_path, layout):
+    """verify --json of a clean dump and of one with a flipped element: the same bytes."""
+    tmp, ckpt, mans = model
+    d = tmp_path / "d"
+    shutil.copytree(tmp / layout, d)
+    outs = {}
+    for state in ("clean", "bad"):
+        if state == "bad":
+            f = rank_file(d, 1)
+            with open(f, "r+b") as fh:  # the top byte of the last f32 of the last tensor
+                fh.seek(os.path.getsize(f) - 1)
+                b = fh.read(1)
+                fh.seek(-1, 1)
+                fh.write(bytes([b[0] ^ 0x40]))
+        for algo in ("sha256", "fast"):
+            for mode in MODES:
+                r = run_mode(ws_bin, mode, "verify", mans[algo], d, "--json", "-j", 1)
+                outs[(state, algo, mode)] = (r.returncode, r.stdout)
+            assert outs[(state, algo, "mmap")] == outs[(state, algo, "pread")]
+            assert outs[(state, algo, "mmap")][0] == (0 if state == "clean" else 1)
+
+
+def cut_env(shim, victim, cut):
+    env = dict(os.environ)
+    env.update(LD_PRELOAD=shim, WS_SHIM_FILE=str(victim), WS_SHIM_CUT=str(cut), WS_SHIM_AT="1")
+    return env
+
+
+CASES = {  # args (victim: ckpt or rank 1 of the dump), and whether -o writes a file
+    "hash-checkpoint": lambda ckpt, d, man, out: (["hash", ckpt, "-j", 1, "-o", out], ckpt),
+    "hash-checkpoint-j2": lambda ckpt, d, man, out: (["hash", ckpt, "-j", 2, "-o", out], ckpt),
+    "hash-dump": lambda ckpt, d, man, out: (["hash", d, "--algo", "fast", "-j", 1, "-o", out],
+                                            rank_file(d, 1)),
+    "verify-dump": lambda ckpt, d, man, out: (["verify", man, d, "-j", 2], rank_file(d, 1)),
+    "verify-checkpoint": lambda ckpt, d, man, out: (["verify", man, ckpt, "-j", 1], ckpt),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, mode, case):
+    """The shim cuts the victim to a third when it is opened and fstat keeps saying the old
+    size: the mapped reader's check passes and its touch faults (the guard's line), the pread
+    reader comes back short (the library's line). Either way: exit 2, one line naming the
+    file, no signal death, no output file and no temporary file beside it."""
+    tmp, ckpt0, mans = model
+    ckpt = tmp_path / "model.safetensors"
+    shutil.copy(ckpt0, ckpt)
+    d = tmp_path / "d"
+    shutil.copytree(tmp / "sglang", d)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "manifest.json"
+    args, victim = CASES[case](ckpt, d, mans["fast"], out)
+    size = os.path.getsize(victim)
+    r = run_mode(ws_bin, mode, *args, env=cut_env(shim, victim, size // 3))
+    assert os.path.getsize(victim) == size // 3, "the shim did not cut the file"
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)  # not -SIGBUS
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(victim) in lines[0] and "shrank" in lines[0], r.stderr
+    assert lines[0].startswith("weightsum: ")
+    if mode == "mmap":  # the fault happened and the guard said it
+        assert "a mapped page past its new end" in lines[0], lines[0]
+    else:
+        assert f"shrank to {size // 3} bytes" in lines[0] or "shrank to" in lines[0], lines[0]
+        assert "mapped page" not in lines[0]
+    assert os.listdir(outdir) == [], os.listdir(outdir)
+
+
+def test_guard_json_error(model, ws_bin, shim, tmp_path):
+    """With --json the guard's error is the JSON error object on stdout too (docs/json.md)."""
+    tmp, ckpt0, _ = model
+    ckpt = tmp_path / "model.safetensors"
+    shutil.copy(ckpt0, ckpt)
+    size = os.path.getsize(ckpt)
+    r = run_mode(ws_bin, "mmap", "hash", ckpt, "--json", "-j", 1,
+                 env=cut_env(shim, ckpt, size // 2))
+    assert r.returncode == 2, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["format"] == "weightsum-error" and doc["ok"] is False and doc["exit"] == 2
+    e = doc["error"]
+    assert e["code"] == "WS_ERR_IO" and e["file"] == str(ckpt), e
+    assert e["offset"] >= size // 2 - 4096 and e["tensor"], e
+    assert e["message"] == r.stderr.strip()[len("weightsum: "):]
+
+
+def test_other_sigbus_still_kills(ws_bin, tmp_path):
+    """A SIGBUS that is not a fault in the range being read (here: sent by kill while
+    `verify -` waits on stdin) is the default action: death by the signal, not exit 2."""
+    import resource
+
+    def no_core():
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    p = subprocess.Popen([os.path.abspath(ws_bin), "verify", "-", str(tmp_path / "x.safetensors")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=no_core, cwd=tmp_path)
+    try:
+        # wait until main has installed the guard (then it blocks reading stdin)
+        bit = 1 << (signal.SIGBUS - 1)
+        while p.poll() is None:
+            with open(f"/proc/{p.pid}/status") as f:
+                caught = int(f.read().split("SigCgt:")[1].split()[0], 16)
+            if caught & bit:
+                break
+            time.sleep(0.01)
+        assert p.poll() is None, p.communicate()
+        os.kill(p.pid, signal.SIGBUS)
+        p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGBUS, p.returncode
+
+
+def test_library_default_stays_pread():
+    lib = ctypes.CDLL(lib_path())
+    assert lib.ws_read_mode() == 1  # WS_READ_PREAD: Python and C callers copy, never fault
+    assert lib.ws_set_read_mode(7, None) != 0  # WS_ERR_ARG
+    assert lib.ws_read_mode() == 1
+    buf = ctypes.create_string_buffer(64)
+    assert lib.ws_mapped_read_current(buf) == 0  # no read in progress on this thread
