@@ -395,8 +395,11 @@ int cmd_serve(int argc, char **argv) {
             (rc = ws_parallel_set(par, WS_PAR_TP, cc.lo.tp ? cc.lo.tp : 1, &err)) == WS_OK &&
             (rc = ws_parallel_set(par, WS_PAR_EP, cc.lo.ep ? cc.lo.ep : 1, &err)) == WS_OK &&
             (rc = ws_parallel_set(par, WS_PAR_PP, cc.lo.pp ? cc.lo.pp : 1, &err)) == WS_OK)
-            rc = ws_checker_create_parallel(dir, cc.lo.family, par, cc.lo.config, lflags, cc.canon,
-                                            cc.seed, (int)cc.threads, &s.checker, &err);
+            rc = ws_checker_create_parallel(dir, cc.lo.family, par, cc.lo.config,
+                                            lflags | (cc.lo.tp ? 0 : WS_LAYOUT_DUMP_TP) |
+                                                (cc.lo.ep ? 0 : WS_LAYOUT_DUMP_EP) |
+                                                (cc.lo.pp ? 0 : WS_LAYOUT_DUMP_PP),
+                                            cc.canon, cc.seed, (int)cc.threads, &s.checker, &err);
         ws_parallel_free(par);
     } else {
         rc = ws_checker_create_flags(dir, cc.lo.family, (int)cc.lo.tp, cc.lo.config, lflags,

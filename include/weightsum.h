@@ -726,6 +726,12 @@ WS_API const char *ws_dump_ignored(const ws_dump *d, size_t i);
 /* Flags of ws_dump_layout_open / ws_dump_fits_layout. */
 #define WS_LAYOUT_FORCE 1u /* family / tp given win over a disagreeing weightsum-layout.json */
 #define WS_FIT_TP_GIVEN 2u /* tp was said by the caller: rank files beyond it are a mistake */
+/* ws_checker_create_parallel: this size of par is not the caller's word (a CLI flag left out);
+ * with a dump on disk it comes from weightsum-layout.json (else the rank files), without one
+ * par's value is used. Sizes not flagged so are the caller's, 1 included. */
+#define WS_LAYOUT_DUMP_TP 4u
+#define WS_LAYOUT_DUMP_EP 8u
+#define WS_LAYOUT_DUMP_PP 16u
 
 /*
  * The layout of dump d (in dir) from family (NULL: dir/weightsum-layout.json), tp (0: that
@@ -1066,8 +1072,9 @@ WS_API ws_err ws_checker_create_flags(const char *dir, const char *family, int t
  * The same for a parallel configuration (tp, ep, pp and the engine options: expert placement,
  * w13 order, fused shared experts). No dump on disk: the layout is built from family, config
  * and par alone. A dump on disk: its layout as `weightsum verify --tp --ep --pp` finds it, par's
- * sizes other than 1 checked against weightsum-layout.json (WS_ERR_LAYOUT on a disagreement
- * unless flags has WS_LAYOUT_FORCE), sizes of 1 taken from that file. par NULL: every size
+ * sizes (1 included) checked against weightsum-layout.json and the rank files (WS_ERR_LAYOUT on
+ * a disagreement, naming it; with WS_LAYOUT_FORCE par's sizes are used as said), except the
+ * sizes flags marks WS_LAYOUT_DUMP_TP / _EP / _PP, taken from that file. par NULL: every size
  * from weightsum-layout.json (as tp 0).
  */
 WS_API ws_err ws_checker_create_parallel(const char *dir, const char *family,

@@ -71,45 +71,52 @@ typedef struct locate_ctx {
 typedef struct chunk_ctx {
     locate_ctx *c;
     const wsi_run *run;
+    uint64_t base;  /* elements of the run before this read; c->rr holds the reference's */
     ws_dtype dtype;
     ws_canon canon; /* the local tensor's rule (c->canon is the reference's) */
 } chunk_ctx;
 
 /* n elements of a run, read from the dump, against the reference's at the same place. */
-static ws_err locate_chunk(void *arg, uint64_t at, const void *data, uint64_t n_all) {
+static ws_err locate_chunk(void *arg, uint64_t at, const void *data, uint64_t n) {
     chunk_ctx *x = arg;
     locate_ctx *c = x->c;
     const wsi_run *run = x->run;
-    size_t sl = ws_dtype_size(x->dtype);
-    const uint8_t *pl = data;
-    for (uint64_t k = 0; k < n_all; k += WSI_CHUNK_ELEMS) {
-        uint64_t n = n_all - k < WSI_CHUNK_ELEMS ? n_all - k : WSI_CHUNK_ELEMS;
-        uint64_t t_at = run->t_at + at + k;
-        ws_err rc = wsi_source_read(c->ref_src, c->ref_t, t_at, n, c->rr, &c->ref_buf, &c->err);
-        if (rc != WS_OK) return rc;
-        wsi_cast_to_canonical(c->ref->dtype, c->canon, c->rr, n, c->ba, NULL);
-        wsi_cast_to_canonical(x->dtype, x->canon, pl + k * sl, n, c->bb, NULL);
-        uint64_t before = c->d.differ, first = c->d.first;
-        wsi_diff_update(&c->d, c->cdt, t_at, c->ba, c->bb, n);
-        if (c->d.differ == before) continue;
-        if (c->d.first != first) {
-            c->first_piece = run->piece;
-            c->first_local_at = run->l_at + (c->d.first - run->t_at);
-        }
-        uint64_t r0 = t_at / c->cols, r1 = (t_at + n - 1) / c->cols + 1;
-        if (before == 0 || r0 < c->row0) c->row0 = r0;
-        if (r1 > c->row1) c->row1 = r1;
+    uint64_t t_at = run->t_at + x->base + at;
+    wsi_cast_to_canonical(c->ref->dtype, c->canon, c->rr + at * ws_dtype_size(c->ref->dtype), n,
+                         c->ba, NULL);
+    wsi_cast_to_canonical(x->dtype, x->canon, data, n, c->bb, NULL);
+    uint64_t before = c->d.differ, first = c->d.first;
+    wsi_diff_update(&c->d, c->cdt, t_at, c->ba, c->bb, n);
+    if (c->d.differ == before) return WS_OK;
+    if (c->d.first != first) {
+        c->first_piece = run->piece;
+        c->first_local_at = run->l_at + (c->d.first - run->t_at);
     }
+    uint64_t r0 = t_at / c->cols, r1 = (t_at + n - 1) / c->cols + 1;
+    if (before == 0 || r0 < c->row0) c->row0 = r0;
+    if (r1 > c->row1) c->row1 = r1;
     return WS_OK;
 }
 
+/* A run in chunks: the reference's elements read first, then the dump's compared with them in
+ * the dump's read callback. One file read at a time, never one inside another: a mapped read
+ * records the one range its thread touches (ws_mapped_read_current), which a nested read would
+ * end early, leaving the outer touch unguarded. */
 static ws_err locate_run(void *arg, const wsi_run *run) {
     locate_ctx *c = arg;
     ws_dtype dt = c->v->bound[run->local]->dtype;
     const char *name = ws_layout_hf(c->v->l, ws_layout_piece(c->v->l, run->piece)->hf)->name;
-    chunk_ctx x = {c, run, dt, ws_canon_for_tensor(name, dt, c->policy)};
-    return wsi_dumpcheck_read(c->v, run->local, run->l_at, run->n, &c->buf, locate_chunk, &x,
-                              &c->err);
+    chunk_ctx x = {c, run, 0, dt, ws_canon_for_tensor(name, dt, c->policy)};
+    ws_err rc = WS_OK;
+    for (uint64_t k = 0; k < run->n && rc == WS_OK; k += WSI_CHUNK_ELEMS) {
+        uint64_t n = run->n - k < WSI_CHUNK_ELEMS ? run->n - k : WSI_CHUNK_ELEMS;
+        x.base = k;
+        rc = wsi_source_read(c->ref_src, c->ref_t, run->t_at + k, n, c->rr, &c->ref_buf, &c->err);
+        if (rc == WS_OK)
+            rc = wsi_dumpcheck_read(c->v, run->local, run->l_at + k, n, &c->buf, locate_chunk, &x,
+                                    &c->err);
+    }
+    return rc;
 }
 
 /* Compare T, rebuilt from the dump's pieces, with the reference tensor element by element.

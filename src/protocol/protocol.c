@@ -136,16 +136,19 @@ ws_err ws_checker_create_parallel(const char *dir, const char *family, const ws_
     if (!par) /* every size from weightsum-layout.json */
         return checker_create(dir, family, 0, 0, 0, NULL, config, flags, canon, key_seed, threads,
                               out, err);
-    /* with a dump on disk a size of 1 is not said: weightsum-layout.json's is taken */
+    /* With a dump on disk every size of par is the caller's word, 1 included (a tp=1 said
+     * against a TP=2 dump is a mistake to name, never replaced by weightsum-layout.json's tp):
+     * only the sizes flagged WS_LAYOUT_DUMP_* come from the dump. */
     long tp = ws_parallel_get(par, WS_PAR_TP), ep = ws_parallel_get(par, WS_PAR_EP),
          pp = ws_parallel_get(par, WS_PAR_PP);
     if (out) *out = NULL;
     if (tp < 1 || tp > 4096)
         return wsi_fail(err, WS_ERR_ARG, dir, NULL, -1, "tp must be 1..4096");
     if (dir && *dir && ws_dump_detect(dir))
-        return checker_create(dir, family, tp == 1 ? 0 : (int)tp, ep == 1 ? 0 : (int)ep,
-                              pp == 1 ? 0 : (int)pp, par, config, flags, canon, key_seed,
-                              threads, out, err);
+        return checker_create(dir, family, flags & WS_LAYOUT_DUMP_TP ? 0 : (int)tp,
+                              flags & WS_LAYOUT_DUMP_EP ? 0 : (int)ep,
+                              flags & WS_LAYOUT_DUMP_PP ? 0 : (int)pp, par, config, flags,
+                              canon, key_seed, threads, out, err);
     return checker_create(dir, family, (int)tp, 0, 0, par, config, flags, canon, key_seed,
                           threads, out, err);
 }
