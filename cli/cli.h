@@ -74,9 +74,15 @@ typedef struct cli_layout_opts {
     bool force;         /* --force: flags win over a disagreeing weightsum-layout.json */
     const char *expert_map; /* --expert-map FILE (EPLB physical-to-logical map), or NULL */
     long redundant;     /* --redundant-experts N, 0 = none */
+    /* SGLang DP attention: --attn-dp-size N (0 = from the dump, else 1), --enable-dp-lm-head,
+     * --moe-dense-tp-size N (0 = unset) */
+    long attn_dp, moe_dense_tp;
+    bool dp_lm_head;
+    bool fused_shared; /* --fused-shared-experts (SGLang's shared expert as one more slot) */
 } cli_layout_opts;
-/* getopt values of the long-only layout options --ep N, --pp N, --expert-map FILE and
- * --redundant-experts N. */
+/* getopt values of the long-only layout options --ep N, --pp N, --expert-map FILE,
+ * --redundant-experts N, --attn-dp-size N, --enable-dp-lm-head, --moe-dense-tp-size N and
+ * --fused-shared-experts. */
 #define CLI_OPT_EP 0x101
 #define CLI_OPT_PP 0x102
 #define CLI_OPT_EXPERT_MAP 0x103
@@ -89,11 +95,25 @@ typedef struct cli_layout_opts {
 /* Install the SIGBUS handler that turns a fault in the mapped range being read into the
  * one-line error naming the file (exit 2); any other SIGBUS keeps its default action. */
 void cli_sigbus_guard_install(void);
+/* SGLang DP attention options (cli_parse_par). */
+#define CLI_OPT_ATTN_DP 0x106
+#define CLI_OPT_DP_LM_HEAD 0x107
+#define CLI_OPT_MOE_DENSE_TP 0x108
+#define CLI_OPT_FUSED_SHARED 0x109
 #define CLI_LAYOUT_PAR_OPTS                                                                        \
     {"ep", required_argument, 0, CLI_OPT_EP}, {"pp", required_argument, 0, CLI_OPT_PP},            \
-        {"expert-map", required_argument, 0, CLI_OPT_EXPERT_MAP}, {                                \
-        "redundant-experts", required_argument, 0, CLI_OPT_REDUNDANT                               \
+        {"expert-map", required_argument, 0, CLI_OPT_EXPERT_MAP},                                  \
+        {"redundant-experts", required_argument, 0, CLI_OPT_REDUNDANT},                            \
+        {"attn-dp-size", required_argument, 0, CLI_OPT_ATTN_DP},                                   \
+        {"enable-dp-lm-head", no_argument, 0, CLI_OPT_DP_LM_HEAD},                                 \
+        {"moe-dense-tp-size", required_argument, 0, CLI_OPT_MOE_DENSE_TP}, {                       \
+        "fused-shared-experts", no_argument, 0, CLI_OPT_FUSED_SHARED                               \
     }
+/* The usage lines of those SGLang options (every command that takes a layout names them). */
+#define CLI_DP_USAGE                                                                               \
+    "                [--attn-dp-size N] [--enable-dp-lm-head] [--moe-dense-tp-size N] (SGLang DP "  \
+    "attention)\n"                                                                                 \
+    "                [--fused-shared-experts] (SGLang: the shared expert as one more expert slot)\n"
 /* Options several subcommands share, parsed in one place (cli_common_option). */
 typedef struct cli_common {
     cli_layout_opts lo; /* --layout L (L), --tp N (t), --config F (C), --force (f) */
@@ -111,9 +131,11 @@ int cli_common_option(int ch, const char *arg, cli_common *c);
  * else prints usage on stderr (false: exit with EXIT_TROUBLE). */
 bool cli_common_or_usage(int ch, const char *arg, cli_common *c, const char *usage);
 
-/* --ep / --pp / --expert-map / --redundant-experts value: 1 applied, -1 a bad value (said on
- * stderr). */
+/* --ep / --pp / --expert-map / --redundant-experts / --attn-dp-size / --enable-dp-lm-head /
+ * --moe-dense-tp-size value: 1 applied, -1 a bad value (said on stderr). */
 int cli_parse_par(int ch, const char *arg, cli_layout_opts *o);
+/* The engine options of o (expert map file, redundant experts, SGLang DP attention) onto par. */
+ws_err cli_set_par_options(ws_parallel *par, const cli_layout_opts *o, ws_error *err);
 /* Build a layout for family / config over tp x ep x pp (ep, pp 0: 1), with o's expert map and
  * redundant experts (o may be NULL); failures said. */
 int cli_make_layout(const char *family, const ws_model_config *cfg, long tp, long ep, long pp,

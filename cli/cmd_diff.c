@@ -8,6 +8,7 @@
 static const char usage[] =
     "usage: weightsum diff A B [--json] [--quiet|--status] [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
+    CLI_DP_USAGE
     "                        [--force] [--[no-]progress] [--read mmap|pread]\n"
     "\n"
     "Compare two checkpoints element by element (native bits when dtypes agree, canonical\n"

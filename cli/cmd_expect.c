@@ -11,6 +11,7 @@
 static const char usage[] =
     "usage: weightsum expect CKPT --layout L --tp N [--ep N] [--pp N] [--config F] [-o FILE]\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
+    CLI_DP_USAGE
     "                        [--engine sglang|vllm] [--device cuda|cpu] [-j N] [--[no-]progress]\n"
     "\n"
     "Predict, from the trainer's HF checkpoint CKPT and the engine's layout, what each rank\n"

@@ -10,6 +10,7 @@ static const char usage[] =
     "                      [--algo sha256|fast|both] [--key SEED] [-j N] [--[no-]progress]\n"
     "                      [--layout L] [--tp N] [--ep N] [--pp N] [--config config.json]\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
+    CLI_DP_USAGE
     "                      [--read mmap|pread]\n"
     "\n"
     "Digest every tensor of CKPT (a .safetensors file, a *.safetensors.index.json or a\n"

@@ -9,6 +9,8 @@
 
 static const char usage[] =
     "usage: weightsum serve DIR [--layout L] [--tp N] [--ep N] [--pp N] [--config F]\n"
+    "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
+    CLI_DP_USAGE
     "                       [--host H] [--port P]\n"
     "                       [--canonical bf16|native] [--key SEED] [-j N] [--timeout S]\n"
     "                       [--max-body BYTES] [--max-connections N] [--verbose] [--force]\n"
@@ -389,12 +391,15 @@ int cmd_serve(int argc, char **argv) {
                 .verbose = verbose};
     unsigned lflags = cc.lo.force ? WS_LAYOUT_FORCE : 0;
     ws_err rc;
-    if (cc.lo.ep || cc.lo.pp) { /* the layout a dump not yet written will have: tp x ep x pp */
+    if (cc.lo.ep || cc.lo.pp || cc.lo.expert_map || cc.lo.redundant || cc.lo.attn_dp ||
+        cc.lo.dp_lm_head || cc.lo.moe_dense_tp || cc.lo.fused_shared) {
+        /* the layout a dump not yet written will have: tp x ep x pp and the engine options */
         ws_parallel *par = NULL;
         if ((rc = ws_parallel_create(&par, &err)) == WS_OK &&
             (rc = ws_parallel_set(par, WS_PAR_TP, cc.lo.tp ? cc.lo.tp : 1, &err)) == WS_OK &&
             (rc = ws_parallel_set(par, WS_PAR_EP, cc.lo.ep ? cc.lo.ep : 1, &err)) == WS_OK &&
-            (rc = ws_parallel_set(par, WS_PAR_PP, cc.lo.pp ? cc.lo.pp : 1, &err)) == WS_OK)
+            (rc = ws_parallel_set(par, WS_PAR_PP, cc.lo.pp ? cc.lo.pp : 1, &err)) == WS_OK &&
+            (rc = cli_set_par_options(par, &cc.lo, &err)) == WS_OK)
             rc = ws_checker_create_parallel(dir, cc.lo.family, par, cc.lo.config,
                                             lflags | (cc.lo.tp ? 0 : WS_LAYOUT_DUMP_TP) |
                                                 (cc.lo.ep ? 0 : WS_LAYOUT_DUMP_EP) |

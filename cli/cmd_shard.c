@@ -15,6 +15,7 @@ static const char usage[] =
     "usage: weightsum shard CKPT --layout sglang|vllm|megatron|transformers|hf --tp N -o DIR\n"
     "                       [--ep N] [--pp N] (MoE expert parallelism, pipeline stages)\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
+    CLI_DP_USAGE
     "                       [--config config.json] [--force] [--[no-]progress]\n"
     "\n"
     "Write what each tensor-parallel rank holds after loading CKPT: DIR/model-rank-R-part-0\n"
@@ -83,6 +84,10 @@ int cmd_shard(int argc, char **argv) {
         case CLI_OPT_PP:
         case CLI_OPT_EXPERT_MAP:
         case CLI_OPT_REDUNDANT:
+        case CLI_OPT_ATTN_DP:
+        case CLI_OPT_DP_LM_HEAD:
+        case CLI_OPT_MOE_DENSE_TP:
+        case CLI_OPT_FUSED_SHARED:
             if (cli_parse_par(ch, optarg, &par) < 0) return EXIT_TROUBLE;
             break;
         case 'P': progress = 1; break;

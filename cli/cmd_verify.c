@@ -12,6 +12,7 @@ static const char usage[] =
     "                        [--canonical bf16|native] [--[no-]progress] [--ignore-missing]\n"
     "                        [--layout L] [--tp N] [--ep N] [--pp N] [--config F] [--force]\n"
     "                [--expert-map FILE] [--redundant-experts N] (EPLB expert slots)\n"
+    CLI_DP_USAGE
     "                        [--locate REFERENCE]\n"
     "                        [--report FILE.html] [--read mmap|pread]\n"
     "\n"

@@ -129,7 +129,11 @@ int cli_common_option(int ch, const char *arg, cli_common *c) {
     case CLI_OPT_EP:
     case CLI_OPT_PP:
     case CLI_OPT_EXPERT_MAP:
-    case CLI_OPT_REDUNDANT: return cli_parse_par(ch, arg, &c->lo);
+    case CLI_OPT_REDUNDANT:
+    case CLI_OPT_ATTN_DP:
+    case CLI_OPT_DP_LM_HEAD:
+    case CLI_OPT_MOE_DENSE_TP:
+    case CLI_OPT_FUSED_SHARED: return cli_parse_par(ch, arg, &c->lo);
     case 'c':
         c->canon_given = true;
         if (ws_canon_from_name(arg, &c->canon) == WS_OK) return 1;

@@ -14,7 +14,7 @@ _weightsum() {
         --algo) COMPREPLY=($(compgen -W "sha256 fast both" -- "$cur")); return ;;
         --canonical) COMPREPLY=($(compgen -W "bf16 native" -- "$cur")); return ;;
         --dtype) COMPREPLY=($(compgen -W "f32 bf16" -- "$cur")); return ;;
-        --tp|--ep|--pp|--redundant-experts) COMPREPLY=($(compgen -W "1 2 4 8 16" -- "$cur")); return ;;
+        --tp|--ep|--pp|--redundant-experts|--attn-dp-size|--moe-dense-tp-size) COMPREPLY=($(compgen -W "1 2 4 8 16" -- "$cur")); return ;;
         --engine) COMPREPLY=($(compgen -W "sglang vllm" -- "$cur")); return ;;
         --device) COMPREPLY=($(compgen -W "cuda cpu" -- "$cur")); return ;;
         --selector) COMPREPLY=($(compgen -W "target draft all" -- "$cur")); return ;;
@@ -27,17 +27,17 @@ _weightsum() {
     local dump="--layout --tp --config --force"
     local opts
     case $cmd in
-        hash) opts="-o --output --json --tag --canonical --algo --key -c --check --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
+        hash) opts="-o --output --json --tag --canonical --algo --key -c --check --read --ep --pp --expert-map --redundant-experts --attn-dp-size --enable-dp-lm-head --moe-dense-tp-size --fused-shared-experts $dump $common" ;;
         verify) opts="--json -q --quiet --status -v --verbose --ignore-missing --strict --key
-                      --canonical --locate --report --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
-        diff) opts="--json -q --quiet --status --read --ep --pp --expert-map --redundant-experts $dump $common" ;;
-        shard) opts="--layout --tp --ep --pp --expert-map --redundant-experts --config -o --output --force --progress --no-progress --help" ;;
+                      --canonical --locate --report --read --ep --pp --expert-map --redundant-experts --attn-dp-size --enable-dp-lm-head --moe-dense-tp-size --fused-shared-experts $dump $common" ;;
+        diff) opts="--json -q --quiet --status --read --ep --pp --expert-map --redundant-experts --attn-dp-size --enable-dp-lm-head --moe-dense-tp-size --fused-shared-experts $dump $common" ;;
+        shard) opts="--layout --tp --ep --pp --expert-map --redundant-experts --attn-dp-size --enable-dp-lm-head --moe-dense-tp-size --fused-shared-experts --config -o --output --force --progress --no-progress --help" ;;
         synth) opts="-o --output --dtype --seed --progress --no-progress --help" ;;
-        serve) opts="$dump --ep --pp --host --port --key --canonical -j --jobs --timeout --max-body
+        serve) opts="$dump --ep --pp --expert-map --redundant-experts --attn-dp-size --enable-dp-lm-head --moe-dense-tp-size --fused-shared-experts --host --port --key --canonical -j --jobs --timeout --max-body
                      --max-connections --verbose --read --help" ;;
         push) opts="--rank-offset --timeout --json --canonical --algo --skip --selector
                     --layout --tp --config --engine --device -j --jobs --help" ;;
-        expect) opts="--layout --tp --ep --pp --expert-map --redundant-experts --config -o --output --engine --device $common" ;;
+        expect) opts="--layout --tp --ep --pp --expert-map --redundant-experts --attn-dp-size --enable-dp-lm-head --moe-dense-tp-size --fused-shared-experts --config -o --output --engine --device $common" ;;
         demo) opts="--dir --keep --help" ;;
         help) COMPREPLY=($(compgen -W "$cmds" -- "$cur")); return ;;
     esac

@@ -467,6 +467,15 @@ typedef enum ws_par_key {
     WS_PAR_REDUNDANT_EXPERTS, /* sglang/vllm EPLB: physical expert slots beyond the routed
                                  experts (--ep-num-redundant-experts / num_redundant_experts);
                                  without an expert map slot p holds logical expert p % E */
+    WS_PAR_ATTN_DP,         /* sglang DP attention (--attn-dp-size, formerly --dp-size with
+                               --enable-dp-attention): attention is tensor-parallel over
+                               groups of tp / attn_dp ranks and replicated across the attn_dp
+                               groups; MoE and dense MLP layers keep tp. As a rank coordinate:
+                               the attention-DP rank (tp_rank / (tp / attn_dp)) */
+    WS_PAR_DP_LM_HEAD,      /* sglang --enable-dp-lm-head (1): lm_head vocab-parallel over the
+                               attention-TP group, not tp (needs attn_dp > 1) */
+    WS_PAR_MOE_DENSE_TP,    /* sglang --moe-dense-tp-size: 0 (unset) or tp: the dense MLP layers
+                               of deepseek_v2/v3 and glm4_moe over tp; 1: replicated */
     WS_PAR__COUNT
 } ws_par_key;
 enum { WS_EXPERTS_LINEAR = 0, WS_EXPERTS_ROUND_ROBIN = 1 };
@@ -475,7 +484,7 @@ enum { WS_EXPERTS_LINEAR = 0, WS_EXPERTS_ROUND_ROBIN = 1 };
 WS_API ws_err ws_parallel_create(ws_parallel **out, ws_error *err);
 WS_API void ws_parallel_free(ws_parallel *p);
 /* Set one key; WS_ERR_ARG for an unknown or read-only key or a value out of range (sizes
- * 1..4096, flags 0/1, placement one of the WS_EXPERTS_* values). */
+ * 1..4096, flags 0/1, placement one of the WS_EXPERTS_* values, WS_PAR_MOE_DENSE_TP >= 0). */
 WS_API ws_err ws_parallel_set(ws_parallel *p, ws_par_key key, long value, ws_error *err);
 /* A key's value; -1 for a NULL p or an unknown key. */
 WS_API long ws_parallel_get(const ws_parallel *p, ws_par_key key);
@@ -512,8 +521,8 @@ WS_API const int32_t *ws_layout_expert_map(const ws_layout *l, size_t *rows, siz
 /* Global ranks: tp * pp for sglang/vllm, tp * ep * pp for megatron, tp otherwise. Ranks are
  * 0 .. count-1 and name the dump's model-rank-R files. */
 WS_API int ws_layout_rank_count(const ws_layout *l);
-/* Coordinate of a global rank along WS_PAR_TP, _EP, _PP or _MOE_TP (tp_rank, ep_rank, pp_rank,
- * moe_tp_rank); -1 for a bad rank or key. */
+/* Coordinate of a global rank along WS_PAR_TP, _EP, _PP, _MOE_TP or _ATTN_DP (tp_rank, ep_rank,
+ * pp_rank, moe_tp_rank, attention-DP rank); -1 for a bad rank or key. */
 WS_API int ws_layout_rank_coord(const ws_layout *l, int rank, ws_par_key key);
 /* 1 when this family's engine zeroes the padding rows no piece covers (sglang, vllm: verify
  * then reports non-zero padding); 0 for megatron, whose padded vocab rows are trained weights. */
@@ -714,6 +723,10 @@ WS_API int ws_dump_tp(const ws_dump *d);
 /* weightsum-layout.json's "ep" / "pp", or 0 when it names none. */
 WS_API int ws_dump_ep(const ws_dump *d);
 WS_API int ws_dump_pp(const ws_dump *d);
+/* weightsum-layout.json's value of an engine option it records (WS_PAR_ATTN_DP,
+ * WS_PAR_DP_LM_HEAD, WS_PAR_MOE_DENSE_TP, WS_PAR_FUSED_SHARED; written by shard when not the
+ * default), or 0 when it names none or for another key. */
+WS_API long ws_dump_parallel(const ws_dump *d, ws_par_key key);
 /* weightsum-layout.json's "expert_map" (rows x physical, see ws_parallel_set_expert_map), or
  * NULL when it has none. */
 WS_API const int32_t *ws_dump_expert_map(const ws_dump *d, size_t *rows, size_t *physical);

@@ -28,6 +28,8 @@ struct ws_dump {
     char family[32];
     int tp;          /* from weightsum-layout.json, 0 when absent */
     int ep, pp;      /* from weightsum-layout.json ("ep", "pp"), 0 when absent */
+    /* "attn_dp", "dp_lm_head", "moe_dense_tp", "fused_shared_experts", or 0 */
+    long attn_dp, dp_lm_head, moe_dense_tp, fused_shared;
     int32_t *emap;   /* weightsum-layout.json's "expert_map" (rows x physical), or NULL */
     size_t emap_rows, emap_physical;
 };
@@ -98,6 +100,16 @@ const char *ws_dump_family(const ws_dump *d) { return d && d->family[0] ? d->fam
 int ws_dump_tp(const ws_dump *d) { return d ? d->tp : 0; }
 int ws_dump_ep(const ws_dump *d) { return d ? d->ep : 0; }
 int ws_dump_pp(const ws_dump *d) { return d ? d->pp : 0; }
+long ws_dump_parallel(const ws_dump *d, ws_par_key key) {
+    if (!d) return 0;
+    switch (key) {
+    case WS_PAR_ATTN_DP: return d->attn_dp;
+    case WS_PAR_DP_LM_HEAD: return d->dp_lm_head;
+    case WS_PAR_MOE_DENSE_TP: return d->moe_dense_tp;
+    case WS_PAR_FUSED_SHARED: return d->fused_shared;
+    default: return 0;
+    }
+}
 const int32_t *ws_dump_expert_map(const ws_dump *d, size_t *rows, size_t *physical) {
     if (rows) *rows = d ? d->emap_rows : 0;
     if (physical) *physical = d ? d->emap_physical : 0;
@@ -184,6 +196,20 @@ static ws_err read_hint(ws_dump *d, const char *dir, ws_error *err) {
                               "\"%s\" must be an integer from 1 to %d", keys[k], MAX_RANKS);
             else
                 *dst[k] = (int)json_integer_value(v);
+        }
+        /* optional SGLang options (written when not the default) */
+        static const char *const opt[4] = {"attn_dp", "dp_lm_head", "moe_dense_tp",
+                                           "fused_shared_experts"};
+        static const long hi[4] = {MAX_RANKS, 1, MAX_RANKS, 1};
+        long *odst[4] = {&d->attn_dp, &d->dp_lm_head, &d->moe_dense_tp, &d->fused_shared};
+        for (int k = 0; k < 4 && rc == WS_OK; k++) {
+            json_t *v = json_object_get(j, opt[k]);
+            if (!v) continue;
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > hi[k])
+                rc = wsi_fail(err, WS_ERR_FORMAT, path, NULL, -1,
+                              "\"%s\" must be an integer from 0 to %ld", opt[k], hi[k]);
+            else
+                *odst[k] = (long)json_integer_value(v);
         }
         /* optional "expert_map" (written when the layout has one) */
         json_t *em = json_object_get(j, "expert_map");

@@ -140,6 +140,31 @@ ws_err ws_dump_fits_layout(const ws_layout *l, const ws_dump *d, const ws_model_
     return WS_OK;
 }
 
+/* weightsum-layout.json's SGLang DP attention options against the ones given (a default value:
+ * not given), as check_flags. */
+static ws_err check_dp_flags(const ws_dump *d, const char *dir, const ws_parallel *options,
+                             unsigned flags, ws_error *err) {
+    if ((flags & WS_LAYOUT_FORCE) || !options || !ws_dump_family(d)) return WS_OK;
+    static const struct {
+        ws_par_key key;
+        const char *flag;
+        long unset;
+    } k[] = {{WS_PAR_ATTN_DP, "--attn-dp-size", 1},
+             {WS_PAR_DP_LM_HEAD, "--enable-dp-lm-head", 0},
+             {WS_PAR_MOE_DENSE_TP, "--moe-dense-tp-size", 0},
+             {WS_PAR_FUSED_SHARED, "--fused-shared-experts", 0}};
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        long given = ws_parallel_get(options, k[i].key), rec = ws_dump_parallel(d, k[i].key);
+        if (rec < k[i].unset) rec = k[i].unset;
+        if (given > k[i].unset && given != rec)
+            return wsi_fail(err, WS_ERR_LAYOUT, dir, NULL, -1,
+                            "weightsum-layout.json says %s %ld, not %s %ld (drop the flag, or "
+                            "--force to use it)",
+                            k[i].flag, rec, k[i].flag, given);
+    }
+    return WS_OK;
+}
+
 /* weightsum-layout.json's ep / pp against the flags (0: not given), as check_flags. */
 static ws_err check_par_flags(const ws_dump *d, const char *dir, int ep, int pp, unsigned flags,
                               ws_error *err) {
@@ -187,6 +212,15 @@ static ws_err copy_options(ws_parallel *par, const ws_parallel *options, const w
     ws_err rc = WS_OK;
     for (size_t k = 0; options && k < sizeof keys / sizeof keys[0] && rc == WS_OK; k++)
         rc = ws_parallel_set(par, keys[k], ws_parallel_get(options, keys[k]), err);
+    /* SGLang DP attention, fused shared experts: the options' value when said, else
+     * weightsum-layout.json's */
+    static const ws_par_key dp_keys[] = {WS_PAR_ATTN_DP, WS_PAR_DP_LM_HEAD, WS_PAR_MOE_DENSE_TP,
+                                         WS_PAR_FUSED_SHARED};
+    for (size_t k = 0; k < sizeof dp_keys / sizeof dp_keys[0] && rc == WS_OK; k++) {
+        long v = options ? ws_parallel_get(options, dp_keys[k]) : 0;
+        if (v <= (dp_keys[k] == WS_PAR_ATTN_DP ? 1 : 0)) v = ws_dump_parallel(d, dp_keys[k]);
+        if (v > 0) rc = ws_parallel_set(par, dp_keys[k], v, err);
+    }
     size_t rows, phys;
     const int32_t *map = ws_parallel_expert_map(options, &rows, &phys);
     if (!map) map = ws_dump_expert_map(d, &rows, &phys);
@@ -241,6 +275,7 @@ ws_err ws_dump_layout_open_options(const ws_dump *d, const char *dir, const char
     ws_err rc = check_flags(d, dir, family, tp, flags, err);
     if (rc == WS_OK) rc = check_par_flags(d, dir, ep, pp, flags, err);
     if (rc == WS_OK) rc = check_map_flag(d, dir, options, flags, err);
+    if (rc == WS_OK) rc = check_dp_flags(d, dir, options, flags, err);
     if (rc != WS_OK) return rc;
     unsigned fit_flags = flags & WS_LAYOUT_FORCE;
     if (tp) fit_flags |= WS_FIT_TP_GIVEN;

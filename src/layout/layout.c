@@ -38,7 +38,7 @@ typedef struct owned_block {
 
 /* A global rank's coordinates. */
 typedef struct rank_coord {
-    int tp, ep, pp, moe_tp;
+    int tp, ep, pp, moe_tp, attn_dp;
 } rank_coord;
 
 #define WSL_MAX_RANKS 65536
@@ -180,6 +180,10 @@ void wsl_set_coord(ws_layout *l, int rank, int tp_rank, int ep_rank, int pp_rank
 }
 
 void wsl_set_moe_tp(ws_layout *l, int moe_tp) { l->par[WS_PAR_MOE_TP] = moe_tp; }
+
+void wsl_set_attn_dp_coord(ws_layout *l, int rank, int attn_dp_rank) {
+    if (rank >= 0 && rank < l->n_ranks) l->coord[rank].attn_dp = attn_dp_rank;
+}
 
 void wsl_pp_layers(uint64_t L, int pp, int s, uint64_t *first, uint64_t *end) {
     uint64_t P = (uint64_t)pp, S = (uint64_t)s, base = L / P, rem = L % P;
@@ -553,6 +557,10 @@ ws_err wsl_reject(ws_layout *l, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    if (l->par[WS_PAR_ATTN_DP] > 1)
+        return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1,
+                        "layout '%s', tp %d, attn-dp %ld, ep %ld, pp %ld: %s", l->family, l->tp,
+                        l->par[WS_PAR_ATTN_DP], l->par[WS_PAR_EP], l->par[WS_PAR_PP], what);
     if (l->par[WS_PAR_EP] > 1 || l->par[WS_PAR_PP] > 1)
         return wsi_fail(l->err, WS_ERR_LAYOUT, NULL, NULL, -1, "layout '%s', tp %d, ep %ld, pp %ld: %s",
                         l->family, l->tp, l->par[WS_PAR_EP], l->par[WS_PAR_PP], what);
@@ -720,13 +728,23 @@ ws_err ws_layout_create_parallel(const char *family, const ws_model_config *cfg,
                  .up_first = (int)v[WS_PAR_W13_UP_FIRST],
                  .fused_shared = (int)v[WS_PAR_FUSED_SHARED],
                  .sequential = (int)v[WS_PAR_MEGATRON_SEQUENTIAL],
-                 .redundant = v[WS_PAR_REDUNDANT_EXPERTS]};
+                 .redundant = v[WS_PAR_REDUNDANT_EXPERTS],
+                 .attn_dp = (int)v[WS_PAR_ATTN_DP],
+                 .dp_lm_head = (int)v[WS_PAR_DP_LM_HEAD],
+                 .moe_dense_tp = v[WS_PAR_MOE_DENSE_TP]};
     p.emap = ws_parallel_expert_map(par, &p.emap_rows, &p.emap_physical);
     if ((p.emap || p.redundant) && strcmp(f->name, "sglang") != 0 && strcmp(f->name, "vllm") != 0) {
         ws_layout_free(l);
         return wsi_fail(err, WS_ERR_LAYOUT, NULL, NULL, -1,
                         "layout '%s': expert maps and redundant experts (EPLB) are SGLang and "
                         "vLLM options",
+                        f->name);
+    }
+    if ((p.attn_dp > 1 || p.dp_lm_head || p.moe_dense_tp) && strcmp(f->name, "sglang") != 0) {
+        ws_layout_free(l);
+        return wsi_fail(err, WS_ERR_LAYOUT, NULL, NULL, -1,
+                        "layout '%s': DP attention, the DP lm_head and moe_dense_tp_size are "
+                        "SGLang options",
                         f->name);
     }
     /* tp ranks unless the family says otherwise (after its own checks of the sizes) */
@@ -778,6 +796,8 @@ long ws_layout_parallel(const ws_layout *l, ws_par_key key) {
 }
 const char *wsi_layout_sizes(const ws_layout *l, char *buf, size_t n) {
     int k = snprintf(buf, n, "%s tp=%d", l->family, l->tp);
+    if (k > 0 && (size_t)k < n && l->par[WS_PAR_ATTN_DP] > 1) /* SGLang DP attention */
+        k += snprintf(buf + k, n - (size_t)k, " attn-dp=%ld", l->par[WS_PAR_ATTN_DP]);
     if (k > 0 && (size_t)k < n && l->par[WS_PAR_EP] > 1)
         k += snprintf(buf + k, n - (size_t)k, " ep=%ld", l->par[WS_PAR_EP]);
     if (k > 0 && (size_t)k < n && l->par[WS_PAR_PP] > 1)
@@ -793,6 +813,7 @@ int ws_layout_rank_coord(const ws_layout *l, int rank, ws_par_key key) {
     case WS_PAR_EP: return c->ep;
     case WS_PAR_PP: return c->pp;
     case WS_PAR_MOE_TP: return c->moe_tp;
+    case WS_PAR_ATTN_DP: return c->attn_dp;
     default: return -1;
     }
 }

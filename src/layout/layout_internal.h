@@ -154,6 +154,8 @@ typedef struct wsl_par {
     int tp, ep, pp;
     int placement, up_first, fused_shared, sequential;
     long redundant;         /* WS_PAR_REDUNDANT_EXPERTS */
+    int attn_dp, dp_lm_head; /* WS_PAR_ATTN_DP, WS_PAR_DP_LM_HEAD (sglang) */
+    long moe_dense_tp;       /* WS_PAR_MOE_DENSE_TP: 0 unset, 1 or tp */
     const int32_t *emap;    /* expert map rows x physical (ws_parallel_set_expert_map), or NULL */
     size_t emap_rows, emap_physical;
 } wsl_par;
@@ -185,6 +187,8 @@ WSI_HIDDEN ws_err wsl_set_ranks(ws_layout *l, uint64_t n);
 WSI_HIDDEN void wsl_set_coord(ws_layout *l, int rank, int tp_rank, int ep_rank, int pp_rank,
                               int moe_tp_rank);
 WSI_HIDDEN void wsl_set_moe_tp(ws_layout *l, int moe_tp);
+/* Record a global rank's attention-DP rank (sglang DP attention; 0 otherwise). */
+WSI_HIDDEN void wsl_set_attn_dp_coord(ws_layout *l, int rank, int attn_dp_rank);
 /* Layers [*first, *end) held by pipeline stage s of pp, split as SGLang's and vLLM's
  * get_pp_indices (the last L % pp stages one layer more). */
 WSI_HIDDEN void wsl_pp_layers(uint64_t L, int pp, int s, uint64_t *first, uint64_t *end);

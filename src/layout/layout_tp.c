@@ -21,6 +21,8 @@
  *                 expert map (below); shared experts are a tp-sharded MLP beside them.
  * With tied embeddings and one stage there is no lm_head of its own (it is embed_tokens; see the
  * alias below); with several stages the last stage holds a copy, loaded from the embedding.
+ * SGLang DP attention (attn_dp > 1): attention and the embedding are split over the tp/attn_dp
+ * ranks of an attention-DP group instead, each group holding copies (plan_groups below).
  */
 #include "layout_internal.h"
 
@@ -225,7 +227,8 @@ static ws_err plan_map(ws_layout *l, const wsl_dense *m, const wsl_par *p, exper
 }
 
 /*
- * Multi-head latent attention of layer i on rank g (tp rank t): SGLang's and vLLM's
+ * Multi-head latent attention of layer i on rank g (tp rank t; attention-TP rank at of AT, and
+ * attention-DP rank d: the copy number of the sharded pieces): SGLang's and vLLM's
  * DeepseekV2AttentionMLA. With q_lora_rank, the two down-projections are one replicated
  * tensor [q_a_proj ; kv_a_proj_with_mqa] (SGLang fused_qkv_a_proj_with_mqa, a ReplicatedLinear
  * loaded with torch.cat(dim=0); vLLM fused_qkv_a_proj, a MergedColumnParallelLinear with
@@ -234,9 +237,9 @@ static ws_err plan_map(ws_layout *l, const wsl_dense *m, const wsl_par *p, exper
  * row-parallel, both layernorms replicated.
  */
 static ws_err add_mla(ws_layout *l, const wsl_dense *m, engine eng, uint64_t i, int g, int t,
-                      int tp) {
+                      uint64_t at, uint64_t AT, uint32_t d) {
     unsigned long long li = (unsigned long long)i;
-    uint64_t T = (uint64_t)tp, R = (uint64_t)t, H = m->H;
+    uint64_t T = AT, R = at, H = m->H;
     uint64_t qk_rows = m->nh / T * (m->nope + m->rope), kvb_rows = m->nh / T * (m->nope + m->vd);
     uint64_t v_cols = m->nh / T * m->vd, kva = m->kvl + m->rope;
     uint32_t loc, rep = (uint32_t)t;
@@ -250,12 +253,12 @@ static ws_err add_mla(ws_layout *l, const wsl_dense *m, engine eng, uint64_t i, 
                                 "model.layers.%llu.self_attn.q_a_layernorm.weight", li));
         WSL_TRY(wsl_add_local(l, &loc, g, 2, qk_rows, m->ql,
                               "model.layers.%llu.self_attn.q_b_proj.weight", li));
-        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_QB), loc, 0, R * qk_rows, 0, qk_rows));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_QB), loc, d, R * qk_rows, 0, qk_rows));
         WSL_TRY(wsl_add_scale(l, m, loc));
     } else {
         WSL_TRY(wsl_add_local(l, &loc, g, 2, qk_rows, H, "model.layers.%llu.self_attn.q_proj.weight",
                               li));
-        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_Q_W), loc, 0, R * qk_rows, 0, qk_rows));
+        WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_Q_W), loc, d, R * qk_rows, 0, qk_rows));
         WSL_TRY(wsl_add_scale(l, m, loc));
         WSL_TRY(wsl_add_local(l, &loc, g, 2, kva, H,
                               "model.layers.%llu.self_attn.kv_a_proj_with_mqa.weight", li));
@@ -266,7 +269,7 @@ static ws_err add_mla(ws_layout *l, const wsl_dense *m, engine eng, uint64_t i, 
                             "model.layers.%llu.self_attn.kv_a_layernorm.weight", li));
     WSL_TRY(wsl_add_local(l, &loc, g, 2, kvb_rows, m->kvl,
                           "model.layers.%llu.self_attn.kv_b_proj.weight", li));
-    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_KVB), loc, 0, R * kvb_rows, 0, kvb_rows));
+    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(m, i, WSL_MLA_KVB), loc, d, R * kvb_rows, 0, kvb_rows));
     WSL_TRY(wsl_add_scale(l, m, loc));
     /* SGLang hands kv_b_proj to its RadixAttention (attn_mha.kv_b_proj = self.kv_b_proj) on the
      * first forward, so state_dict() then lists it twice; the sharded_state saver keeps the
@@ -275,7 +278,7 @@ static ws_err add_mla(ws_layout *l, const wsl_dense *m, engine eng, uint64_t i, 
         WSL_TRY(wsl_add_alias(l, loc, "model.layers.%llu.self_attn.attn_mha.kv_b_proj.weight", li));
     WSL_TRY(wsl_add_local(l, &loc, g, 2, H, v_cols, "model.layers.%llu.self_attn.o_proj.weight",
                           li));
-    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(m, i, WSL_O_W), loc, 0, R * v_cols, 0, v_cols));
+    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(m, i, WSL_O_W), loc, d, R * v_cols, 0, v_cols));
     return wsl_add_scale(l, m, loc);
 }
 
@@ -308,10 +311,12 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
         if (!xp->map && E % (uint64_t)p->ep)
             return wsl_reject(l, "num_experts %llu is not divisible by ep (FusedMoE asserts it)",
                               (unsigned long long)E);
+        /* With an expert map too the shared expert stays one slot after the rank's P/ep
+         * physical ones: FusedMoE's _num_global_routed is the P physical routed slots, and the
+         * checkpoint's shared expert (id num_logical_experts) is loaded into physical id P,
+         * local slot P/ep on every rank (weight_loader, _map_global_expert_id_to_local_expert_id;
+         * not the per-rank shared slots of the DeepEP-class backends). */
         xp->fused_shared = p->fused_shared != 0;
-        if (xp->fused_shared && xp->map)
-            return wsl_reject(l, "fused shared experts together with an expert map (EPLB) are "
-                                 "not modelled");
         if (xp->fused_shared && m->shI != m->mI)
             return wsl_reject(l, "a fused shared expert needs one shared expert of "
                                  "moe_intermediate_size rows (n_shared_experts 1)");
@@ -358,11 +363,12 @@ static ws_err check_moe(ws_layout *l, const wsl_dense *m, const wsl_par *p, engi
  * every output partition of a merged or column-parallel layer whole block_n rows, every input
  * partition of a row-parallel layer whole block_k columns. */
 static ws_err check_fp8(ws_layout *l, const wsl_dense *m, const wsl_par *p,
-                        const expert_plan *xp) {
+                        const expert_plan *xp, uint64_t A, uint64_t Td) {
+    /* attention over the attention-TP group (A ranks), dense MLP layers over Td (tp or 1) */
     uint64_t T = (uint64_t)p->tp, bn = m->bn, bk = m->bk;
-    uint64_t q = m->nh / T * m->hd, kv = (m->nkv >= T ? m->nkv / T : 1) * m->hd;
-    uint64_t mq = m->nh / T * (m->nope + m->rope), mkv = m->nh / T * (m->nope + m->vd),
-             mo = m->nh / T * m->vd;
+    uint64_t q = m->nh / A * m->hd, kv = (m->nkv >= A ? m->nkv / A : 1) * m->hd;
+    uint64_t mq = m->nh / A * (m->nope + m->rope), mkv = m->nh / A * (m->nope + m->vd),
+             mo = m->nh / A * m->vd;
     struct {
         const char *what;
         uint64_t n, b;
@@ -370,12 +376,12 @@ static ws_err check_fp8(ws_layout *l, const wsl_dense *m, const wsl_par *p,
     } rules[] = {
         {"q rows per rank (qkv_proj)", q, bn, !m->mla},
         {"k/v rows per rank (qkv_proj)", kv, bn, !m->mla},
-        {"o_proj columns per rank", m->mla ? mo : q, bk, p->tp > 1},
+        {"o_proj columns per rank", m->mla ? mo : q, bk, A > 1},
         {"q_lora_rank rows of the fused q_a / kv_a projection", m->ql, bn, m->mla && m->ql},
         {"q rows per rank (q_b_proj / q_proj)", mq, bn, m->mla},
         {"kv_b_proj rows per rank", mkv, bn, m->mla},
-        {"gate/up rows per rank (gate_up_proj)", m->I / T, bn, true},
-        {"down_proj columns per rank", m->I / T, bk, p->tp > 1},
+        {"gate/up rows per rank (gate_up_proj)", m->I / Td, bn, true},
+        {"down_proj columns per rank", m->I / Td, bk, Td > 1},
         {"expert rows per moe-tp rank (w13)", m->moe ? m->mI / (uint64_t)xp->moe_tp : 0, bn,
          m->moe},
         {"expert columns per moe-tp rank (w2)", m->moe ? m->mI / (uint64_t)xp->moe_tp : 0, bk,
@@ -398,33 +404,110 @@ static ws_err check_fp8(ws_layout *l, const wsl_dense *m, const wsl_par *p,
     return WS_OK;
 }
 
+/* The vocab padded as VocabParallelEmbedding pads it for a group of G ranks: to a multiple of
+ * 64; SGLang, when that is not divisible by G, to a multiple of 64 * G ("Support the case where
+ * the vocab size is not divisible by the TP size"); vLLM's divide() refuses it (0 here). */
+static uint64_t padded_vocab(engine eng, uint64_t V, uint64_t G) {
+    uint64_t pad = TP_VOCAB_PADDING, Vp = (V + pad - 1) / pad * pad;
+    if (Vp % G == 0) return Vp;
+    if (eng != SGLANG) return 0;
+    pad *= G;
+    return (V + pad - 1) / pad * pad;
+}
+
+/* A vocab-parallel table's rows on rank r of its group (per_rank rows each) as copy `replica`;
+ * rows >= V are padding and get no piece. */
+static ws_err vocab_rows(ws_layout *l, uint32_t hf, uint32_t local, uint64_t r, uint64_t per_rank,
+                         uint64_t V, uint32_t replica) {
+    uint64_t first = r * per_rank;
+    if (first >= V) return WS_OK; /* all padding */
+    return wsl_piece_rows(l, hf, local, replica, first, 0, V - first < per_rank ? V - first : per_rank);
+}
+
+static bool is_type(const ws_model_config *cfg, const char *t) {
+    return strncmp(cfg->model_type, t, sizeof cfg->model_type) == 0;
+}
+
+/*
+ * SGLang DP attention (attn_dp D > 1, SGLang's --attn-dp-size): tp rank t is attention-TP rank
+ * t % (tp/D) of attention-DP group t / (tp/D) (runtime_context.derive_attention_ranks). The
+ * attention projections are sharded over the tp/D ranks of a group (parallel_group="attn_tp")
+ * and every group holds the same shards: copy d of a shard lives in group d. The embedding
+ * follows the attention group (use_attn_tp_group=is_dp_attention_enabled()), lm_head only with
+ * --enable-dp-lm-head; MoE experts, shared experts and dense MLP layers keep the whole tp group
+ * (dense layers of deepseek / glm4_moe are replicated with --moe-dense-tp-size 1).
+ */
+typedef struct groups {
+    uint64_t A;      /* attention-TP size tp / attn_dp */
+    uint64_t emb_G;  /* ranks the embedding is split over (A under DP attention, else tp) */
+    uint64_t head_G; /* ranks lm_head is split over (A with dp_lm_head, else tp) */
+    uint64_t Td;     /* ranks the dense MLP layers are split over (tp, or 1: replicated) */
+    uint64_t Ve, Vl; /* the vocab padded for emb_G / head_G */
+} groups;
+
+static ws_err plan_groups(ws_layout *l, const ws_model_config *cfg, const wsl_dense *m,
+                          const wsl_par *p, engine eng, groups *gr) {
+    uint64_t T = (uint64_t)p->tp, D = (uint64_t)(p->attn_dp > 1 ? p->attn_dp : 1);
+    if (T % D)
+        return wsl_reject(l, "attn-dp %llu does not divide tp (the attention-DP groups split the "
+                             "tp group: attn_tp_size = tp / attn_dp)",
+                          (unsigned long long)D);
+    if (D > 1 && (is_type(cfg, "llama") || is_type(cfg, "mistral") || is_type(cfg, "qwen2")))
+        return wsl_reject(l, "DP attention is not modelled for model_type '%.63s': SGLang builds "
+                             "its attention over the whole tp group (no attention-TP group)",
+                          cfg->model_type);
+    if (p->dp_lm_head && D == 1)
+        return wsl_reject(l, "--enable-dp-lm-head needs DP attention (SGLang asserts attn-dp > "
+                             "1)");
+    if (p->moe_dense_tp && p->moe_dense_tp != 1 && (uint64_t)p->moe_dense_tp != T)
+        return wsl_reject(l, "moe_dense_tp_size %ld: SGLang takes only 1 or tp", p->moe_dense_tp);
+    gr->A = T / D;
+    gr->emb_G = D > 1 ? gr->A : T;
+    gr->head_G = D > 1 && p->dp_lm_head ? gr->A : T;
+    /* is_dense_ffn_fully_dp(): DeepseekV2MLP and Glm4MoeMLP of the dense layers, replicated */
+    bool dense_dp = p->moe_dense_tp == 1 &&
+                    (is_type(cfg, "deepseek_v2") || is_type(cfg, "deepseek_v3") ||
+                     is_type(cfg, "glm4_moe"));
+    gr->Td = dense_dp ? 1 : T;
+    uint64_t A = gr->A;
+    if (m->nh % A)
+        return wsl_reject(l, "num_attention_heads %llu is not divisible by %s",
+                          (unsigned long long)m->nh, D > 1 ? "the attention-TP size" : "tp");
+    for (uint64_t i = 0; i < m->L && m->I % gr->Td; i++)
+        if (!m->is_moe[i]) /* only dense layers have intermediate_size rows */
+            return wsl_reject(l, "intermediate_size %llu is not divisible by tp",
+                              (unsigned long long)m->I);
+    if (!m->mla && (m->nkv >= A ? m->nkv % A : A % m->nkv))
+        return wsl_reject(l,
+                          "num_key_value_heads %llu: with kv heads >= %s they must divide by "
+                          "it, with fewer, it must divide by them",
+                          (unsigned long long)m->nkv, D > 1 ? "the attention-TP size" : "tp");
+    gr->Ve = padded_vocab(eng, m->V, gr->emb_G);
+    gr->Vl = padded_vocab(eng, m->V, gr->head_G);
+    if (!gr->Ve || !gr->Vl)
+        return wsl_reject(l, "vocab padded to a multiple of %d is not divisible by tp",
+                          TP_VOCAB_PADDING);
+    if (m->tied && p->pp > 1 && gr->emb_G != gr->head_G)
+        return wsl_reject(l, "tied embeddings over several stages under DP attention need "
+                             "--enable-dp-lm-head (the last stage's lm_head copy would be split "
+                             "over tp, the embedding over the attention-TP group: not modelled)");
+    return WS_OK;
+}
+
 static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, engine eng) {
     wsl_dense m;
     WSL_TRY(wsl_dense_describe(l, cfg, &m));
     int tp = p->tp;
     uint64_t T = (uint64_t)tp;
-    if (m.nh % T)
-        return wsl_reject(l, "num_attention_heads %llu is not divisible by tp",
-                          (unsigned long long)m.nh);
-    for (uint64_t i = 0; i < m.L && m.I % T; i++)
-        if (!m.is_moe[i]) /* only dense layers have intermediate_size rows */
-            return wsl_reject(l, "intermediate_size %llu is not divisible by tp",
-                              (unsigned long long)m.I);
-    if (!m.mla && (m.nkv >= T ? m.nkv % T : T % m.nkv))
-        return wsl_reject(l,
-                          "num_key_value_heads %llu: with kv heads >= tp they must divide by "
-                          "tp, with fewer, tp must divide by them",
-                          (unsigned long long)m.nkv);
-    uint64_t Vp = (m.V + TP_VOCAB_PADDING - 1) / TP_VOCAB_PADDING * TP_VOCAB_PADDING;
-    if (Vp % T)
-        return wsl_reject(l, "vocab padded to %llu (a multiple of %d) is not divisible by tp",
-                          (unsigned long long)Vp, TP_VOCAB_PADDING);
+    groups gr = {.A = 1};
+    WSL_TRY(plan_groups(l, cfg, &m, p, eng, &gr));
+    uint64_t A = gr.A;
     if ((uint64_t)p->pp > m.L)
         return wsl_reject(l, "pp %d is more than the %llu layers", p->pp,
                           (unsigned long long)m.L);
     expert_plan xp;
     WSL_TRY(check_moe(l, &m, p, eng, &xp));
-    if (m.fp8) WSL_TRY(check_fp8(l, &m, p, &xp));
+    if (m.fp8) WSL_TRY(check_fp8(l, &m, p, &xp, A, gr.Td));
     WSL_TRY(wsl_set_ranks(l, (uint64_t)tp * (uint64_t)p->pp));
     wsl_set_moe_tp(l, xp.moe_tp);
     uint64_t dense_pieces = 3 * (m.qkv_bias ? 2 : 1) + 1 + m.o_bias + 2 * m.qk_norm + 2 + 1 + 2 +
@@ -437,12 +520,13 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
     WSL_TRY(wsl_dense_add_hf(l, &m));
 
     uint64_t hd = m.hd, H = m.H;
-    uint64_t q_rows = m.nh / T * hd;                /* q rows per rank */
-    uint64_t kv_heads = m.nkv >= T ? m.nkv / T : 1; /* kv heads per rank */
-    uint64_t replicas = m.nkv >= T ? 1 : T / m.nkv; /* ranks per kv head */
+    uint64_t q_rows = m.nh / A * hd;                /* q rows per attention-TP rank */
+    uint64_t kv_heads = m.nkv >= A ? m.nkv / A : 1; /* kv heads per rank */
+    uint64_t replicas = m.nkv >= A ? 1 : A / m.nkv; /* ranks of a group per kv head */
     uint64_t kv_rows = kv_heads * hd;
-    uint64_t i_rows = m.I / T;
-    uint64_t v_rows = Vp / T;
+    uint64_t i_rows = m.I / gr.Td;
+    uint64_t e_rows = gr.Ve / gr.emb_G, h_rows = gr.Vl / gr.head_G; /* vocab rows per rank */
+    uint64_t D = T / A; /* attention-DP groups */
     uint64_t *ids = m.moe ? wsl_alloc(l, (size_t)(xp.P + 1) * sizeof *ids) : NULL;
     if (m.moe && !ids) return WS_ERR_NOMEM;
 
@@ -453,15 +537,23 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
         for (int t = 0; t < tp; t++) {
             int g = s * tp + t; /* global rank */
             uint64_t R = (uint64_t)t;
-            uint64_t kvs = R / replicas;                /* kv shard */
-            uint32_t kv_rep = (uint32_t)(R % replicas); /* lowest rank of a kv head: replica 0 */
+            uint64_t at = R % A;           /* attention-TP rank (t itself without DP attention) */
+            uint32_t d = (uint32_t)(R / A); /* attention-DP group: copy d of the attention shards */
+            uint64_t kvs = at / replicas; /* kv shard */
+            /* copies of a kv shard: the replicas of a group, then the groups (rank order; the
+             * lowest rank holding it is replica 0) */
+            uint32_t kv_rep = (uint32_t)(d * replicas + at % replicas);
+            /* the embedding / lm_head: rank and copy in their group */
+            uint64_t et = gr.emb_G == T ? R : at, ht = gr.head_G == T ? R : at;
+            uint32_t erep = gr.emb_G == T ? 0 : d, hrep = gr.head_G == T ? 0 : d;
             uint32_t loc;
             int er = m.moe ? t / xp.moe_tp : 0;
             wsl_set_coord(l, g, t, er, s, m.moe ? t % xp.moe_tp : t);
+            wsl_set_attn_dp_coord(l, g, (int)d);
 
             if (first_stage) {
-                WSL_TRY(wsl_add_local(l, &loc, g, 2, v_rows, H, "model.embed_tokens.weight"));
-                WSL_TRY(wsl_piece_vocab(l, m.embed, loc, t, v_rows, m.V));
+                WSL_TRY(wsl_add_local(l, &loc, g, 2, e_rows, H, "model.embed_tokens.weight"));
+                WSL_TRY(vocab_rows(l, m.embed, loc, et, e_rows, m.V, erep));
                 /* Tied, one stage: lm_head IS embed_tokens. state_dict() lists both names and
                  * the engines' sharded_state saver keeps the smaller key of tensors sharing
                  * storage, so a dump calls this tensor lm_head.weight, while named_parameters()
@@ -471,7 +563,7 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
 
             for (uint64_t i = first; i < end; i++) {
                 unsigned long long li = (unsigned long long)i;
-                if (m.mla) WSL_TRY(add_mla(l, &m, eng, i, g, t, tp));
+                if (m.mla) WSL_TRY(add_mla(l, &m, eng, i, g, t, at, A, d));
                 /* qkv_proj.weight (and .bias): [q_t ; k_s ; v_s] */
                 for (int b = 0; b < (m.qkv_bias ? 2 : 1) && !m.mla; b++) {
                     wsl_kind q = b ? WSL_Q_B : WSL_Q_W, k = b ? WSL_K_B : WSL_K_W,
@@ -480,18 +572,18 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
                                           "model.layers.%llu.self_attn.qkv_proj.%s", li,
                                           b ? "bias" : "weight"));
                     WSL_TRY(
-                        wsl_piece_rows(l, wsl_hf_at(&m, i, q), loc, 0, R * q_rows, 0, q_rows));
+                        wsl_piece_rows(l, wsl_hf_at(&m, i, q), loc, d, at * q_rows, 0, q_rows));
                     WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, k), loc, kv_rep, kvs * kv_rows,
                                            q_rows, kv_rows));
                     WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, v), loc, kv_rep, kvs * kv_rows,
                                            q_rows + kv_rows, kv_rows));
                     if (!b) WSL_TRY(wsl_add_scale(l, &m, loc));
                 }
-                /* o_proj: row-parallel, columns [t*q_rows, (t+1)*q_rows); its bias replicated */
+                /* o_proj: row-parallel, columns [at*q_rows, +q_rows); its bias replicated */
                 if (!m.mla) {
                     WSL_TRY(wsl_add_local(l, &loc, g, 2, H, q_rows,
                                           "model.layers.%llu.self_attn.o_proj.weight", li));
-                    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, 0, R * q_rows, 0,
+                    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_O_W), loc, d, at * q_rows, 0,
                                            q_rows));
                     WSL_TRY(wsl_add_scale(l, &m, loc));
                 }
@@ -507,19 +599,22 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
                 if (m.is_moe[i]) {
                     WSL_TRY(add_moe(l, &m, p, eng, &xp, i, g, t, ids));
                 } else {
-                    /* gate_up_proj = [gate_t ; up_t] */
+                    /* gate_up_proj = [gate_t ; up_t] over tp; replicated (copy t, whole) with
+                     * moe_dense_tp_size 1 */
+                    uint64_t dt = gr.Td == 1 ? 0 : R;
+                    uint32_t drep = gr.Td == 1 ? (uint32_t)t : 0;
                     WSL_TRY(wsl_add_local(l, &loc, g, 2, 2 * i_rows, H,
                                           "model.layers.%llu.mlp.gate_up_proj.weight", li));
-                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_GATE), loc, 0, R * i_rows, 0,
-                                           i_rows));
-                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_UP), loc, 0, R * i_rows,
+                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_GATE), loc, drep, dt * i_rows,
+                                           0, i_rows));
+                    WSL_TRY(wsl_piece_rows(l, wsl_hf_at(&m, i, WSL_UP), loc, drep, dt * i_rows,
                                            i_rows, i_rows));
                     WSL_TRY(wsl_add_scale(l, &m, loc));
                     /* down_proj: row-parallel */
                     WSL_TRY(wsl_add_local(l, &loc, g, 2, H, i_rows,
                                           "model.layers.%llu.mlp.down_proj.weight", li));
-                    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_DOWN), loc, 0, R * i_rows, 0,
-                                           i_rows));
+                    WSL_TRY(wsl_piece_cols(l, wsl_hf_at(&m, i, WSL_DOWN), loc, drep, dt * i_rows,
+                                           0, i_rows));
                     WSL_TRY(wsl_add_scale(l, &m, loc));
                 }
                 WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, wsl_hf_at(&m, i, WSL_IN_NORM),
@@ -532,20 +627,19 @@ static ws_err build(ws_layout *l, const ws_model_config *cfg, const wsl_par *p, 
             if (last_stage) {
                 WSL_TRY(wsl_add_replica(l, g, (uint32_t)t, m.norm, "model.norm.weight"));
                 if (!m.tied) {
-                    WSL_TRY(wsl_add_local(l, &loc, g, 2, v_rows, H, "lm_head.weight"));
-                    WSL_TRY(wsl_piece_vocab(l, m.lm_head, loc, t, v_rows, m.V));
+                    WSL_TRY(wsl_add_local(l, &loc, g, 2, h_rows, H, "lm_head.weight"));
+                    WSL_TRY(vocab_rows(l, m.lm_head, loc, ht, h_rows, m.V, hrep));
                 } else if (!first_stage) {
                     /* Tied over several stages: the last stage holds its own copy of the
-                     * embedding's rows, replica 1 of them. SGLang: a ParallelLMHead named
+                     * embedding's rows, the copies after the first stage's (1; under DP
+                     * attention with the DP lm_head D + d). SGLang: a ParallelLMHead named
                      * lm_head, loaded from model.embed_tokens.weight; vLLM: embed_tokens is
                      * built on the last stage too and lm_head is it. */
-                    WSL_TRY(wsl_add_local(l, &loc, g, 2, v_rows, H, "%s",
+                    WSL_TRY(wsl_add_local(l, &loc, g, 2, h_rows, H, "%s",
                                           eng == SGLANG ? "lm_head.weight"
                                                         : "model.embed_tokens.weight"));
-                    if (v_rows * R < m.V) {
-                        uint64_t n = m.V - R * v_rows < v_rows ? m.V - R * v_rows : v_rows;
-                        WSL_TRY(wsl_piece_rows(l, m.embed, loc, 1, R * v_rows, 0, n));
-                    }
+                    uint32_t first_copies = gr.emb_G == T ? 1 : (uint32_t)D;
+                    WSL_TRY(vocab_rows(l, m.embed, loc, ht, h_rows, m.V, first_copies + hrep));
                     if (eng == VLLM) WSL_TRY(wsl_add_alias(l, loc, "lm_head.weight"));
                 }
             }

@@ -13,13 +13,13 @@ struct ws_parallel {
     size_t map_rows, map_physical;
 };
 
-#define MAX_SIZE 4096 /* ep, pp */
+#define MAX_SIZE 4096 /* ep, pp, attn_dp */
 #include <limits.h>
 
 void wsl_parallel_defaults(long v[WS_PAR__COUNT]) {
     for (int k = 0; k < WS_PAR__COUNT; k++)
         v[k] = 0;
-    v[WS_PAR_TP] = v[WS_PAR_EP] = v[WS_PAR_PP] = v[WS_PAR_MOE_TP] = 1;
+    v[WS_PAR_TP] = v[WS_PAR_EP] = v[WS_PAR_PP] = v[WS_PAR_MOE_TP] = v[WS_PAR_ATTN_DP] = 1;
 }
 
 const long *wsl_parallel_values(const ws_parallel *p) { return p ? p->v : NULL; }
@@ -84,6 +84,9 @@ static const char *const key_names[WS_PAR__COUNT] = {
     [WS_PAR_FUSED_SHARED] = "fused_shared_experts",
     [WS_PAR_MEGATRON_SEQUENTIAL] = "megatron_sequential_experts",
     [WS_PAR_REDUNDANT_EXPERTS] = "redundant_experts",
+    [WS_PAR_ATTN_DP] = "attn_dp",
+    [WS_PAR_DP_LM_HEAD] = "dp_lm_head",
+    [WS_PAR_MOE_DENSE_TP] = "moe_dense_tp",
 };
 
 ws_err ws_parallel_set(ws_parallel *p, ws_par_key key, long value, ws_error *err) {
@@ -98,7 +101,10 @@ ws_err ws_parallel_set(ws_parallel *p, ws_par_key key, long value, ws_error *err
     switch (key) {
     case WS_PAR_TP: ok = value >= 1 && value <= INT_MAX; break;
     case WS_PAR_EP:
-    case WS_PAR_PP: ok = value >= 1 && value <= MAX_SIZE; break;
+    case WS_PAR_PP:
+    case WS_PAR_ATTN_DP: ok = value >= 1 && value <= MAX_SIZE; break;
+    /* 0 is SGLang's unset (None); the family checks it is 1 or tp (validation_hook) */
+    case WS_PAR_MOE_DENSE_TP: ok = value >= 0 && value <= INT_MAX; break;
     case WS_PAR_REDUNDANT_EXPERTS: ok = value >= 0 && value <= WSL_MAX_EXPERT_SLOTS; break;
     case WS_PAR_EXPERT_PLACEMENT:
         ok = value == WS_EXPERTS_LINEAR || value == WS_EXPERTS_ROUND_ROBIN;

@@ -10,12 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* weightsum-layout.json: {"family", "tp"}, and "ep", "pp" when either is above 1, and the
- * expert map when the layout has one (rows of each physical slot's logical expert). */
+/* weightsum-layout.json: {"family", "tp"}, and "ep", "pp" when either is above 1 or an option
+ * below is set, SGLang's options ("attn_dp", "dp_lm_head", "moe_dense_tp", "fused_shared_experts")
+ * when not the default, and the expert map when the layout has one (rows of each physical slot's
+ * logical expert). */
 static ws_err write_hint(const ws_layout *l, const char *dir, ws_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/weightsum-layout.json", dir);
     long ep = ws_layout_parallel(l, WS_PAR_EP), pp = ws_layout_parallel(l, WS_PAR_PP);
+    long adp = ws_layout_parallel(l, WS_PAR_ATTN_DP), dlh = ws_layout_parallel(l, WS_PAR_DP_LM_HEAD),
+         mdt = ws_layout_parallel(l, WS_PAR_MOE_DENSE_TP),
+         fse = ws_layout_parallel(l, WS_PAR_FUSED_SHARED);
+    bool opts = adp > 1 || dlh || mdt || fse;
     size_t rows, phys;
     const int32_t *map = ws_layout_expert_map(l, &rows, &phys);
     /* every entry below 65536: at most 6 bytes ("65535,") each, plus the brackets of a row */
@@ -23,12 +29,16 @@ static ws_err write_hint(const ws_layout *l, const char *dir, ws_error *err) {
     char *text = malloc(cap);
     if (!text) return wsi_fail(err, WS_ERR_NOMEM, path, NULL, -1, "out of memory");
     size_t n;
-    if (ep == 1 && pp == 1 && !map) /* the tp-only form, unchanged */
+    if (ep == 1 && pp == 1 && !map && !opts) /* the tp-only form, unchanged */
         n = (size_t)snprintf(text, cap, "{\"family\": \"%s\", \"tp\": %d}\n",
                              ws_layout_family(l), ws_layout_tp(l));
     else
         n = (size_t)snprintf(text, cap, "{\"family\": \"%s\", \"tp\": %d, \"ep\": %ld, \"pp\": %ld",
                              ws_layout_family(l), ws_layout_tp(l), ep, pp);
+    if (adp > 1) n += (size_t)snprintf(text + n, cap - n, ", \"attn_dp\": %ld", adp);
+    if (dlh) n += (size_t)snprintf(text + n, cap - n, ", \"dp_lm_head\": %ld", dlh);
+    if (mdt) n += (size_t)snprintf(text + n, cap - n, ", \"moe_dense_tp\": %ld", mdt);
+    if (fse) n += (size_t)snprintf(text + n, cap - n, ", \"fused_shared_experts\": %ld", fse);
     if (map) {
         n += (size_t)snprintf(text + n, cap - n, ", \"expert_map\": [");
         for (size_t r = 0; r < rows; r++) {
@@ -40,7 +50,7 @@ static ws_err write_hint(const ws_layout *l, const char *dir, ws_error *err) {
         }
         n += (size_t)snprintf(text + n, cap - n, "]");
     }
-    if (ep != 1 || pp != 1 || map) n += (size_t)snprintf(text + n, cap - n, "}\n");
+    if (ep != 1 || pp != 1 || map || opts) n += (size_t)snprintf(text + n, cap - n, "}\n");
     ws_err e = ws_write_file_atomic(path, text, n, err);
     free(text);
     return e;

@@ -243,6 +243,8 @@ static ws_err build_json(const ctx *c, size_t njobs, const char *source, json_t 
     json_object_set_new(root, "layout", json_string(ws_layout_family(l)));
     json_object_set_new(root, "tp", json_integer(tp));
     if (pp > 1) json_object_set_new(root, "pp", json_integer(pp)); /* (pp 1: as before) */
+    long adp = ws_layout_parallel(l, WS_PAR_ATTN_DP);
+    if (adp > 1) json_object_set_new(root, "attn_dp", json_integer(adp));
     json_object_set_new(root, "source", json_string(source ? source : ""));
     json_object_set_new(root, "success", json_true());
     json_object_set_new(root, "message", json_string("Success."));

@@ -9,6 +9,7 @@ struct ws_expect {
     ws_engine engine;
     int tp;
     int pp; /* pipeline stages ("pp", 1 when absent): tp * pp ranks, rank = pp_rank * tp + tp_rank */
+    int attn_dp; /* SGLang DP attention groups ("attn_dp", 1 when absent): the dp_size expected */
 };
 
 /* "gpu_tensor_hash", "sha256_first8" (SGLang's CPU path) or "sha256" (vLLM). */

@@ -27,6 +27,8 @@ ws_err wsp_expect_wrap(json_t *root, ws_expect **out, ws_error *err) {
     e->tp = (int)json_integer_value(json_object_get(root, "tp"));
     json_t *pp = json_object_get(root, "pp");
     e->pp = json_is_integer(pp) ? (int)json_integer_value(pp) : 1;
+    json_t *adp = json_object_get(root, "attn_dp");
+    e->attn_dp = json_is_integer(adp) ? (int)json_integer_value(adp) : 1;
     *out = e;
     return WS_OK;
 }
@@ -52,7 +54,7 @@ ws_err ws_expect_to_json(const ws_expect *e, char **out, ws_error *err) {
 
 /* One rank's view: its tp_rank and its {name: value} (expected or answered). */
 typedef struct rank_view {
-    int tp_rank, tp_size, dp_rank, pp_rank, pp_size;
+    int tp_rank, tp_size, dp_rank, dp_size, pp_rank, pp_size;
     json_t *sums;          /* borrowed, or owned (vLLM) */
     const char *roles[16]; /* non-target roles: their names carry "role." */
     size_t nroles;
@@ -107,6 +109,7 @@ static ws_err sglang_views(json_t *ranks, const char *label, views *vs, ws_error
                             "and \"parallelism_info\" with an integer tp_rank", i);
         if (!int_field(target, "tp_size", &rv->tp_size)) rv->tp_size = -1;
         if (!int_field(target, "dp_rank", &rv->dp_rank)) rv->dp_rank = 0;
+        if (!int_field(target, "dp_size", &rv->dp_size)) rv->dp_size = -1;
         if (!int_field(target, "pp_size", &rv->pp_size)) rv->pp_size = 1;
         if (!int_field(target, "pp_rank", &rv->pp_rank)) rv->pp_rank = 0;
         vs->n++;
@@ -158,6 +161,10 @@ static bool check_expect_shape(json_t *root) {
     if (pp && (!json_is_integer(pp) || json_integer_value(pp) < 1 || json_integer_value(pp) > 4096))
         return false;
     json_int_t stages = pp ? json_integer_value(pp) : 1;
+    json_t *adp = json_object_get(root, "attn_dp");
+    if (adp && (!json_is_integer(adp) || json_integer_value(adp) < 1 ||
+                json_integer_value(adp) > json_integer_value(tp)))
+        return false;
     if (!eng || !json_is_integer(tp) || json_integer_value(tp) < 1 || json_integer_value(tp) > 4096 ||
         !json_is_array(holds) || json_array_size(holds) != (size_t)(json_integer_value(tp) * stages))
         return false;
@@ -315,6 +322,17 @@ static ws_err judge_rank(judge *j, int rank, const rank_view *exp, const rank_vi
         snprintf(d, sizeof d, "the engine's rank %d answers pp_size %d%s; the expectation is for "
                  "%d pipeline stage%s (its tensors were not compared)", rank, got->pp_size, dp,
                  j->e->pp, j->e->pp == 1 ? "" : "s");
+        return wsi_report_add(j->r, WS_MISMATCH, "", NULL, rank, -1, -1, d, err);
+    }
+    /* SGLang reports dp_size = attn_dp_size (1 without DP attention): an engine of another
+     * attention-DP size shards attention otherwise */
+    const char *fam = json_string_value(json_object_get(j->e->root, "layout"));
+    if (j->e->engine == WS_ENGINE_SGLANG && fam && strcmp(fam, "sglang") == 0 &&
+        got->dp_size >= 1 && got->dp_size != j->e->attn_dp) {
+        char d[200];
+        snprintf(d, sizeof d, "the engine's rank %d answers dp_size %d%s; the expectation is for "
+                 "attn-dp %d (its tensors were not compared)", rank, got->dp_size, dp,
+                 j->e->attn_dp);
         return wsi_report_add(j->r, WS_MISMATCH, "", NULL, rank, -1, -1, d, err);
     }
     const char *name;

@@ -119,11 +119,19 @@ json_t *wsp_parallelism_info(const ws_layout *l, int g, bool with_role) {
     int pp = (int)ws_layout_parallel(l, WS_PAR_PP);
     if (pp < 1) pp = 1;
     int dp = n / (tp * pp); /* data-parallel copies of a stage: megatron's ep, else 1 */
+    /* SGLang DP attention: its weight checker reports dp_rank = the attention-DP rank (the DP
+     * controller's tp_rank / attn_tp_size) and dp_size = attn_dp_size */
+    long adp = ws_layout_parallel(l, WS_PAR_ATTN_DP);
+    int dp_rank = dp > 1 ? (g / tp) % dp : 0;
+    if (adp > 1) {
+        dp = (int)adp;
+        dp_rank = ws_layout_rank_coord(l, g, WS_PAR_ATTN_DP);
+    }
     json_t *o = json_object(); /* keys in SGLang's order */
     if (o && with_role) json_object_set_new(o, "role", json_string("target"));
     const char *keys[] = {"tp_rank", "tp_size", "dp_rank", "dp_size", "pp_rank", "pp_size", "rank",
                           "size"};
-    int vals[] = {ws_layout_rank_coord(l, g, WS_PAR_TP), tp, dp > 1 ? (g / tp) % dp : 0, dp,
+    int vals[] = {ws_layout_rank_coord(l, g, WS_PAR_TP), tp, dp_rank, dp,
                   ws_layout_rank_coord(l, g, WS_PAR_PP), pp, g, n};
     for (size_t i = 0; o && i < sizeof keys / sizeof *keys; i++)
         if (json_object_set_new(o, keys[i], json_integer(vals[i])) != 0) {

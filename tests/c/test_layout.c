@@ -809,12 +809,17 @@ static void test_errors(void) {
     CHECK(ws_layout_create("hf", bad, 1, &l, &e) == WS_ERR_LAYOUT);
     ws_model_config_free(bad);
 
-    /* Vocab padded to 64 rows but 128 ranks: the engines' divide() would fail. */
+    /* Vocab padded to 64 rows but 128 ranks: vLLM's divide() would fail; SGLang pads to a
+     * multiple of 64 * tp instead (VocabParallelEmbedding: padding_size *= tp_size). */
     const model wide = {"llama", 128, 128, 50, 1, 128, 128, 1, 0, 0};
     ws_model_config_free(cfg);
     cfg = to_cfg(&wide);
-    CHECK(ws_layout_create("sglang", cfg, 128, &l, &e) == WS_ERR_LAYOUT &&
+    CHECK(ws_layout_create("vllm", cfg, 128, &l, &e) == WS_ERR_LAYOUT &&
           strstr(e.what, "vocab"));
+    CHECK_OK(ws_layout_create("sglang", cfg, 128, &l, &e));
+    long wemb = ws_layout_find_local(l, 127, "model.embed_tokens.weight");
+    CHECK(wemb >= 0 && ws_layout_local(l, (size_t)wemb)->shape[0] == 64);
+    ws_layout_free(l);
     CHECK_OK(ws_layout_create("megatron", cfg, 128, &l, &e));
     ws_layout_free(l);
 
@@ -1375,6 +1380,212 @@ static void test_mla(void) {
     ws_model_config_free(c);
 }
 
+/* SGLang DP attention (docs/layouts.md, "DP attention"): the invariants over tp x attn_dp x ep x
+ * pp for every MoE type, MLA and dense qwen3, tied and not, with the DP lm_head and replicated
+ * dense layers; attention split over tp / attn_dp ranks, copy d in DP group d; refusals. */
+static ws_layout *build_dp(const char *family, const ws_model_config *c, long tp, long dp,
+                           long ep, long pp, long lm_head, long dense, ws_err *rc, ws_error *e) {
+    ws_parallel *p = NULL;
+    ws_layout *l = NULL;
+    CHECK_OK(ws_parallel_create(&p, e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_TP, tp, e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_ATTN_DP, dp, e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EP, ep, e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_PP, pp, e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_DP_LM_HEAD, lm_head, e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_MOE_DENSE_TP, dense, e));
+    *rc = ws_layout_create_parallel(family, c, p, &l, e);
+    ws_parallel_free(p);
+    CHECK((*rc == WS_OK) == (l != NULL));
+    return l;
+}
+
+static ws_model_config *mla_cfg(void) {
+    ws_model_config *c = moe_cfg("deepseek_v3", 3, 8, 16);
+    set(c, WS_CFG_NUM_KV_HEADS, 8);
+    set(c, WS_CFG_FIRST_K_DENSE_REPLACE, 1);
+    set(c, WS_CFG_MOE_LAYER_FREQ, 1);
+    set(c, WS_CFG_N_SHARED_EXPERTS, 1);
+    set(c, WS_CFG_ROUTER_BIAS, 1);
+    set(c, WS_CFG_KV_LORA_RANK, 16);
+    set(c, WS_CFG_QK_NOPE_HEAD_DIM, 8);
+    set(c, WS_CFG_QK_ROPE_HEAD_DIM, 4);
+    set(c, WS_CFG_V_HEAD_DIM, 8);
+    set(c, WS_CFG_Q_LORA_RANK, 32);
+    return c;
+}
+
+static void test_dp_attention(void) {
+    const char *types[] = {"qwen3_moe", "qwen2_moe", "glm4_moe", "deepseek_v3", "qwen3"};
+    const long combos[][4] = {{2, 2, 1, 1}, {4, 2, 1, 1}, {4, 2, 2, 1}, {4, 4, 4, 1},
+                              {4, 2, 4, 2}, {8, 2, 2, 1}, {8, 4, 8, 1}, {4, 2, 1, 3}};
+    ws_error e;
+    ws_err rc;
+    int built = 0;
+    for (size_t t = 0; t < 5; t++)
+        for (size_t k = 0; k < sizeof combos / sizeof combos[0]; k++)
+            for (int v = 0; v < 4; v++) { /* tied x dp_lm_head (moe_dense_tp 1 with tied) */
+                ws_model_config *c = t == 3 ? mla_cfg() : moe_cfg(types[t], 4, 8, 32);
+                if (t == 4) {
+                    CHECK_OK(ws_model_config_set_model_type(c, "qwen3", NULL));
+                    set(c, WS_CFG_NUM_EXPERTS, 0);
+                    set(c, WS_CFG_MOE_INTERMEDIATE_SIZE, 0);
+                }
+                long tp = combos[k][0], dp = combos[k][1], ep = t == 4 ? 1 : combos[k][2],
+                     pp = combos[k][3];
+                set(c, WS_CFG_TIE_WORD_EMBEDDINGS, v & 1);
+                ws_layout *l = build_dp("sglang", c, tp, dp, ep, pp, v >> 1, v & 1, &rc, &e);
+                ws_model_config_free(c);
+                if (!l) {
+                    /* only a tied lm_head copy over several stages without the DP lm_head */
+                    CHECK(rc == WS_ERR_LAYOUT && (v & 1) && pp > 1 && !(v >> 1) &&
+                          strstr(e.what, "--enable-dp-lm-head"));
+                    continue;
+                }
+                built++;
+                CHECK(ws_layout_rank_count(l) == tp * pp);
+                CHECK(ws_layout_parallel(l, WS_PAR_ATTN_DP) == dp);
+                check_invariants(l);
+                long A = tp / dp;
+                for (int g = 0; g < tp * pp; g++) {
+                    int tr = ws_layout_rank_coord(l, g, WS_PAR_TP);
+                    CHECK(ws_layout_rank_coord(l, g, WS_PAR_ATTN_DP) == tr / A);
+                    /* attention over A ranks: o_proj columns heads/A * head size */
+                    long o = -1;
+                    for (long i = 0; i < 4 && o < 0; i++) {
+                        char n[96];
+                        snprintf(n, sizeof n, "model.layers.%ld.self_attn.o_proj.weight", i);
+                        o = ws_layout_find_local(l, g, n);
+                    }
+                    CHECK(o >= 0 && ws_layout_local(l, (size_t)o)->shape[1] ==
+                                        (uint64_t)(8 / A * 8));
+                    long emb = ws_layout_find_local(l, g, "model.embed_tokens.weight");
+                    if (emb >= 0 && g < tp)
+                        CHECK(ws_layout_local(l, (size_t)emb)->shape[0] == 1024u / (uint64_t)A);
+                }
+                ws_layout_free(l);
+            }
+    CHECK(built >= 120);
+    /* the pieces of one attention shard: copy d in DP group d (tp 4, attn-dp 2: ranks 1, 3) */
+    ws_model_config *c = moe_cfg("qwen3_moe", 2, 8, 32);
+    ws_layout *l = build_dp("sglang", c, 4, 2, 2, 1, 0, 0, &rc, &e);
+    CHECK(l != NULL);
+    long q = ws_layout_find_hf(l, "model.layers.0.self_attn.q_proj.weight");
+    int copies = 0;
+    for (size_t i = 0; l && i < ws_layout_piece_count(l); i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        if ((long)p->hf != q || p->t_row0 != 32) continue; /* attention-TP rank 1's q rows */
+        int rank = ws_layout_local(l, p->local)->rank;
+        CHECK((rank == 1 && p->replica == 0) || (rank == 3 && p->replica == 1));
+        copies++;
+    }
+    CHECK(copies == 2);
+    /* lm_head over the whole tp group without the DP lm_head: [Vp/tp, H] */
+    long lm = ws_layout_find_local(l, 3, "lm_head.weight");
+    CHECK(lm >= 0 && ws_layout_local(l, (size_t)lm)->shape[0] == 256);
+    ws_layout_free(l);
+    /* refusals, each naming its reason */
+    CHECK(!build_dp("sglang", c, 4, 3, 1, 1, 0, 0, &rc, &e) && rc == WS_ERR_LAYOUT &&
+          strstr(e.what, "does not divide tp"));
+    CHECK(!build_dp("vllm", c, 4, 2, 1, 1, 0, 0, &rc, &e) && rc == WS_ERR_LAYOUT &&
+          strstr(e.what, "SGLang options"));
+    CHECK(!build_dp("sglang", c, 4, 1, 1, 1, 1, 0, &rc, &e) && rc == WS_ERR_LAYOUT &&
+          strstr(e.what, "needs DP attention"));
+    CHECK(!build_dp("sglang", c, 4, 2, 1, 1, 0, 2, &rc, &e) && rc == WS_ERR_LAYOUT &&
+          strstr(e.what, "only 1 or tp"));
+    CHECK(!build_dp("sglang", c, 32, 2, 1, 1, 0, 0, &rc, &e) && rc == WS_ERR_LAYOUT &&
+          strstr(e.what, "attention-TP size"));
+    CHECK_OK(ws_model_config_set_model_type(c, "llama", NULL));
+    set(c, WS_CFG_NUM_EXPERTS, 0);
+    set(c, WS_CFG_MOE_INTERMEDIATE_SIZE, 0);
+    set(c, WS_CFG_QK_NORM, 0);
+    CHECK(!build_dp("sglang", c, 4, 2, 1, 1, 0, 0, &rc, &e) && rc == WS_ERR_LAYOUT &&
+          strstr(e.what, "not modelled for model_type 'llama'"));
+    ws_model_config_free(c);
+    /* moe_dense_tp_size 1: deepseek's dense layer replicated on every rank, copy t */
+    c = mla_cfg();
+    l = build_dp("sglang", c, 4, 2, 1, 1, 0, 1, &rc, &e);
+    CHECK(l != NULL);
+    long gu = ws_layout_find_local(l, 3, "model.layers.0.mlp.gate_up_proj.weight");
+    CHECK(gu >= 0 && ws_layout_local(l, (size_t)gu)->shape[0] == 2 * 96);
+    ws_layout_free(l);
+    ws_model_config_free(c);
+    ws_parallel *p = NULL;
+    CHECK_OK(ws_parallel_create(&p, &e));
+    CHECK(ws_parallel_get(p, WS_PAR_ATTN_DP) == 1 && ws_parallel_get(p, WS_PAR_MOE_DENSE_TP) == 0);
+    CHECK(ws_parallel_set(p, WS_PAR_ATTN_DP, 0, &e) == WS_ERR_ARG);
+    CHECK(ws_parallel_set(p, WS_PAR_DP_LM_HEAD, 2, &e) == WS_ERR_ARG);
+    ws_parallel_free(p);
+}
+
+/* SGLang's fused shared expert together with an EPLB expert map (docs/layouts.md, "Expert
+ * maps"): the shared expert is the slot after the rank's P/ep physical ones, copy = ep rank;
+ * routed slots follow the map, copies of one logical expert numbered in slot order. With DP
+ * attention on top (tp 4, attn-dp 2, ep 2: moe_tp 2). */
+static int w13_slot(const ws_layout *l, int rank, uint64_t slot, uint64_t rows_per_slot,
+                    char *name, size_t n, uint32_t *replica) {
+    long w = ws_layout_find_local(l, rank, "model.layers.1.mlp.experts.w13_weight");
+    for (size_t i = 0; w >= 0 && i < ws_layout_piece_count(l); i++) {
+        const ws_piece *p = ws_layout_piece(l, i);
+        if ((long)p->local != w || p->l_row0 != slot * rows_per_slot) continue;
+        snprintf(name, n, "%s", ws_layout_hf(l, p->hf)->name);
+        *replica = p->replica;
+        return 1;
+    }
+    return 0;
+}
+
+static void test_fused_shared_with_map(void) {
+    ws_model_config *c = moe_cfg("glm4_moe", 3, 8, 32);
+    ws_parallel *p = NULL;
+    ws_error e;
+    ws_layout *l = NULL;
+    const int32_t map[10] = {0, 1, 2, 3, 4, 5, 6, 7, 3, 3}; /* 2 redundant slots: expert 3 */
+    for (int dp = 1; dp <= 2; dp++) {
+        CHECK_OK(ws_parallel_create(&p, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 4, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_ATTN_DP, dp, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_FUSED_SHARED, 1, &e));
+        CHECK_OK(ws_parallel_set(p, WS_PAR_REDUNDANT_EXPERTS, 2, &e));
+        CHECK_OK(ws_parallel_set_expert_map(p, 1, 10, map, &e));
+        CHECK_OK(ws_layout_create_parallel("sglang", c, p, &l, &e));
+        ws_parallel_free(p);
+        if (!l) continue;
+        check_invariants(l);
+        long w13 = ws_layout_find_local(l, 3, "model.layers.1.mlp.experts.w13_weight");
+        CHECK(w13 >= 0 && ws_layout_local(l, (size_t)w13)->shape[0] == 6 &&
+              ws_layout_local(l, (size_t)w13)->shape[1] == 32);
+        char name[256];
+        uint32_t rep = 99;
+        /* ep rank 1 (tp ranks 2, 3): physical 5..9 = experts 5, 6, 7, 3, 3, then the shared one */
+        CHECK(w13_slot(l, 3, 3, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.experts.3.gate_proj.weight") == 0 && rep == 1);
+        CHECK(w13_slot(l, 3, 4, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.experts.3.gate_proj.weight") == 0 && rep == 2);
+        CHECK(w13_slot(l, 3, 5, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.shared_experts.gate_proj.weight") == 0 && rep == 1);
+        CHECK(w13_slot(l, 0, 5, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.shared_experts.gate_proj.weight") == 0 && rep == 0);
+        CHECK(w13_slot(l, 0, 3, 32, name, sizeof name, &rep) &&
+              strcmp(name, "model.layers.1.mlp.experts.3.gate_proj.weight") == 0 && rep == 0);
+        CHECK(ws_layout_find_local(l, 0, "model.layers.1.mlp.shared_experts.gate_up_proj.weight") <
+              0);
+        ws_layout_free(l);
+        l = NULL;
+    }
+    /* a map whose slots do not split over ep stays refused, as FusedMoE asserts */
+    CHECK_OK(ws_parallel_create(&p, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_TP, 4, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_EP, 2, &e));
+    CHECK_OK(ws_parallel_set(p, WS_PAR_FUSED_SHARED, 1, &e));
+    CHECK_OK(ws_parallel_set_expert_map(p, 1, 9, map, &e));
+    CHECK(ws_layout_create_parallel("sglang", c, p, &l, &e) == WS_ERR_LAYOUT &&
+          strstr(e.what, "not divisible by ep"));
+    ws_parallel_free(p);
+    ws_model_config_free(c);
+}
+
 int main(void) {
     test_families();
     test_matrix();
@@ -1387,6 +1598,8 @@ int main(void) {
     test_physical_expert_maps();
     test_mla();
     test_moe_matrix();
+    test_dp_attention();
+    test_fused_shared_with_map();
     printf("layouts built %d, rejected %d\n", combos_built, combos_rejected);
     return check_report("test_layout");
 }
