@@ -44,6 +44,40 @@ int wsc_pointer_device(const void *ptr) {
     return -1;
 }
 
+/* cuMemGetAddressRange through the runtime's entry-point query (no link against libcuda). */
+typedef int (*mem_range_fn)(unsigned long long *base, size_t *size, unsigned long long ptr);
+static mem_range_fn mem_range() {
+    static mem_range_fn fn = [] {
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &f, 12000, cudaEnableDefault,
+                                             &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess) {
+            (void)cudaGetLastError();
+            f = nullptr;
+        }
+        return (mem_range_fn)f;
+    }();
+    return fn;
+}
+
+bool wsc_device_check::on_device(const void *ptr) {
+    const uintptr_t p = (uintptr_t)ptr;
+    for (unsigned i = 0; i < n_; i++)
+        if (p >= lo_[i] && p < hi_[i]) return true;
+    if (wsc_pointer_device(ptr) != dev_) return false;
+    unsigned long long base = 0;
+    size_t size = 0;
+    mem_range_fn f = mem_range();
+    if (f && f(&base, &size, (unsigned long long)p) == 0 && size && p >= base && p - base < size) {
+        lo_[next_] = (uintptr_t)base;
+        hi_[next_] = (uintptr_t)base + size;
+        next_ = (next_ + 1) % 64;
+        if (n_ < 64) n_++;
+    }
+    return true;
+}
+
 ws_err wsc_use_device_of(const void *ptr, int *device, ws_error *err) {
     int d = wsc_pointer_device(ptr);
     if (d < 0)

@@ -30,6 +30,19 @@ WSC_HIDDEN ws_err wsc_cuda(cudaError_t e, const char *what, ws_error *err);
 WSC_HIDDEN int wsc_pointer_device(const void *ptr);
 /* Make the device of ptr current; WS_ERR_ARG when ptr is not device memory. */
 WSC_HIDDEN ws_err wsc_use_device_of(const void *ptr, int *device, ws_error *err);
+/* Whether pointers of one call lie on device `dev`, asking the driver once per allocation
+ * (cudaPointerGetAttributes for each of hundreds of tensors cost more than the kernel's
+ * launch): the allocations seen are kept for the call (cuMemGetAddressRange; where the driver
+ * cannot say, every pointer is asked). */
+struct wsc_device_check {
+    explicit wsc_device_check(int dev) : dev_(dev) {}
+    bool on_device(const void *ptr);
+
+  private:
+    int dev_;
+    uintptr_t lo_[64], hi_[64]; /* the last allocations seen, a small ring */
+    unsigned n_ = 0, next_ = 0;
+};
 
 /* Units (16-bit, or bytes for 1-byte canonical dtypes) and stored element sizes. */
 static inline unsigned wsc_dtype_size(ws_dtype t) {

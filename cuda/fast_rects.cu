@@ -823,8 +823,9 @@ ws_err wsc_fast_rects(const struct ws_fastkey *key, const wsi_dev_rect *rects, s
     int dev = -1;
     ws_err rc = wsc_use_device_of(first, &dev, err);
     if (rc) return rc;
+    wsc_device_check on(dev);
     for (size_t i = 0; i < n; i++)
-        if (f[i].rows && f[i].tpr && wsc_pointer_device(rects[i].ptr) != dev)
+        if (f[i].rows && f[i].tpr && !on.on_device(rects[i].ptr))
             return wsc_fail(err, WS_ERR_ARG, "CUDA fast digest: rect %zu is not on device %d like the first", i, dev);
     if (n > UINT32_MAX) return wsc_fail(err, WS_ERR_LIMIT, "CUDA fast digest: too many rects");
     wsc_device_state *st = wsc_state(err);

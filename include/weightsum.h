@@ -1172,6 +1172,13 @@ WS_API ws_err ws_sglang_hash_views(const ws_view *v, size_t n, void *stream, uin
 WS_API ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf,
                                      size_t n_hf, ws_dtype engine_dtype, void *stream,
                                      uint64_t *out, size_t n_out, ws_error *err);
+/* The same for several ranks at once, from one description of the HF tensors and, on the GPU,
+ * in one launch: out holds ranks[0]'s answers (its local tensors in ws_layout_local order), then
+ * ranks[1]'s, ...; n_out must be their total count. A rank asked twice is WS_ERR_ARG. */
+WS_API ws_err ws_sglang_expect_views_ranks(const ws_layout *l, const int *ranks, size_t n_ranks,
+                                           const ws_view *hf, size_t n_hf, ws_dtype engine_dtype,
+                                           void *stream, uint64_t *out, size_t n_out,
+                                           ws_error *err);
 /* Bytes the CUDA backend holds between calls (staging buffers, descriptors); 0, 0 when it was
  * never loaded. */
 WS_API ws_err ws_device_memory(uint64_t *device_bytes, uint64_t *host_bytes, ws_error *err);

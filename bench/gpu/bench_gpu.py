@@ -5,7 +5,9 @@ method (copy each tensor to the CPU, hashlib) and SGLang's own gpu_tensor_hash (
   PYTHONPATH=python:tests/gpu WEIGHTSUM_LIB=build/libweightsum.so python3 bench/gpu/bench_gpu.py
 
 Every timed answer is also checked: SHA-256 against hashlib, the SGLang batch against SGLang's
-per-tensor calls, the predicted TP=2 answers against SGLang's hash of the real shards.
+per-tensor calls, the predicted TP=2 answers (per rank, and both ranks in one SglangExpect
+call) against SGLang's hash of the real shards. The read ceiling of the card is
+bench/gpu/read_ceiling.cu's (a separate program).
 Times: median of repeated runs after a warm-up (CUDA synchronised; wall clock)."""
 import hashlib
 import json
@@ -87,6 +89,11 @@ def main():
     row("fast digest, all tensors (bf16), descriptors packed once", med,
         f"min {mn * 1e3:.3f} ms; {nbytes / med / 1e12:.2f} TB/s")
     assert fast_b == fast
+    from weightsum.cuda import ALGO_FAST, CANON, _key, digest_batch
+    kh = _key(None)
+    med, mn, _ = timeit(lambda: digest_batch(bt, CANON["bf16"], ALGO_FAST, kh), 50, 5)
+    row("  of which: the C call alone (ws_digest_views, packed, key made)", med,
+        f"min {mn * 1e3:.3f} ms; the rest is Python making the hex answers")
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     ev = []
     for _ in range(30):
@@ -203,6 +210,23 @@ def main():
     row("expected SGLang answers, both ranks, HF descriptors packed once", med,
         f"min {mn * 1e3:.3f} ms")
     assert (p0, p1) == (e0, e1)
+    # both ranks from one description of the HF tensors, one launch (weightsum.cuda.SglangExpect)
+    from weightsum.cuda import SglangExpect
+    sx = SglangExpect("sglang", 2, QWEN25_3B, engine_dtype="BF16")
+    med, mn, both = timeit(lambda: sx(hf, ranks=[0, 1]), 20, 3)
+    row("expected SGLang answers, both ranks, one call (SglangExpect), fresh list", med,
+        f"min {mn * 1e3:.3f} ms")
+    assert [list(both[r].values()) for r in (0, 1)] == [e0, e1]
+    hfd = {n: t for n, t, d in zip(hf_names, hf, lay.hf) if not d.tied_to}
+    med, mn, both_d = timeit(lambda: sx(hfd), 20, 3)
+    row("  same, a fresh dict {HF name: tensor} (tied left out), every rank", med,
+        f"min {mn * 1e3:.3f} ms")
+    assert both_d == both
+    med, mn, _ = timeit(lambda: sx._describe(hf), 20, 3)
+    row("  of which: describing the 434 HF tensors in Python", med, f"min {mn * 1e3:.3f} ms")
+    med, mn, both_p = timeit(lambda: sx(hb), 20, 3)
+    row("  same, HF descriptors packed once (Batch)", med, f"min {mn * 1e3:.3f} ms")
+    assert both_p == both
     assert e0 == theirs, "rank 0 prediction differs"
     assert [int(exp["ranks"][0]["checksums"][n], 16) for n in local_names] == theirs, \
         "weightsum.expect's rank 0 answers differ from SGLang's kernel"

@@ -185,6 +185,10 @@ class Batch:
         self.stream = None
         self.device = -1
         streams: Dict[int, int] = {}
+        fast = _torch_lists(items)  # CUDA/CPU torch tensors: a few list passes, same answers
+        if fast is not None:
+            codes, ndims, ptrs, devs, shp, strd, keep, self.device, self.stream = fast
+            items = []
         for i, x in enumerate(items):
             code, shape, st, ptr, dev, stream, k = describe(
                 x, self.names[i] if self.names is not None else "", streams)
@@ -225,6 +229,47 @@ class Batch:
         self.ptr = ctypes.cast(ctypes.c_void_p(v.ctypes.data), ctypes.POINTER(_View))
 
 
+def _torch_lists(items: List[Any]):
+    """Batch's lists for torch tensors that all lie on one CUDA device or all in host memory,
+    built in a few passes (describe's rules; None when any tensor needs describe's care)."""
+    tm = sys.modules.get("torch")
+    if tm is None or not items:
+        return None
+    T = tm.Tensor
+    if not all(isinstance(t, T) for t in items):
+        return None
+    cuda = [t.is_cuda for t in items]
+    if any(cuda):
+        if not all(cuda):
+            return None
+        devs = [t.get_device() for t in items]
+        if devs.count(devs[0]) != len(devs):
+            return None  # describe names the problem
+        device = devs[0]
+        stream = tm.cuda.current_stream(device).cuda_stream
+    else:
+        if not all(t.is_cpu for t in items):
+            return None
+        devs, device, stream = [-1] * len(items), -1, None
+    codes = [_TCODES.get(id(t.dtype)) for t in items]
+    if None in codes:
+        return None
+    shapes = [t.shape for t in items]
+    ndims = [len(x) for x in shapes]
+    if max(ndims) > MAX_DIMS:
+        return None
+    strides = [t.stride() for t in items]
+    ptrs = [t.data_ptr() if t.numel() else 0 for t in items]
+    shp: List[int] = []
+    strd: List[int] = []
+    for sh, st, nd in zip(shapes, strides, ndims):
+        shp.extend(sh)
+        shp.extend(_PAD[nd])
+        strd.extend(st)
+        strd.extend(_PAD[nd])
+    return codes, ndims, ptrs, devs, shp, strd, list(items), device, stream
+
+
 def _batch(tensors):
     b = tensors if isinstance(tensors, Batch) else Batch(tensors)
     return b.names, b.n, b.ptr, b, b.stream
@@ -234,11 +279,35 @@ def _answer(names, values):
     return dict(zip(names, values)) if names is not None else values
 
 
+_KEYS: Dict[bytes, Any] = {}  # seed -> ws_fastkey: derived once per seed (read-only, shared)
+_KEYS_MAX = 8
+
+
 def _key(key):
-    k, err = _P(), _Error()
+    """The ws_fastkey of a seed, made once and kept (a few of them; the oldest freed beyond)."""
     seed = encode(key) if key is not None else b"weightsum-fast-digest-v1"
-    check(lib.ws_fastkey_create(seed, len(seed), ctypes.byref(k), ctypes.byref(err)), err)
+    k = _KEYS.get(seed)
+    if k is None:
+        k, err = _P(), _Error()
+        check(lib.ws_fastkey_create(seed, len(seed), ctypes.byref(k), ctypes.byref(err)), err)
+        if len(_KEYS) >= _KEYS_MAX:  # the oldest: no call holds it (one thread per call, GIL)
+            lib.ws_fastkey_free(_KEYS.pop(next(iter(_KEYS))))
+        _KEYS[seed] = k
     return k
+
+
+def _hexes(out: Any, n: int, field: str, width: int) -> List[str]:
+    """The hex of one field of n ws_digest results at once (numpy, no per-result ctypes call):
+    SHA-256 bytes as they are, fast-digest lanes as 16 big-endian hex digits each."""
+    import numpy as np
+    raw = np.frombuffer(out, dtype=np.uint8).reshape(-1, ctypes.sizeof(_Digest))[:n]
+    off = getattr(_Digest, field).offset
+    col = raw[:, off:off + width]
+    if field == "fast":
+        col = np.ascontiguousarray(col).view("<u8").astype(">u8")
+    text = np.ascontiguousarray(col).tobytes().hex()
+    w = 2 * width
+    return [text[i * w:(i + 1) * w] for i in range(n)]
 
 
 def digest_batch(tensors: Any, canon: int, algos: int, key_handle: Any = None,
@@ -266,40 +335,34 @@ def digest_tensors(tensors, canonical: str = "bf16", algos=("sha256", "fast"),
     if not mask or set(algos) - {"sha256", "fast"}:
         raise ValueError("algos: 'sha256' and/or 'fast'")
     k = _key(key) if mask & ALGO_FAST else None
-    try:
-        names, n, out, st = digest_batch(tensors, CANON[canonical], mask, k, threads)
-    finally:
-        if k:
-            lib.ws_fastkey_free(k)
-    res = []
-    for i in range(n):
-        d = {}
-        if mask & ALGO_SHA256:
-            buf = ctypes.create_string_buffer(65)
-            lib.ws_sha256_hex(out[i].sha256, buf)
-            d["sha256"] = buf.value.decode()
-        if mask & ALGO_FAST:
-            buf = ctypes.create_string_buffer(49)
-            lib.ws_fast_hex(ctypes.byref(out[i].fast), buf)
-            d["fast"] = buf.value.decode()
-        if stats:
+    names, n, out, st = digest_batch(tensors, CANON[canonical], mask, k, threads)
+    res: List[Dict[str, Any]] = [{} for _ in range(n)]
+    if mask & ALGO_SHA256:
+        for d, h in zip(res, _hexes(out, n, "sha256", 32)):
+            d["sha256"] = h
+    if mask & ALGO_FAST:
+        for d, h in zip(res, _hexes(out, n, "fast", 24)):
+            d["fast"] = h
+    if stats:
+        for i, d in enumerate(res):
             d["nan"], d["inf"] = st[i].nan, st[i].inf
-        res.append(d)
     return _answer(names, res)
 
 
 def sha256_tensors(tensors, canonical: str = "bf16", threads: int = 0):
     """SHA-256 hex of each tensor's canonical bytes (hashlib-identical), many at once."""
-    r = digest_tensors(tensors, canonical, ("sha256",), threads=threads)
-    return ({k: d["sha256"] for k, d in r.items()} if isinstance(r, dict)
-            else [d["sha256"] for d in r])
+    if canonical not in CANON:
+        raise ValueError("canonical must be 'bf16' or 'native'")
+    names, n, out, _ = digest_batch(tensors, CANON[canonical], ALGO_SHA256, None, threads)
+    return _answer(names, _hexes(out, n, "sha256", 32))
 
 
 def fast_tensors(tensors, canonical: str = "bf16", key: Optional[str] = None):
     """Fast digest hex of each tensor; CUDA tensors all in one kernel launch."""
-    r = digest_tensors(tensors, canonical, ("fast",), key=key)
-    return ({k: d["fast"] for k, d in r.items()} if isinstance(r, dict)
-            else [d["fast"] for d in r])
+    if canonical not in CANON:
+        raise ValueError("canonical must be 'bf16' or 'native'")
+    names, n, out, _ = digest_batch(tensors, CANON[canonical], ALGO_FAST, _key(key))
+    return _answer(names, _hexes(out, n, "fast", 24))
 
 
 def sglang_hash_tensors(tensors):
@@ -312,6 +375,207 @@ def sglang_hash_tensors(tensors):
     del keep
     check(rc, err)
     return _answer(names, [int(out[i]) for i in range(n)])
+
+
+_sigs2 = {
+    "ws_sglang_expect_views_ranks": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_int),
+                                                    ctypes.c_size_t, ctypes.POINTER(_View),
+                                                    ctypes.c_size_t, ctypes.c_int, _P,
+                                                    ctypes.POINTER(ctypes.c_uint64),
+                                                    ctypes.c_size_t, ctypes.POINTER(_Error)]),
+}
+for _name, (_res, _args) in _sigs2.items():
+    _f = getattr(lib, _name, None)
+    if _f is not None:
+        _f.restype, _f.argtypes = _res, _args
+
+
+class SglangExpect:
+    """The values SGLang's gpu_tensor_hash gives for engine ranks' local tensors (what each rank
+    answers to {"action": "checksum"} when it holds the weights on the GPU), predicted from the
+    HF tensors alone, without building any shard (ws_sglang_expect_views_ranks).
+
+      x = SglangExpect("sglang", 2, config)      # the layout, made once
+      x(hf_tensors)                              # {rank: {local name: int}}, every rank
+      x(hf_tensors, ranks=[1])                   # only rank 1
+
+    hf_tensors: {HF name: tensor} (tied tensors may be left out), a list in the layout's HF
+    order (x.hf_names; None for tied ones), or a Batch of that list. Tensors C-contiguous, all
+    CUDA tensors on one device (every asked rank in one launch) or all in host memory. Each call
+    describes the tensors once for all the ranks asked. engine_dtype: what the engine holds
+    ("BF16": HF floats cast canonically; None: each local tensor its HF tensors' dtype)."""
+
+    def __init__(self, layout: str, tp: int, config: Any, engine_dtype: Optional[str] = None):
+        from . import _api
+        self._cfg = _api.model_config(config)
+        self.h = _P()
+        _api.call("ws_layout_create", layout.encode(), ctypes.cast(self._cfg, _P), int(tp),
+                  ctypes.byref(self.h))
+        L = self.h
+        self.hf_names, hf_numel = [], []
+        for i in range(lib.ws_layout_hf_count(L)):
+            d = lib.ws_layout_hf(L, i).contents
+            self.hf_names.append(d.name.decode())
+            n = 1
+            for k in range(d.ndim):
+                n *= d.shape[k]
+            hf_numel.append(n)
+        self._hf_index = {n: i for i, n in enumerate(self.hf_names)}
+        self._hf_numel = hf_numel
+        self.local_names: Dict[int, List[str]] = {}
+        for i in range(lib.ws_layout_local_count(L)):
+            d = lib.ws_layout_local(L, i).contents
+            self.local_names.setdefault(d.rank, []).append(d.name.decode())
+        self.ranks = sorted(self.local_names)
+        self._dtype = dtype_code(engine_dtype) if engine_dtype else _dtype_count()
+        import numpy as np
+        nh = len(self.hf_names)
+        self._views = np.zeros(max(nh, 1), _view_dtype())
+        self._numel = np.array(hf_numel if nh else [0], dtype=np.uint64)
+        self._views["ndim"][:nh] = 1  # described by element count: the layout has the shape
+        self._views["shape"][:nh] = np.uint64(self._numel.ctypes.data) + \
+            8 * np.arange(nh, dtype=np.uint64)
+        self._vptr = ctypes.cast(ctypes.c_void_p(self._views.ctypes.data), ctypes.POINTER(_View))
+
+    def _describe(self, hf: Any) -> Tuple[Any, Any, List[Any]]:
+        """(ws_view pointer, stream, keep-alive) of the HF tensors, in layout order."""
+        if isinstance(hf, Batch):
+            if hf.n != len(self.hf_names):
+                raise ValueError(f"{hf.n} tensors for a layout of {len(self.hf_names)} HF tensors")
+            return hf.ptr, hf.stream, [hf]
+        if isinstance(hf, dict):
+            items: List[Any] = [None] * len(self.hf_names)
+            for name, t in hf.items():
+                i = self._hf_index.get(name)
+                if i is None:
+                    raise KeyError(f"tensor '{name}' is not an HF tensor of this layout")
+                items[i] = t
+        else:
+            items = list(hf)
+            if len(items) != len(self.hf_names):
+                raise ValueError(f"{len(items)} tensors for a layout of {len(self.hf_names)} "
+                                 "HF tensors")
+        # the one description of this call, for every rank asked: pointer, dtype, device (the
+        # layout has the shapes: element counts are checked here and in C); torch tensors in a
+        # few list passes, the rest one by one
+        tm = sys.modules.get("torch")
+        T = tm.Tensor if tm is not None else None
+        if T is not None and all(t is None or isinstance(t, T) for t in items):
+            return self._describe_torch(items)
+        codes, ptrs, devs = [], [], []
+        stream = None
+        dev0 = None
+        for i, t in enumerate(items):
+            if t is None:  # tied (no piece reads it) or not given (refused if a piece needs it)
+                codes.append(0)
+                ptrs.append(0)
+                devs.append(-1)
+                continue
+            if not is_torch(t):
+                code, shape, st, ptr, dev, _, k = describe(t, self.hf_names[i])
+                n = 1
+                for d in shape:
+                    n *= int(d)
+                if not getattr(k, "flags", None) or not k.flags.c_contiguous:
+                    raise ValueError(f"tensor '{self.hf_names[i]}' must be C-contiguous")
+            else:
+                if not t.is_contiguous():
+                    raise ValueError(f"tensor '{self.hf_names[i]}' must be C-contiguous")
+                code, ptr, n = torch_code(t.dtype, self.hf_names[i]), t.data_ptr(), t.numel()
+                dev = t.get_device() if t.is_cuda else -1
+                if dev >= 0 and stream is None:
+                    import torch
+                    stream = torch.cuda.current_stream(dev).cuda_stream
+            if n != self._hf_numel[i]:
+                raise ValueError(f"tensor '{self.hf_names[i]}' has {n} elements, the layout "
+                                 f"{self._hf_numel[i]}")
+            if dev0 is None:
+                dev0 = dev
+            elif dev != dev0:
+                raise ValueError("HF tensors must all be on one CUDA device or all on the host")
+            codes.append(code)
+            ptrs.append(ptr)
+            devs.append(dev)
+        return self._fill(items, codes, ptrs, devs, stream)
+
+    def _describe_torch(self, items: List[Any]) -> Tuple[Any, Any, List[Any]]:
+        idx = [i for i, t in enumerate(items) if t is not None]  # None: tied or not given
+        ts = [items[i] for i in idx] if len(idx) < len(items) else items
+        bad = [i for i, t in zip(idx, ts) if not t.is_contiguous()]
+        if bad:
+            raise ValueError(f"tensor '{self.hf_names[bad[0]]}' must be C-contiguous")
+        numel = [t.numel() for t in ts]
+        want = self._hf_numel if ts is items else [self._hf_numel[i] for i in idx]
+        if numel != want:
+            k = next(k for k, n in enumerate(numel) if n != want[k])
+            raise ValueError(f"tensor '{self.hf_names[idx[k]]}' has {numel[k]} elements, the "
+                             f"layout {want[k]}")
+        codes = [_TCODES.get(id(t.dtype)) for t in ts]
+        if None in codes:
+            codes = [torch_code(t.dtype, self.hf_names[i]) for i, t in zip(idx, ts)]
+        ptrs = [t.data_ptr() for t in ts]
+        cuda = [t.is_cuda for t in ts]
+        stream = None
+        if any(cuda):
+            devs = [t.get_device() for t in ts]
+            if not all(cuda) or devs.count(devs[0]) != len(devs):
+                raise ValueError("HF tensors must all be on one CUDA device or all on the host")
+            import torch
+            stream = torch.cuda.current_stream(devs[0]).cuda_stream
+        else:
+            if not all(t.is_cpu for t in ts):
+                raise ValueError("HF tensors must be CUDA or CPU tensors")
+            devs = [-1] * len(ts)
+        if ts is not items:  # scatter back; the missing ones: no data
+            full_c, full_p, full_d = [0] * len(items), [0] * len(items), [-1] * len(items)
+            for k, i in enumerate(idx):
+                full_c[i], full_p[i], full_d[i] = codes[k], ptrs[k], devs[k]
+            codes, ptrs, devs = full_c, full_p, full_d
+        return self._fill(items, codes, ptrs, devs, stream)
+
+    def _fill(self, items, codes, ptrs, devs, stream):
+        v = self._views
+        nh = len(items)
+        if nh:
+            v["dtype"][:nh] = codes
+            v["data"][:nh] = ptrs
+            v["device"][:nh] = devs
+        return self._vptr, stream, items
+
+    def __call__(self, hf: Any, ranks: Optional[Sequence[int]] = None) -> Dict[int, Dict[str, int]]:
+        """{rank: {local tensor name: SGLang's gpu_tensor_hash}} for `ranks` (default: all)."""
+        rk = list(self.ranks if ranks is None else ranks)
+        for r in rk:
+            if r not in self.local_names:
+                raise ValueError(f"rank {r} is not a rank of this layout ({self.ranks})")
+        views, stream, keep = self._describe(hf)
+        n = sum(len(self.local_names[r]) for r in rk)
+        out = (ctypes.c_uint64 * max(n, 1))()
+        arr = (ctypes.c_int * max(len(rk), 1))(*rk)
+        err = _Error()
+        rc = lib.ws_sglang_expect_views_ranks(self.h, arr, len(rk), views, len(self.hf_names),
+                                              self._dtype, stream, out, n, ctypes.byref(err))
+        del keep
+        check(rc, err)
+        res, k = {}, 0
+        for r in rk:
+            names = self.local_names[r]
+            res[r] = dict(zip(names, out[k:k + len(names)]))
+            k += len(names)
+        return res
+
+    def __del__(self) -> None:
+        if getattr(self, "h", None) is not None and self.h.value:
+            lib.ws_layout_free(self.h)
+            self.h = None
+
+
+def _dtype_count() -> int:
+    """WS_DTYPE__COUNT: the count of dtypes (one past the last name the library knows)."""
+    n = 0
+    while lib.ws_dtype_name(n):
+        n += 1
+    return n
 
 
 def device_memory() -> Tuple[int, int]:

@@ -542,8 +542,20 @@ ws_err ws_sglang_hash_views(const ws_view *v, size_t n, void *stream, uint64_t *
 ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf, size_t n_hf,
                               ws_dtype engine_dtype, void *stream, uint64_t *out, size_t n_out,
                               ws_error *err) {
-    if (!l || (n_hf && !hf) || (n_out && !out))
-        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL layout, views or output");
+    return ws_sglang_expect_views_ranks(l, &rank, 1, hf, n_hf, engine_dtype, stream, out, n_out,
+                                        err);
+}
+
+ws_err ws_sglang_expect_views_ranks(const ws_layout *l, const int *ranks, size_t n_ranks,
+                                    const ws_view *hf, size_t n_hf, ws_dtype engine_dtype,
+                                    void *stream, uint64_t *out, size_t n_out, ws_error *err) {
+    if (!l || (n_hf && !hf) || (n_out && !out) || (n_ranks && !ranks))
+        return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "NULL layout, ranks, views or output");
+    for (size_t a = 0; a < n_ranks; a++)
+        for (size_t b = 0; b < a; b++)
+            if (ranks[a] == ranks[b])
+                return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "rank %d asked for twice",
+                                ranks[a]);
     if (n_hf != ws_layout_hf_count(l))
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "%zu HF views for a layout of %zu HF tensors",
                         n_hf, ws_layout_hf_count(l));
@@ -567,21 +579,29 @@ ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf, s
         rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < nl; i++) {
-        const ws_local_desc *d = ws_layout_local(l, i);
-        slot[i] = -1;
-        if (d->rank != rank) continue;
-        uint64_t numel = 1;
-        for (int k = 0; k < d->ndim; k++) numel *= d->shape[k];
-        slot[i] = (long)nt;
-        names[nt] = d->name;
-        numels[nt] = numel;
-        ldt[nt] = as_hf ? WS_DTYPE__COUNT : engine_dtype; /* as_hf: from its first piece */
-        t[nt++].total_bytes = as_hf ? 0 : numel * ws_dtype_size(engine_dtype);
+    for (size_t i = 0; i < nl; i++) slot[i] = -1;
+    /* out: the ranks in the order asked, each rank's local tensors in layout order */
+    for (size_t a = 0; a < n_ranks; a++) {
+        for (size_t i = 0; i < nl; i++) {
+            const ws_local_desc *d = ws_layout_local(l, i);
+            if (d->rank != ranks[a]) continue;
+            uint64_t numel = 1;
+            for (int k = 0; k < d->ndim; k++) numel *= d->shape[k];
+            slot[i] = (long)nt;
+            names[nt] = d->name;
+            numels[nt] = numel;
+            ldt[nt] = as_hf ? WS_DTYPE__COUNT : engine_dtype; /* as_hf: from its first piece */
+            t[nt++].total_bytes = as_hf ? 0 : numel * ws_dtype_size(engine_dtype);
+        }
     }
     if (nt != n_out) {
-        rc = wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "rank %d holds %zu local tensors, out has %zu",
-                      rank, nt, n_out);
+        if (n_ranks == 1)
+            rc = wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                          "rank %d holds %zu local tensors, out has %zu", ranks[0], nt, n_out);
+        else
+            rc = wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1,
+                          "the %zu ranks asked hold %zu local tensors, out has %zu", n_ranks, nt,
+                          n_out);
         goto done;
     }
     /* pieces grouped by local tensor: count, then place */
@@ -609,6 +629,18 @@ ws_err ws_sglang_expect_views(const ws_layout *l, int rank, const ws_view *hf, s
             rc = wsi_fail(err, WS_ERR_ARG, NULL, hn, -1, "HF tensor needed by %s has no data",
                           names[k]);
             break;
+        }
+        {   /* the view must hold the layout's HF tensor: its pieces are read by offset */
+            const ws_hf_desc *hd = ws_layout_hf(l, pc->hf);
+            uint64_t want = 1, have;
+            for (int d = 0; d < hd->ndim; d++) want *= hd->shape[d];
+            if ((rc = wsi_view_numel(h, &have, err))) break;
+            if (have != want) {
+                rc = wsi_fail(err, WS_ERR_ARG, NULL, hn, -1,
+                              "HF tensor has %llu elements, the layout's %llu",
+                              (unsigned long long)have, (unsigned long long)want);
+                break;
+            }
         }
         if (device == -2) device = h->device;
         if ((h->device >= 0) != (device >= 0)) {

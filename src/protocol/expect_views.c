@@ -1,8 +1,8 @@
 /*
  * Predicted "checksum" answers from the trainer's tensors where they lie (ws_view): host
  * views go through ws_expect_create. From CUDA views, SGLang's gpu_tensor_hash answers are
- * computed on the GPU by ws_sglang_expect_views, one launch per rank; the SHA-256 answers
- * (vLLM's, SGLang's CPU path) stream each local tensor's image, described as rectangles of
+ * computed on the GPU by ws_sglang_expect_views_ranks, every rank in one launch; the SHA-256
+ * answers (vLLM's, SGLang's CPU path) stream each local tensor's image, described as rectangles of
  * the HF tensors (expect_image.c), through the backend's SHA-256 pipeline (gathered on the
  * GPU into its staging slots, copied to pinned host buffers, hashed on CPU threads; memory
  * bounded by the pipeline's slots, whatever the tensors' size). The local tensors are never
@@ -41,14 +41,17 @@ static ws_err device_hashes(void *arg, const ws_layout *l, const ws_tensor *cons
         hv[h] = *v;
         hv[h].strides = NULL; /* checked C-contiguous by the caller */
     }
-    for (int r = 0; rc == WS_OK && r < ranks; r++) {
-        size_t k = 0;
-        for (size_t i = 0; i < nl; i++) k += ws_layout_local(l, i)->rank == r;
-        rc = ws_sglang_expect_views(l, r, hv, nh, WS_DTYPE__COUNT, a->stream, one, k, err);
-        k = 0;
-        for (size_t i = 0; rc == WS_OK && i < nl; i++)
+    /* every rank in one launch: answers by rank, each rank's in layout order */
+    int *rk = calloc((size_t)ranks + 1, sizeof *rk);
+    if (rc == WS_OK && !rk) rc = wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
+    for (int r = 0; rc == WS_OK && r < ranks; r++) rk[r] = r;
+    if (rc == WS_OK)
+        rc = ws_sglang_expect_views_ranks(l, rk, (size_t)ranks, hv, nh, WS_DTYPE__COUNT, a->stream,
+                                          one, nl, err);
+    for (int r = 0, k = 0; rc == WS_OK && r < ranks; r++)
+        for (size_t i = 0; i < nl; i++)
             if (ws_layout_local(l, i)->rank == r) ws_sglang_hex(one[k++], out[i]);
-    }
+    free(rk);
     free(hv);
     free(one);
     return rc;

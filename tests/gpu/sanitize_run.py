@@ -25,5 +25,17 @@ print(weightsum.sglang_hash_tensors(ts)[:4])
 lay = Layout(SMALL, "sglang", 2)
 hf = [torch.randn(s, device="cuda", generator=g) for _, s, _ in lay.hf_shapes()]
 print(lay.expect(0, hf)[:3], lay.expect(1, [t.to(torch.bfloat16) for t in hf])[:3])
+from weightsum.cuda import SglangExpect  # noqa: E402
+print({r: list(a.values())[:2] for r, a in SglangExpect("sglang", 2, SMALL)(hf).items()})
+# a rank's partials from CUDA tensors (a device source: the backend's fast_rects)
+import ctypes  # noqa: E402
+import weightsum.torch as wt  # noqa: E402
+from weightsum.cuda import CANON  # noqa: E402
+wl = wt._Layout("sglang", SMALL, 2)
+src = wt._Source(list(lay.build_local(1, [t.to(torch.bfloat16) for t in hf]).items()))
+pa, key = ctypes.c_void_p(), wt._Key(None)
+wt.call("ws_partials_compute", wl.plan, 1, src.h, key.h, CANON["bf16"], ctypes.byref(pa))
+wt._Partials(pa)
+print("device partials computed")
 torch.cuda.synchronize()
 print("sanitize_run done")

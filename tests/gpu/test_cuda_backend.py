@@ -270,6 +270,40 @@ def test_sglang_expect_tp2_equals_real_shards(hf_dtype, gen):
     assert lay.expect(0, hf) + lay.expect(1, hf) != before
 
 
+@pytest.mark.parametrize("hf_dtype", [torch.bfloat16, torch.float32])
+def test_sglang_expect_ranks_one_call(hf_dtype, gen):
+    """Both ranks' answers from one description of the HF tensors, in one launch
+    (weightsum.cuda.SglangExpect): equal to the per-rank calls, to the host path and to SGLang's
+    kernel on the shards built for real; a changed element changes exactly its holders'."""
+    from weightsum.cuda import SglangExpect
+    sgl = sglang_gpu_tensor_hash()
+    lay = Layout(MID, "sglang", 2)
+    sx = SglangExpect("sglang", 2, MID, engine_dtype="BF16")
+    hf = [(torch.randn(s, device="cuda", generator=gen) * 0.05).to(hf_dtype)
+          for _, s, _ in lay.hf_shapes()]
+    got = sx(hf)
+    assert list(got) == [0, 1]
+    for r in range(2):
+        assert list(got[r].values()) == lay.expect(r, hf), r
+        assert list(got[r].values()) == [sgl(t) for t in lay.build_local(r, hf).values()], r
+    assert sx([t.cpu() for t in hf]) == got  # the host form (CPU reference)
+    assert sx(dict(zip(sx.hf_names, hf)), ranks=[1]) == {1: got[1]}
+    for name, at, holders in (
+            ("model.layers.0.post_attention_layernorm.weight", 5,
+             {(0, "model.layers.0.post_attention_layernorm.weight"),
+              (1, "model.layers.0.post_attention_layernorm.weight")}),
+            ("model.layers.1.mlp.gate_proj.weight", 1500 * 1024 + 7,   # row 1500 of 2816: rank 1
+             {(1, "model.layers.1.mlp.gate_up_proj.weight")})):
+        i = sx.hf_names.index(name)
+        keep = hf[i].clone()
+        hf[i].view(-1)[at] = -hf[i].view(-1)[at] + 1
+        new = sx(hf)
+        hf[i].copy_(keep)
+        changed = {(r, n) for r in new for n in new[r] if new[r][n] != got[r][n]}
+        assert changed == holders, (name, changed)
+    assert sx(hf) == got
+
+
 def test_no_gpu_memory_growth_per_call(gen):
     ts = [rand((1 << 16,), torch.float32, gen) for _ in range(8)]
     weightsum.digest_tensors(ts)
