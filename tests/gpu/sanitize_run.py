@@ -1,4 +1,6 @@
 """Each kernel once on small odd inputs, for compute-sanitizer (memcheck, racecheck)."""
+import json
+
 import torch
 
 import weightsum
@@ -37,5 +39,11 @@ pa, key = ctypes.c_void_p(), wt._Key(None)
 wt.call("ws_partials_compute", wl.plan, 1, src.h, key.h, CANON["bf16"], ctypes.byref(pa))
 wt._Partials(pa)
 print("device partials computed")
+# expect's SHA-256 answers from CUDA tensors (vLLM's, and SGLang's CPU path): the padded vocab
+# rows are zero rectangles of the local image, in cast.cu (fp32 -> bf16) and sha256_pipeline.cu
+m = wt.Manifest(algo="fast", keep_tensors=True)
+m.add_all({n: t for (n, _, tied), t in zip(lay.hf_shapes(), hf) if tied is None})
+for engine, where in (("vllm", "cuda"), ("sglang", "cpu")):
+    print(engine, where, str(m.expect("sglang", 2, json.loads(SMALL), engine=engine, device=where))[:120])
 torch.cuda.synchronize()
 print("sanitize_run done")
