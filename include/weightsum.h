@@ -933,8 +933,10 @@ typedef struct ws_mapped_read {
 /* 1 and *out filled while this thread reads through a mapping (WS_READ_MMAP), else 0 (nothing
  * written to out). For a SIGBUS handler (SA_SIGINFO): a fault whose si_addr lies in
  * [begin, begin + len) is that file shrinking under the read (say so, naming out->file, and
- * exit: the read cannot go on); any other SIGBUS is not the library's. Async-signal-safe: it
- * reads only this thread's own record. */
+ * exit: the read cannot go on); any other SIGBUS is not the library's. Touches nest (a read
+ * inside another's callback): the innermost is current, and the outer one is current again
+ * when it ends. Async-signal-safe: it reads only this thread's own record (thread-local; in a
+ * dlopen'ed copy of the library that record exists once the thread has read a file). */
 WS_API int ws_mapped_read_current(ws_mapped_read *out);
 /* An empty source of caller-provided buffers (filled with ws_source_add / _add_device). */
 WS_API ws_err ws_source_host_create(ws_source **out, ws_error *err);
