@@ -6,6 +6,7 @@
  * never a match.
  */
 #include "check.h"
+#include "hf_fixture.h"
 #include "weightsum.h"
 #include "weightsum_experimental.h"
 
@@ -29,36 +30,13 @@ static uint32_t rnd(void) {
     return (uint32_t)rng;
 }
 
+/* Norms and biases F32, matrices bf16 (tests/c/hf_fixture.h writes them). */
+static ws_dtype hf_dtype(const ws_hf_desc *d) { return d->ndim == 1 ? WS_F32 : WS_BF16; }
+static float hf_value(void) { return (float)(rnd() % 20000) / 1000.0f - 10.0f; }
+
 /* The HF checkpoint of layout hf (random bf16 matrices, f32 vectors) at path. */
 static void write_hf(const ws_layout *hf, const char *path) {
-    size_t n = ws_layout_hf_count(hf), k = 0;
-    ws_tensor_spec *specs = calloc(n, sizeof *specs);
-    void **bufs = calloc(n, sizeof *bufs);
-    for (size_t i = 0; i < n; i++) {
-        const ws_hf_desc *d = ws_layout_hf(hf, i);
-        if (d->tied_to) continue;
-        uint64_t numel = 1;
-        for (int j = 0; j < d->ndim; j++) numel *= d->shape[j];
-        ws_dtype dt = d->ndim == 1 ? WS_F32 : WS_BF16;
-        uint8_t *b = malloc(numel * ws_dtype_size(dt) + 1);
-        for (uint64_t e = 0; e < numel; e++) {
-            float f = (float)(rnd() % 20000) / 1000.0f - 10.0f;
-            if (dt == WS_F32) {
-                memcpy(b + 4 * e, &f, 4);
-            } else {
-                uint16_t v = ws_f32_to_bf16(f);
-                memcpy(b + 2 * e, &v, 2);
-            }
-        }
-        bufs[k] = b;
-        specs[k] = (ws_tensor_spec){.name = d->name, .dtype = dt, .ndim = d->ndim, .data = b};
-        memcpy(specs[k].shape, d->shape, sizeof specs[k].shape);
-        k++;
-    }
-    CHECK_OK(ws_safetensors_write(path, specs, k, NULL, NULL));
-    for (size_t i = 0; i < k; i++) free(bufs[i]);
-    free(bufs);
-    free(specs);
+    CHECK_OK(write_random_hf(hf, path, hf_dtype, hf_value, NULL));
 }
 
 typedef struct fixture {
