@@ -41,15 +41,9 @@ int ws_read_mode(void) { return atomic_load(&default_mode); }
  * begins and first when it ends, and the handler trusts the rest only while len != 0.
  * Touches nest (a walk of one file whose callback reads another through its mapping: diff's
  * reference inside the dump's walk): each end restores the touch it interrupted. */
-typedef struct touch {
-    const char *file, *tensor;
-    const uint8_t *begin;
-    uint64_t file_offset;
-    size_t len;
-} touch;
-static _Thread_local volatile touch touching;
+static _Thread_local volatile wsi_touch touching;
 
-static void touch_set(const touch *t) {
+static void touch_set(const wsi_touch *t) {
     touching.len = 0;
     atomic_signal_fence(memory_order_seq_cst);
     touching.file = t->file;
@@ -61,18 +55,23 @@ static void touch_set(const touch *t) {
     atomic_signal_fence(memory_order_seq_cst);
 }
 
+/* The touch in progress (len 0: none). */
+static wsi_touch touch_now(void) {
+    return (wsi_touch){touching.file, touching.tensor, touching.begin, touching.file_offset,
+                       touching.len};
+}
+
 /* Record [map_off, map_off + n) of t's mapping as touched; returns the touch it interrupts
  * (pass it to touch_end). */
-static touch touch_begin(const wsi_src_tensor *t, uint64_t map_off, size_t n) {
-    touch prev = {touching.file, touching.tensor, touching.begin, touching.file_offset,
-                  touching.len};
-    touch now = {t->file ? t->file : "", t->name ? t->name : "", t->map + map_off,
-                 t->file_offset + map_off, n};
+static wsi_touch touch_begin(const wsi_src_tensor *t, uint64_t map_off, size_t n) {
+    wsi_touch prev = touch_now();
+    wsi_touch now = {t->file ? t->file : "", t->name ? t->name : "", t->map + map_off,
+                     t->file_offset + map_off, n};
     touch_set(&now);
     return prev;
 }
 
-static void touch_end(const touch *prev) { touch_set(prev); }
+static void touch_end(const wsi_touch *prev) { touch_set(prev); }
 
 int ws_mapped_read_current(ws_mapped_read *out) {
     if (!out) return 0;
@@ -177,6 +176,20 @@ static ws_err check_size(const wsi_src_tensor *t, uint64_t end, ws_error *err) {
     return WS_OK;
 }
 
+ws_err wsi_ckpt_touch_begin(const ws_ckpt *c, const ws_tensor *t, uint64_t off, uint64_t n,
+                           wsi_touch *prev, ws_error *err) {
+    *prev = touch_now();
+    wsi_ckpt_file f = {0};
+    if (!c || !t || n == 0 || !wsi_ckpt_file_of(c, t, &f) || f.fd < 0) return WS_OK;
+    wsi_src_tensor st = {.name = t->name, .file = t->file, .fd = f.fd,
+                         .file_offset = t->file_offset, .map = t->data};
+    ws_err rc = check_size(&st, t->file_offset + off + n, err);
+    if (rc == WS_OK) *prev = touch_begin(&st, off, (size_t)n);
+    return rc;
+}
+
+void wsi_ckpt_touch_end(const wsi_touch *prev) { touch_end(prev); }
+
 /* Read-ahead for a cold file: ask the kernel to start reading file bytes [a, b) (clipped to
  * the span [a, end) being walked) now, one chunk before they are needed, so the disk works
  * while the current chunk is hashed instead of after it. Both readers use it (for a mapping,
@@ -204,7 +217,7 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
             ahead(t, k ? off + m * es : off, off + m * es + WSI_READ_CHUNK, end);
             rc = check_size(t, off + m * es, err);
             if (rc == WS_OK) {
-                touch prev = touch_begin(t, (first + k) * es, (size_t)(m * es));
+                wsi_touch prev = touch_begin(t, (first + k) * es, (size_t)(m * es));
                 rc = fn(ctx, k, t->map + (first + k) * es, m);
                 touch_end(&prev);
             }
@@ -222,7 +235,7 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
         ahead(t, t->file_offset + (r ? b : a), t->file_offset + b + band * rowbytes, end);
         rc = check_size(t, t->file_offset + b, err);
         if (rc == WS_OK) {
-            touch prev = touch_begin(t, a, (size_t)(b - a));
+            wsi_touch prev = touch_begin(t, a, (size_t)(b - a));
             for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
                 rc = fn(ctx, (r + k) * cols, t->map + ((row0 + r + k) * l_cols + col0) * es,
                         cols);

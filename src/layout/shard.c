@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 #include "pieces.h"
+#include "source.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,10 +91,18 @@ static ws_err assemble(const ws_ckpt *c, const ws_layout *l, size_t li, uint8_t 
         if (!buf && !(*out = buf = calloc(numel * ws_dtype_size(t->dtype) + 1, 1)))
             return wsi_fail(err, WS_ERR_NOMEM, NULL, ld->name, -1, "out of memory");
         size_t es = ws_dtype_size(t->dtype);
+        if (p->rows == 0) continue;
+        /* the checkpoint's mapping is read: a file cut meanwhile is an error, never SIGBUS */
+        uint64_t a = (p->t_row0 * p->t_cols + p->t_col0) * es;
+        uint64_t b = ((p->t_row0 + p->rows - 1) * p->t_cols + p->t_col0 + p->cols) * es;
+        wsi_touch prev;
+        ws_err rc = wsi_ckpt_touch_begin(c, t, a, b - a, &prev, err);
+        if (rc != WS_OK) return rc; /* the caller frees *out */
         for (uint64_t r = 0; r < p->rows; r++)
             memcpy(buf + ((p->l_row0 + r) * p->l_cols + p->l_col0) * es,
                    (const uint8_t *)t->data + ((p->t_row0 + r) * p->t_cols + p->t_col0) * es,
                    p->cols * es);
+        wsi_ckpt_touch_end(&prev);
     }
     if (!buf && !(*out = calloc(numel * ws_dtype_size(*dtype) + 1, 1)))
         return wsi_fail(err, WS_ERR_NOMEM, NULL, ld->name, -1, "out of memory");

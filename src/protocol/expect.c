@@ -10,6 +10,7 @@
  */
 #include "expect.h"
 #include "pieces.h"
+#include "source.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -51,6 +52,7 @@ typedef struct job {
 typedef struct ctx {
     const ws_layout *l;
     const ws_tensor **hf; /* per HF index, the trainer's tensor (NULL when tied) */
+    const ws_ckpt *ck;    /* the checkpoint hf's tensors are mapped from, or NULL (memory) */
     job *jobs;
     size_t *order;
     ws_engine engine;
@@ -86,6 +88,15 @@ static ws_err check_piece(const ctx *c, const job *j, const ws_piece *p, ws_erro
     return WS_OK;
 }
 
+/* Rows r0 <= r < r1 of piece p are about to be read from its HF tensor's mapping: the file
+ * must still hold them, and they are this thread's touch until wsi_ckpt_touch_end(prev). */
+static ws_err touch_rows(const ctx *c, const ws_piece *p, uint64_t r0, uint64_t r1, size_t es,
+                         wsi_touch *prev, ws_error *err) {
+    uint64_t a = ((p->t_row0 + r0) * p->t_cols + p->t_col0) * es;
+    uint64_t b = ((p->t_row0 + r1 - 1) * p->t_cols + p->t_col0 + p->cols) * es;
+    return wsi_ckpt_touch_begin(c->ck, c->hf[p->hf], a, b - a, prev, err);
+}
+
 /* gpu_tensor_hash: every piece's bytes given at their offsets in the local tensor. */
 static ws_err hash_direct(const ctx *c, job *j, ws_error *err) {
     size_t es = ws_dtype_size(j->dtype);
@@ -94,15 +105,17 @@ static ws_err hash_direct(const ctx *c, job *j, ws_error *err) {
     for (size_t k = 0; rc == WS_OK && k < j->npieces; k++) {
         const ws_piece *p = ws_layout_piece(c->l, j->pieces[k]);
         const uint8_t *src = c->hf[p->hf]->data;
-        if (p->cols == p->t_cols && p->cols == j->cols) { /* whole rows on both sides */
+        wsi_touch prev;
+        if (p->rows == 0 || (rc = touch_rows(c, p, 0, p->rows, es, &prev, err)) != WS_OK) continue;
+        bool whole = p->cols == p->t_cols && p->cols == j->cols; /* whole rows on both sides */
+        if (whole)
             rc = ws_sglang_hasher_update(h, p->l_row0 * j->cols * es, src + p->t_row0 * p->t_cols * es,
                                          (size_t)(p->rows * p->cols * es), err);
-            continue;
-        }
-        for (uint64_t r = 0; rc == WS_OK && r < p->rows; r++)
+        for (uint64_t r = 0; !whole && rc == WS_OK && r < p->rows; r++)
             rc = ws_sglang_hasher_update(h, ((p->l_row0 + r) * j->cols + p->l_col0) * es,
                                          src + ((p->t_row0 + r) * p->t_cols + p->t_col0) * es,
                                          (size_t)(p->cols * es), err);
+        wsi_ckpt_touch_end(&prev);
     }
     uint64_t v = 0;
     if (rc == WS_OK) rc = ws_sglang_hasher_final(h, &v, err);
@@ -124,17 +137,21 @@ static ws_err hash_image(const ctx *c, job *j, ws_error *err) {
     for (uint64_t r0 = 0; rc == WS_OK && r0 < j->rows; r0 += per) {
         uint64_t r1 = r0 + per < j->rows ? r0 + per : j->rows;
         memset(buf, 0, (size_t)((r1 - r0) * row_bytes));
-        for (size_t k = 0; k < j->npieces; k++) {
+        for (size_t k = 0; rc == WS_OK && k < j->npieces; k++) {
             const ws_piece *p = ws_layout_piece(c->l, j->pieces[k]);
             uint64_t a = p->l_row0 > r0 ? p->l_row0 : r0;
             uint64_t b = p->l_row0 + p->rows < r1 ? p->l_row0 + p->rows : r1;
             const uint8_t *src = c->hf[p->hf]->data;
+            wsi_touch prev;
+            if (a >= b || (rc = touch_rows(c, p, a - p->l_row0, b - p->l_row0, es, &prev, err)) != WS_OK)
+                continue;
             for (uint64_t r = a; r < b; r++)
                 memcpy(buf + ((r - r0) * j->cols + p->l_col0) * es,
                        src + ((p->t_row0 + r - p->l_row0) * p->t_cols + p->t_col0) * es,
                        (size_t)(p->cols * es));
+            wsi_ckpt_touch_end(&prev);
         }
-        if (EVP_DigestUpdate(sha, buf, (size_t)((r1 - r0) * row_bytes)) != 1)
+        if (rc == WS_OK && EVP_DigestUpdate(sha, buf, (size_t)((r1 - r0) * row_bytes)) != 1)
             rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
     }
     uint8_t md[32];
@@ -299,8 +316,8 @@ static ws_err build_json(const ctx *c, size_t njobs, const char *source, json_t 
     return WS_OK;
 }
 
-static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n,
-                            ws_engine engine, ws_sglang_path path, const char *source,
+static ws_err expect_create(const ws_layout *l, const ws_ckpt *ck, const ws_tensor *tensors,
+                            size_t n, ws_engine engine, ws_sglang_path path, const char *source,
                             int threads, ws_progress_fn progress, void *progress_user,
                             wsp_local_hashes_fn hashes, void *arg, ws_expect **out,
                             ws_error *err) {
@@ -311,7 +328,7 @@ static ws_err expect_create(const ws_layout *l, const ws_tensor *tensors, size_t
     if (path != WS_SGLANG_CUDA && path != WS_SGLANG_CPU)
         return wsi_fail(err, WS_ERR_ARG, NULL, NULL, -1, "invalid SGLang hash path");
     size_t nh = ws_layout_hf_count(l), nl = ws_layout_local_count(l), np = ws_layout_piece_count(l);
-    ctx c = {.l = l, .engine = engine, .path = path, .progress = progress,
+    ctx c = {.l = l, .ck = ck, .engine = engine, .path = path, .progress = progress,
              .progress_user = progress_user};
     const ws_tensor **sorted = malloc((n + 1) * sizeof *sorted);
     c.hf = calloc(nh + 1, sizeof *c.hf);
@@ -428,14 +445,14 @@ ws_err wsp_expect_create_with(const ws_layout *l, const ws_tensor *tensors, size
                               ws_engine engine, ws_sglang_path path, const char *source,
                               int threads, wsp_local_hashes_fn hashes, void *arg,
                               ws_expect **out, ws_error *err) {
-    return expect_create(l, tensors, n, engine, path, source, threads, NULL, NULL, hashes, arg,
+    return expect_create(l, NULL, tensors, n, engine, path, source, threads, NULL, NULL, hashes, arg,
                          out, err);
 }
 
 ws_err ws_expect_create(const ws_layout *l, const ws_tensor *tensors, size_t n, ws_engine engine,
                         ws_sglang_path path, const char *source, int threads, ws_expect **out,
                         ws_error *err) {
-    return expect_create(l, tensors, n, engine, path, source, threads, NULL, NULL, NULL, NULL, out,
+    return expect_create(l, NULL, tensors, n, engine, path, source, threads, NULL, NULL, NULL, NULL, out,
                          err);
 }
 
@@ -457,7 +474,7 @@ ws_err ws_expect_checkpoint_progress(const ws_layout *l, const ws_ckpt *ck, ws_e
     ws_tensor *ts = malloc((n + 1) * sizeof *ts);
     if (!ts) return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     for (size_t i = 0; i < n; i++) ts[i] = *ws_ckpt_tensor(ck, i);
-    ws_err rc = expect_create(l, ts, n, engine, path, source, threads, progress, progress_user,
+    ws_err rc = expect_create(l, ck, ts, n, engine, path, source, threads, progress, progress_user,
                               NULL, NULL, out, err);
     free(ts);
     return rc;

@@ -9,6 +9,7 @@
  * as SGLang does.
  */
 #include "protocol.h"
+#include "source.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -30,7 +31,8 @@ bool wsp_sglang_skips(const char *name, json_t *skip_list) {
 }
 
 typedef struct item {
-    const ws_tensor *t;
+    const ws_source *src;      /* the rank's files, read in the process's read mode */
+    const wsi_src_tensor *t;
     const char *name; /* the engine's name (an alias mapped to the layout's local name) */
     int rank;
     char hex[17];
@@ -38,10 +40,36 @@ typedef struct item {
     ws_error err;
 } item;
 
+typedef struct feed {
+    ws_sglang_hasher *h;
+    size_t es;
+    ws_error *err;
+} feed;
+
+static ws_err feed_bytes(void *arg, uint64_t at, const void *data, uint64_t n) {
+    feed *f = arg;
+    return ws_sglang_hasher_update(f->h, at * f->es, data, (size_t)(n * f->es), f->err);
+}
+
+/* SGLang's tensor hash of one tensor, streamed from the rank's source (a file cut meanwhile is
+ * an error naming it, in either read mode). */
 static void hash_one(void *arg, size_t i) {
     item *it = &((item *)arg)[i];
+    const wsi_src_tensor *t = it->t;
+    if (!t) {
+        it->rc = wsi_fail(&it->err, WS_ERR_NOTFOUND, NULL, it->name, -1, "not in its rank's source");
+        return;
+    }
+    feed f = {.es = ws_dtype_size(t->dtype), .err = &it->err};
+    wsi_readbuf buf = {0};
+    it->rc = ws_sglang_hasher_create(WS_SGLANG_CUDA, t->numel * f.es, &f.h, &it->err);
+    if (it->rc == WS_OK && t->numel)
+        it->rc = wsi_source_rect(it->src, t, 0, 0, 1, t->numel, t->numel, &buf, feed_bytes, &f,
+                                 &it->err);
     uint64_t v = 0;
-    it->rc = ws_sglang_hash(WS_SGLANG_CUDA, it->t->data, it->t->nbytes, &v, &it->err);
+    if (it->rc == WS_OK) it->rc = ws_sglang_hasher_final(f.h, &v, &it->err);
+    ws_sglang_hasher_free(f.h);
+    wsi_readbuf_free(&buf);
     ws_sglang_hex(v, it->hex);
 }
 
@@ -67,23 +95,22 @@ ws_err wsp_sglang_checksum(const ws_checker *c, const ws_dump *d, json_t *skip_l
         n += ws_ckpt_count(ws_dump_rank(d, r));
     }
     item *items = calloc(n + 1, sizeof *items);
-    if (!items) {
-        json_decref(root);
-        return wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
-    }
+    ws_source **srcs = calloc((size_t)tp + 1, sizeof *srcs);
+    ws_err rc = items && srcs ? WS_OK : wsi_fail(err, WS_ERR_NOMEM, NULL, NULL, -1, "out of memory");
     size_t m = 0;
-    for (int r = 0; r < tp; r++) {
+    for (int r = 0; rc == WS_OK && r < tp; r++) {
         const ws_ckpt *ck = ws_dump_rank(d, r);
-        for (size_t i = 0; i < ws_ckpt_count(ck); i++) {
+        rc = ws_source_dump(d, r, WS_READ_DEFAULT, &srcs[r], err);
+        for (size_t i = 0; rc == WS_OK && i < ws_ckpt_count(ck); i++) {
             const ws_tensor *t = ws_ckpt_tensor(ck, i);
             long li = ws_layout_find_local(c->l, r, t->name);
             const char *name = li >= 0 ? ws_layout_local(c->l, (size_t)li)->name : t->name;
             if (wsp_sglang_skips(name, skip_list)) continue;
-            items[m++] = (item){.t = t, .name = name, .rank = r};
+            items[m++] = (item){.src = srcs[r], .t = wsi_source_find(srcs[r], t->name),
+                                .name = name, .rank = r};
         }
     }
-    wsi_parallel_for(m, c->threads, hash_one, items);
-    ws_err rc = WS_OK;
+    if (rc == WS_OK) wsi_parallel_for(m, c->threads, hash_one, items);
     for (size_t i = 0; rc == WS_OK && i < m; i++)
         if (items[i].rc != WS_OK) {
             rc = items[i].rc;
@@ -115,6 +142,8 @@ ws_err wsp_sglang_checksum(const ws_checker *c, const ws_dump *d, json_t *skip_l
         rc = wsi_fail(err, WS_ERR_CRYPTO, NULL, NULL, -1, "SHA-256 failed");
     EVP_MD_CTX_free(eng);
     free(items);
+    for (int r = 0; srcs && r < tp; r++) ws_source_free(srcs[r]);
+    free(srcs);
     if (rc != WS_OK) {
         json_decref(ranks);
         json_decref(root);
