@@ -1,13 +1,15 @@
 /*
  * File sources: a dump rank's safetensors files, read by large sequential preads into reused
  * buffers or through the checkpoint's read-only mapping. This is the one place that sets
- * page-cache policy (fadvise: sequential, and WILLNEED one chunk ahead of the reader so a cold
- * file's disk reads overlap the hashing; madvise to let mapped pages go once read).
+ * page-cache policy (fadvise: sequential, and WILLNEED a few chunks ahead of the reader so a
+ * cold file's disk reads overlap the hashing; madvise to map a chunk in one call and to let
+ * mapped pages go once read).
  *
  * A file that shrinks while it is read (an engine re-saving its dump in place) must be an
  * error naming it, never SIGBUS. preads simply come back short. The mapping is guarded by
- * fstat: before a chunk of pages is touched, the file must still hold all of it. A file cut
- * between that check and the touch still faults; the library installs no signal handlers, so
+ * fstat: before a chunk of pages is touched, the file must still hold all of it, and mapping
+ * the chunk in (MADV_POPULATE_READ) fails rather than faults on a page it lost. A file cut
+ * between that and the touch still faults; the library installs no signal handlers, so
  * it records, per thread, the mapped range it is touching (ws_mapped_read_current) and a
  * program that reads through the mapping (the CLI) turns a SIGBUS inside that range into the
  * same one-line error. Library callers get pread unless they ask (ws_set_read_mode).
@@ -190,32 +192,91 @@ ws_err wsi_ckpt_touch_begin(const ws_ckpt *c, const ws_tensor *t, uint64_t off, 
 
 void wsi_ckpt_touch_end(const wsi_touch *prev) { touch_end(prev); }
 
-/* Read-ahead for a cold file: ask the kernel to start reading file bytes [a, b) (clipped to
- * the span [a, end) being walked) now, one chunk before they are needed, so the disk works
- * while the current chunk is hashed instead of after it. Both readers use it (for a mapping,
- * as madvise(MADV_WILLNEED) would: both reach the same page-cache read-ahead); pages already
- * cached cost a lookup. */
+/* Map [map_off, map_off + n) of t's mapping in one call before it is read
+ * (MADV_POPULATE_READ, Linux 5.14): the page tables of a warm chunk are filled without a fault
+ * per fault-around block, and a page the file no longer holds is EFAULT here, said as the
+ * error a pread gives, instead of SIGBUS on the touch. Where the kernel lacks it, the touch
+ * faults the pages in as before. */
+static ws_err populate(const wsi_src_tensor *t, uint64_t map_off, size_t n, ws_error *err) {
+#ifdef MADV_POPULATE_READ
+    static atomic_int unsupported;
+    if (t->fd < 0 || n == 0 || atomic_load_explicit(&unsupported, memory_order_relaxed))
+        return WS_OK;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)(t->map + map_off) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)(t->map + map_off + n) + page - 1) & ~(page - 1);
+    if (madvise((void *)a, b - a, MADV_POPULATE_READ) == 0) return WS_OK;
+    if (errno == EINVAL || errno == ENOSYS) atomic_store(&unsupported, 1);
+    if (errno != EFAULT) return WS_OK; /* EINTR, ENOMEM, ...: the touch faults them in */
+    return wsi_fail(err, WS_ERR_IO, t->file, t->name, (int64_t)(t->file_offset + map_off),
+                    "the file shrank while being read (changed on disk? a mapped page past its "
+                    "new end)"); /* the guard's words (cli/sigbus_guard.c): one cause, one line */
+#else
+    (void)t, (void)map_off, (void)n, (void)err;
+    return WS_OK;
+#endif
+}
+
+/* Read-ahead for a cold file: ask the kernel to start reading file bytes [a, b) (clipped at
+ * end) now, before they are needed, so the disk works while the current chunk is hashed
+ * instead of after it. Both readers use it (for a mapping, as madvise(MADV_WILLNEED) would:
+ * both reach the same page-cache read-ahead); pages already cached or on their way cost a
+ * lookup. A contiguous walk keeps WSI_AHEAD chunks in flight ahead of the one it hashes,
+ * clipped at the tensor's end, not the walk's: callers walk a large tensor a slice at a time
+ * (hash_checkpoint.c), and clipping at each slice's end left the disk idle while the slice was
+ * hashed. */
+#ifndef WSI_AHEAD
+#define WSI_AHEAD 4
+#endif
 static void ahead(const wsi_src_tensor *t, uint64_t a, uint64_t b, uint64_t end) {
-    if (t->fd < 0 || a >= end) return;
+    /* Each ask walks the page cache page by page, cached or not (perf: 2-3% of a warm
+     * `hash -j 1` sha256). So: what this thread asked for last is not asked again (a walk in
+     * slices asks for its window at every slice; a stale record costs a hint, no more), and
+     * a window whose last page is cached is not asked for (one mincore of one page). */
+    static _Thread_local struct { int fd; uint64_t a, b; } asked = {-1, 0, 0};
     if (b > end) b = end;
+    if (t->fd < 0 || a >= b) return;
+    if (asked.fd == t->fd && a >= asked.a && a <= asked.b) {
+        if (b <= asked.b) return;
+        a = asked.b;
+    } else {
+        asked.fd = t->fd, asked.a = a;
+    }
+    asked.b = b;
+    if (t->map) { /* the window's last page is cached already: a warm file, nothing to ask */
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t q = (uintptr_t)(t->map + (b - 1 - t->file_offset)) & ~(page - 1);
+        unsigned char v = 0;
+        if (mincore((void *)q, page, &v) == 0 && (v & 1)) return;
+    }
     posix_fadvise(t->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
 }
 
-/* Mapped reads: chunks of at most WSI_READ_CHUNK bytes of file span, each size-checked before
- * its pages are touched and let go of after; the next chunk is read ahead (ahead). */
+/* The read-ahead of a contiguous walk about to hash file bytes [off, off + len) (the first
+ * chunk of the walk when first): all of the window at the start, then its leading chunk. */
+static void ahead_of(const wsi_src_tensor *t, bool first, uint64_t off, uint64_t len) {
+    uint64_t tend = t->file_offset + t->numel * ws_dtype_size(t->dtype);
+    uint64_t lead = off + len + (uint64_t)(WSI_AHEAD - 1) * WSI_READ_CHUNK;
+    ahead(t, first ? off : lead, lead + WSI_READ_CHUNK, tend);
+}
+
+/* Mapped reads: chunks of at most WSI_READ_CHUNK bytes of file span, each size-checked and
+ * mapped in one call (populate) before its pages are touched and let go of after; the chunks
+ * after it are read ahead (ahead_of). */
 static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
                         uint64_t cols, uint64_t l_cols, wsi_rect_fn fn, void *ctx,
                         ws_error *err) {
     size_t es = ws_dtype_size(t->dtype);
     ws_err rc = WS_OK;
-    if (cols == l_cols) {
+    if (cols == l_cols || rows == 1) { /* contiguous: one run of bytes */
         uint64_t n = rows * cols, per = WSI_READ_CHUNK / es;
-        uint64_t first = row0 * l_cols, end = t->file_offset + (first + n) * es;
+        uint64_t first = row0 * l_cols + col0;
         for (uint64_t k = 0; k < n && rc == WS_OK; k += per) {
             uint64_t m = n - k < per ? n - k : per;
             uint64_t off = t->file_offset + (first + k) * es;
-            ahead(t, k ? off + m * es : off, off + m * es + WSI_READ_CHUNK, end);
+            ahead_of(t, k == 0, off, m * es);
             rc = check_size(t, off + m * es, err);
+            if (rc == WS_OK) rc = populate(t, (first + k) * es, (size_t)(m * es), err);
             if (rc == WS_OK) {
                 wsi_touch prev = touch_begin(t, (first + k) * es, (size_t)(m * es));
                 rc = fn(ctx, k, t->map + (first + k) * es, m);
@@ -234,6 +295,7 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
         uint64_t b = ((row0 + r + nr - 1) * l_cols + col0 + cols) * es;
         ahead(t, t->file_offset + (r ? b : a), t->file_offset + b + band * rowbytes, end);
         rc = check_size(t, t->file_offset + b, err);
+        if (rc == WS_OK) rc = populate(t, a, (size_t)(b - a), err);
         if (rc == WS_OK) {
             wsi_touch prev = touch_begin(t, a, (size_t)(b - a));
             for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
@@ -258,13 +320,12 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
     uint64_t span0 = t->file_offset + (row0 * l_cols + col0) * es;
     uint64_t span1 = t->file_offset + ((row0 + rows - 1) * l_cols + col0 + cols) * es;
     posix_fadvise(t->fd, (off_t)span0, (off_t)(span1 - span0), POSIX_FADV_SEQUENTIAL);
-    if (cols == l_cols) {
+    if (cols == l_cols || rows == 1) { /* contiguous: one run of bytes */
         uint64_t n = rows * cols, small = WSI_PREAD_CHUNK / es ? WSI_PREAD_CHUNK / es : 1;
         for (uint64_t k = 0, next = 0; k < n && rc == WS_OK; k += small) {
             uint64_t m = n - k < small ? n - k : small;
-            if (k * es >= next) { /* every WSI_READ_CHUNK: the one after it, ahead */
-                ahead(t, span0 + (k ? next + WSI_READ_CHUNK : 0), span0 + next + 2 * WSI_READ_CHUNK,
-                      span1);
+            if (k * es >= next) { /* every WSI_READ_CHUNK: the window moves on */
+                ahead_of(t, k == 0, span0 + next, WSI_READ_CHUNK);
                 next += WSI_READ_CHUNK;
             }
             rc = read_at(t, span0 + k * es, buf->p, (size_t)(m * es), err);

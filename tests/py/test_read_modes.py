@@ -138,8 +138,10 @@ NO_READ_FLAG = {"expect-cuda", "expect-vllm", "shard"}
 def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, mode, when, case):
     """The shim cuts the victim to a third when it is opened (or, "mid", at the middle one of
     the size checks a clean run makes) and fstat keeps saying the old size: the mapped reader's
-    check passes and its touch faults (the guard's line), the pread reader comes back short
-    (the library's line). Either way: exit 2, one line naming the file, no signal death, no
+    check passes, then mapping the chunk in (MADV_POPULATE_READ) fails on the lost pages, or,
+    where nothing maps them first (expect, shard: pieces read in place; a kernel without
+    MADV_POPULATE_READ), the touch faults (the guard's line, in the same words); the pread
+    reader comes back short (the library's line). Either way: exit 2, one line naming the file, no signal death, no
     output file and no temporary file beside it. ("mid" found a walk whose callback reads a
     second file through its mapping, diff's reference inside the dump's walk, ending the
     outer touch's record.)"""
