@@ -75,6 +75,8 @@ typedef struct wsi_ckpt_file {
     size_t len;
 } wsi_ckpt_file;
 WSI_HIDDEN bool wsi_ckpt_file_of(const ws_ckpt *c, const ws_tensor *t, wsi_ckpt_file *out);
+/* File i of c (false past the last). */
+WSI_HIDDEN bool wsi_ckpt_file_at(const ws_ckpt *c, size_t i, wsi_ckpt_file *out);
 
 /* ---- comparison helpers (compare.c) ---- */
 /* "[a, b, c]" */

@@ -68,16 +68,19 @@ void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+bool wsi_ckpt_file_at(const ws_ckpt *c, size_t i, wsi_ckpt_file *out) {
+    if (!c || i >= c->nfiles) return false;
+    const mapped_file *f = &c->files[i];
+    out->path = f->path;
+    out->fd = f->fd;
+    out->map = f->map;
+    out->len = f->len;
+    return true;
+}
+
 bool wsi_ckpt_file_of(const ws_ckpt *c, const ws_tensor *t, wsi_ckpt_file *out) {
-    for (size_t i = 0; c && i < c->nfiles; i++) {
-        const mapped_file *f = &c->files[i];
-        if (f->path != t->file) continue;
-        out->path = f->path;
-        out->fd = f->fd;
-        out->map = f->map;
-        out->len = f->len;
-        return true;
-    }
+    for (size_t i = 0; c && i < c->nfiles; i++)
+        if (c->files[i].path == t->file) return wsi_ckpt_file_at(c, i, out);
     return false;
 }
 

@@ -1,9 +1,9 @@
 /*
  * File sources: a dump rank's safetensors files, read by large sequential preads into reused
  * buffers or through the checkpoint's read-only mapping. This is the one place that sets
- * page-cache policy (fadvise: sequential, and WILLNEED a few chunks ahead of the reader so a
- * cold file's disk reads overlap the hashing; madvise to map a chunk in one call and to let
- * mapped pages go once read).
+ * page-cache policy (advise: sequential reads, huge pages for the mapping, so that the
+ * kernel's own read-ahead overlaps a cold file's disk reads with the hashing; madvise to map a
+ * chunk in one call and to let mapped pages go once read).
  *
  * A file that shrinks while it is read (an engine re-saving its dump in place) must be an
  * error naming it, never SIGBUS. preads simply come back short. The mapping is guarded by
@@ -101,6 +101,23 @@ ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out
     return rc;
 }
 
+/* The page-cache policy of a walk of c's files, set once per source. Reads go through the
+ * file front to back, and a cold file is read ahead by the kernel as cat's reads are: pread
+ * tells it the reads are sequential (a doubled read-ahead window); the mapping asks for huge
+ * pages (MADV_HUGEPAGE), so that a fault on a cold page reads the file in 2 MiB folios, each
+ * mapped by one page-table entry. Asking for pages ahead (WILLNEED) read them in 4 KiB pages
+ * instead: a warm `hash -j 1` after such a read spent 0.26 s in the kernel mapping them, 0.02 s
+ * after a huge-page read (the VM, 1.2 GB). Where the kernel gives no huge pages, the fault
+ * reads around the page as for any mapping. */
+static void advise(const ws_ckpt *c, int read_mode) {
+    wsi_ckpt_file f;
+    for (size_t i = 0; wsi_ckpt_file_at(c, i, &f); i++) {
+        if (f.fd < 0) continue; /* a memory image */
+        if (read_mode == WS_READ_MMAP) madvise((void *)f.map, f.len, MADV_HUGEPAGE);
+        else posix_fadvise(f.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
+}
+
 ws_err wsi_source_ckpt(const ws_ckpt *c, int read_mode, ws_source **out, ws_error *err) {
     *out = NULL;
     if (read_mode == WS_READ_DEFAULT) read_mode = ws_read_mode();
@@ -135,6 +152,7 @@ ws_err wsi_source_ckpt(const ws_ckpt *c, int read_mode, ws_source **out, ws_erro
         st->map = t->data;
         st->ckpt = c;
     }
+    advise(c, read_mode);
     *out = s;
     return WS_OK;
 }
@@ -217,52 +235,17 @@ static ws_err populate(const wsi_src_tensor *t, uint64_t map_off, size_t n, ws_e
 #endif
 }
 
-/* Read-ahead for a cold file: ask the kernel to start reading file bytes [a, b) (clipped at
- * end) now, before they are needed, so the disk works while the current chunk is hashed
- * instead of after it. Both readers use it (for a mapping, as madvise(MADV_WILLNEED) would:
- * both reach the same page-cache read-ahead); pages already cached or on their way cost a
- * lookup. A contiguous walk keeps WSI_AHEAD chunks in flight ahead of the one it hashes,
- * clipped at the tensor's end, not the walk's: callers walk a large tensor a slice at a time
- * (hash_checkpoint.c), and clipping at each slice's end left the disk idle while the slice was
- * hashed. */
-#ifndef WSI_AHEAD
-#define WSI_AHEAD 4
-#endif
+/* Read-ahead where the kernel cannot see it coming: a dim-1 shard read row by row skips the
+ * other ranks' columns, so its next row's segment [a, b) (clipped at end) is asked for before
+ * the current one is hashed. */
 static void ahead(const wsi_src_tensor *t, uint64_t a, uint64_t b, uint64_t end) {
-    /* Each ask walks the page cache page by page, cached or not (perf: 2-3% of a warm
-     * `hash -j 1` sha256). So: what this thread asked for last is not asked again (a walk in
-     * slices asks for its window at every slice; a stale record costs a hint, no more), and
-     * a window whose last page is cached is not asked for (one mincore of one page). */
-    static _Thread_local struct { int fd; uint64_t a, b; } asked = {-1, 0, 0};
+    if (t->fd < 0 || a >= end) return;
     if (b > end) b = end;
-    if (t->fd < 0 || a >= b) return;
-    if (asked.fd == t->fd && a >= asked.a && a <= asked.b) {
-        if (b <= asked.b) return;
-        a = asked.b;
-    } else {
-        asked.fd = t->fd, asked.a = a;
-    }
-    asked.b = b;
-    if (t->map) { /* the window's last page is cached already: a warm file, nothing to ask */
-        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t q = (uintptr_t)(t->map + (b - 1 - t->file_offset)) & ~(page - 1);
-        unsigned char v = 0;
-        if (mincore((void *)q, page, &v) == 0 && (v & 1)) return;
-    }
     posix_fadvise(t->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_WILLNEED);
 }
 
-/* The read-ahead of a contiguous walk about to hash file bytes [off, off + len) (the first
- * chunk of the walk when first): all of the window at the start, then its leading chunk. */
-static void ahead_of(const wsi_src_tensor *t, bool first, uint64_t off, uint64_t len) {
-    uint64_t tend = t->file_offset + t->numel * ws_dtype_size(t->dtype);
-    uint64_t lead = off + len + (uint64_t)(WSI_AHEAD - 1) * WSI_READ_CHUNK;
-    ahead(t, first ? off : lead, lead + WSI_READ_CHUNK, tend);
-}
-
 /* Mapped reads: chunks of at most WSI_READ_CHUNK bytes of file span, each size-checked and
- * mapped in one call (populate) before its pages are touched and let go of after; the chunks
- * after it are read ahead (ahead_of). */
+ * mapped in one call (populate) before its pages are touched and let go of after. */
 static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
                         uint64_t cols, uint64_t l_cols, wsi_rect_fn fn, void *ctx,
                         ws_error *err) {
@@ -274,7 +257,6 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
         for (uint64_t k = 0; k < n && rc == WS_OK; k += per) {
             uint64_t m = n - k < per ? n - k : per;
             uint64_t off = t->file_offset + (first + k) * es;
-            ahead_of(t, k == 0, off, m * es);
             rc = check_size(t, off + m * es, err);
             if (rc == WS_OK) rc = populate(t, (first + k) * es, (size_t)(m * es), err);
             if (rc == WS_OK) {
@@ -288,12 +270,10 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
     }
     uint64_t rowbytes = l_cols * es;
     uint64_t band = rowbytes >= WSI_READ_CHUNK ? 1 : WSI_READ_CHUNK / rowbytes;
-    uint64_t end = t->file_offset + ((row0 + rows - 1) * l_cols + col0 + cols) * es;
     for (uint64_t r = 0; r < rows && rc == WS_OK; r += band) {
         uint64_t nr = rows - r < band ? rows - r : band;
         uint64_t a = ((row0 + r) * l_cols + col0) * es;
         uint64_t b = ((row0 + r + nr - 1) * l_cols + col0 + cols) * es;
-        ahead(t, t->file_offset + (r ? b : a), t->file_offset + b + band * rowbytes, end);
         rc = check_size(t, t->file_offset + b, err);
         if (rc == WS_OK) rc = populate(t, a, (size_t)(b - a), err);
         if (rc == WS_OK) {
@@ -319,15 +299,10 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
     if (rc != WS_OK) return rc;
     uint64_t span0 = t->file_offset + (row0 * l_cols + col0) * es;
     uint64_t span1 = t->file_offset + ((row0 + rows - 1) * l_cols + col0 + cols) * es;
-    posix_fadvise(t->fd, (off_t)span0, (off_t)(span1 - span0), POSIX_FADV_SEQUENTIAL);
     if (cols == l_cols || rows == 1) { /* contiguous: one run of bytes */
         uint64_t n = rows * cols, small = WSI_PREAD_CHUNK / es ? WSI_PREAD_CHUNK / es : 1;
-        for (uint64_t k = 0, next = 0; k < n && rc == WS_OK; k += small) {
+        for (uint64_t k = 0; k < n && rc == WS_OK; k += small) {
             uint64_t m = n - k < small ? n - k : small;
-            if (k * es >= next) { /* every WSI_READ_CHUNK: the window moves on */
-                ahead_of(t, k == 0, span0 + next, WSI_READ_CHUNK);
-                next += WSI_READ_CHUNK;
-            }
             rc = read_at(t, span0 + k * es, buf->p, (size_t)(m * es), err);
             if (rc == WS_OK) rc = fn(ctx, k, buf->p, m);
         }
@@ -341,8 +316,6 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
             uint64_t nr = rows - r < band ? rows - r : band;
             uint64_t a = ((row0 + r) * l_cols + col0) * es;
             uint64_t len = (nr - 1) * rowbytes + segbytes;
-            ahead(t, t->file_offset + a + (r ? len : 0), t->file_offset + a + len + band * rowbytes,
-                  span1);
             rc = read_at(t, t->file_offset + a, buf->p, (size_t)len, err);
             for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
                 rc = fn(ctx, (r + k) * cols, buf->p + k * rowbytes, cols);
@@ -374,7 +347,6 @@ ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst
     ws_err rc = WS_OK;
     for (uint64_t k = 0; k < len && rc == WS_OK; k += WSI_READ_CHUNK) {
         uint64_t m = len - k < WSI_READ_CHUNK ? len - k : WSI_READ_CHUNK;
-        ahead(t, off + k + m, off + k + m + WSI_READ_CHUNK, off + len);
         rc = read_at(t, off + k, (uint8_t *)dst + k, (size_t)m, err);
     }
     return rc;
