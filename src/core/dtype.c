@@ -142,19 +142,31 @@ DEFINE_LOAD(double)
  * element is one whose magnitude is at least the exponent mask (mask = the exponent field, or
  * for e4m3 the one NaN pattern), so the question is the largest shifted element: a branch-free
  * max reduction the compiler vectorises (vpsllw + vpmaxuw per 16 bf16 values), so the common
- * case (none) costs one fast pass. */
+ * case (none) costs one fast pass. 128 bytes of running maxima (four vector registers) rather
+ * than one: one accumulator chained every vpmaxuw on the one before (49 GB/s in L1 on the VM's
+ * EPYC; four, 115 GB/s), and this pass rides on every SHA-256 block (2-3% of `hash -j 1`). */
 #define DEFINE_PREFILTER(T)                                                              \
     __attribute__((target_clones("avx2", "default")))                                   \
     static bool prefilter_##T(const void *src, size_t n, T mask) {                       \
+        enum { LANES = 128 / sizeof(T) };                                                \
         const uint8_t *p = src;                                                          \
-        T m = 0;                                                                         \
-        for (size_t i = 0; i < n; i++) {                                                 \
+        T m[LANES] = {0}, r = 0;                                                         \
+        size_t i = 0;                                                                    \
+        for (; i + LANES <= n; i += LANES)                                               \
+            for (size_t j = 0; j < LANES; j++) {                                         \
+                T u;                                                                     \
+                memcpy(&u, p + (i + j) * sizeof(T), sizeof(T));                          \
+                u = (T)(u << 1);                                                         \
+                m[j] = u > m[j] ? u : m[j];                                              \
+            }                                                                            \
+        for (; i < n; i++) {                                                             \
             T u;                                                                         \
             memcpy(&u, p + i * sizeof(T), sizeof(T));                                    \
             u = (T)(u << 1);                                                             \
-            m = u > m ? u : m;                                                           \
+            r = u > r ? u : r;                                                           \
         }                                                                                \
-        return m >= (T)(mask << 1);                                                      \
+        for (size_t j = 0; j < LANES; j++) r = m[j] > r ? m[j] : r;                      \
+        return r >= (T)(mask << 1);                                                      \
     }
 DEFINE_PREFILTER(uint8_t)
 DEFINE_PREFILTER(uint16_t)

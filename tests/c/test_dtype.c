@@ -105,6 +105,38 @@ static void test_specials_counted(void) {
     CHECK(isnan(ws_element_as_double(WS_F32, NULL, 0)));
 }
 
+/* One NaN (and, where the format has one, one Inf) at every position of a buffer long enough
+ * for the prefilter's wide loop (128 bytes of running maxima) and its tail: each is counted
+ * once, in every lane, whatever the offset. */
+static void test_special_at_every_position(void) {
+    enum { N = 700 };
+    static const struct {
+        ws_dtype t;
+        uint64_t one, nan, inf; /* inf 0: none */
+    } f[] = {{WS_F32, 0x3f800000u, 0x7fc00001u, 0xff800000u},
+             {WS_F64, 0x3ff0000000000000ull, 0xfff8000000000000ull, 0x7ff0000000000000ull},
+             {WS_F16, 0x3c00u, 0x7e01u, 0xfc00u},
+             {WS_BF16, 0x3f80u, 0xffc1u, 0x7f80u},
+             {WS_F8_E4M3, 0x38u, 0xffu, 0},
+             {WS_F8_E5M2, 0x3cu, 0x7du, 0xfcu}};
+    static uint8_t buf[N * 8], out[N * 8];
+    for (size_t d = 0; d < sizeof f / sizeof *f; d++) {
+        size_t es = ws_dtype_size(f[d].t);
+        for (size_t at = 0; at < N; at++)
+            for (int which = 0; which < (f[d].inf ? 2 : 1); which++) {
+                for (size_t i = 0; i < N; i++) memcpy(buf + i * es, &f[d].one, es);
+                memcpy(buf + at * es, which ? &f[d].inf : &f[d].nan, es); /* little-endian */
+                ws_value_stats st = {0};
+                CHECK_OK(ws_cast_to_canonical(f[d].t, WS_CANON_NATIVE, buf, N, out, &st, &e_));
+                CHECK(st.nan == (uint64_t)!which && st.inf == (uint64_t)which);
+            }
+        ws_value_stats none = {0};
+        for (size_t i = 0; i < N; i++) memcpy(buf + i * es, &f[d].one, es);
+        CHECK_OK(ws_cast_to_canonical(f[d].t, WS_CANON_NATIVE, buf, N, out, &none, &e_));
+        CHECK(none.nan == 0 && none.inf == 0);
+    }
+}
+
 static void test_element_values(void) {
     int64_t i64 = -5;
     CHECK(ws_element_as_double(WS_I64, &i64, 0) == -5.0);
@@ -117,6 +149,7 @@ static void test_element_values(void) {
 }
 
 int main(void) {
+    test_special_at_every_position();
     test_traits();
     test_torch_vectors();
     test_specials_counted();
