@@ -7,13 +7,17 @@
 # weightsum rows run in the CLI's default read mode (--read mmap: through the mapping) and
 # again with --read pread (large preads into reused buffers, the library's default).
 #
-#   bench/bench_core.sh            # needs build/weightsum; xxhsum (apt-get install xxhash)
+#   bench/bench_core.sh            # needs build/weightsum; xxhsum and b3sum (apt-get install
+#                                  # xxhash b3sum)
 #
 # Writes bench/results/core-<hostname>.txt (RESULT=another path; not OUT, which the device
 # runner sets to its own folder). GB = 1e9 bytes.
 # COLD=drop (default): cold rows after `echo 3 >/proc/sys/vm/drop_caches`, when root can;
 # COLD=file: drop only the benchmark's own files (dd iflag=nocache), for a machine shared with
-# others whose page cache should stay; COLD=none: no cold rows.
+# others whose page cache should stay; COLD=none: no cold rows. COLD_REPS=3: interleaved cold
+# rounds. The warm rows start from the page cache `cat` leaves (after a drop, where root can):
+# the page size of the cache depends on who read the file in, and mapping 4 KiB pages costs a
+# mapped reader far more than huge ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WS=${WS:-build/weightsum}
@@ -21,6 +25,7 @@ TIME_BIN=${TIME_BIN:-/usr/bin/time}  # GNU time (apt-get install time)
 REPS=${REPS:-3}
 RESULT=${RESULT:-bench/results/core-$(hostname).txt}
 COLD=${COLD:-drop}
+COLD_REPS=${COLD_REPS:-3}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
@@ -64,6 +69,7 @@ mrow() {
     row "$label" "$(gbs "$bytes" "$w")" "$c" "$(gbs "$bytes" "$c")" "$r"
 }
 
+if [ "$COLD" = drop ] && [ -w /proc/sys/vm/drop_caches ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
 cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
 {
     echo "# weightsum core read-path benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -74,6 +80,9 @@ cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
     row "what (warm page cache)" "GB/s" "cpu s" "GB/cpu-s" "peak RSS"
     if command -v xxhsum >/dev/null; then
         mrow "xxhsum -H3 FILE" "$BYTES" - xxhsum -H3 "$CK"
+    fi
+    if command -v b3sum >/dev/null; then
+        mrow "b3sum --num-threads 1 FILE" "$BYTES" - b3sum --num-threads 1 "$CK"
     fi
     sha=$(openssl speed -evp sha256 -seconds 3 2>/dev/null |
         awk '$1 == "sha256" {v = $NF} END {sub(/k$/, "", v); printf "%.2f", v * 1000 / 1e9}')
@@ -102,22 +111,39 @@ cat "$CK" "$TMP"/tp2/*.safetensors >/dev/null
         fi
     }
     if [ "$COLD" = file ] || { [ "$COLD" = drop ] && [ -w /proc/sys/vm/drop_caches ]; }; then
-        cold() { drop; local t0 t1; t0=$(date +%s.%N)
-                 "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t0 $t1" | awk '{print $2 - $1}'; }
-        echo "# cold cache ($([ "$COLD" = file ] && echo "the files' pages dropped" || echo drop_caches)), one run each: wall GB/s"
-        row "cold: cat FILE >/dev/null" "$(gbs "$BYTES" "$(cold sh -c "cat '$CK' >/dev/null")")" "" "" ""
+        # COLD_REPS rounds, each dropping the cache before every command, the order reversed
+        # every other round (a machine's disk may be faster or slower after what ran before:
+        # on the VM the same command varied 3x between positions); best and median per row
+        cold_cmds=("cat FILE >/dev/null|$BYTES|cat $CK")
         for mode in mmap pread; do
             sfx=$([ "$mode" = mmap ] && echo "" || echo ", --read pread")
-            row "cold: hash --algo fast -j 1$sfx" \
-                "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" --algo fast -j 1 --read "$mode")")" "" "" ""
-            row "cold: hash -j 1 (sha256)$sfx" \
-                "$(gbs "$BYTES" "$(cold "$WS" hash "$CK" -j 1 --read "$mode")")" "" "" ""
-            row "cold: verify (fast) -j 1, TP=2 dump$sfx" \
-                "$(gbs "$DUMPBYTES" "$(cold "$WS" verify "$TMP/fast.json" "$TMP/tp2" -j 1 \
-                    --read "$mode")")" "" "" ""
+            cold_cmds+=("hash --algo fast -j 1$sfx|$BYTES|$WS hash $CK --algo fast -j 1 --read $mode"
+                        "hash -j 1 (sha256)$sfx|$BYTES|$WS hash $CK -j 1 --read $mode"
+                        "verify (fast) -j 1, TP=2 dump$sfx|$DUMPBYTES|$WS verify $TMP/fast.json $TMP/tp2 -j 1 --read $mode")
         done
-        row "cold: cat FILE >/dev/null (again, last)" \
-            "$(gbs "$BYTES" "$(cold sh -c "cat '$CK' >/dev/null")")" "" "" ""
+        declare -A runs=()
+        for r in $(seq "$COLD_REPS"); do
+            idx=$(seq 0 $((${#cold_cmds[@]} - 1)))
+            [ $((r % 2)) = 0 ] && idx=$(echo "$idx" | tac)
+            for i in $idx; do
+                IFS='|' read -r label bytes cmd <<<"${cold_cmds[$i]}"
+                drop
+                t0=$(date +%s.%N)
+                eval "$cmd" >/dev/null 2>&1
+                t1=$(date +%s.%N)
+                runs[$i]="${runs[$i]:-} $(echo "$t0 $t1 $bytes" | awk '{printf "%.2f", $3 / ($2 - $1) / 1e9}')"
+            done
+        done
+        echo "# cold cache ($([ "$COLD" = file ] && echo "the files' pages dropped" || echo drop_caches)," \
+             "$COLD_REPS interleaved rounds): wall GB/s, best and median, and every run"
+        row "what (cold cache)" "best" "median" "runs" ""
+        for i in $(seq 0 $((${#cold_cmds[@]} - 1))); do
+            IFS='|' read -r label _ _ <<<"${cold_cmds[$i]}"
+            best=$(echo ${runs[$i]} | tr ' ' '\n' | sort -n | tail -1)
+            med=$(echo ${runs[$i]} | tr ' ' '\n' | sort -n |
+                awk '{a[NR] = $1} END {printf "%.2f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
+            printf '%-60s %7s %8s   %s\n' "cold: $label" "$best" "$med" "${runs[$i]# }"
+        done
     else
         echo "# cold cache: not measured (COLD=$COLD; drop_caches needs root)"
     fi

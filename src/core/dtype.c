@@ -145,9 +145,9 @@ DEFINE_LOAD(double)
  * case (none) costs one fast pass. 128 bytes of running maxima (four vector registers) rather
  * than one: one accumulator chained every vpmaxuw on the one before (49 GB/s in L1 on the VM's
  * EPYC; four, 115 GB/s), and this pass rides on every SHA-256 block (2-3% of `hash -j 1`). */
-#define DEFINE_PREFILTER(T)                                                              \
+#define DEFINE_MAX_SHIFTED(T)                                                            \
     __attribute__((target_clones("avx2", "default")))                                   \
-    static bool prefilter_##T(const void *src, size_t n, T mask) {                       \
+    static T max_shifted_##T(const void *src, size_t n) {                                \
         enum { LANES = 128 / sizeof(T) };                                                \
         const uint8_t *p = src;                                                          \
         T m[LANES] = {0}, r = 0;                                                         \
@@ -166,12 +166,17 @@ DEFINE_LOAD(double)
             r = u > r ? u : r;                                                           \
         }                                                                                \
         for (size_t j = 0; j < LANES; j++) r = m[j] > r ? m[j] : r;                      \
-        return r >= (T)(mask << 1);                                                      \
+        return r;                                                                        \
+    }                                                                                    \
+    static bool prefilter_##T(const void *src, size_t n, T mask) {                       \
+        return max_shifted_##T(src, n) >= (T)(mask << 1);                                \
     }
-DEFINE_PREFILTER(uint8_t)
-DEFINE_PREFILTER(uint16_t)
-DEFINE_PREFILTER(uint32_t)
-DEFINE_PREFILTER(uint64_t)
+DEFINE_MAX_SHIFTED(uint8_t)
+DEFINE_MAX_SHIFTED(uint16_t)
+DEFINE_MAX_SHIFTED(uint32_t)
+DEFINE_MAX_SHIFTED(uint64_t)
+
+uint16_t wsi_max_mag16(const void *src, size_t n) { return max_shifted_uint16_t(src, n); }
 
 static bool may_have_specials(ws_dtype t, const void *src, size_t n) {
     switch (t) {

@@ -57,12 +57,17 @@ WSI_HIDDEN void wsi_fast_accumulate(const ws_fastkey *k, ws_fast *acc, uint64_t 
 WSI_HIDDEN void wsi_fast_add(ws_fast *acc, const ws_fast *part);
 /* wsi_fast_accumulate of 16-bit units that also says whether any unit, sign bit cleared, is at
  * least `special` (the exponent mask of a 16-bit float: 0x7f80 bf16, 0x7c00 f16): a NaN/Inf
- * candidate. The scan runs on each 2 KiB block right after the kernel, while it is in L1. */
+ * candidate. The scan runs over the call's data once the kernel has read it: callers pass
+ * L1-sized spans (digest.c: 16 KiB), so it is still cached. */
 WSI_HIDDEN bool wsi_fast_accumulate_scan(const ws_fastkey *k, ws_fast *acc, uint64_t unit_index,
                                          const void *data, size_t n_units, uint16_t special);
 
 /* Add the NaN/Inf counts of n elements of float dtype t to st (no-op for other dtypes). */
 WSI_HIDDEN void wsi_count_specials(ws_dtype t, const void *src, size_t n, ws_value_stats *st);
+/* The largest of n 16-bit units at src with the sign bit shifted out (u << 1): >= exp << 1
+ * when any is a NaN or Inf of a 16-bit float whose exponent field is exp (the prefilter of
+ * wsi_count_specials, and the scan the fast digest runs beside its kernel). */
+WSI_HIDDEN uint16_t wsi_max_mag16(const void *src, size_t n);
 
 /* Let go of the resident pages of [p, p+n) of a checkpoint's file mapping (no-op otherwise). */
 WSI_HIDDEN void wsi_ckpt_release(const ws_ckpt *c, const void *p, size_t n);

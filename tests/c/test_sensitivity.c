@@ -4,6 +4,7 @@
 #include "check.h"
 #include "weightsum_experimental.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,12 +110,44 @@ static void test_locate(const ws_fastkey *key) {
     free(b);
 }
 
+/* The NaN/Inf count the fast digest's scan gates (wsi_fast_accumulate_scan): one NaN or one
+ * Inf planted in a 16-bit tensor of ones spanning several 16 KiB feeds and 2 KiB kernel blocks,
+ * at their edges and at random places, is counted once, by the fast digest alone and with
+ * SHA-256 beside it; none planted, none counted. */
+static void test_specials_through_the_scan(const ws_fastkey *key) {
+    enum { N = 40000 };
+    static uint16_t v[N];
+    static const struct {
+        ws_dtype dt;
+        uint16_t one, nan, inf;
+    } f[] = {{WS_BF16, 0x3f80u, 0x7fc1u, 0xff80u}, {WS_F16, 0x3c00u, 0xfe01u, 0x7c00u}};
+    uint64_t at[224] = {0, 1, 63, 64, 1023, 1024, 1025, 8191, 8192, 8193, 16383, 16384, 32767,
+                        N - 2, N - 1};
+    for (size_t i = 15; i < sizeof at / sizeof *at; i++) at[i] = next() % N;
+    for (size_t d = 0; d < 2; d++)
+        for (size_t i = 0; i <= sizeof at / sizeof *at; i++)
+            for (int which = 0; which < 2; which++)
+                for (int a = 0; a < 2; a++) {
+                    unsigned algos = a ? WS_ALGO_FAST | WS_ALGO_SHA256 : WS_ALGO_FAST;
+                    for (size_t k = 0; k < N; k++) v[k] = f[d].one;
+                    bool planted = i < sizeof at / sizeof *at; /* the last round plants none */
+                    if (planted) v[at[i]] = which ? f[d].inf : f[d].nan;
+                    ws_tensor t = make(f[d].dt, 200, N / 200, (uint8_t *)v);
+                    ws_digest dg;
+                    ws_value_stats st = {0};
+                    ws_error err;
+                    CHECK_OK(ws_digest_tensor(&t, WS_CANON_NATIVE, algos, key, &dg, &st, &err));
+                    CHECK(st.nan == (uint64_t)(planted && !which) && st.inf == (uint64_t)(planted && which));
+                }
+}
+
 int main(void) {
     ws_fastkey *key = NULL;
     ws_error err;
     CHECK_OK(ws_fastkey_create(WS_FAST_DEFAULT_SEED, strlen(WS_FAST_DEFAULT_SEED), &key, &err));
     test_random_flips(key);
     test_locate(key);
+    test_specials_through_the_scan(key);
     ws_fastkey_free(key);
     return check_report("test_sensitivity");
 }
