@@ -508,16 +508,41 @@ static void par_item(void *arg, size_t i) {
     }
 }
 
-static const ws_layout *sort_l; /* qsort context, guarded by sort_lock */
+/* qsort context, guarded by sort_lock */
+static const ws_layout *sort_l;
+static const wsi_src_tensor *const *sort_bound;
+static bool sort_by_place;
 static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t item_size(uint32_t it) {
     if (it >= ws_layout_piece_count(sort_l)) return 0; /* padding scans: small, last */
     const ws_piece *pc = ws_layout_piece(sort_l, it);
     return pc->rows * pc->cols;
 }
+/* Where an item's reads begin: its local tensor's file and the byte of its first element
+ * there (a padding scan: the tensor's start). */
+static void item_place(uint32_t it, const char **file, uint64_t *at) {
+    size_t np = ws_layout_piece_count(sort_l);
+    const ws_piece *pc = it < np ? ws_layout_piece(sort_l, it) : NULL;
+    const wsi_src_tensor *t = sort_bound[pc ? pc->local : UINT32_MAX - it];
+    *file = t->kind == WSI_SRC_FILE && t->file ? t->file : "";
+    *at = t->file_offset;
+    if (pc) *at += (pc->l_row0 * pc->l_cols + pc->l_col0) * ws_dtype_size(t->dtype);
+}
+static int cmp_place(uint32_t x, uint32_t y) {
+    const char *fx, *fy;
+    uint64_t ax, ay;
+    item_place(x, &fx, &ax);
+    item_place(y, &fy, &ay);
+    int c = strcmp(fx, fy);
+    return c ? c : ax < ay ? -1 : ax > ay;
+}
+/* One thread: file order, which the kernel's read-ahead follows on a cold file. Several:
+ * largest first (the longest starts at once), ties in file order. */
 static int cmp_items(const void *a, const void *b) {
-    uint64_t x = item_size(*(const uint32_t *)a), y = item_size(*(const uint32_t *)b);
-    return x < y ? 1 : x > y ? -1 : 0;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    if (sort_by_place) return cmp_place(x, y);
+    uint64_t sx = item_size(x), sy = item_size(y);
+    return sx < sy ? 1 : sx > sy ? -1 : cmp_place(x, y);
 }
 
 ws_err ws_partials_compute(const ws_plan *p, int rank, const ws_source *src,
@@ -620,14 +645,17 @@ ws_err wsi_partials_compute_ex(const ws_plan *p, int rank, const ws_source *src,
     for (size_t li = 0; li < p->nl && rc == WS_OK && pad; li++)
         if (bound[li] && p->covered[li]) items[n++] = UINT32_MAX - (uint32_t)li;
     if (rc == WS_OK) {
+        int threads = o ? o->threads : 1;
         pthread_mutex_lock(&sort_lock);
         sort_l = l;
+        sort_bound = bound;
+        sort_by_place = (threads > 0 ? threads : wsi_cpu_count()) == 1;
         qsort(items, n, sizeof *items, cmp_items);
         pthread_mutex_unlock(&sort_lock);
         par w = {.p = p, .pa = pa, .src = src, .bound = bound, .key = key, .canon = canon,
                  .items = items, .rc = WS_OK};
         pthread_mutex_init(&w.lock, NULL);
-        wsi_parallel_for(n, o ? o->threads : 1, par_item, &w);
+        wsi_parallel_for(n, threads, par_item, &w);
         pthread_mutex_destroy(&w.lock);
         if (w.rc != WS_OK) {
             rc = w.rc;

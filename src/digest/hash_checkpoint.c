@@ -16,6 +16,8 @@
 typedef struct item {
     size_t tensor;
     uint64_t begin, end; /* element range */
+    const char *file;    /* where it starts: file, byte offset */
+    uint64_t at;
 } item;
 
 typedef struct part {
@@ -36,10 +38,20 @@ typedef struct job {
     ws_error err;
 } job;
 
+/* Items in file order: one thread then reads each file front to back, which the kernel's
+ * read-ahead follows (largest first, the many equal 16M-element ranges of a fast hash came in
+ * qsort's order, and a cold read jumped about the file). */
+static int cmp_item_place(const void *a, const void *b) {
+    const item *x = a, *y = b;
+    int c = strcmp(x->file ? x->file : "", y->file ? y->file : "");
+    return c ? c : x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* Largest first (the longest starts at once on several threads), ties in file order. */
 static int cmp_item_size(const void *a, const void *b) {
     uint64_t x = ((const item *)a)->end - ((const item *)a)->begin;
     uint64_t y = ((const item *)b)->end - ((const item *)b)->begin;
-    return x < y ? 1 : x > y ? -1 : 0;
+    return x < y ? 1 : x > y ? -1 : cmp_item_place(a, b);
 }
 
 typedef struct feed_slice {
@@ -162,13 +174,14 @@ ws_err ws_hash_checkpoint(const ws_ckpt *c, const ws_hash_options *opt, const ch
         uint64_t step = split ? RANGE_ELEMS : (t->numel ? t->numel : 1), b = 0;
         do {
             uint64_t e = t->numel - b < step ? t->numel : b + step;
-            j.items[j.nitems++] = (item){i, b, e};
+            j.items[j.nitems++] = (item){i, b, e, t->file, t->file_offset + b * ws_dtype_size(t->dtype)};
             b = e;
         } while (b < t->numel);
     }
     if (rc == WS_OK) rc = wsi_source_ckpt(c, WS_READ_DEFAULT, &j.src, err);
     if (rc == WS_OK) {
-        qsort(j.items, j.nitems, sizeof *j.items, cmp_item_size);
+        int nth = o.threads > 0 ? o.threads : wsi_cpu_count();
+        qsort(j.items, j.nitems, sizeof *j.items, nth == 1 ? cmp_item_place : cmp_item_size);
         pthread_mutex_init(&j.lock, NULL);
         wsi_parallel_for(j.nitems, o.threads, digest_item, &j);
         pthread_mutex_destroy(&j.lock);

@@ -135,7 +135,7 @@ NO_READ_FLAG = {"expect-cuda", "expect-vllm", "shard"}
 
 @pytest.mark.parametrize("mode,when", [("mmap", "open"), ("mmap", "mid"), ("pread", "open")])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, mode, when, case):
+def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, request, mode, when, case):
     """The shim cuts the victim to a third when it is opened (or, "mid", at the middle one of
     the size checks a clean run makes) and fstat keeps saying the old size: the mapped reader's
     check passes, then mapping the chunk in (MADV_POPULATE_READ) fails on the lost pages, or,
@@ -149,15 +149,30 @@ def test_file_cut_after_size_check(model, ws_bin, shim, tmp_path, mode, when, ca
         pytest.skip("expect and shard read through the mapping: no --read")
     tmp, ckpt0, mans = model
     ckpt = tmp_path / "model.safetensors"
-    shutil.copy(ckpt0, ckpt)
-    shutil.copy(ckpt0, str(ckpt) + ".a")
-    shutil.copy(tmp / "config.json", tmp_path / "config.json")
     d = tmp_path / "d"
-    shutil.copytree(tmp / "sglang", d)
     outdir = tmp_path / "out"
     outdir.mkdir()
     out = outdir / "manifest.json"
     args, victim = CASES[case](ckpt, d, mans["fast"], out)
+    # only the victim is a copy (the shim cuts it); the rest links to the module's files, so
+    # the 40-odd cases do not fill the disk (each copy is 185 MB)
+    shutil.copy(tmp / "config.json", tmp_path / "config.json")
+    os.symlink(ckpt0, str(ckpt) + ".a")
+    if str(victim) == str(ckpt):
+        shutil.copy(ckpt0, ckpt)
+    else:
+        os.symlink(ckpt0, ckpt)
+    if str(victim).startswith(str(d)):
+        shutil.copytree(tmp / "sglang", d)
+    else:
+        os.symlink(tmp / "sglang", d)
+    def drop_copies():
+        for p in (ckpt, d):
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            elif os.path.lexists(p):
+                os.remove(p)
+    request.addfinalizer(drop_copies)
     size = os.path.getsize(victim)
     at = 1
     if when == "mid":
