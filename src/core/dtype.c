@@ -143,8 +143,8 @@ DEFINE_LOAD(double)
  * for e4m3 the one NaN pattern), so the question is the largest shifted element: a branch-free
  * max reduction the compiler vectorises (vpsllw + vpmaxuw per 16 bf16 values), so the common
  * case (none) costs one fast pass. 128 bytes of running maxima (four vector registers) rather
- * than one: one accumulator chained every vpmaxuw on the one before (49 GB/s in L1 on the VM's
- * EPYC; four, 115 GB/s), and this pass rides on every SHA-256 block (2-3% of `hash -j 1`). */
+ * than one: with one, every vpmaxuw waits on the one before, and this pass rides on every
+ * SHA-256 block (perf: 2-3% of `hash -j 1` with one accumulator, about 1% with four). */
 #define DEFINE_MAX_SHIFTED(T)                                                            \
     __attribute__((target_clones("avx2", "default")))                                   \
     static T max_shifted_##T(const void *src, size_t n) {                                \
