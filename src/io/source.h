@@ -108,23 +108,6 @@ WSI_HIDDEN ws_err wsi_device_rect(const ws_source *s, const wsi_src_tensor *t, u
 WSI_HIDDEN bool wsi_view_strides(const wsi_src_tensor *t, int64_t *row_stride,
                                  int64_t *col_stride);
 
-/* The mapped range a thread is reading (what ws_mapped_read_current reports). */
-typedef struct wsi_touch {
-    const char *file, *tensor;
-    const uint8_t *begin;
-    uint64_t file_offset;
-    size_t len;
-} wsi_touch;
-/* For code that reads a checkpoint's tensors through their mapping rather than through a
- * source (expect and shard take ws_tensor): before bytes [off, off + n) of t's data are
- * touched, its file must still hold them (fstat; else WS_ERR_IO naming it, "shrank"), and
- * until wsi_ckpt_touch_end(prev) they are this thread's touch, so that a program's SIGBUS
- * guard can say a file cut after the check. c NULL, or t not in one of c's files (host
- * memory): nothing to check or record. *prev is always set: pass it to wsi_ckpt_touch_end. */
-WSI_HIDDEN ws_err wsi_ckpt_touch_begin(const ws_ckpt *c, const ws_tensor *t, uint64_t off,
-                                       uint64_t n, wsi_touch *prev, ws_error *err);
-WSI_HIDDEN void wsi_ckpt_touch_end(const wsi_touch *prev);
-
 /* Grow b to at least n bytes. */
 WSI_HIDDEN ws_err wsi_readbuf_reserve(wsi_readbuf *b, size_t n, ws_error *err);
 

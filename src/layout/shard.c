@@ -5,7 +5,6 @@
  */
 #include "internal.h"
 #include "pieces.h"
-#include "source.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,6 @@
  */
 #include "expect.h"
 #include "pieces.h"
-#include "source.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
