@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Cold-cache A/B of weightsum builds against cat (needs root for drop_caches): ROUNDS rounds,
 # each dropping the page cache before every command, the order reversed every other round;
-# `hash --algo fast -j 1` of the 1.2 GB bf16 checkpoint bench_core.sh uses. Then, per build,
-# a warm `hash -j 1` (sha256) right after that build's own cold read, with the count of
-# huge-page (PMD) mappings it made: what the cold reader leaves in the page cache matters to
-# the next mapped read.
+# `hash ARGS` (default --algo fast -j 1) of the 1.2 GB bf16 checkpoint bench_core.sh uses.
+# Then, per build, a warm `hash -j 1` (sha256) right after that build's own cold read, with
+# the count of huge-page (PMD) mappings it made: what the cold reader leaves in the page cache
+# matters to the next mapped read.
 #
 #   ROUNDS=5 bench/bench_cold_ab.sh build-a/weightsum build-b/weightsum
+#   ARGS="--algo fast -j 1 --read pread" bench/bench_cold_ab.sh build-a/weightsum ...
 #
 # GB = 1e9 bytes. (bench/results/cold-variants-h200-host-r6.txt, cold-order-h200-host-r6.txt.)
 set -euo pipefail
 [ -w /proc/sys/vm/drop_caches ] || { echo "bench_cold_ab: needs root (drop_caches)" >&2; exit 2; }
 ROUNDS=${ROUNDS:-5}
+read -r -a ARGS <<<"${ARGS:---algo fast -j 1}"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 cat >"$TMP/config.json" <<'JSON'
@@ -41,7 +43,7 @@ for r in $(seq "$ROUNDS"); do
     line="round $r:"
     for i in $idx; do
         w=${names[$i]}
-        if [ "$w" = cat ]; then v=$(cold cat "$F"); else v=$(cold "$w" hash "$F" --algo fast -j 1); fi
+        if [ "$w" = cat ]; then v=$(cold cat "$F"); else v=$(cold "$w" hash "$F" "${ARGS[@]}"); fi
         line="$line $w=$v"
     done
     echo "$line"
@@ -49,7 +51,7 @@ done
 thp() { awk '$1 == "thp_file_mapped" {print $2}' /proc/vmstat; }
 for w in "${names[@]}"; do
     drop
-    if [ "$w" = cat ]; then cat "$F" >/dev/null; else "$w" hash "$F" --algo fast -j 1 >/dev/null; fi
+    if [ "$w" = cat ]; then cat "$F" >/dev/null; else "$w" hash "$F" "${ARGS[@]}" >/dev/null; fi
     a=$(thp)
     t0=$(date +%s.%N)
     "$1" hash "$F" -j 1 >/dev/null

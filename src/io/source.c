@@ -68,6 +68,7 @@ ws_err ws_source_host_create(ws_source **out, ws_error *err) {
 
 void ws_source_free(ws_source *s) {
     if (!s) return;
+    wsi_read_ahead_free(s->ahead); /* before the caller may close the files it reads */
     for (size_t i = 0; i < s->n; i++)
         if (s->t[i].kind != WSI_SRC_FILE) free((char *)s->t[i].name);
     free(s->t);
@@ -224,7 +225,7 @@ ws_err wsi_source_read(const ws_source *s, const wsi_src_tensor *t, uint64_t at,
         return wsi_fail(err, WS_ERR_ARG, t->file, t->name, -1,
                         "read outside the tensor's %llu elements", (unsigned long long)t->numel);
     if (n == 0) return WS_OK;
-    if (wsi_file_pread_mode(s, t)) return wsi_file_read(t, at, n, dst, err);
+    if (wsi_file_pread_mode(s, t)) return wsi_file_read(s, t, at, n, dst, err);
     copy_ctx c = {dst, ws_dtype_size(t->dtype)};
     return wsi_source_rect(s, t, 0, at, 1, n, t->numel, buf, copy_out, &c, err);
 }

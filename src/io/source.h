@@ -11,6 +11,7 @@
 #define WS_SOURCE_H
 #include "device_loader.h"
 #include "internal.h"
+#include "read_ahead.h"
 
 typedef enum wsi_src_kind { WSI_SRC_HOST = 0, WSI_SRC_DEVICE, WSI_SRC_FILE } wsi_src_kind;
 
@@ -27,10 +28,11 @@ typedef struct wsi_src_tensor {
     int64_t strides[WS_MAX_DIMS];
     bool contiguous;
     void *stream; /* device */
-    /* file: numel elements at byte offset file_offset of fd (mapped at map when mmap) */
+    /* file: numel elements at byte offset file_offset of fd, mapped at map (the file's own
+     * mapping, file_len bytes, starts at map - file_offset; a memory image has fd -1) */
     const char *file;
     int fd;
-    uint64_t file_offset;
+    uint64_t file_offset, file_len;
     const uint8_t *map;
     const ws_ckpt *ckpt;
 } wsi_src_tensor;
@@ -42,6 +44,7 @@ struct ws_source {
     char **names;           /* owned copies of host/device tensor names */
     const wsi_device_backend *dev; /* loaded on the first device tensor */
     int rank;               /* dump sources: the rank; -1 otherwise */
+    wsi_read_ahead *ahead;  /* file sources: reads their files ahead of the reader, or NULL */
 };
 
 /* Every tensor of checkpoint c (which must outlive the source), as ws_source_dump reads a
@@ -94,8 +97,8 @@ WSI_HIDDEN ws_err wsi_file_rect(const ws_source *s, const wsi_src_tensor *t, uin
 /* pread of n elements at flat index at straight into dst; false when t is not read by pread
  * (mapped mode, a memory image): the caller copies instead. */
 WSI_HIDDEN bool wsi_file_pread_mode(const ws_source *s, const wsi_src_tensor *t);
-WSI_HIDDEN ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst,
-                                ws_error *err);
+WSI_HIDDEN ws_err wsi_file_read(const ws_source *s, const wsi_src_tensor *t, uint64_t at,
+                                uint64_t n, void *dst, ws_error *err);
 WSI_HIDDEN ws_err wsi_host_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0,
                                 uint64_t rows, uint64_t cols, uint64_t l_cols, wsi_readbuf *buf,
                                 wsi_rect_fn fn, void *ctx, ws_error *err);

@@ -101,21 +101,25 @@ ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out
     return rc;
 }
 
-/* The page-cache policy of a walk of c's files, set once per source. Reads go through the
- * file front to back, and a cold file is read ahead by the kernel as cat's reads are: pread
- * tells it the reads are sequential (a doubled read-ahead window); the mapping asks for huge
- * pages (MADV_HUGEPAGE), so that a fault on a cold page reads the file in 2 MiB folios, each
- * mapped by one page-table entry. Asking for pages ahead (WILLNEED) read them in 4 KiB pages
- * instead: a warm `hash -j 1` after such a read spent 0.26 s in the kernel mapping them, 0.02 s
- * after a huge-page read (the VM, 1.2 GB). Where the kernel gives no huge pages, the fault
- * reads around the page as for any mapping. */
-static void advise(const ws_ckpt *c, int read_mode) {
+/* The page-cache policy of a walk of c's files, set once per source; true when c has a file
+ * (not only memory images). Reads go through the file front to back: pread tells the kernel
+ * the reads are sequential (a doubled read-ahead window); the mapping asks for huge pages
+ * (MADV_HUGEPAGE), so that a fault on a cold page, the reader's or the read-ahead helper's
+ * (read_ahead.h), reads the file in 2 MiB folios, each mapped by one page-table entry. Asking
+ * for pages ahead with WILLNEED read them in 4 KiB pages instead: a warm `hash -j 1` after such
+ * a read spent 0.26 s in the kernel mapping them, 0.02 s after a huge-page read (the VM,
+ * 1.2 GB). Where the kernel gives no huge pages, a fault reads around the page as for any
+ * mapping. */
+static bool advise(const ws_ckpt *c) {
     wsi_ckpt_file f;
+    bool files = false;
     for (size_t i = 0; wsi_ckpt_file_at(c, i, &f); i++) {
         if (f.fd < 0) continue; /* a memory image */
-        if (read_mode == WS_READ_MMAP) madvise((void *)f.map, f.len, MADV_HUGEPAGE);
-        else posix_fadvise(f.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        madvise((void *)f.map, f.len, MADV_HUGEPAGE);
+        posix_fadvise(f.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        files = true;
     }
+    return files;
 }
 
 ws_err wsi_source_ckpt(const ws_ckpt *c, int read_mode, ws_source **out, ws_error *err) {
@@ -149,10 +153,11 @@ ws_err wsi_source_ckpt(const ws_ckpt *c, int read_mode, ws_source **out, ws_erro
         st->file = t->file;
         st->fd = f.fd;
         st->file_offset = t->file_offset;
+        st->file_len = f.len;
         st->map = t->data;
         st->ckpt = c;
     }
-    advise(c, read_mode);
+    if (advise(c)) s->ahead = wsi_read_ahead_new();
     *out = s;
     return WS_OK;
 }
@@ -194,6 +199,12 @@ static ws_err check_size(const wsi_src_tensor *t, uint64_t end, ws_error *err) {
                         strerror(errno));
     if ((uint64_t)st.st_size < end) return shrank(t, (uint64_t)st.st_size, end, err);
     return WS_OK;
+}
+
+/* The reader of t goes on from byte `pos` of its file: the helper reads ahead of it. */
+static void hint(const ws_source *s, const wsi_src_tensor *t, uint64_t pos) {
+    if (s->ahead && t->fd >= 0)
+        wsi_read_ahead_hint(s->ahead, t->map - t->file_offset, t->file_len, pos);
 }
 
 ws_err wsi_ckpt_touch_begin(const ws_ckpt *c, const ws_tensor *t, uint64_t off, uint64_t n,
@@ -246,7 +257,7 @@ static void ahead(const wsi_src_tensor *t, uint64_t a, uint64_t b, uint64_t end)
 
 /* Mapped reads: chunks of at most WSI_READ_CHUNK bytes of file span, each size-checked and
  * mapped in one call (populate) before its pages are touched and let go of after. */
-static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
+static ws_err mmap_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
                         uint64_t cols, uint64_t l_cols, wsi_rect_fn fn, void *ctx,
                         ws_error *err) {
     size_t es = ws_dtype_size(t->dtype);
@@ -260,6 +271,7 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
             rc = check_size(t, off + m * es, err);
             if (rc == WS_OK) rc = populate(t, (first + k) * es, (size_t)(m * es), err);
             if (rc == WS_OK) {
+                hint(s, t, off + m * es);
                 wsi_touch prev = touch_begin(t, (first + k) * es, (size_t)(m * es));
                 rc = fn(ctx, k, t->map + (first + k) * es, m);
                 touch_end(&prev);
@@ -277,6 +289,7 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
         rc = check_size(t, t->file_offset + b, err);
         if (rc == WS_OK) rc = populate(t, a, (size_t)(b - a), err);
         if (rc == WS_OK) {
+            hint(s, t, t->file_offset + b);
             wsi_touch prev = touch_begin(t, a, (size_t)(b - a));
             for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
                 rc = fn(ctx, (r + k) * cols, t->map + ((row0 + r + k) * l_cols + col0) * es,
@@ -291,7 +304,7 @@ static ws_err mmap_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, u
 /* Reads into the buffer: a contiguous rectangle in chunks; a dim-1 shard a band of rows per
  * read (the whole span, other ranks' columns included, when its own columns are a large part
  * of each row or each row is short), else each row's columns by one read. */
-static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
+static ws_err pread_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row0, uint64_t col0, uint64_t rows,
                          uint64_t cols, uint64_t l_cols, wsi_readbuf *buf, wsi_rect_fn fn,
                          void *ctx, ws_error *err) {
     size_t es = ws_dtype_size(t->dtype);
@@ -303,6 +316,7 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
         uint64_t n = rows * cols, small = WSI_PREAD_CHUNK / es ? WSI_PREAD_CHUNK / es : 1;
         for (uint64_t k = 0; k < n && rc == WS_OK; k += small) {
             uint64_t m = n - k < small ? n - k : small;
+            hint(s, t, span0 + (k + m) * es);
             rc = read_at(t, span0 + k * es, buf->p, (size_t)(m * es), err);
             if (rc == WS_OK) rc = fn(ctx, k, buf->p, m);
         }
@@ -316,6 +330,7 @@ static ws_err pread_rect(const wsi_src_tensor *t, uint64_t row0, uint64_t col0, 
             uint64_t nr = rows - r < band ? rows - r : band;
             uint64_t a = ((row0 + r) * l_cols + col0) * es;
             uint64_t len = (nr - 1) * rowbytes + segbytes;
+            hint(s, t, t->file_offset + a + len);
             rc = read_at(t, t->file_offset + a, buf->p, (size_t)len, err);
             for (uint64_t k = 0; k < nr && rc == WS_OK; k++)
                 rc = fn(ctx, (r + k) * cols, buf->p + k * rowbytes, cols);
@@ -340,13 +355,14 @@ bool wsi_file_pread_mode(const ws_source *s, const wsi_src_tensor *t) {
     return t->kind == WSI_SRC_FILE && s->read_mode != WS_READ_MMAP && t->fd >= 0;
 }
 
-ws_err wsi_file_read(const wsi_src_tensor *t, uint64_t at, uint64_t n, void *dst,
-                     ws_error *err) {
+ws_err wsi_file_read(const ws_source *s, const wsi_src_tensor *t, uint64_t at, uint64_t n,
+                     void *dst, ws_error *err) {
     size_t es = ws_dtype_size(t->dtype);
     uint64_t off = t->file_offset + at * es, len = n * es;
     ws_err rc = WS_OK;
     for (uint64_t k = 0; k < len && rc == WS_OK; k += WSI_READ_CHUNK) {
         uint64_t m = len - k < WSI_READ_CHUNK ? len - k : WSI_READ_CHUNK;
+        hint(s, t, off + k + m);
         rc = read_at(t, off + k, (uint8_t *)dst + k, (size_t)m, err);
     }
     return rc;
@@ -356,6 +372,6 @@ ws_err wsi_file_rect(const ws_source *s, const wsi_src_tensor *t, uint64_t row0,
                      uint64_t rows, uint64_t cols, uint64_t l_cols, wsi_readbuf *buf,
                      wsi_rect_fn fn, void *ctx, ws_error *err) {
     if (s->read_mode == WS_READ_MMAP || t->fd < 0)
-        return mmap_rect(t, row0, col0, rows, cols, l_cols, fn, ctx, err);
-    return pread_rect(t, row0, col0, rows, cols, l_cols, buf, fn, ctx, err);
+        return mmap_rect(s, t, row0, col0, rows, cols, l_cols, fn, ctx, err);
+    return pread_rect(s, t, row0, col0, rows, cols, l_cols, buf, fn, ctx, err);
 }
