@@ -18,6 +18,8 @@
 #define WSI_READ_AHEAD (32u << 20)
 #endif
 #define WSI_READ_AHEAD_STEP (2u << 20)
+/* The window moves on when the reader has gone this far (bytes). */
+#define WSI_READ_AHEAD_BATCH (8u << 20)
 
 typedef struct wsi_read_ahead wsi_read_ahead;
 
