@@ -8,6 +8,7 @@
 #
 #   ROUNDS=5 bench/bench_cold_ab.sh build-a/weightsum build-b/weightsum
 #   ARGS="--algo fast -j 1 --read pread" bench/bench_cold_ab.sh build-a/weightsum ...
+#   VERIFY=1 ARGS="-j 1" bench/bench_cold_ab.sh ...   # verify of its SGLang TP=2 dump instead
 #
 # GB = 1e9 bytes. (bench/results/cold-variants-h200-host-r6.txt, cold-order-h200-host-r6.txt.)
 set -euo pipefail
@@ -24,6 +25,20 @@ JSON
 F=$TMP/model.safetensors
 "$1" synth "$TMP/config.json" -o "$F" --dtype bf16 --no-progress
 B=$(stat -c %s "$F")
+if [ "${VERIFY:-0}" = 1 ]; then # the command is `verify FAST-MANIFEST DUMP ARGS`
+    "$1" shard "$F" --layout sglang --tp 2 -o "$TMP/tp2" >/dev/null
+    cp "$TMP/config.json" "$TMP/tp2/"
+    "$1" hash "$F" --algo fast -o "$TMP/fast.json" --no-progress
+    rm "$F"
+    B=$(du -cb "$TMP"/tp2/model-rank-*.safetensors | tail -1 | cut -f1)
+    F=$TMP/tp2
+fi
+# run BUILD: the measured command of one build
+run() {
+    if [ "${VERIFY:-0}" = 1 ]; then "$1" verify "$TMP/fast.json" "$F" "${ARGS[@]}"
+    else "$1" hash "$F" "${ARGS[@]}"; fi
+}
+cat_all() { if [ -d "$F" ]; then cat "$F"/*.safetensors; else cat "$F"; fi; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 rate() { # bytes t0 t1
     echo "$1 $2 $3" | awk '{printf "%.3f", $1 / ($3 - $2) / 1e9}'
@@ -32,7 +47,7 @@ cold() {
     drop
     local t0 t1
     t0=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
+    "$@" >/dev/null 2>&1 || { echo "failed"; return; }
     t1=$(date +%s.%N)
     rate "$B" "$t0" "$t1"
 }
@@ -43,7 +58,7 @@ for r in $(seq "$ROUNDS"); do
     line="round $r:"
     for i in $idx; do
         w=${names[$i]}
-        if [ "$w" = cat ]; then v=$(cold cat "$F"); else v=$(cold "$w" hash "$F" "${ARGS[@]}"); fi
+        if [ "$w" = cat ]; then v=$(cold cat_all); else v=$(cold run "$w"); fi
         line="$line $w=$v"
     done
     echo "$line"
@@ -51,7 +66,7 @@ done
 thp() { awk '$1 == "thp_file_mapped" {print $2}' /proc/vmstat; }
 for w in "${names[@]}"; do
     drop
-    if [ "$w" = cat ]; then cat "$F" >/dev/null; else "$w" hash "$F" "${ARGS[@]}" >/dev/null; fi
+    if [ "$w" = cat ]; then cat_all >/dev/null; else run "$w" >/dev/null; fi
     a=$(thp)
     t0=$(date +%s.%N)
     "$1" hash "$F" -j 1 >/dev/null
