@@ -905,7 +905,10 @@ enum { WS_READ_DEFAULT = 0, WS_READ_PREAD = 1, WS_READ_MMAP = 2 };
 /* Rank `rank` of dump d (d must outlive the source), read by large sequential preads into
  * reused buffers (WS_READ_PREAD) or through the file mapping (WS_READ_MMAP, whose pages are
  * let go once read); WS_READ_DEFAULT: the process's mode (ws_set_read_mode). WS_ERR_NOTFOUND
- * when the rank has no file. */
+ * when the rank has no file. In either mode a file source reads its files ahead of the reader
+ * while it hashes: a helper thread, started on the first read of a cold file and joined by
+ * ws_source_free, brings the next 32 MiB into the page cache (it never touches the bytes; a
+ * second thread reading the source turns it off). */
 WS_API ws_err ws_source_dump(const ws_dump *d, int rank, int read_mode, ws_source **out,
                              ws_error *err);
 /*

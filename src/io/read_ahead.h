@@ -27,8 +27,9 @@ typedef struct wsi_read_ahead wsi_read_ahead;
  * when out of memory, which means no read-ahead. */
 WSI_HIDDEN wsi_read_ahead *wsi_read_ahead_new(void);
 /* The reader is at byte pos of the file mapped at map (len bytes) and goes on from there:
- * read in up to WSI_READ_AHEAD bytes after pos. The latest hint wins: a reader elsewhere
- * (another file, another thread) moves the helper there. */
+ * read in up to WSI_READ_AHEAD bytes after pos, in batches of WSI_READ_AHEAD_BATCH, passing
+ * over a batch whose last page the page cache holds. A hint in another file, or behind or past
+ * the helper, moves it there; a hint from a second thread turns read-ahead off for good. */
 WSI_HIDDEN void wsi_read_ahead_hint(wsi_read_ahead *ra, const uint8_t *map, uint64_t len,
                                     uint64_t pos);
 /* Stop and join the helper; the mappings it was given may go after this. NULL is a no-op. */

@@ -1,7 +1,7 @@
 """The two ways the CLI reads weights (--read mmap, the default, and --read pread) give
-byte-identical outputs; and a file cut while it is read through the mapping, after the size
-check that precedes each mapped chunk, is the one-line error naming it (exit 2), not a SIGBUS
-death: an LD_PRELOAD shim (tests/c/fstat_shim.c) cuts the file when it is opened and makes
+byte-identical outputs, warm or cold (read ahead by the file sources' helper); and a file
+cut while it is read through the mapping, after the size check that precedes each mapped
+chunk, is the one-line error naming it (exit 2), not a SIGBUS death: an LD_PRELOAD shim (tests/c/fstat_shim.c) cuts the file when it is opened and makes
 fstat keep reporting the old size, so the touch of its pages faults every time. A SIGBUS that
 is not the library's still kills the process."""
 import ctypes
@@ -102,6 +102,78 @@ def test_modes_give_identical_verdicts(model, ws_bin, tmp_path, layout):
                 outs[(state, algo, mode)] = (r.returncode, r.stdout)
             assert outs[(state, algo, "mmap")] == outs[(state, algo, "pread")]
             assert outs[(state, algo, "mmap")][0] == (0 if state == "clean" else 1)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+
+
+def resident(path):
+    """The fraction of path's pages the page cache holds (mincore of a read-only mapping)."""
+    n = os.path.getsize(path)
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open(path, "rb") as f:
+        addr = _libc.mmap(None, n, 1, 1, f.fileno(), 0)  # PROT_READ, MAP_SHARED
+        assert addr not in (None, ctypes.c_void_p(-1).value)
+        try:
+            vec = ctypes.create_string_buffer((n + page - 1) // page)
+            assert _libc.mincore(addr, n, vec) == 0
+            return sum(b & 1 for b in vec.raw) / len(vec.raw)
+        finally:
+            _libc.munmap(addr, n)
+
+
+def evict(paths):
+    for p in paths:
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())  # dirty pages (a fresh copy) are not dropped
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    if max(resident(p) for p in paths) > 0.1:
+        pytest.skip("the file system keeps these files in memory: no cold read to test")
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "sglang"])
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cold_reads_match_warm(model, ws_bin, tmp_path, what, jobs):
+    """From a cold page cache, where each file source's read-ahead helper runs (one thread
+    reading; with two it turns itself off), both modes give the warm run's bytes, and a flipped
+    element is still found."""
+    tmp, ckpt, mans = model
+    if what == "checkpoint":
+        src = tmp_path / "model.safetensors"
+        shutil.copy(ckpt, src)
+        files = [src]
+    else:
+        src = tmp_path / "d"
+        shutil.copytree(tmp / what, src)
+        files = sorted(src.glob("*.safetensors"))
+    warm = run_mode(ws_bin, "pread", "hash", src, "--algo", "both", "-j", jobs)
+    assert warm.returncode == 0, warm.stderr
+    for mode in MODES:
+        evict(files)
+        cold = run_mode(ws_bin, mode, "hash", src, "--algo", "both", "-j", jobs)
+        assert cold.returncode == 0, cold.stderr
+        assert cold.stdout == warm.stdout, mode
+    if what == "checkpoint":
+        return
+    f = rank_file(src, 1)
+    with open(f, "r+b") as fh:  # the top byte of the last f32 of the last tensor
+        fh.seek(os.path.getsize(f) - 1)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0x40]))
+        fh.flush()
+        os.fsync(fh.fileno())
+    want = run_mode(ws_bin, "pread", "verify", mans["fast"], src, "--json", "-j", jobs)
+    assert want.returncode == 1, want.stderr
+    for mode in MODES:
+        evict(files)
+        got = run_mode(ws_bin, mode, "verify", mans["fast"], src, "--json", "-j", jobs)
+        assert (got.returncode, got.stdout) == (1, want.stdout), mode
 
 
 def cut_env(shim, victim, cut, at=1, count=None):
