@@ -81,6 +81,18 @@ def test_modes_give_identical_manifests(model, ws_bin, tmp_path, what, algo):
     assert len(json.loads(out["mmap"])["tensors"]) > 0
 
 
+def flip_last_byte(f):
+    """Flip a bit of the top byte of the last f32 of the last tensor, on disk (fsync: an
+    eviction that follows drops the page)."""
+    with open(f, "r+b") as fh:
+        fh.seek(os.path.getsize(f) - 1)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0x40]))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 @pytest.mark.parametrize("layout", ["sglang", "vllm"])
 def test_modes_give_identical_verdicts(model, ws_bin, tmp_path, layout):
     """verify --json of a clean dump and of one with a flipped element: the same bytes."""
@@ -90,12 +102,7 @@ def test_modes_give_identical_verdicts(model, ws_bin, tmp_path, layout):
     outs = {}
     for state in ("clean", "bad"):
         if state == "bad":
-            f = rank_file(d, 1)
-            with open(f, "r+b") as fh:  # the top byte of the last f32 of the last tensor
-                fh.seek(os.path.getsize(f) - 1)
-                b = fh.read(1)
-                fh.seek(-1, 1)
-                fh.write(bytes([b[0] ^ 0x40]))
+            flip_last_byte(rank_file(d, 1))
         for algo in ("sha256", "fast"):
             for mode in MODES:
                 r = run_mode(ws_bin, mode, "verify", mans[algo], d, "--json", "-j", 1)
@@ -160,14 +167,7 @@ def test_cold_reads_match_warm(model, ws_bin, tmp_path, what, jobs):
         assert cold.stdout == warm.stdout, mode
     if what == "checkpoint":
         return
-    f = rank_file(src, 1)
-    with open(f, "r+b") as fh:  # the top byte of the last f32 of the last tensor
-        fh.seek(os.path.getsize(f) - 1)
-        b = fh.read(1)
-        fh.seek(-1, 1)
-        fh.write(bytes([b[0] ^ 0x40]))
-        fh.flush()
-        os.fsync(fh.fileno())
+    flip_last_byte(rank_file(src, 1))
     want = run_mode(ws_bin, "pread", "verify", mans["fast"], src, "--json", "-j", jobs)
     assert want.returncode == 1, want.stderr
     for mode in MODES:
