@@ -87,9 +87,8 @@ static void *helper(void *arg) {
 
 /* Whether the page cache holds the page at p. */
 static bool page_cached(const uint8_t *p) {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    unsigned char v = 0;
-    return mincore((void *)((uintptr_t)p & ~(page - 1)), page, &v) == 0 && (v & 1);
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), pa = (uintptr_t)p & ~(page - 1);
+    return cached(pa, pa + page, page);
 }
 
 void wsi_read_ahead_hint(wsi_read_ahead *ra, const uint8_t *map, uint64_t len, uint64_t pos) {
